@@ -1,0 +1,119 @@
+//! `tether connect`: an interactive client in the spirit of wscat and websocat.
+
+use crate::limits::LimitArgs;
+use anyhow::bail;
+use futures_util::StreamExt;
+use std::io::Write as _;
+use std::process::ExitCode;
+use tether::{ClientConfig, CloseCode, Error, Message};
+use tether::tether_proto::HandshakeError;
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// ws:// URL to connect to.
+    url: String,
+    /// Extra request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Subprotocol to offer (repeatable, most preferred first).
+    #[arg(long = "subprotocol")]
+    subprotocols: Vec<String>,
+    /// Origin header to send.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Send stdin lines as binary messages instead of text.
+    #[arg(long)]
+    binary: bool,
+    /// Print pings and pongs received, on stderr.
+    #[arg(long)]
+    show_ping: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = ClientConfig::default().with_config(args.limits.to_config()?);
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            bail!("header {h:?} must look like \"Name: value\"");
+        };
+        config = config.with_header(name.trim(), value.trim());
+    }
+    for p in &args.subprotocols {
+        config = config.with_protocol(p);
+    }
+    if let Some(o) = &args.origin {
+        config = config.with_origin(o);
+    }
+    let (ws, response) = match tether::connect_with(&args.url, &config).await {
+        Ok(ok) => ok,
+        Err(e) => bail!(describe_connect_error(&args.url, &e)),
+    };
+    match &response.protocol {
+        Some(p) => eprintln!("connected to {} (subprotocol {p})", args.url),
+        None => eprintln!("connected to {}", args.url),
+    }
+    let (write, mut read) = ws.split();
+    let sender = write.sender();
+    let binary = args.binary;
+    // stdin -> messages; at EOF, close with 1000.
+    let input = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let msg = if binary { Message::binary(line.into_bytes()) } else { Message::text(line) };
+            if sender.send(msg).await.is_err() {
+                return;
+            }
+        }
+        let _ = sender.close(CloseCode::NORMAL, "");
+    });
+    let mut stdout = std::io::stdout().lock();
+    let mut exit = ExitCode::SUCCESS;
+    while let Some(item) = read.next().await {
+        match item {
+            Ok(Message::Text(t)) => {
+                let _ = writeln!(stdout, "{t}");
+            }
+            Ok(Message::Binary(b)) => {
+                let _ = stdout.write_all(&b);
+                let _ = writeln!(stdout);
+            }
+            Ok(Message::Ping(p)) if args.show_ping => eprintln!("ping ({} bytes)", p.len()),
+            Ok(Message::Pong(p)) if args.show_ping => eprintln!("pong ({} bytes)", p.len()),
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(Message::Close(_)) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit = ExitCode::FAILURE;
+            }
+        }
+        let _ = stdout.flush();
+    }
+    input.abort();
+    drop(write);
+    if let Some(c) = read.close_status() {
+        if c.clean {
+            eprintln!("closed: {} {}", c.code, c.reason);
+        } else {
+            eprintln!("connection lost: {} {}", c.code, c.reason);
+            exit = ExitCode::FAILURE;
+        }
+    }
+    Ok(exit)
+}
+
+fn describe_connect_error(url: &str, e: &Error) -> String {
+    match e {
+        Error::Handshake(HandshakeError::UnexpectedStatus { status, reason }) => {
+            format!("server rejected the handshake: HTTP {status} {reason}")
+        }
+        Error::Handshake(HandshakeError::InvalidUrl(why)) => format!("invalid url {url:?}: {why}"),
+        Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("connection refused by {url}")
+        }
+        Error::Io(io) => format!("cannot connect to {url}: {io}"),
+        Error::Timeout => format!("timed out connecting to {url}"),
+        other => format!("cannot connect to {url}: {other}"),
+    }
+}

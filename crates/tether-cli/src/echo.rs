@@ -1,0 +1,79 @@
+//! `tether echo`: the first example of every WebSocket tutorial.
+
+use crate::limits::LimitArgs;
+use anyhow::Context as _;
+use futures_util::{SinkExt, StreamExt};
+use std::process::ExitCode;
+use tether::{Listener, OriginPolicy, ServerConfig};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: String,
+    /// Subprotocols to accept, most preferred first (repeatable).
+    #[arg(long = "subprotocol")]
+    subprotocols: Vec<String>,
+    /// Accept only these Origins (repeatable); default: any origin.
+    #[arg(long = "allow-origin")]
+    allow_origins: Vec<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = ServerConfig::default()
+        .with_config(args.limits.to_config()?)
+        .with_protocols(args.subprotocols);
+    if !args.allow_origins.is_empty() {
+        config = config.with_origin(OriginPolicy::AllowList(args.allow_origins));
+    }
+    let listener = Listener::bind(&args.listen, config)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!("echo server listening on ws://{addr}/");
+    loop {
+        let incoming = match listener.accept().await {
+            Ok(i) => i,
+            Err(e) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        tokio::spawn(serve(incoming));
+    }
+}
+
+async fn serve(incoming: tether::Incoming) {
+    let peer = incoming.remote_addr();
+    let (mut ws, request) = match incoming.upgrade().await {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::info!(%peer, "handshake refused: {e}");
+            return;
+        }
+    };
+    tracing::info!(%peer, path = %request.path, protocol = ?ws.protocol(), "connected");
+    while let Some(item) = ws.next().await {
+        match item {
+            Ok(msg) if msg.is_data() => {
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::info!(%peer, "connection failed: {e}");
+                break;
+            }
+        }
+    }
+    match ws.close_status() {
+        Some(c) => tracing::info!(%peer, code = c.code.0, reason = %c.reason, initiator = ?c.initiator, clean = c.clean, "closed"),
+        None => tracing::info!(%peer, "closed"),
+    }
+}
+

@@ -1,0 +1,193 @@
+//! Client side of the opening handshake (RFC 6455 4.1).
+
+use super::{
+    accept_key, encode_key, has_token, map_httparse, parse_extensions, to_header_map, Extension,
+    HandshakeLimits, Url,
+};
+use crate::error::HandshakeError;
+use http::HeaderMap;
+
+/// What the client asks for besides the URL.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Subprotocols to offer, in order of preference.
+    pub protocols: Vec<String>,
+    /// The `Origin` header to send, if any.
+    pub origin: Option<String>,
+    /// Extra headers (authorization, cookies, ...).
+    pub headers: Vec<(String, String)>,
+    /// Limits on the server's answer.
+    pub limits: HandshakeLimits,
+}
+
+/// The server's accepted answer.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Every header, as sent.
+    pub headers: HeaderMap,
+    /// The subprotocol the server chose, one we offered.
+    pub protocol: Option<String>,
+    /// The extensions the server accepted.
+    pub extensions: Vec<Extension>,
+}
+
+/// A client handshake in progress: the request was built, the answer is awaited.
+#[derive(Debug, Clone)]
+pub struct ClientHandshake {
+    key: String,
+    options: ClientOptions,
+}
+
+impl ClientHandshake {
+    /// Builds the upgrade request for `url`. `nonce` must be 16 fresh random bytes
+    /// (RFC 6455 4.1); the caller supplies them so the core has no randomness of its own.
+    pub fn new(url: &Url, nonce: [u8; 16], options: ClientOptions) -> (Self, Vec<u8>) {
+        let key = encode_key(nonce);
+        let mut out = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+            url.resource,
+            url.host_header()
+        );
+        if !options.protocols.is_empty() {
+            out.push_str("Sec-WebSocket-Protocol: ");
+            out.push_str(&options.protocols.join(", "));
+            out.push_str("\r\n");
+        }
+        if let Some(origin) = &options.origin {
+            out.push_str("Origin: ");
+            out.push_str(origin);
+            out.push_str("\r\n");
+        }
+        for (name, value) in &options.headers {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        (Self { key, options }, out.into_bytes())
+    }
+
+    /// Parses and checks the server's answer from the start of `buf`.
+    ///
+    /// Returns `Ok(None)` while the head is incomplete, otherwise the response and the length
+    /// of the head; bytes after it are the first frames.
+    ///
+    /// # Errors
+    ///
+    /// A status other than 101 ([`HandshakeError::UnexpectedStatus`]), a wrong or missing
+    /// `Upgrade`, `Connection` or `Sec-WebSocket-Accept`, or a subprotocol or extension that
+    /// was not offered (RFC 6455 4.1, "the client MUST _Fail the WebSocket Connection_").
+    pub fn parse_response(&self, buf: &[u8]) -> Result<Option<(Response, usize)>, HandshakeError> {
+        let limits = &self.options.limits;
+        let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut resp = httparse::Response::new(&mut raw);
+        let len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() >= limits.max_bytes => {
+                return Err(HandshakeError::TooLarge(limits.max_bytes))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(map_httparse(e, limits)),
+        };
+        let status = resp.code.unwrap_or(0);
+        if status != 101 {
+            let reason = resp.reason.unwrap_or("").to_owned();
+            return Err(HandshakeError::UnexpectedStatus { status, reason });
+        }
+        let headers = to_header_map(resp.headers)?;
+        if !has_token(&headers, "upgrade", "websocket") {
+            return Err(HandshakeError::Header("upgrade"));
+        }
+        if !has_token(&headers, "connection", "upgrade") {
+            return Err(HandshakeError::Header("connection"));
+        }
+        let expected = accept_key(self.key.as_bytes());
+        if headers.get("sec-websocket-accept").map(|v| v.as_bytes()) != Some(expected.as_bytes()) {
+            return Err(HandshakeError::AcceptMismatch);
+        }
+        let protocol = match headers.get("sec-websocket-protocol") {
+            None => None,
+            Some(v) => {
+                let p = v.to_str().map_err(|_| HandshakeError::Header("sec-websocket-protocol"))?.trim();
+                if !self.options.protocols.iter().any(|o| o == p) {
+                    return Err(HandshakeError::UnofferedProtocol(p.to_owned()));
+                }
+                Some(p.to_owned())
+            }
+        };
+        let extensions =
+            parse_extensions(headers.get_all("sec-websocket-extensions").iter().map(|v| v.as_bytes()))?;
+        // We offer no extensions yet, so any in the answer was not offered.
+        if let Some(ext) = extensions.first() {
+            return Err(HandshakeError::UnofferedExtension(ext.name.clone()));
+        }
+        Ok(Some((Response { headers, protocol, extensions }, len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONCE: [u8; 16] = *b"the sample nonce";
+
+    fn handshake(protocols: &[&str]) -> (ClientHandshake, String) {
+        let url = Url::parse("ws://server.example.com/chat?x=1").unwrap();
+        let options = ClientOptions {
+            protocols: protocols.iter().map(|s| s.to_string()).collect(),
+            origin: Some("http://example.com".into()),
+            headers: vec![("Authorization".into(), "Bearer t".into())],
+            ..Default::default()
+        };
+        let (hs, bytes) = ClientHandshake::new(&url, NONCE, options);
+        (hs, String::from_utf8(bytes).unwrap())
+    }
+
+    fn answer(extra: &str) -> String {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n{extra}\r\n"
+        )
+    }
+
+    #[test]
+    fn request_is_rfc_example() {
+        let (_, req) = handshake(&["chat", "superchat"]);
+        assert!(req.starts_with("GET /chat?x=1 HTTP/1.1\r\nHost: server.example.com\r\n"));
+        assert!(req.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
+        assert!(req.contains("Sec-WebSocket-Protocol: chat, superchat\r\n"));
+        assert!(req.contains("Origin: http://example.com\r\n"));
+        assert!(req.contains("Authorization: Bearer t\r\n"));
+        // Our own server parser accepts it.
+        let parsed = crate::handshake::parse_request(req.as_bytes(), &HandshakeLimits::default());
+        assert!(parsed.unwrap().is_some());
+    }
+
+    #[test]
+    fn accepts_valid_answer() {
+        let (hs, _) = handshake(&["chat", "superchat"]);
+        let a = answer("Sec-WebSocket-Protocol: chat\r\n");
+        let (resp, n) = hs.parse_response(a.as_bytes()).unwrap().unwrap();
+        assert_eq!((resp.protocol.as_deref(), n), (Some("chat"), a.len()));
+        for i in 0..a.len() {
+            assert!(hs.parse_response(&a.as_bytes()[..i]).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn refuses_bad_answers() {
+        let (hs, _) = handshake(&["chat"]);
+        let bad_accept = answer("").replace("s3pP", "AAAA");
+        assert_eq!(hs.parse_response(bad_accept.as_bytes()).unwrap_err(), HandshakeError::AcceptMismatch);
+        let err = hs.parse_response(answer("Sec-WebSocket-Protocol: mqtt\r\n").as_bytes()).unwrap_err();
+        assert_eq!(err, HandshakeError::UnofferedProtocol("mqtt".into()));
+        let err = hs.parse_response(answer("Sec-WebSocket-Extensions: permessage-deflate\r\n").as_bytes()).unwrap_err();
+        assert_eq!(err, HandshakeError::UnofferedExtension("permessage-deflate".into()));
+        let err = hs.parse_response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").unwrap_err();
+        assert_eq!(err, HandshakeError::UnexpectedStatus { status: 403, reason: "Forbidden".into() });
+        let no_upgrade = answer("").replace("Upgrade: websocket\r\n", "");
+        assert_eq!(hs.parse_response(no_upgrade.as_bytes()).unwrap_err(), HandshakeError::Header("upgrade"));
+    }
+}

@@ -1,0 +1,107 @@
+//! The opening handshake (RFC 6455 4) as pure functions: bytes in, a parsed request or
+//! response out; the caller decides; bytes out.
+
+mod client;
+mod extensions;
+mod server;
+mod url;
+
+pub use client::{ClientHandshake, ClientOptions, Response};
+pub use extensions::{parse_extensions, Extension};
+pub use server::{
+    accept_response, parse_request, reject_response, select_protocol, OriginPolicy, Request,
+};
+pub use url::Url;
+
+use crate::error::HandshakeError;
+use base64::Engine as _;
+use http::HeaderMap;
+use sha1::{Digest, Sha1};
+
+/// The GUID of RFC 6455 1.3, appended to the key before hashing.
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Limits on the handshake head, with their defaults.
+#[derive(Debug, Clone)]
+pub struct HandshakeLimits {
+    /// Largest request or response head, in bytes. Default 16 KiB.
+    pub max_bytes: usize,
+    /// Most header lines. Default 64.
+    pub max_headers: usize,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        Self { max_bytes: 16 * 1024, max_headers: 64 }
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 1.3, 4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// Encodes 16 random bytes as a `Sec-WebSocket-Key`.
+pub fn encode_key(nonce: [u8; 16]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(nonce)
+}
+
+fn decodes_to_16_bytes(key: &[u8]) -> bool {
+    matches!(base64::engine::general_purpose::STANDARD.decode(key), Ok(v) if v.len() == 16)
+}
+
+/// Iterates the comma-separated, trimmed, non-empty elements of every `name` header.
+fn list_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether a comma-list header holds `token`, compared without case.
+fn has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {
+    list_values(headers, name).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+fn to_header_map(raw: &[httparse::Header<'_>]) -> Result<HeaderMap, HandshakeError> {
+    let mut map = HeaderMap::with_capacity(raw.len());
+    for h in raw {
+        let name = http::HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HandshakeError::MalformedHttp("bad header name"))?;
+        let value = http::HeaderValue::from_bytes(h.value)
+            .map_err(|_| HandshakeError::MalformedHttp("bad header value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn map_httparse(e: httparse::Error, limits: &HandshakeLimits) -> HandshakeError {
+    match e {
+        httparse::Error::TooManyHeaders => HandshakeError::TooManyHeaders(limits.max_headers),
+        httparse::Error::Version => HandshakeError::HttpVersion,
+        _ => HandshakeError::MalformedHttp("unparseable head"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6455_1_3_accept_key() {
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn key_must_decode_to_16_bytes() {
+        assert!(decodes_to_16_bytes(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!decodes_to_16_bytes(b"dGhlIHNhbXBsZQ=="));
+        assert!(!decodes_to_16_bytes(b"not base64!"));
+    }
+}

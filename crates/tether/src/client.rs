@@ -1,0 +1,140 @@
+//! The client side: `connect` by URL.
+
+use crate::{driver, Error, WebSocket};
+use tether_proto::handshake::{ClientHandshake, ClientOptions, Response, Url};
+use tether_proto::{Config, Connection, HandshakeError, MaskSource};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How a client connects.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Limits and timers of the connection.
+    pub config: Config,
+    /// Subprotocols, origin and extra headers for the request.
+    pub options: ClientOptions,
+}
+
+impl ClientConfig {
+    /// Sets the connection limits and timers.
+    pub fn with_config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+    /// Adds a subprotocol to offer.
+    pub fn with_protocol(mut self, p: impl Into<String>) -> Self {
+        self.options.protocols.push(p.into());
+        self
+    }
+    /// Sets the `Origin` header.
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.options.origin = Some(origin.into());
+        self
+    }
+    /// Adds a header to the request.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Connects to a `ws://` URL with the default configuration.
+///
+/// # Errors
+///
+/// [`Error::Handshake`] for a bad URL or a refused handshake (with the server's status),
+/// [`Error::Io`] when the TCP connection fails, [`Error::Timeout`].
+pub async fn connect(url: &str) -> Result<(WebSocket, Response), Error> {
+    connect_with(url, &ClientConfig::default()).await
+}
+
+/// Connects to a `ws://` URL.
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<(WebSocket, Response), Error> {
+    let url = Url::parse(url)?;
+    if url.secure {
+        return Err(HandshakeError::InvalidUrl("wss:// is not supported yet").into());
+    }
+    let timeout = config.config.handshake_timeout;
+    let stream = tokio::time::timeout(timeout, TcpStream::connect((url.host.as_str(), url.port)))
+        .await
+        .map_err(|_| Error::Timeout)??;
+    let _ = stream.set_nodelay(true);
+    client_handshake(stream, &url, config).await
+}
+
+/// Runs the client handshake over an already connected stream.
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn client_handshake<S>(mut stream: S, url: &Url, config: &ClientConfig) -> Result<(WebSocket, Response), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (handshake, request) = ClientHandshake::new(url, random_nonce(), config.options.clone());
+    let exchange = async {
+        stream.write_all(&request).await?;
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 2048];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(Error::Handshake(HandshakeError::MalformedHttp(
+                    "connection closed during handshake",
+                )));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some((response, len)) = handshake.parse_response(&buf)? {
+                return Ok((response, buf.split_off(len)));
+            }
+        }
+    };
+    let (response, leftover) = tokio::time::timeout(config.config.handshake_timeout, exchange)
+        .await
+        .map_err(|_| Error::Timeout)??;
+    let conn = Connection::client(config.config.clone(), mask_source());
+    let protocol = response.protocol.clone();
+    Ok((driver::spawn(stream, conn, &leftover, protocol), response))
+}
+
+fn random_nonce() -> [u8; 16] {
+    let mut nonce = [0u8; 16];
+    fill_random(&mut nonce);
+    nonce
+}
+
+/// Masking keys from the operating system's random source, fetched 64 keys at a time so
+/// that sending does not make a system call per frame.
+fn mask_source() -> MaskSource {
+    let mut pool = [0u8; 256];
+    let mut pos = pool.len();
+    Box::new(move || {
+        if pos == pool.len() {
+            fill_random(&mut pool);
+            pos = 0;
+        }
+        let key = [pool[pos], pool[pos + 1], pool[pos + 2], pool[pos + 3]];
+        pos += 4;
+        key
+    })
+}
+
+fn fill_random(buf: &mut [u8]) {
+    if getrandom::getrandom(buf).is_err() {
+        // The OS source is unavailable (extremely rare). Fall back to the std hasher's
+        // per-process random keys so that keys still differ between connections.
+        use std::hash::{BuildHasher, Hasher};
+        let state = std::collections::hash_map::RandomState::new();
+        for (i, chunk) in buf.chunks_mut(8).enumerate() {
+            let mut h = state.build_hasher();
+            h.write_usize(i);
+            let v = h.finish().to_ne_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}

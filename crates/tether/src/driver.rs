@@ -1,0 +1,279 @@
+//! The per-connection task: owns the socket and the protocol core, and moves bytes,
+//! commands, events and time between them.
+
+use crate::socket::{Shared, WebSocket};
+use crate::{Error, Message};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tether_proto::{CloseCode, CloseFrame, Connection, Event, UsageError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// What handles ask the driver to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send(Message),
+    Close(CloseCode, String),
+    /// The application has read the peer's close: everything it sent in reaction to the
+    /// earlier messages is ahead of this in the channel, so the close reply may follow.
+    CloseRead,
+}
+
+/// Messages delivered ahead of the application; beyond this the driver stops reading.
+const INBOX: usize = 16;
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
+/// Starts the driver for an upgraded stream; `leftover` holds bytes read past the handshake.
+pub(crate) fn spawn<S>(io: S, conn: Connection, leftover: &[u8], protocol: Option<String>) -> WebSocket
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (msg_tx, msg_rx) = mpsc::channel(INBOX);
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::new(conn.config().send_buffer_limit, protocol));
+    let mut driver =
+        Driver { conn, shared: shared.clone(), cmd_rx, msg_tx, inbox_gone: false, awaiting_close_read: false };
+    driver.conn.handle_bytes(leftover);
+    tokio::spawn(async move {
+        driver.run(io).await;
+        driver.shared.pending.store(0, Ordering::Release);
+        driver.shared.queued.store(0, Ordering::Release);
+        driver.shared.finished.store(true, Ordering::Release);
+        driver.shared.wake_all();
+    });
+    WebSocket::new(msg_rx, cmd_tx, shared)
+}
+
+/// Why the driver woke up.
+enum Wake {
+    Wrote(std::io::Result<usize>),
+    Read(std::io::Result<usize>),
+    Command(Option<Command>),
+    Delivered,
+    InboxGone,
+    Timer,
+}
+
+struct Driver {
+    conn: Connection,
+    shared: Arc<Shared>,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
+    msg_tx: mpsc::Sender<Result<Message, Error>>,
+    inbox_gone: bool,
+    /// The peer's close was handed to the application, which has not read it yet.
+    awaiting_close_read: bool,
+}
+
+impl Driver {
+    async fn run<S: AsyncRead + AsyncWrite>(&mut self, io: S) {
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let mut read_buf = vec![0u8; MIN_READ];
+        let mut write_buf: Vec<u8> = Vec::new();
+        let mut written = 0;
+        let mut pending: Option<Result<Message, Error>> = None;
+        let mut eof = false;
+        let mut commands_open = true;
+        loop {
+            self.conn.handle_timeout(Instant::now());
+            // Events, until the inbox is full.
+            while !self.awaiting_close_read || self.inbox_gone {
+                if let Some(item) = pending.take() {
+                    if let Err(item) = self.deliver_now(item) {
+                        pending = Some(item);
+                        break;
+                    }
+                }
+                match self.conn.poll_event() {
+                    Ok(Some(event)) => {
+                        pending = self.convert(event);
+                        if self.conn.is_close_received() {
+                            self.awaiting_close_read = true;
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => pending = Some(Err(e.into())),
+                }
+            }
+            if !commands_open && (self.inbox_gone || self.msg_tx.is_closed()) {
+                self.abandoned();
+            }
+            // Commands already waiting, without blocking.
+            while commands_open {
+                match self.cmd_rx.try_recv() {
+                    Ok(cmd) => self.apply(cmd),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        commands_open = false;
+                        self.abandoned();
+                    }
+                }
+            }
+            if written == write_buf.len() {
+                written = 0;
+                write_buf.clear();
+                if write_buf.capacity() > 4 * MAX_READ {
+                    write_buf = Vec::new();
+                }
+                self.conn.poll_transmit(&mut write_buf);
+            }
+            self.shared.pending.store(self.conn.buffered_amount() + write_buf.len() - written, Ordering::Release);
+            self.shared.wake_all();
+            if written == write_buf.len() {
+                if self.conn.should_close_transport() {
+                    // RFC 6455 7.1.1: the server closes TCP first; the client does after
+                    // the server did (EOF), after a timeout, or on failure.
+                    let _ = wr.shutdown().await;
+                    return self.finish(pending).await;
+                }
+                if self.conn.is_closed() && eof {
+                    return self.finish(pending).await;
+                }
+            }
+            let deadline = self.conn.poll_timeout().map(tokio::time::Instant::from_std);
+            let can_read = !eof && pending.is_none();
+            let wake = tokio::select! {
+                biased;
+                res = wr.write(&write_buf[written..]), if written < write_buf.len() => Wake::Wrote(res),
+                permit = self.msg_tx.reserve(), if pending.is_some() && !self.inbox_gone => match permit {
+                    Ok(permit) => {
+                        if let Some(item) = pending.take() {
+                            permit.send(item);
+                        }
+                        Wake::Delivered
+                    }
+                    Err(_) => Wake::InboxGone,
+                },
+                cmd = self.cmd_rx.recv(), if commands_open => Wake::Command(cmd),
+                res = rd.read(&mut read_buf), if can_read => Wake::Read(res),
+                () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
+            };
+            match wake {
+                Wake::Wrote(Ok(0)) => return self.io_failed(std::io::ErrorKind::WriteZero.into(), pending).await,
+                Wake::Wrote(Ok(n)) => written += n,
+                Wake::Read(Ok(0)) => {
+                    eof = true;
+                    self.conn.handle_eof();
+                }
+                Wake::Read(Ok(n)) => {
+                    self.conn.handle_bytes(&read_buf[..n]);
+                    if n == read_buf.len() && read_buf.len() < MAX_READ {
+                        read_buf.resize(read_buf.len() * 2, 0);
+                    }
+                }
+                Wake::Wrote(Err(e)) | Wake::Read(Err(e)) => return self.io_failed(e, pending).await,
+                Wake::InboxGone => {
+                    self.inbox_gone = true;
+                    pending = None;
+                }
+                Wake::Command(Some(cmd)) => self.apply(cmd),
+                Wake::Command(None) => {
+                    commands_open = false;
+                    self.abandoned();
+                }
+                Wake::Delivered | Wake::Timer => {}
+            }
+        }
+    }
+
+    /// Hands an item to the application if the inbox has room; gives it back otherwise.
+    fn deliver_now(&mut self, item: Result<Message, Error>) -> Result<(), Result<Message, Error>> {
+        if self.inbox_gone {
+            return Ok(());
+        }
+        match self.msg_tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(item)) => Err(item),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.inbox_gone = true;
+                Ok(())
+            }
+        }
+    }
+
+    fn convert(&mut self, event: Event) -> Option<Result<Message, Error>> {
+        Some(Ok(match event {
+            Event::Text(t) => Message::Text(t),
+            Event::Binary(b) => Message::Binary(b),
+            Event::Ping(p) => Message::Ping(p),
+            Event::Pong(p) => Message::Pong(p),
+            Event::Closed(closed) => {
+                let frame = match closed.code {
+                    CloseCode::NO_STATUS | CloseCode::ABNORMAL => None,
+                    code => Some(CloseFrame { code, reason: closed.reason.clone() }),
+                };
+                *self.shared.closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(closed);
+                Message::Close(frame)
+            }
+            _ => return None,
+        }))
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        let result = match cmd {
+            Command::Send(msg) => {
+                self.shared.queued.fetch_sub(msg.len(), Ordering::AcqRel);
+                match msg {
+                    Message::Text(t) => self.conn.send_text(t),
+                    Message::Binary(b) => self.conn.send_binary(b),
+                    Message::Ping(p) => self.conn.send_ping(p),
+                    Message::Pong(p) => self.conn.send_pong(p),
+                    Message::Close(_) => Ok(()),
+                }
+            }
+            Command::CloseRead => {
+                self.awaiting_close_read = false;
+                Ok(())
+            }
+            Command::Close(code, reason) => match self.conn.close(code, &reason) {
+                // Closing twice is not worth an error on the stream.
+                Err(UsageError::Closed) => Ok(()),
+                other => other,
+            },
+        };
+        if let Err(e) = result {
+            // Nowhere else to report it: the stream is the connection's only error channel.
+            let _ = self.deliver_now(Err(e.into()));
+        }
+    }
+
+    /// Every handle is gone: nobody can send or read any more, so close politely.
+    fn abandoned(&mut self) {
+        if (self.inbox_gone || self.msg_tx.is_closed()) && self.conn.is_open() {
+            let _ = self.conn.close(CloseCode::GOING_AWAY, "");
+        }
+    }
+
+    /// The socket is done with; hand the application what it has not read yet.
+    async fn finish(&mut self, pending: Option<Result<Message, Error>>) {
+        if let Some(item) = pending {
+            if !self.inbox_gone {
+                let _ = self.msg_tx.send(item).await;
+            }
+        }
+        while let Ok(Some(event)) = self.conn.poll_event() {
+            if let Some(item) = self.convert(event) {
+                let _ = self.msg_tx.send(item).await;
+            }
+        }
+    }
+
+    async fn io_failed(&mut self, e: std::io::Error, pending: Option<Result<Message, Error>>) {
+        tracing::debug!(error = %e, "websocket i/o failed");
+        if let Some(item) = pending {
+            let _ = self.msg_tx.send(item).await;
+        }
+        if !self.conn.is_closed() {
+            let _ = self.msg_tx.send(Err(e.into())).await;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,41 @@
+//! tether: WebSocket (RFC 6455) client and server on tokio.
+//!
+//! This crate is the I/O shell around [`tether_proto`], which holds every protocol rule. It
+//! adds sockets, timers and randomness: [`accept`] / [`Listener`] on the server side,
+//! [`connect`] on the client side, and a [`WebSocket`] that is a `Stream` of [`Message`]s
+//! and a `Sink` for sending. It is not a hub (see `tether-hub`) and has no TLS yet.
+//!
+//! ```text
+//!  app ──Sink/Sender──▶ commands ─┐          ┌─▶ socket writes
+//!                                 ▼          │
+//!                          driver task: tether_proto::Connection
+//!                                 │          ▲
+//!  app ◀──Stream───── messages ◀──┘          └── socket reads, timers
+//! ```
+//!
+//! ```no_run
+//! use futures_util::{SinkExt, StreamExt};
+//! # async fn run() -> Result<(), tether::Error> {
+//! let (mut ws, _response) = tether::connect("ws://127.0.0.1:9001/").await?;
+//! ws.send(tether::Message::text("hello")).await?;
+//! while let Some(msg) = ws.next().await {
+//!     println!("{:?}", msg?);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod driver;
+mod error;
+mod message;
+mod server;
+mod socket;
+
+pub use client::{client_handshake, connect, connect_with, ClientConfig};
+pub use error::Error;
+pub use message::Message;
+pub use server::{accept, accept_with, Incoming, Listener, Reject, ServerConfig};
+pub use socket::{ReadHalf, Sender, WebSocket, WriteHalf};
+pub use tether_proto::handshake::{ClientOptions, HandshakeLimits, OriginPolicy, Request, Response, Url};
+pub use tether_proto::{CloseCode, CloseFrame, Closed, Config, Initiator, Utf8Bytes};
+pub use tether_proto;
