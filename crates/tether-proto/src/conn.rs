@@ -37,6 +37,9 @@ pub enum Event {
     Closed(Closed),
 }
 
+/// Pongs queued at most; past this the oldest is dropped.
+const MAX_PENDING_PONGS: usize = 32;
+
 /// A source of masking keys for the client role. RFC 6455 5.3 wants them unpredictable,
 /// so the I/O layer passes one backed by the operating system's random source.
 pub type MaskSource = Box<dyn FnMut() -> [u8; 4] + Send>;
@@ -50,6 +53,9 @@ enum State {
     /// `close_timeout`), so that what the application sends in reaction to the messages
     /// before the close still goes out first. Sending is allowed until then.
     CloseReceived,
+    /// The peer broke the protocol; our close frame follows on the next `poll_event` (or at
+    /// `close_timeout`), for the same reason as in `CloseReceived`.
+    Failing,
     /// Both close frames exchanged, the peer dropped TCP, or we failed the connection.
     Closed,
 }
@@ -101,8 +107,15 @@ impl OutFrame {
 /// ```
 ///
 /// Reading never writes: automatic pongs and the close reply are queued and come out of
-/// [`poll_transmit`](Self::poll_transmit). At most one pong is queued (RFC 6455 5.5.3 allows
-/// answering only the latest ping), so a ping flood cannot grow memory.
+/// [`poll_transmit`](Self::poll_transmit). At most 32 pongs are queued; past that the oldest
+/// is dropped (RFC 6455 5.5.3 allows answering only the latest ping), so a ping flood cannot
+/// grow memory.
+///
+/// When the peer's close frame arrives, or the peer breaks the protocol, the event is
+/// reported first and our close frame is queued by the *next* `poll_event` call (or at
+/// `close_timeout`): what the application sends in reaction to the messages before it
+/// still goes out ahead of the close, as it would if the application had read them one by
+/// one from a blocking socket.
 pub struct Connection {
     role: Role,
     config: Config,
@@ -111,7 +124,7 @@ pub struct Connection {
     frame: Option<FrameInProgress>,
     message: Option<MessageInProgress>,
     out: VecDeque<OutFrame>,
-    pending_pong: Option<Bytes>,
+    pending_pongs: VecDeque<Bytes>,
     buffered: usize,
     mask: Option<MaskSource>,
     closed: Option<Closed>,
@@ -157,7 +170,7 @@ impl Connection {
             frame: None,
             message: None,
             out: VecDeque::new(),
-            pending_pong: None,
+            pending_pongs: VecDeque::new(),
             buffered: 0,
             mask,
             closed: None,
@@ -185,7 +198,9 @@ impl Connection {
 
     /// Feeds bytes received from the peer. Parsing happens in [`poll_event`](Self::poll_event).
     pub fn handle_bytes(&mut self, data: &[u8]) {
-        if self.state == State::Closed || data.is_empty() {
+        // After the peer's close frame, or once failed, nothing more is read (RFC 6455 1.4:
+        // no data after a close frame; 7.1.7: a failed connection is not read further).
+        if !matches!(self.state, State::Open | State::CloseSent) || data.is_empty() {
             return;
         }
         self.activity = true;
@@ -220,10 +235,10 @@ impl Connection {
         if let Some(deadline) = self.close_deadline {
             if now >= deadline {
                 self.close_deadline = None;
-                if self.state == State::CloseReceived {
-                    self.close_deadline = None;
-                    self.reply_close();
-                    return;
+                match self.state {
+                    State::CloseReceived => return self.reply_close(),
+                    State::Failing => return self.send_failure_close(),
+                    _ => {}
                 }
                 if self.state == State::CloseSent {
                     // RFC 6455 7.1.1: the peer did not answer our close in time.
@@ -283,8 +298,10 @@ impl Connection {
     /// (RFC 6455 7.1.7): a close frame with the error's code is queued, no more events come,
     /// and [`should_close_transport`](Self::should_close_transport) turns true once it is sent.
     pub fn poll_event(&mut self) -> Result<Option<Event>, ProtocolError> {
-        if self.state == State::CloseReceived {
-            self.reply_close();
+        match self.state {
+            State::CloseReceived => self.reply_close(),
+            State::Failing => self.send_failure_close(),
+            _ => {}
         }
         match self.parse() {
             Ok(Some(event)) => Ok(Some(event)),
@@ -307,7 +324,7 @@ impl Connection {
 
     fn parse(&mut self) -> Result<Option<Event>, ProtocolError> {
         loop {
-            if matches!(self.state, State::Closed | State::CloseReceived) {
+            if matches!(self.state, State::Closed | State::CloseReceived | State::Failing) {
                 return Ok(None);
             }
             let header = match &self.frame {
@@ -467,10 +484,13 @@ impl Connection {
         match opcode {
             OpCode::Ping => {
                 if self.state == State::Open {
-                    if let Some(old) = self.pending_pong.replace(payload.clone()) {
-                        self.buffered -= old.len() + MAX_HEADER_LEN;
+                    if self.pending_pongs.len() == MAX_PENDING_PONGS {
+                        if let Some(old) = self.pending_pongs.pop_front() {
+                            self.buffered -= old.len() + MAX_HEADER_LEN;
+                        }
                     }
                     self.buffered += payload.len() + MAX_HEADER_LEN;
+                    self.pending_pongs.push_back(payload.clone());
                 }
                 Ok(Some(Event::Ping(payload)))
             }
@@ -515,7 +535,6 @@ impl Connection {
         self.frame = None;
         self.message = None;
         self.inbuf = BytesMut::new();
-        self.pending_pong = None;
         self.close_deadline = None;
         self.arm_close_timer = self.role == Role::Client;
     }
@@ -523,13 +542,31 @@ impl Connection {
     /// Fails the connection (RFC 6455 7.1.7): queue a close frame with the error's code
     /// unless one was already sent, and stop reading.
     fn fail(&mut self, err: &ProtocolError) {
-        let code = err.close_code();
-        if self.state == State::Open {
-            self.queue(OpCode::Close, close_payload(code, &err.to_string()));
-        }
-        let reason = err.to_string();
-        self.finish(Closed { code, reason, initiator: Initiator::Local, clean: false });
+        let closed = Closed {
+            code: err.close_code(),
+            reason: err.to_string(),
+            initiator: Initiator::Local,
+            clean: false,
+        };
         self.failed = true;
+        if self.state == State::Open {
+            // The close frame is queued by the next `poll_event` (see `State::Failing`).
+            self.state = State::Failing;
+            self.closed = Some(closed);
+            self.frame = None;
+            self.message = None;
+            self.inbuf = BytesMut::new();
+            self.arm_close_timer = true;
+        } else {
+            self.finish(closed);
+            self.arm_close_timer = false;
+        }
+    }
+
+    fn send_failure_close(&mut self) {
+        let Some(closed) = self.closed.clone() else { return };
+        self.queue(OpCode::Close, close_payload(closed.code, &closed.reason));
+        self.finish(closed);
         self.arm_close_timer = false;
     }
 
@@ -540,7 +577,7 @@ impl Connection {
     }
 
     fn check_open(&self) -> Result<(), UsageError> {
-        if matches!(self.state, State::Open | State::CloseReceived) {
+        if matches!(self.state, State::Open | State::CloseReceived | State::Failing) {
             Ok(())
         } else {
             Err(UsageError::Closed)
@@ -610,9 +647,10 @@ impl Connection {
         if reason.len() > 123 {
             return Err(UsageError::ControlFrameTooLong);
         }
-        if self.state == State::CloseReceived {
-            self.reply_close();
-            return Ok(());
+        match self.state {
+            State::CloseReceived => return Ok(self.reply_close()),
+            State::Failing => return Ok(self.send_failure_close()),
+            _ => {}
         }
         self.check_open()?;
         self.queue(OpCode::Close, close_payload(code, reason));
@@ -626,7 +664,7 @@ impl Connection {
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> bool {
         const SOFT_LIMIT: usize = 64 * 1024;
         let start = buf.len();
-        if let Some(pong) = self.pending_pong.take() {
+        while let Some(pong) = self.pending_pongs.pop_front() {
             self.buffered -= pong.len() + MAX_HEADER_LEN;
             self.encode(OpCode::Pong, &pong, buf);
         }
@@ -674,12 +712,13 @@ impl Connection {
 
     /// Whether messages may still be sent.
     pub fn is_open(&self) -> bool {
-        matches!(self.state, State::Open | State::CloseReceived)
+        matches!(self.state, State::Open | State::CloseReceived | State::Failing)
     }
 
-    /// Whether the peer's close frame arrived and our reply is not queued yet.
-    pub fn is_close_received(&self) -> bool {
-        self.state == State::CloseReceived
+    /// Whether the peer's close frame arrived, or the peer broke the protocol, and our close
+    /// frame waits for the next [`poll_event`](Self::poll_event).
+    pub fn is_close_pending(&self) -> bool {
+        matches!(self.state, State::CloseReceived | State::Failing)
     }
 
     /// How the connection ended, once it has.
@@ -691,7 +730,7 @@ impl Connection {
     /// transmitted and either this is the server after the close handshake (RFC 6455 7.1.1:
     /// the server closes TCP first), the connection failed, or a timeout expired.
     pub fn should_close_transport(&self) -> bool {
-        if self.state != State::Closed || !self.out.is_empty() || self.pending_pong.is_some() {
+        if self.state != State::Closed || !self.out.is_empty() || !self.pending_pongs.is_empty() {
             return false;
         }
         self.close_transport || self.failed || self.role == Role::Server

@@ -88,13 +88,17 @@ impl Driver {
                 match self.conn.poll_event() {
                     Ok(Some(event)) => {
                         pending = self.convert(event);
-                        if self.conn.is_close_received() {
+                        if self.conn.is_close_pending() {
                             self.awaiting_close_read = true;
                             break;
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => pending = Some(Err(e.into())),
+                    Err(e) => {
+                        pending = Some(Err(e.into()));
+                        self.awaiting_close_read = true;
+                        break;
+                    }
                 }
             }
             if !commands_open && (self.inbox_gone || self.msg_tx.is_closed()) {

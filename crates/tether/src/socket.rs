@@ -195,7 +195,7 @@ impl Stream for ReadHalf {
     type Item = Result<Message, Error>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = std::task::ready!(self.rx.poll_recv(cx));
-        if let Some(Ok(Message::Close(_))) = &item {
+        if let Some(Ok(Message::Close(_)) | Err(_)) = &item {
             let _ = self.tx.send(Command::CloseRead);
         }
         Poll::Ready(item)
