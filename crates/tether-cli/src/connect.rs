@@ -66,7 +66,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return;
             }
         }
-        let _ = sender.close(CloseCode::NORMAL, "");
+        let _ = sender.send_close(CloseCode::NORMAL, "");
     });
     let mut stdout = std::io::stdout().lock();
     let mut exit = ExitCode::SUCCESS;

@@ -148,7 +148,7 @@ impl Sender {
     ///
     /// [`UsageError::Closed`] when the connection has ended. A code that may not be sent
     /// (1005, 1006, 1015, ...) is reported on the stream as a usage error.
-    pub fn close(&self, code: CloseCode, reason: impl Into<String>) -> Result<(), Error> {
+    pub fn send_close(&self, code: CloseCode, reason: impl Into<String>) -> Result<(), Error> {
         self.tx.send(Command::Close(code, reason.into())).map_err(|_| Error::Usage(UsageError::Closed))
     }
 
@@ -226,7 +226,7 @@ impl Sink<Message> for WriteHalf {
         if !self.close_sent {
             self.close_sent = true;
             // The driver may be gone already; that is the outcome we want.
-            let _ = self.sender.close(CloseCode::NORMAL, "");
+            let _ = self.sender.send_close(CloseCode::NORMAL, "");
         }
         self.sender.poll_finished(cx).map(Ok)
     }
@@ -284,8 +284,8 @@ impl WebSocket {
     /// # Errors
     ///
     /// [`UsageError::Closed`] when the connection has ended already.
-    pub fn close(&self, code: CloseCode, reason: impl Into<String>) -> Result<(), Error> {
-        self.write.sender.close(code, reason)
+    pub fn send_close(&self, code: CloseCode, reason: impl Into<String>) -> Result<(), Error> {
+        self.write.sender.send_close(code, reason)
     }
 }
 
