@@ -1,0 +1,243 @@
+//! The async API over loopback TCP: accept/connect, halves, the cloneable sender,
+//! backpressure, handshake refusals and the close handshake.
+
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tether::{
+    ClientConfig, CloseCode, CloseFrame, Config, Error, Initiator, Listener, Message, OriginPolicy, Reject,
+    ServerConfig,
+};
+use tether::tether_proto::HandshakeError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Starts a server whose connections echo data messages; returns its ws:// URL.
+async fn echo_server(config: ServerConfig) -> String {
+    let listener = Listener::bind("127.0.0.1:0", config).await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok(incoming) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok((mut ws, request)) = incoming
+                    .upgrade_with(|req| if req.path == "/forbidden" { Err(Reject::new(403, "no entry")) } else { Ok(()) })
+                    .await
+                else {
+                    return;
+                };
+                if request.path == "/close-me" {
+                    ws.send_close(CloseCode(4001), "server says bye").unwrap();
+                }
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_data() && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+async fn raw_request(url: &str, request: &str) -> String {
+    let addr = url.trim_start_matches("ws://");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn echo_text_binary_and_one_mebibyte() {
+    let url = echo_server(ServerConfig::default()).await;
+    let (mut ws, _) = tether::connect(&format!("{url}/echo?x=1")).await.unwrap();
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    for msg in [Message::text("héllo"), Message::binary(vec![0u8, 1, 2, 255]), Message::binary(big)] {
+        ws.send(msg.clone()).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), msg);
+    }
+    ws.close().await.unwrap();
+    let status = ws.close_status().unwrap();
+    assert_eq!((status.code, status.initiator, status.clean), (CloseCode::NORMAL, Initiator::Local, true));
+}
+
+#[tokio::test]
+async fn ping_is_answered_with_pong() {
+    let url = echo_server(ServerConfig::default()).await;
+    let (mut ws, _) = tether::connect(&url).await.unwrap();
+    ws.send(Message::Ping("are you there".into())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Pong("are you there".into()));
+}
+
+#[tokio::test]
+async fn close_with_code_and_reason_started_by_server() {
+    let url = echo_server(ServerConfig::default()).await;
+    let (mut ws, _) = tether::connect(&format!("{url}/close-me")).await.unwrap();
+    let frame = CloseFrame { code: CloseCode(4001), reason: "server says bye".into() };
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Close(Some(frame)));
+    assert!(ws.next().await.is_none(), "the stream ends after the close");
+    let status = ws.close_status().unwrap();
+    assert_eq!((status.initiator, status.clean), (Initiator::Remote, true));
+    assert!(ws.send(Message::text("late")).await.is_err());
+}
+
+#[tokio::test]
+async fn split_halves_and_many_senders() {
+    let url = echo_server(ServerConfig::default()).await;
+    let (ws, _) = tether::connect(&url).await.unwrap();
+    let (write, mut read) = ws.split();
+    let sender = write.sender();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    sender.send(Message::text(format!("{t}:{i}"))).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut seen = std::collections::HashMap::<u32, u32>::new();
+    for _ in 0..400 {
+        let Message::Text(t) = read.next().await.unwrap().unwrap() else { panic!() };
+        let (task, i) = t.split_once(':').unwrap();
+        let (task, i): (u32, u32) = (task.parse().unwrap(), i.parse().unwrap());
+        // Each task's messages arrive whole and in its own order.
+        let next = seen.entry(task).or_default();
+        assert_eq!(*next, i);
+        *next += 1;
+    }
+    assert_eq!(seen.len(), 8);
+}
+
+#[tokio::test]
+async fn send_waits_when_the_peer_does_not_read() {
+    // A server that upgrades and then never reads.
+    let listener = Listener::bind("127.0.0.1:0", ServerConfig::default()).await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (_ws, _) = listener.accept().await.unwrap().upgrade().await.unwrap();
+        let _ = hold_rx.await;
+    });
+    let config = ClientConfig::default().with_config(Config::default().with_send_buffer_limit(256 * 1024));
+    let (ws, _) = tether::connect_with(&url, &config).await.unwrap();
+    let sender = ws.sender();
+    let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+    let mut sent = 0usize;
+    // Bounded: the kernel buffers a few MiB at most, so this stops long before 4096 sends.
+    let blocked = loop {
+        match tokio::time::timeout(Duration::from_millis(300), sender.send(Message::Binary(chunk.clone()))).await {
+            Ok(r) => {
+                r.unwrap();
+                sent += 1;
+                assert!(sent < 4096, "send never applied backpressure");
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(blocked);
+    assert!(sender.buffered_amount() >= 256 * 1024, "buffered {}", sender.buffered_amount());
+    drop(hold_tx);
+}
+
+#[tokio::test]
+async fn subprotocol_follows_server_preference() {
+    let url = echo_server(ServerConfig::default().with_protocols(["superchat", "chat"])).await;
+    let config = ClientConfig::default().with_protocol("chat").with_protocol("superchat");
+    let (ws, resp) = tether::connect_with(&url, &config).await.unwrap();
+    assert_eq!(resp.protocol.as_deref(), Some("superchat"));
+    assert_eq!(ws.protocol(), Some("superchat"));
+    let config = ClientConfig::default().with_protocol("mqtt");
+    let (ws, _) = tether::connect_with(&url, &config).await.unwrap();
+    assert_eq!(ws.protocol(), None);
+}
+
+#[tokio::test]
+async fn refusals_are_http_statuses() {
+    let url = echo_server(ServerConfig::default().with_origin(OriginPolicy::AllowList(vec!["http://good.example".into()]))).await;
+    let err = tether::connect(&format!("{url}/forbidden")).await.unwrap_err();
+    assert!(matches!(err, Error::Handshake(HandshakeError::UnexpectedStatus { status: 403, .. })), "{err}");
+    let bad_origin = ClientConfig::default().with_origin("http://evil.example");
+    let err = tether::connect_with(&url, &bad_origin).await.unwrap_err();
+    assert!(matches!(err, Error::Handshake(HandshakeError::UnexpectedStatus { status: 403, .. })), "{err}");
+    let good_origin = ClientConfig::default().with_origin("http://good.example");
+    assert!(tether::connect_with(&url, &good_origin).await.is_ok());
+
+    let plain = raw_request(&url, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(plain.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{plain}");
+    let v8 = raw_request(
+        &url,
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+    )
+    .await;
+    assert!(v8.starts_with("HTTP/1.1 426") && v8.contains("Sec-WebSocket-Version: 13\r\n"), "{v8}");
+    let post = raw_request(&url, "POST / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    let huge = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    assert!(raw_request(&url, &huge).await.starts_with("HTTP/1.1 431"));
+}
+
+#[tokio::test]
+async fn handshake_timeout_answers_408() {
+    let config = Config::default().with_handshake_timeout(Duration::from_millis(200));
+    let url = echo_server(ServerConfig::default().with_config(config)).await;
+    // Sends half a request, then nothing.
+    let reply = raw_request(&url, "GET / HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+}
+
+#[tokio::test]
+async fn message_limit_closes_with_1009() {
+    let config = Config::default().with_max_message_size(1000);
+    let url = echo_server(ServerConfig::default().with_config(config)).await;
+    let (mut ws, _) = tether::connect(&url).await.unwrap();
+    ws.send(Message::binary(vec![0u8; 1001])).await.unwrap();
+    let frame = CloseFrame { code: CloseCode::MESSAGE_TOO_BIG, reason: "message exceeds the limit of 1000 bytes".into() };
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Close(Some(frame)));
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_with_1001() {
+    let config = Config::default().with_idle_timeout(Some(Duration::from_millis(200)));
+    let url = echo_server(ServerConfig::default().with_config(config)).await;
+    let (mut ws, _) = tether::connect(&url).await.unwrap();
+    let Some(Ok(Message::Close(Some(frame)))) = ws.next().await else { panic!("expected a close") };
+    assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::GOING_AWAY, "idle timeout"));
+}
+
+#[tokio::test]
+async fn keepalive_pings_reach_the_client() {
+    let config = Config::default().with_ping_interval(Some(Duration::from_millis(50)));
+    let url = echo_server(ServerConfig::default().with_config(config)).await;
+    let (mut ws, _) = tether::connect(&url).await.unwrap();
+    assert!(matches!(ws.next().await, Some(Ok(Message::Ping(_)))));
+}
+
+#[tokio::test]
+async fn accept_over_an_in_memory_stream() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move {
+        let mut ws = tether::accept(b).await.unwrap();
+        let msg = ws.next().await.unwrap().unwrap();
+        ws.send(msg).await.unwrap();
+        while ws.next().await.is_some() {}
+    });
+    let url = tether::Url::parse("ws://localhost/").unwrap();
+    let (mut ws, _) = tether::client_handshake(a, &url, &ClientConfig::default()).await.unwrap();
+    ws.send(Message::text("over duplex")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over duplex"));
+    ws.close().await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn connect_errors() {
+    assert!(matches!(tether::connect("http://x").await, Err(Error::Handshake(HandshakeError::InvalidUrl(_)))));
+    // Port 1 on loopback: nothing listens there.
+    assert!(matches!(tether::connect("ws://127.0.0.1:1/").await, Err(Error::Io(_))));
+}
