@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Interop over loopback: Node `ws` and Python `websockets` clients against `tether echo`, and
+# the tether client against their servers. Installs the peers (npm ci, pip into a venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d interop/node_modules/ws ]; then
+  (cd interop && npm ci --no-audit --no-fund --loglevel=error)
+fi
+venv=target/interop-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import websockets' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r interop/requirements.txt
+fi
+cargo build --release --locked -p tether-cli -p tether --example interop_client
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# Starts a server that prints its URL first (on stdout, or in a log line on stderr for tether).
+start() { # name command...
+  local name=$1 log=target/interop-$1.log; shift
+  "$@" >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    url=$(grep -o 'ws://127\.0\.0\.1:[0-9]*' "$log" | head -n1 || true)
+    [ -n "$url" ] && return 0
+    sleep 0.1
+  done
+  echo "interop: $name did not start:"; cat "$log"; return 1
+}
+
+start tether-echo ./target/release/tether echo --listen 127.0.0.1:0
+echo "== node ws client -> tether echo ($url)"
+node interop/node_client.mjs "$url/node"
+echo "== python websockets client -> tether echo ($url)"
+"$venv/bin/python" interop/py_client.py "$url/python"
+
+start node-server node interop/node_server.mjs
+echo "== tether client -> node ws server ($url)"
+./target/release/examples/interop_client "$url"
+
+start python-server "$venv/bin/python" -u interop/py_server.py
+echo "== tether client -> python websockets server ($url)"
+./target/release/examples/interop_client "$url"
+echo "interop: all passed"
