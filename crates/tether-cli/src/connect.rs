@@ -5,8 +5,8 @@ use anyhow::bail;
 use futures_util::StreamExt;
 use std::io::Write as _;
 use std::process::ExitCode;
-use tether::{ClientConfig, CloseCode, Error, Message};
 use tether::tether_proto::HandshakeError;
+use tether::{ClientConfig, CloseCode, Error, Message};
 use tokio::io::AsyncBufReadExt;
 
 #[derive(Debug, clap::Args)]

@@ -22,9 +22,8 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut config = ServerConfig::default()
-        .with_config(args.limits.to_config()?)
-        .with_protocols(args.subprotocols);
+    let mut config =
+        ServerConfig::default().with_config(args.limits.to_config()?).with_protocols(args.subprotocols);
     if !args.allow_origins.is_empty() {
         config = config.with_origin(OriginPolicy::AllowList(args.allow_origins));
     }
@@ -72,8 +71,9 @@ async fn serve(incoming: tether::Incoming) {
         }
     }
     match ws.close_status() {
-        Some(c) => tracing::info!(%peer, code = c.code.0, reason = %c.reason, initiator = ?c.initiator, clean = c.clean, "closed"),
+        Some(c) => {
+            tracing::info!(%peer, code = c.code.0, reason = %c.reason, initiator = ?c.initiator, clean = c.clean, "closed")
+        }
         None => tracing::info!(%peer, "closed"),
     }
 }
-

@@ -1,7 +1,7 @@
 //! Flags shared by every subcommand that opens connections.
 
 use std::time::Duration;
-use tether::Config;
+use tether::{Config, HandshakeLimits};
 
 /// Connection limits and timers, each a knob over [`Config`]'s default.
 #[derive(Debug, clap::Args)]
@@ -21,13 +21,23 @@ pub(crate) struct LimitArgs {
     /// Seconds to wait for the peer's close frame.
     #[arg(long, default_value_t = Config::default().close_timeout.as_secs_f64())]
     pub(crate) close_timeout: f64,
+    /// Largest handshake head (request line and headers), in bytes (larger gets HTTP 431).
+    #[arg(long, default_value_t = Config::default().handshake.max_bytes)]
+    pub(crate) max_handshake_bytes: usize,
+    /// Most header lines in the handshake (more gets HTTP 431).
+    #[arg(long, default_value_t = Config::default().handshake.max_headers)]
+    pub(crate) max_headers: usize,
+    /// Queued, unsent bytes per connection above which sending waits.
+    #[arg(long, default_value_t = Config::default().send_buffer_limit)]
+    pub(crate) send_buffer_limit: usize,
     /// Seconds the opening handshake may take.
     #[arg(long, default_value_t = Config::default().handshake_timeout.as_secs_f64())]
     pub(crate) handshake_timeout: f64,
 }
 
 fn secs(v: f64, name: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{name} must be a non-negative number of seconds"))
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("--{name} must be a non-negative number of seconds"))
 }
 
 fn optional(v: f64, name: &str) -> anyhow::Result<Option<Duration>> {
@@ -42,6 +52,11 @@ impl LimitArgs {
             .with_ping_interval(optional(self.ping_interval, "ping-interval")?)
             .with_idle_timeout(optional(self.idle_timeout, "idle-timeout")?)
             .with_close_timeout(secs(self.close_timeout, "close-timeout")?)
-            .with_handshake_timeout(secs(self.handshake_timeout, "handshake-timeout")?))
+            .with_handshake_timeout(secs(self.handshake_timeout, "handshake-timeout")?)
+            .with_handshake_limits(HandshakeLimits {
+                max_bytes: self.max_handshake_bytes,
+                max_headers: self.max_headers,
+            })
+            .with_send_buffer_limit(self.send_buffer_limit))
     }
 }

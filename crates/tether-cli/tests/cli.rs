@@ -78,9 +78,26 @@ fn binary_mode_round_trip() {
 
 #[test]
 fn subprotocol_header_and_origin() {
-    let echo = Echo::start(&["--subprotocol", "superchat", "--subprotocol", "chat", "--allow-origin", "http://ok.example"]);
+    let echo = Echo::start(&[
+        "--subprotocol",
+        "superchat",
+        "--subprotocol",
+        "chat",
+        "--allow-origin",
+        "http://ok.example",
+    ]);
     let out = connect(
-        &["--subprotocol", "chat", "--subprotocol", "superchat", "--origin", "http://ok.example", "-H", "X-Token: abc", &echo.url],
+        &[
+            "--subprotocol",
+            "chat",
+            "--subprotocol",
+            "superchat",
+            "--origin",
+            "http://ok.example",
+            "-H",
+            "X-Token: abc",
+            &echo.url,
+        ],
         b"x\n",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -99,7 +116,10 @@ fn rejected_handshake_prints_the_status() {
 fn bad_url() {
     let out = connect(&["http://example.com/"], b"");
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr).trim(), "error: invalid url \"http://example.com/\": scheme must be ws or wss");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: invalid url \"http://example.com/\": scheme must be ws or wss"
+    );
     let out = connect(&["ws://127.0.0.1:99999/"], b"");
     assert_eq!(text(&out.stderr).trim(), "error: invalid url \"ws://127.0.0.1:99999/\": bad port");
 }
@@ -170,4 +190,18 @@ fn ping_interval_and_show_ping() {
     assert!(out.status.success());
     // Our pings come back as pongs from the echo server.
     assert!(text(&out.stderr).contains("pong (8 bytes)"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn handshake_limits_are_knobs() {
+    let echo = Echo::start(&["--max-headers", "8"]);
+    let many: Vec<String> = (0..10).flat_map(|i| ["-H".to_owned(), format!("X-{i}: v")]).collect();
+    let mut args: Vec<&str> = many.iter().map(String::as_str).collect();
+    args.push(&echo.url);
+    let out = connect(&args, b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: server rejected the handshake: HTTP 431 Request Header Fields Too Large"
+    );
 }

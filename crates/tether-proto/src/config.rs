@@ -27,6 +27,9 @@ pub struct Config {
     /// Queued, unsent bytes above which sending waits (backpressure, enforced by the I/O
     /// layer). Default 1 MiB.
     pub send_buffer_limit: usize,
+    /// Pongs queued at most while the peer pings faster than we write; past this the oldest
+    /// is dropped (RFC 6455 5.5.3 allows answering only the latest ping). Default 32.
+    pub max_pending_pongs: usize,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             handshake: HandshakeLimits::default(),
             send_buffer_limit: 1 << 20,
+            max_pending_pongs: 32,
         }
     }
 }
@@ -78,6 +82,11 @@ impl Config {
     /// Sets [`Config::handshake`].
     pub fn with_handshake_limits(mut self, v: HandshakeLimits) -> Self {
         self.handshake = v;
+        self
+    }
+    /// Sets [`Config::max_pending_pongs`] (at least 1).
+    pub fn with_max_pending_pongs(mut self, v: usize) -> Self {
+        self.max_pending_pongs = v.max(1);
         self
     }
     /// Sets [`Config::send_buffer_limit`].

@@ -37,9 +37,6 @@ pub enum Event {
     Closed(Closed),
 }
 
-/// Pongs queued at most; past this the oldest is dropped.
-const MAX_PENDING_PONGS: usize = 32;
-
 /// A source of masking keys for the client role. RFC 6455 5.3 wants them unpredictable,
 /// so the I/O layer passes one backed by the operating system's random source.
 pub type MaskSource = Box<dyn FnMut() -> [u8; 4] + Send>;
@@ -107,8 +104,8 @@ impl OutFrame {
 /// ```
 ///
 /// Reading never writes: automatic pongs and the close reply are queued and come out of
-/// [`poll_transmit`](Self::poll_transmit). At most 32 pongs are queued; past that the oldest
-/// is dropped (RFC 6455 5.5.3 allows answering only the latest ping), so a ping flood cannot
+/// [`poll_transmit`](Self::poll_transmit). At most `max_pending_pongs` (32) pongs are queued;
+/// past that the oldest is dropped (RFC 6455 5.5.3 allows answering only the latest ping), so a ping flood cannot
 /// grow memory.
 ///
 /// When the peer's close frame arrives, or the peer breaks the protocol, the event is
@@ -416,7 +413,11 @@ impl Connection {
         let len = header.payload_len as usize;
         // Fast path: a whole single-frame message is here; hand out a slice of the input
         // buffer without copying.
-        if self.message.is_none() && header.fin && frame.remaining == header.payload_len && self.inbuf.len() >= len {
+        if self.message.is_none()
+            && header.fin
+            && frame.remaining == header.payload_len
+            && self.inbuf.len() >= len
+        {
             self.frame = None;
             let mut payload = self.inbuf.split_to(len);
             if let Some(key) = header.mask {
@@ -473,18 +474,14 @@ impl Connection {
 
     fn deliver_validated(&mut self, text: bool, payload: BytesMut) -> Result<Option<Event>, ProtocolError> {
         let payload = payload.freeze();
-        Ok(Some(if text {
-            Event::Text(Utf8Bytes::from_validated(payload))
-        } else {
-            Event::Binary(payload)
-        }))
+        Ok(Some(if text { Event::Text(Utf8Bytes::from_validated(payload)) } else { Event::Binary(payload) }))
     }
 
     fn handle_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<Option<Event>, ProtocolError> {
         match opcode {
             OpCode::Ping => {
                 if self.state == State::Open {
-                    if self.pending_pongs.len() == MAX_PENDING_PONGS {
+                    if self.pending_pongs.len() >= self.config.max_pending_pongs.max(1) {
                         if let Some(old) = self.pending_pongs.pop_front() {
                             self.buffered -= old.len() + MAX_HEADER_LEN;
                         }
@@ -648,8 +645,14 @@ impl Connection {
             return Err(UsageError::ControlFrameTooLong);
         }
         match self.state {
-            State::CloseReceived => return Ok(self.reply_close()),
-            State::Failing => return Ok(self.send_failure_close()),
+            State::CloseReceived => {
+                self.reply_close();
+                return Ok(());
+            }
+            State::Failing => {
+                self.send_failure_close();
+                return Ok(());
+            }
             _ => {}
         }
         self.check_open()?;

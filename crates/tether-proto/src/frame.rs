@@ -172,11 +172,8 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let rot = (offset % 4) as u32;
     let key = u32::from_ne_bytes(key);
     // Rotate so that byte 0 of the word lines up with key byte `offset % 4`.
-    let key = if cfg!(target_endian = "little") {
-        key.rotate_right(rot * 8)
-    } else {
-        key.rotate_left(rot * 8)
-    };
+    let key =
+        if cfg!(target_endian = "little") { key.rotate_right(rot * 8) } else { key.rotate_left(rot * 8) };
     let kb = key.to_ne_bytes();
     let wide = u64::from_ne_bytes([kb[0], kb[1], kb[2], kb[3], kb[0], kb[1], kb[2], kb[3]]);
     let mut chunks = buf.chunks_exact_mut(8);

@@ -42,7 +42,12 @@ struct Msg {
 }
 
 fn message() -> impl Strategy<Value = Msg> {
-    (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..300), proptest::collection::vec(0usize..300, 0..4), any::<bool>())
+    (
+        any::<bool>(),
+        proptest::collection::vec(any::<u8>(), 0..300),
+        proptest::collection::vec(0usize..300, 0..4),
+        any::<bool>(),
+    )
         .prop_map(|(text, body, cuts, ping_after_first)| {
             let body = if text { String::from_utf8_lossy(&body).into_owned().into_bytes() } else { body };
             Msg { text, body, cuts, ping_after_first }
@@ -50,7 +55,15 @@ fn message() -> impl Strategy<Value = Msg> {
 }
 
 fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8], key: [u8; 4]) {
-    let h = FrameHeader { fin, rsv1: false, rsv2: false, rsv3: false, opcode, mask: Some(key), payload_len: payload.len() as u64 };
+    let h = FrameHeader {
+        fin,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask: Some(key),
+        payload_len: payload.len() as u64,
+    };
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = h.encode(&mut head);
     out.extend_from_slice(&head[..n]);
@@ -83,7 +96,13 @@ fn wire(msgs: &[Msg]) -> Vec<u8> {
         let key = [i as u8, 0xA5, 0x0F, 0x77];
         let frames = frames(m);
         for (j, f) in frames.iter().enumerate() {
-            let opcode = if j > 0 { OpCode::Continuation } else if m.text { OpCode::Text } else { OpCode::Binary };
+            let opcode = if j > 0 {
+                OpCode::Continuation
+            } else if m.text {
+                OpCode::Text
+            } else {
+                OpCode::Binary
+            };
             encode_frame(&mut out, j + 1 == frames.len(), opcode, f, key);
             if j == 0 && has_inner_ping(m) {
                 encode_frame(&mut out, true, OpCode::Ping, b"p", key);

@@ -3,14 +3,19 @@
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 use tether_proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
-use tether_proto::{CloseCode, Closed, Config, Connection, Event, Initiator, ProtocolError, UsageError, Utf8Bytes};
+use tether_proto::{
+    CloseCode, Closed, Config, Connection, Event, Initiator, ProtocolError, UsageError, Utf8Bytes,
+};
 
 fn client(config: Config) -> Connection {
     let mut n = 0u8;
-    Connection::client(config, Box::new(move || {
-        n = n.wrapping_add(1);
-        [n, 0x5a, n ^ 0xff, 0x33]
-    }))
+    Connection::client(
+        config,
+        Box::new(move || {
+            n = n.wrapping_add(1);
+            [n, 0x5a, n ^ 0xff, 0x33]
+        }),
+    )
 }
 
 /// Moves every queued byte from `from` to `to`.
@@ -85,7 +90,10 @@ fn fragments_with_a_ping_in_between() {
     wire.extend(raw(true, 0, 0x9, b"p", true));
     wire.extend(raw(true, 0, 0x0, b"lo", true));
     s.handle_bytes(&wire);
-    assert_eq!(events(&mut s), vec![Ok(Event::Ping(Bytes::from_static(b"p"))), Ok(Event::Text("Hello".into()))]);
+    assert_eq!(
+        events(&mut s),
+        vec![Ok(Event::Ping(Bytes::from_static(b"p"))), Ok(Event::Text("Hello".into()))]
+    );
     // The pong is queued automatically.
     let mut c = client(Config::default());
     pump(&mut s, &mut c);
@@ -101,7 +109,10 @@ fn close_handshake_started_by_client() {
     pump(&mut c, &mut s);
     assert_eq!(s.poll_event(), Ok(Some(Event::Text("last".into()))));
     let Ok(Some(Event::Closed(closed))) = s.poll_event() else { panic!("no close") };
-    assert_eq!(closed, Closed { code: CloseCode::NORMAL, reason: "bye".into(), initiator: Initiator::Remote, clean: true });
+    assert_eq!(
+        closed,
+        Closed { code: CloseCode::NORMAL, reason: "bye".into(), initiator: Initiator::Remote, clean: true }
+    );
     // The server may still answer the last message before its close reply goes out.
     s.send_text("answer".into()).unwrap();
     assert!(!s.should_close_transport());
@@ -152,7 +163,10 @@ fn protocol_errors_close_with_the_right_code() {
         let (mut c, mut s) = (client(Config::default()), Connection::server(Config::default()));
         s.handle_bytes(&wire);
         let ev = events(&mut s);
-        let err = ev.iter().find_map(|e| e.as_ref().err()).unwrap_or_else(|| panic!("case {i}: no error in {ev:?}"));
+        let err = ev
+            .iter()
+            .find_map(|e| e.as_ref().err())
+            .unwrap_or_else(|| panic!("case {i}: no error in {ev:?}"));
         assert_eq!(err.close_code(), code, "case {i}: {err}");
         events(&mut s); // queues the close frame
         pump(&mut s, &mut c);
@@ -272,9 +286,22 @@ fn ping_flood_keeps_at_most_32_pongs() {
     assert_eq!(events(&mut s).len(), 100);
     let mut c = client(Config::default());
     pump(&mut s, &mut c);
-    let pongs: Vec<_> = events(&mut c).into_iter().map(|e| match e {
-        Ok(Event::Pong(p)) => p[0],
-        other => panic!("{other:?}"),
-    }).collect();
+    let pongs: Vec<_> = events(&mut c)
+        .into_iter()
+        .map(|e| match e {
+            Ok(Event::Pong(p)) => p[0],
+            other => panic!("{other:?}"),
+        })
+        .collect();
     assert_eq!(pongs, (68..100).collect::<Vec<u8>>());
+
+    let mut s = Connection::server(Config::default().with_max_pending_pongs(2));
+    s.handle_bytes(&wire);
+    assert_eq!(events(&mut s).len(), 100);
+    let mut c = client(Config::default());
+    pump(&mut s, &mut c);
+    assert_eq!(
+        events(&mut c),
+        vec![Ok(Event::Pong(Bytes::from_static(&[98]))), Ok(Event::Pong(Bytes::from_static(&[99])))]
+    );
 }

@@ -72,7 +72,11 @@ pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<(WebSocket
 /// # Errors
 ///
 /// As [`connect`].
-pub async fn client_handshake<S>(mut stream: S, url: &Url, config: &ClientConfig) -> Result<(WebSocket, Response), Error>
+pub async fn client_handshake<S>(
+    mut stream: S,
+    url: &Url,
+    config: &ClientConfig,
+) -> Result<(WebSocket, Response), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -33,8 +33,14 @@ where
     let (msg_tx, msg_rx) = mpsc::channel(INBOX);
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared::new(conn.config().send_buffer_limit, protocol));
-    let mut driver =
-        Driver { conn, shared: shared.clone(), cmd_rx, msg_tx, inbox_gone: false, awaiting_close_read: false };
+    let mut driver = Driver {
+        conn,
+        shared: shared.clone(),
+        cmd_rx,
+        msg_tx,
+        inbox_gone: false,
+        awaiting_close_read: false,
+    };
     driver.conn.handle_bytes(leftover);
     tokio::spawn(async move {
         driver.run(io).await;
@@ -123,7 +129,9 @@ impl Driver {
                 }
                 self.conn.poll_transmit(&mut write_buf);
             }
-            self.shared.pending.store(self.conn.buffered_amount() + write_buf.len() - written, Ordering::Release);
+            self.shared
+                .pending
+                .store(self.conn.buffered_amount() + write_buf.len() - written, Ordering::Release);
             self.shared.wake_all();
             if written == write_buf.len() {
                 if self.conn.should_close_transport() {
@@ -155,7 +163,9 @@ impl Driver {
                 () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
             };
             match wake {
-                Wake::Wrote(Ok(0)) => return self.io_failed(std::io::ErrorKind::WriteZero.into(), pending).await,
+                Wake::Wrote(Ok(0)) => {
+                    return self.io_failed(std::io::ErrorKind::WriteZero.into(), pending).await
+                }
                 Wake::Wrote(Ok(n)) => written += n,
                 Wake::Read(Ok(0)) => {
                     eof = true;

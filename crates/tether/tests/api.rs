@@ -3,11 +3,11 @@
 
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
+use tether::tether_proto::HandshakeError;
 use tether::{
     ClientConfig, CloseCode, CloseFrame, Config, Error, Initiator, Listener, Message, OriginPolicy, Reject,
     ServerConfig,
 };
-use tether::tether_proto::HandshakeError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,7 +19,13 @@ async fn echo_server(config: ServerConfig) -> String {
         while let Ok(incoming) = listener.accept().await {
             tokio::spawn(async move {
                 let Ok((mut ws, request)) = incoming
-                    .upgrade_with(|req| if req.path == "/forbidden" { Err(Reject::new(403, "no entry")) } else { Ok(()) })
+                    .upgrade_with(|req| {
+                        if req.path == "/forbidden" {
+                            Err(Reject::new(403, "no entry"))
+                        } else {
+                            Ok(())
+                        }
+                    })
                     .await
                 else {
                     return;
@@ -130,7 +136,9 @@ async fn send_waits_when_the_peer_does_not_read() {
     let mut sent = 0usize;
     // Bounded: the kernel buffers a few MiB at most, so this stops long before 4096 sends.
     let blocked = loop {
-        match tokio::time::timeout(Duration::from_millis(300), sender.send(Message::Binary(chunk.clone()))).await {
+        match tokio::time::timeout(Duration::from_millis(300), sender.send(Message::Binary(chunk.clone())))
+            .await
+        {
             Ok(r) => {
                 r.unwrap();
                 sent += 1;
@@ -158,7 +166,10 @@ async fn subprotocol_follows_server_preference() {
 
 #[tokio::test]
 async fn refusals_are_http_statuses() {
-    let url = echo_server(ServerConfig::default().with_origin(OriginPolicy::AllowList(vec!["http://good.example".into()]))).await;
+    let url = echo_server(
+        ServerConfig::default().with_origin(OriginPolicy::AllowList(vec!["http://good.example".into()])),
+    )
+    .await;
     let err = tether::connect(&format!("{url}/forbidden")).await.unwrap_err();
     assert!(matches!(err, Error::Handshake(HandshakeError::UnexpectedStatus { status: 403, .. })), "{err}");
     let bad_origin = ClientConfig::default().with_origin("http://evil.example");
@@ -197,7 +208,10 @@ async fn message_limit_closes_with_1009() {
     let url = echo_server(ServerConfig::default().with_config(config)).await;
     let (mut ws, _) = tether::connect(&url).await.unwrap();
     ws.send(Message::binary(vec![0u8; 1001])).await.unwrap();
-    let frame = CloseFrame { code: CloseCode::MESSAGE_TOO_BIG, reason: "message exceeds the limit of 1000 bytes".into() };
+    let frame = CloseFrame {
+        code: CloseCode::MESSAGE_TOO_BIG,
+        reason: "message exceeds the limit of 1000 bytes".into(),
+    };
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::Close(Some(frame)));
 }
 
@@ -237,7 +251,10 @@ async fn accept_over_an_in_memory_stream() {
 
 #[tokio::test]
 async fn connect_errors() {
-    assert!(matches!(tether::connect("http://x").await, Err(Error::Handshake(HandshakeError::InvalidUrl(_)))));
+    assert!(matches!(
+        tether::connect("http://x").await,
+        Err(Error::Handshake(HandshakeError::InvalidUrl(_)))
+    ));
     // Port 1 on loopback: nothing listens there.
     assert!(matches!(tether::connect("ws://127.0.0.1:1/").await, Err(Error::Io(_))));
 }

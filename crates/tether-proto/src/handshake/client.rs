@@ -183,7 +183,9 @@ mod tests {
         assert_eq!(hs.parse_response(bad_accept.as_bytes()).unwrap_err(), HandshakeError::AcceptMismatch);
         let err = hs.parse_response(answer("Sec-WebSocket-Protocol: mqtt\r\n").as_bytes()).unwrap_err();
         assert_eq!(err, HandshakeError::UnofferedProtocol("mqtt".into()));
-        let err = hs.parse_response(answer("Sec-WebSocket-Extensions: permessage-deflate\r\n").as_bytes()).unwrap_err();
+        let err = hs
+            .parse_response(answer("Sec-WebSocket-Extensions: permessage-deflate\r\n").as_bytes())
+            .unwrap_err();
         assert_eq!(err, HandshakeError::UnofferedExtension("permessage-deflate".into()));
         let err = hs.parse_response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").unwrap_err();
         assert_eq!(err, HandshakeError::UnexpectedStatus { status: 403, reason: "Forbidden".into() });

@@ -1,8 +1,8 @@
 //! Server side of the opening handshake (RFC 6455 4.2).
 
 use super::{
-    accept_key, decodes_to_16_bytes, has_token, list_values, map_httparse, parse_extensions,
-    to_header_map, Extension, HandshakeLimits,
+    accept_key, decodes_to_16_bytes, has_token, list_values, map_httparse, parse_extensions, to_header_map,
+    Extension, HandshakeLimits,
 };
 use crate::error::HandshakeError;
 use http::HeaderMap;
@@ -103,8 +103,7 @@ pub fn parse_request(
         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
         None => (target.to_owned(), None),
     };
-    let request =
-        Request { path, query, headers, key, protocols, extensions, remote_addr: None };
+    let request = Request { path, query, headers, key, protocols, extensions, remote_addr: None };
     Ok(Some((request, len)))
 }
 
@@ -181,10 +180,8 @@ pub fn accept_response(
 /// An HTTP error answer with a short plain-text reason, closing the connection.
 /// For 426 it carries `Sec-WebSocket-Version: 13` and `Upgrade: websocket` (RFC 6455 4.2.2).
 pub fn reject_response(status: u16, reason: &str, extra: &HeaderMap) -> Vec<u8> {
-    let phrase = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
+    let phrase =
+        http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
     let body = format!("{reason}\n");
     let mut out = format!(
         "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -250,7 +247,9 @@ mod tests {
 
     #[test]
     fn case_insensitive_tokens_and_lists() {
-        let s = GOOD.replace("Upgrade: websocket", "upgrade: WebSocket").replace("keep-alive, Upgrade", "keep-alive,UPGRADE");
+        let s = GOOD
+            .replace("Upgrade: websocket", "upgrade: WebSocket")
+            .replace("keep-alive, Upgrade", "keep-alive,UPGRADE");
         assert!(parse(&s).unwrap().is_some());
     }
 
@@ -264,7 +263,13 @@ mod tests {
             (GOOD.replace("keep-alive, Upgrade", "keep-alive"), 400),
             (GOOD.replace("Version: 13", "Version: 8"), 426),
             (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="), 400),
-            (GOOD.replace("Sec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Extensions: ;\r\nSec-WebSocket-Version: 13\r\n"), 400),
+            (
+                GOOD.replace(
+                    "Sec-WebSocket-Version: 13\r\n",
+                    "Sec-WebSocket-Extensions: ;\r\nSec-WebSocket-Version: 13\r\n",
+                ),
+                400,
+            ),
             ("GARBAGE\r\n\r\n".to_owned(), 400),
         ];
         for (req, status) in cases {
@@ -288,7 +293,8 @@ mod tests {
 
     #[test]
     fn reject_426_names_the_version() {
-        let r = String::from_utf8(reject_response(426, "unsupported websocket version", &HeaderMap::new())).unwrap();
+        let r = String::from_utf8(reject_response(426, "unsupported websocket version", &HeaderMap::new()))
+            .unwrap();
         assert!(r.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(r.contains("Sec-WebSocket-Version: 13\r\n"));
         assert!(r.ends_with("\r\n\r\nunsupported websocket version\n"));

@@ -62,8 +62,16 @@ impl Url {
             return Err(HandshakeError::InvalidUrl("missing host"));
         }
         let port = match port {
-            None => if secure { 443 } else { 80 },
-            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or(HandshakeError::InvalidUrl("bad port"))?,
+            None => {
+                if secure {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => {
+                p.parse::<u16>().ok().filter(|&p| p != 0).ok_or(HandshakeError::InvalidUrl("bad port"))?
+            }
         };
         Ok(Self { secure, host: host.to_owned(), port, resource })
     }
@@ -99,7 +107,18 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for bad in ["http://x", "x", "ws://", "ws://:80", "ws://h:0", "ws://h:99999", "ws://h:p", "ws://h/#f", "ws://u@h", "ws://[::1"] {
+        for bad in [
+            "http://x",
+            "x",
+            "ws://",
+            "ws://:80",
+            "ws://h:0",
+            "ws://h:99999",
+            "ws://h:p",
+            "ws://h/#f",
+            "ws://u@h",
+            "ws://[::1",
+        ] {
             assert!(matches!(Url::parse(bad), Err(HandshakeError::InvalidUrl(_))), "{bad}");
         }
     }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it. Installs what it needs first:
+#   - Python 2.7 (pyenv, on every machine of this project) + virtualenv + autobahntestsuite (pip)
+#   - Node `ws` (npm ci in interop/), Python `websockets` (pip, into target/interop-venv)
+# Steps: format and lint, cargo tests (unit, vectors, properties, simulation, integration,
+# CLI), Autobahn|Testsuite in both roles with a drift check, interop with Node and Python.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==== %s\n' "$*"; }
+started=$SECONDS
+
+step "format and lint"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace --locked
+
+step "autobahn|testsuite, server (fuzzingclient) and client (fuzzingserver)"
+./autobahn/run.sh
+
+step "interop: node ws and python websockets"
+./interop/run.sh
+
+step "all passed in $((SECONDS - started)) s"
