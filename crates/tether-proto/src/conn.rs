@@ -347,7 +347,7 @@ impl Connection {
                         }
                     }
                     self.inbuf.advance(len);
-                    self.start_data_frame(header)?;
+                    self.frame = Some(FrameInProgress { header, remaining: header.payload_len });
                     header
                 }
             };
@@ -400,11 +400,6 @@ impl Connection {
             (OpCode::Text | OpCode::Binary, true) => Err(ProtocolError::ExpectedContinuation),
             _ => Ok(()),
         }
-    }
-
-    fn start_data_frame(&mut self, header: FrameHeader) -> Result<(), ProtocolError> {
-        self.frame = Some(FrameInProgress { header, remaining: header.payload_len });
-        Ok(())
     }
 
     /// Moves as much of the current data frame's payload as has arrived into the message.

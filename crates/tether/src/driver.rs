@@ -138,9 +138,12 @@ impl Driver {
                     // RFC 6455 7.1.1: the server closes TCP first; the client does after
                     // the server did (EOF), after a timeout, or on failure.
                     let _ = wr.shutdown().await;
+                    // Release the socket before waiting for the application to read.
+                    drop((rd, wr));
                     return self.finish(pending).await;
                 }
                 if self.conn.is_closed() && eof {
+                    drop((rd, wr));
                     return self.finish(pending).await;
                 }
             }
@@ -164,7 +167,8 @@ impl Driver {
             };
             match wake {
                 Wake::Wrote(Ok(0)) => {
-                    return self.io_failed(std::io::ErrorKind::WriteZero.into(), pending).await
+                    drop((rd, wr));
+                    return self.io_failed(std::io::ErrorKind::WriteZero.into(), pending).await;
                 }
                 Wake::Wrote(Ok(n)) => written += n,
                 Wake::Read(Ok(0)) => {
@@ -177,7 +181,10 @@ impl Driver {
                         read_buf.resize(read_buf.len() * 2, 0);
                     }
                 }
-                Wake::Wrote(Err(e)) | Wake::Read(Err(e)) => return self.io_failed(e, pending).await,
+                Wake::Wrote(Err(e)) | Wake::Read(Err(e)) => {
+                    drop((rd, wr));
+                    return self.io_failed(e, pending).await;
+                }
                 Wake::InboxGone => {
                     self.inbox_gone = true;
                     pending = None;

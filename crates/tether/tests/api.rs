@@ -258,3 +258,32 @@ async fn connect_errors() {
     // Port 1 on loopback: nothing listens there.
     assert!(matches!(tether::connect("ws://127.0.0.1:1/").await, Err(Error::Io(_))));
 }
+
+#[tokio::test]
+async fn server_closes_tcp_even_if_the_app_never_reads() {
+    let config = Config::default().with_close_timeout(Duration::from_millis(100));
+    let listener = Listener::bind("127.0.0.1:0", ServerConfig::default().with_config(config)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        // Upgrades, then keeps the WebSocket without ever reading it.
+        let (_ws, _) = listener.accept().await.unwrap().upgrade().await.unwrap();
+        let _ = hold_rx.await;
+    });
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // A masked close frame, code 1000, mask key 0 (so the payload is sent as is).
+    s.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]).await.unwrap();
+    let mut out = Vec::new();
+    // read_to_end returns only once the server has closed the socket; the timeout guards a hang.
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(out.ends_with(&[0x88, 0x02, 0x03, 0xe8]), "the close reply is the last thing sent: {out:x?}");
+    drop(hold_tx);
+}
