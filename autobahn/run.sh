@@ -17,7 +17,8 @@ if [ ! -x "$venv/bin/wstest" ]; then
   "$venv/bin/pip" install -q autobahntestsuite
 fi
 
-cargo build --release --locked -p tether-cli -p tether --example autobahn_client
+cargo build --release --locked -p tether-cli --bin tether
+cargo build --release --locked -p tether --example autobahn_client
 rm -rf target/autobahn
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }

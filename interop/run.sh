@@ -12,7 +12,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import websockets' 2>
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q -r interop/requirements.txt
 fi
-cargo build --release --locked -p tether-cli -p tether --example interop_client
+cargo build --release --locked -p tether-cli --bin tether
+cargo build --release --locked -p tether --example interop_client
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
