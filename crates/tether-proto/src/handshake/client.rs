@@ -1,8 +1,8 @@
 //! Client side of the opening handshake (RFC 6455 4.1).
 
 use super::{
-    accept_key, encode_key, has_token, map_httparse, parse_extensions, to_header_map, Extension,
-    HandshakeLimits, Url,
+    accept_key, encode_key, has_token, head_len, parse_extensions, to_header_map, Extension, HandshakeLimits,
+    Url,
 };
 use crate::error::HandshakeError;
 use http::HeaderMap;
@@ -83,14 +83,7 @@ impl ClientHandshake {
         let limits = &self.options.limits;
         let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
         let mut resp = httparse::Response::new(&mut raw);
-        let len = match resp.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() >= limits.max_bytes => {
-                return Err(HandshakeError::TooLarge(limits.max_bytes))
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(map_httparse(e, limits)),
-        };
+        let Some(len) = head_len(resp.parse(buf), buf.len(), limits)? else { return Ok(None) };
         let status = resp.code.unwrap_or(0);
         if status != 101 {
             let reason = resp.reason.unwrap_or("").to_owned();
@@ -174,6 +167,15 @@ mod tests {
         for i in 0..a.len() {
             assert!(hs.parse_response(&a.as_bytes()[..i]).unwrap().is_none());
         }
+    }
+
+    #[test]
+    fn answer_size_limit() {
+        let url = Url::parse("ws://h/").unwrap();
+        let options =
+            ClientOptions { limits: HandshakeLimits { max_bytes: 64, max_headers: 8 }, ..Default::default() };
+        let (hs, _) = ClientHandshake::new(&url, NONCE, options);
+        assert_eq!(hs.parse_response(answer("").as_bytes()).unwrap_err(), HandshakeError::TooLarge(64));
     }
 
     #[test]

@@ -79,11 +79,20 @@ fn to_header_map(raw: &[httparse::Header<'_>]) -> Result<HeaderMap, HandshakeErr
     Ok(map)
 }
 
-fn map_httparse(e: httparse::Error, limits: &HandshakeLimits) -> HandshakeError {
-    match e {
-        httparse::Error::TooManyHeaders => HandshakeError::TooManyHeaders(limits.max_headers),
-        httparse::Error::Version => HandshakeError::HttpVersion,
-        _ => HandshakeError::MalformedHttp("unparseable head"),
+/// Applies the size limit to httparse's verdict on a request or response head: its length
+/// once complete, `None` while more bytes may still complete it within the limit.
+fn head_len(
+    parsed: httparse::Result<usize>,
+    buf_len: usize,
+    limits: &HandshakeLimits,
+) -> Result<Option<usize>, HandshakeError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n <= limits.max_bytes => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buf_len < limits.max_bytes => Ok(None),
+        Ok(_) => Err(HandshakeError::TooLarge(limits.max_bytes)),
+        Err(httparse::Error::TooManyHeaders) => Err(HandshakeError::TooManyHeaders(limits.max_headers)),
+        Err(httparse::Error::Version) => Err(HandshakeError::HttpVersion),
+        Err(_) => Err(HandshakeError::MalformedHttp("unparseable head")),
     }
 }
 

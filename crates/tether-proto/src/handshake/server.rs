@@ -1,7 +1,7 @@
 //! Server side of the opening handshake (RFC 6455 4.2).
 
 use super::{
-    accept_key, decodes_to_16_bytes, has_token, list_values, map_httparse, parse_extensions, to_header_map,
+    accept_key, decodes_to_16_bytes, has_token, head_len, list_values, parse_extensions, to_header_map,
     Extension, HandshakeLimits,
 };
 use crate::error::HandshakeError;
@@ -57,17 +57,7 @@ pub fn parse_request(
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
     let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut raw);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= limits.max_bytes => {
-            return Err(HandshakeError::TooLarge(limits.max_bytes))
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(map_httparse(e, limits)),
-    };
-    if len > limits.max_bytes {
-        return Err(HandshakeError::TooLarge(limits.max_bytes));
-    }
+    let Some(len) = head_len(req.parse(buf), buf.len(), limits)? else { return Ok(None) };
     // RFC 6455 4.2.1: "An HTTP/1.1 or higher GET request".
     if req.method != Some("GET") {
         return Err(HandshakeError::MethodNotAllowed);
