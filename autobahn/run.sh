@@ -9,12 +9,12 @@ cd "$(dirname "$0")/.."
 mode=${1:-}
 
 venv=target/autobahn-venv
-if [ ! -x "$venv/bin/wstest" ]; then
+if [ ! -x "$venv/bin/wstest" ] || [ autobahn/requirements.txt -nt "$venv/bin/wstest" ]; then
   echo "autobahn: installing autobahntestsuite into $venv (Python 2.7 from pyenv)"
   PY2=$(PYENV_VERSION=2.7.18 pyenv which python)
   "$PY2" -m pip install -q "virtualenv<20.22"
   "$PY2" -m virtualenv -q "$venv"
-  "$venv/bin/pip" install -q autobahntestsuite
+  "$venv/bin/pip" install -q -r autobahn/requirements.txt
 fi
 
 cargo build --release --locked -p tether-cli --bin tether
