@@ -50,10 +50,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(ok) => ok,
         Err(e) => bail!(describe_connect_error(&args.url, &e)),
     };
-    match &response.protocol {
-        Some(p) => eprintln!("connected to {} (subprotocol {p})", args.url),
-        None => eprintln!("connected to {}", args.url),
-    }
+    let protocol = response.protocol.as_ref().map(|p| format!(" (subprotocol {p})")).unwrap_or_default();
+    let deflate = if response.deflate.is_some() { " with permessage-deflate" } else { "" };
+    eprintln!("connected to {}{protocol}{deflate}", args.url);
     let (write, mut read) = ws.split();
     let sender = write.sender();
     let binary = args.binary;

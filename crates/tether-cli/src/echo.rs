@@ -55,7 +55,7 @@ async fn serve(incoming: tether::Incoming) {
             return;
         }
     };
-    tracing::info!(%peer, path = %request.path, protocol = ?ws.protocol(), "connected");
+    tracing::info!(%peer, path = %request.path, protocol = ?ws.protocol(), deflate = ws.deflate(), "connected");
     while let Some(item) = ws.next().await {
         match item {
             Ok(msg) if msg.is_data() => {
@@ -70,10 +70,15 @@ async fn serve(incoming: tether::Incoming) {
             }
         }
     }
-    match ws.close_status() {
-        Some(c) => {
-            tracing::info!(%peer, code = c.code.0, reason = %c.reason, initiator = ?c.initiator, clean = c.clean, "closed")
-        }
-        None => tracing::info!(%peer, "closed"),
-    }
+    let s = ws.stats();
+    let (code, reason, initiator, clean) = match ws.close_status() {
+        Some(c) => (c.code.0, c.reason, format!("{:?}", c.initiator), c.clean),
+        None => (1006, String::new(), "Remote".to_owned(), false),
+    };
+    tracing::info!(
+        %peer, code, %reason, %initiator, clean,
+        messages_in = s.messages_received, payload_in = s.payload_received, wire_in = s.bytes_received,
+        compressed_in = s.compressed_received, payload_out = s.payload_sent, wire_out = s.bytes_sent,
+        "closed"
+    );
 }

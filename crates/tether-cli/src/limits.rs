@@ -1,11 +1,18 @@
 //! Flags shared by every subcommand that opens connections.
 
 use std::time::Duration;
-use tether::{Config, HandshakeLimits};
+use tether::{Config, DeflateConfig, HandshakeLimits};
 
-/// Connection limits and timers, each a knob over [`Config`]'s default.
+/// Connection limits, timers and compression, each a knob over [`Config`]'s default.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LimitArgs {
+    /// Use permessage-deflate compression: offer it (connect) or accept it (echo). On by
+    /// default, as in browsers: text compresses well and the peer may still decline.
+    #[arg(long, overrides_with = "no_deflate")]
+    pub(crate) deflate: bool,
+    /// Turn permessage-deflate off.
+    #[arg(long, overrides_with = "deflate")]
+    pub(crate) no_deflate: bool,
     /// Largest message accepted, in bytes (larger closes with 1009).
     #[arg(long, default_value_t = Config::default().max_message_size)]
     pub(crate) max_message_size: usize,
@@ -57,6 +64,7 @@ impl LimitArgs {
                 max_bytes: self.max_handshake_bytes,
                 max_headers: self.max_headers,
             })
-            .with_send_buffer_limit(self.send_buffer_limit))
+            .with_send_buffer_limit(self.send_buffer_limit)
+            .with_deflate((!self.no_deflate).then(DeflateConfig::default)))
     }
 }

@@ -1,5 +1,6 @@
 //! [`Config`]: every limit and timer of a connection, with its default.
 
+use crate::deflate::DeflateConfig;
 use crate::handshake::HandshakeLimits;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub struct Config {
     /// Pongs queued at most while the peer pings faster than we write; past this the oldest
     /// is dropped (RFC 6455 5.5.3 allows answering only the latest ping). Default 32.
     pub max_pending_pongs: usize,
+    /// permessage-deflate (RFC 7692): `None` (the default) neither offers nor accepts it.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             handshake: HandshakeLimits::default(),
             send_buffer_limit: 1 << 20,
             max_pending_pongs: 32,
+            deflate: None,
         }
     }
 }
@@ -87,6 +91,11 @@ impl Config {
     /// Sets [`Config::max_pending_pongs`] (at least 1).
     pub fn with_max_pending_pongs(mut self, v: usize) -> Self {
         self.max_pending_pongs = v.max(1);
+        self
+    }
+    /// Sets [`Config::deflate`].
+    pub fn with_deflate(mut self, v: Option<DeflateConfig>) -> Self {
+        self.deflate = v;
         self
     }
     /// Sets [`Config::send_buffer_limit`].

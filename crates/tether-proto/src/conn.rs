@@ -2,6 +2,7 @@
 
 use crate::close::{CloseCode, Closed, Initiator};
 use crate::config::Config;
+use crate::deflate::{Codec, DeflateParams, Inflated};
 use crate::error::{ProtocolError, UsageError};
 use crate::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::text::Utf8Bytes;
@@ -66,13 +67,41 @@ struct FrameInProgress {
 /// A message whose frames are still arriving.
 struct MessageInProgress {
     text: bool,
+    /// The payload so far (uncompressed messages).
     buf: BytesMut,
+    /// The inflated payload so far (compressed messages).
+    inflated: Inflated,
+    /// How much of `inflated` the UTF-8 validator has seen.
+    checked: usize,
+    compressed: bool,
     utf8: Utf8Validator,
 }
 
 struct OutFrame {
     opcode: OpCode,
     payload: Bytes,
+    rsv1: bool,
+}
+
+/// Counters of one connection: what crossed the wire and what the application saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes fed to `handle_bytes`.
+    pub bytes_received: u64,
+    /// Bytes handed out by `poll_transmit`.
+    pub bytes_sent: u64,
+    /// Text and binary messages received.
+    pub messages_received: u64,
+    /// Text and binary messages queued for sending.
+    pub messages_sent: u64,
+    /// Payload bytes of messages received, after inflating.
+    pub payload_received: u64,
+    /// Payload bytes of messages queued for sending, before compressing.
+    pub payload_sent: u64,
+    /// Messages received compressed.
+    pub compressed_received: u64,
+    /// Messages sent compressed.
+    pub compressed_sent: u64,
 }
 
 impl OutFrame {
@@ -135,6 +164,8 @@ pub struct Connection {
     close_deadline: Option<Instant>,
     close_transport: bool,
     ping_counter: u64,
+    deflate: Option<Codec>,
+    stats: Stats,
 }
 
 impl fmt::Debug for Connection {
@@ -180,7 +211,31 @@ impl Connection {
             close_deadline: None,
             close_transport: false,
             ping_counter: 0,
+            deflate: None,
+            stats: Stats::default(),
         }
+    }
+
+    /// Turns on permessage-deflate with what the handshake agreed (`None` leaves it off).
+    /// Nothing is allocated until the first compressed message in either direction.
+    pub fn with_deflate(mut self, params: Option<DeflateParams>) -> Self {
+        self.deflate = params.map(Codec::new);
+        self
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn deflate_negotiated(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Whether the compressor and the decompressor have been allocated.
+    pub fn deflate_allocated(&self) -> (bool, bool) {
+        self.deflate.as_ref().map_or((false, false), Codec::allocated)
+    }
+
+    /// Counters of bytes and messages in both directions.
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// This connection's role.
@@ -201,6 +256,7 @@ impl Connection {
             return;
         }
         self.activity = true;
+        self.stats.bytes_received += data.len() as u64;
         self.inbuf.extend_from_slice(data);
     }
 
@@ -362,9 +418,13 @@ impl Connection {
 
     fn check_header(&self, h: &FrameHeader) -> Result<(), ProtocolError> {
         // RFC 6455 5.2: "MUST be 0 unless an extension is negotiated that defines meanings
-        // for non-zero values". No extension is negotiated yet.
-        if h.rsv1 || h.rsv2 || h.rsv3 {
+        // for non-zero values". permessage-deflate defines RSV1, on a message's first frame
+        // only (RFC 7692 6.1).
+        if h.rsv2 || h.rsv3 || (h.rsv1 && self.deflate.is_none()) {
             return Err(ProtocolError::ReservedBits);
+        }
+        if h.rsv1 && !matches!(h.opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ProtocolError::UnexpectedRsv1);
         }
         // RFC 6455 5.1: servers refuse unmasked frames, clients refuse masked ones.
         match (self.role, h.mask.is_some()) {
@@ -389,8 +449,11 @@ impl Connection {
                 limit: self.config.max_frame_size,
             });
         }
+        // The limit applies to what the application receives: for a compressed message that
+        // is the inflated size, checked while inflating.
+        let compressed = self.message.as_ref().map_or(h.rsv1, |m| m.compressed);
         let so_far = self.message.as_ref().map_or(0, |m| m.buf.len() as u64);
-        if so_far + h.payload_len > self.config.max_message_size as u64 {
+        if !compressed && so_far + h.payload_len > self.config.max_message_size as u64 {
             return Err(ProtocolError::MessageTooLarge { limit: self.config.max_message_size });
         }
         // RFC 6455 5.4: continuation only inside a fragmented message, and no new message
@@ -410,6 +473,7 @@ impl Connection {
         // buffer without copying.
         if self.message.is_none()
             && header.fin
+            && !header.rsv1
             && frame.remaining == header.payload_len
             && self.inbuf.len() >= len
         {
@@ -434,17 +498,34 @@ impl Connection {
         let message = self.message.get_or_insert_with(|| MessageInProgress {
             text: header.opcode == OpCode::Text,
             buf: BytesMut::new(),
+            inflated: Inflated::default(),
+            checked: 0,
+            compressed: header.rsv1,
             utf8: Utf8Validator::new(),
         });
-        // RFC 6455 8.1 with Autobahn 6.4.x: refuse invalid UTF-8 as soon as it is seen,
-        // not when the message ends.
-        if message.text && message.utf8.feed(&chunk).is_err() {
-            return Err(ProtocolError::InvalidUtf8);
-        }
-        if message.buf.is_empty() {
-            message.buf = chunk;
+        let limit = self.config.max_message_size;
+        if message.compressed {
+            let Some(codec) = self.deflate.as_mut() else { return Err(ProtocolError::ReservedBits) };
+            codec.decompress(&chunk, &mut message.inflated, limit)?;
+            if done && header.fin {
+                codec.finish_message(&mut message.inflated, limit)?;
+            }
+            // RFC 6455 8.1 with Autobahn 6.4.x: refuse invalid UTF-8 as soon as it is seen,
+            // not when the message ends; for compressed text, as soon as it is inflated.
+            let utf8 = &mut message.utf8;
+            if message.text && !message.inflated.each_since(message.checked, |b| utf8.feed(b).is_ok()) {
+                return Err(ProtocolError::InvalidUtf8);
+            }
+            message.checked = message.inflated.len();
         } else {
-            message.buf.unsplit(chunk);
+            if message.text && message.utf8.feed(&chunk).is_err() {
+                return Err(ProtocolError::InvalidUtf8);
+            }
+            if message.buf.is_empty() {
+                message.buf = chunk;
+            } else {
+                message.buf.unsplit(chunk);
+            }
         }
         if !done {
             return Ok(None);
@@ -457,6 +538,11 @@ impl Connection {
         if message.text && message.utf8.finish().is_err() {
             return Err(ProtocolError::InvalidUtf8);
         }
+        if message.compressed {
+            self.stats.compressed_received += 1;
+            let payload = message.inflated.into_bytes();
+            return Ok(Some(self.count_delivery(message.text, payload)));
+        }
         self.deliver_validated(message.text, message.buf)
     }
 
@@ -468,8 +554,17 @@ impl Connection {
     }
 
     fn deliver_validated(&mut self, text: bool, payload: BytesMut) -> Result<Option<Event>, ProtocolError> {
-        let payload = payload.freeze();
-        Ok(Some(if text { Event::Text(Utf8Bytes::from_validated(payload)) } else { Event::Binary(payload) }))
+        Ok(Some(self.count_delivery(text, payload.freeze())))
+    }
+
+    fn count_delivery(&mut self, text: bool, payload: Bytes) -> Event {
+        self.stats.messages_received += 1;
+        self.stats.payload_received += payload.len() as u64;
+        if text {
+            Event::Text(Utf8Bytes::from_validated(payload))
+        } else {
+            Event::Binary(payload)
+        }
     }
 
     fn handle_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<Option<Event>, ProtocolError> {
@@ -563,7 +658,10 @@ impl Connection {
     }
 
     fn queue(&mut self, opcode: OpCode, payload: Bytes) {
-        let frame = OutFrame { opcode, payload };
+        self.queue_frame(OutFrame { opcode, payload, rsv1: false });
+    }
+
+    fn queue_frame(&mut self, frame: OutFrame) {
         self.buffered += frame.wire_len(self.role == Role::Client);
         self.out.push_back(frame);
     }
@@ -582,9 +680,17 @@ impl Connection {
     ///
     /// [`UsageError::Closed`] once the close handshake has started.
     pub fn send_text(&mut self, text: Utf8Bytes) -> Result<(), UsageError> {
-        self.check_open()?;
-        self.queue(OpCode::Text, text.into_bytes());
-        Ok(())
+        self.send_data(OpCode::Text, text.into_bytes(), true)
+    }
+
+    /// Queues a text message that is never compressed (for data already compressed, or
+    /// secrets next to attacker-chosen text: compression leaks their length, as in CRIME).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::Closed`] once the close handshake has started.
+    pub fn send_text_uncompressed(&mut self, text: Utf8Bytes) -> Result<(), UsageError> {
+        self.send_data(OpCode::Text, text.into_bytes(), false)
     }
 
     /// Queues a binary message.
@@ -593,8 +699,31 @@ impl Connection {
     ///
     /// [`UsageError::Closed`] once the close handshake has started.
     pub fn send_binary(&mut self, data: Bytes) -> Result<(), UsageError> {
+        self.send_data(OpCode::Binary, data, true)
+    }
+
+    /// Queues a binary message that is never compressed.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::Closed`] once the close handshake has started.
+    pub fn send_binary_uncompressed(&mut self, data: Bytes) -> Result<(), UsageError> {
+        self.send_data(OpCode::Binary, data, false)
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: Bytes, compress: bool) -> Result<(), UsageError> {
         self.check_open()?;
-        self.queue(OpCode::Binary, data);
+        self.stats.messages_sent += 1;
+        self.stats.payload_sent += payload.len() as u64;
+        let frame = match self.deflate.as_mut() {
+            // RFC 7692 6: RSV1 on the (only) frame marks it compressed.
+            Some(codec) if compress && codec.wants(payload.len()) => {
+                self.stats.compressed_sent += 1;
+                OutFrame { opcode, payload: Bytes::from(codec.compress(&payload)), rsv1: true }
+            }
+            _ => OutFrame { opcode, payload, rsv1: false },
+        };
+        self.queue_frame(frame);
         Ok(())
     }
 
@@ -664,21 +793,22 @@ impl Connection {
         let start = buf.len();
         while let Some(pong) = self.pending_pongs.pop_front() {
             self.buffered -= pong.len() + MAX_HEADER_LEN;
-            self.encode(OpCode::Pong, &pong, buf);
+            self.encode(OpCode::Pong, false, &pong, buf);
         }
         while buf.len() < SOFT_LIMIT {
             let Some(frame) = self.out.pop_front() else { break };
             self.buffered -= frame.wire_len(self.role == Role::Client);
-            self.encode(frame.opcode, &frame.payload, buf);
+            self.encode(frame.opcode, frame.rsv1, &frame.payload, buf);
         }
+        self.stats.bytes_sent += (buf.len() - start) as u64;
         buf.len() > start
     }
 
-    fn encode(&mut self, opcode: OpCode, payload: &[u8], buf: &mut Vec<u8>) {
+    fn encode(&mut self, opcode: OpCode, rsv1: bool, payload: &[u8], buf: &mut Vec<u8>) {
         let mask = self.mask.as_mut().map(|m| m());
         let header = FrameHeader {
             fin: true,
-            rsv1: false,
+            rsv1,
             rsv2: false,
             rsv3: false,
             opcode,

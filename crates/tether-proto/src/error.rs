@@ -57,6 +57,13 @@ pub enum ProtocolError {
     /// A close code that may not appear on the wire.
     #[error("invalid close code {0}")]
     InvalidCloseCode(u16),
+    /// RSV1 on a continuation or control frame (RFC 7692 6.1: only the first frame of a
+    /// message says whether it is compressed).
+    #[error("rsv1 set on a continuation or control frame")]
+    UnexpectedRsv1,
+    /// A compressed message that does not inflate.
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
     /// A frame after the peer's close frame.
     #[error("frame received after close")]
     FrameAfterClose,
@@ -66,7 +73,7 @@ impl ProtocolError {
     /// The close code that reports this error to the peer.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -130,6 +137,9 @@ pub enum HandshakeError {
     /// The server answered with an extension we did not offer (client side).
     #[error("server selected extension {0:?} that was not offered")]
     UnofferedExtension(String),
+    /// The server's permessage-deflate answer is not allowed by our offer (client side).
+    #[error("invalid permessage-deflate answer: {0}")]
+    InvalidDeflateResponse(&'static str),
     /// A `Sec-WebSocket-Extensions` header that does not parse.
     #[error("malformed sec-websocket-extensions header")]
     MalformedExtensions,

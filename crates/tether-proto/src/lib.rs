@@ -28,6 +28,7 @@
 pub mod close;
 mod config;
 mod conn;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
@@ -36,6 +37,6 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame, Closed, Initiator};
 pub use config::Config;
-pub use conn::{Connection, Event, MaskSource, Role};
+pub use conn::{Connection, Event, MaskSource, Role, Stats};
 pub use error::{HandshakeError, ProtocolError, UsageError};
 pub use text::Utf8Bytes;

@@ -4,7 +4,7 @@
 //! usage: autobahn_client [ws://127.0.0.1:9003] [agent]
 
 use futures_util::{SinkExt, StreamExt};
-use tether::{ClientConfig, Config, Message};
+use tether::{ClientConfig, Config, DeflateConfig, Message};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,7 +14,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count = case_count(&base).await?;
     eprintln!("running {count} cases against {base}");
     // The suite sends messages up to 16 MiB (9.x); the defaults already allow that.
-    let config = ClientConfig::default().with_config(Config::default());
+    // 13.x accepts only offers that say the client can limit its window and drop its
+    // context, so offer both (client_max_window_bits is always in our offer).
+    let deflate = DeflateConfig::default().with_client_no_context_takeover(true);
+    let config = ClientConfig::default().with_config(Config::default().with_deflate(Some(deflate)));
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={agent}");
         let (mut ws, _) = match tether::connect_with(&url, &config).await {

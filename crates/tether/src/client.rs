@@ -80,7 +80,9 @@ pub async fn client_handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (handshake, request) = ClientHandshake::new(url, random_nonce(), config.options.clone());
+    let mut options = config.options.clone();
+    options.deflate = config.config.deflate.clone();
+    let (handshake, request) = ClientHandshake::new(url, random_nonce(), options);
     let exchange = async {
         stream.write_all(&request).await?;
         let mut buf = Vec::with_capacity(512);
@@ -101,7 +103,8 @@ where
     let (response, leftover) = tokio::time::timeout(config.config.handshake_timeout, exchange)
         .await
         .map_err(|_| Error::Timeout)??;
-    let conn = Connection::client(config.config.clone(), mask_source());
+    let conn =
+        Connection::client(config.config.clone(), mask_source()).with_deflate(response.deflate.clone());
     let protocol = response.protocol.clone();
     Ok((driver::spawn(stream, conn, &leftover, protocol), response))
 }

@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 /// What handles ask the driver to do.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Send(Message),
+    /// A message, and whether it may be compressed.
+    Send(Message, bool),
     Close(CloseCode, String),
     /// The application has read the peer's close: everything it sent in reaction to the
     /// earlier messages is ahead of this in the channel, so the close reply may follow.
@@ -32,7 +33,7 @@ where
 {
     let (msg_tx, msg_rx) = mpsc::channel(INBOX);
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared::new(conn.config().send_buffer_limit, protocol));
+    let shared = Arc::new(Shared::new(conn.config().send_buffer_limit, protocol, conn.deflate_negotiated()));
     let mut driver = Driver {
         conn,
         shared: shared.clone(),
@@ -132,6 +133,7 @@ impl Driver {
             self.shared
                 .pending
                 .store(self.conn.buffered_amount() + write_buf.len() - written, Ordering::Release);
+            *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = self.conn.stats();
             self.shared.wake_all();
             if written == write_buf.len() {
                 if self.conn.should_close_transport() {
@@ -234,11 +236,13 @@ impl Driver {
 
     fn apply(&mut self, cmd: Command) {
         let result = match cmd {
-            Command::Send(msg) => {
+            Command::Send(msg, compress) => {
                 self.shared.queued.fetch_sub(msg.len(), Ordering::AcqRel);
                 match msg {
-                    Message::Text(t) => self.conn.send_text(t),
-                    Message::Binary(b) => self.conn.send_binary(b),
+                    Message::Text(t) if compress => self.conn.send_text(t),
+                    Message::Text(t) => self.conn.send_text_uncompressed(t),
+                    Message::Binary(b) if compress => self.conn.send_binary(b),
+                    Message::Binary(b) => self.conn.send_binary_uncompressed(b),
                     Message::Ping(p) => self.conn.send_ping(p),
                     Message::Pong(p) => self.conn.send_pong(p),
                     Message::Close(_) => Ok(()),
@@ -269,6 +273,7 @@ impl Driver {
 
     /// The socket is done with; hand the application what it has not read yet.
     async fn finish(&mut self, pending: Option<Result<Message, Error>>) {
+        self.record_close();
         if let Some(item) = pending {
             if !self.inbox_gone {
                 let _ = self.msg_tx.send(item).await;
@@ -281,7 +286,17 @@ impl Driver {
         }
     }
 
+    /// Keeps how the connection ended for `close_status`, including a failure (which the
+    /// core reports as an error rather than a `Closed` event).
+    fn record_close(&self) {
+        let mut closed = self.shared.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if closed.is_none() {
+            *closed = self.conn.closed().cloned();
+        }
+    }
+
     async fn io_failed(&mut self, e: std::io::Error, pending: Option<Result<Message, Error>>) {
+        self.record_close();
         tracing::debug!(error = %e, "websocket i/o failed");
         if let Some(item) = pending {
             let _ = self.msg_tx.send(item).await;

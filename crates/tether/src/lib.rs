@@ -37,5 +37,6 @@ pub use message::Message;
 pub use server::{accept, accept_with, Incoming, Listener, Reject, ServerConfig};
 pub use socket::{ReadHalf, Sender, WebSocket, WriteHalf};
 pub use tether_proto;
+pub use tether_proto::deflate::DeflateConfig;
 pub use tether_proto::handshake::{ClientOptions, HandshakeLimits, OriginPolicy, Request, Response, Url};
-pub use tether_proto::{CloseCode, CloseFrame, Closed, Config, Initiator, Utf8Bytes};
+pub use tether_proto::{CloseCode, CloseFrame, Closed, Config, Initiator, Stats, Utf8Bytes};

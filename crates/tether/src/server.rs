@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use tether_proto::handshake::{
     accept_response, parse_request, reject_response, select_protocol, OriginPolicy, Request,
 };
-use tether_proto::{Config, Connection, HandshakeError};
+use tether_proto::{deflate, Config, Connection, HandshakeError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
@@ -107,9 +107,11 @@ where
         return Err(refuse(&mut stream, e).await);
     }
     let protocol = select_protocol(&request.protocols, &config.protocols).map(str::to_owned);
-    let response = accept_response(&request, protocol.as_deref(), None, &HeaderMap::new());
+    let deflate = config.config.deflate.as_ref().and_then(|d| deflate::server_accept(&request.extensions, d));
+    let extensions = deflate.as_ref().map(|(_, answer)| answer.as_str());
+    let response = accept_response(&request, protocol.as_deref(), extensions, &HeaderMap::new());
     stream.write_all(&response).await?;
-    let conn = Connection::server(config.config.clone());
+    let conn = Connection::server(config.config.clone()).with_deflate(deflate.map(|(params, _)| params));
     Ok((driver::spawn(stream, conn, &leftover, protocol), request))
 }
 

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use tether_proto::{CloseCode, Closed, UsageError};
+use tether_proto::{CloseCode, Closed, Stats, UsageError};
 use tokio::sync::mpsc;
 
 /// State shared between the handles and the driver task.
@@ -27,10 +27,13 @@ pub(crate) struct Shared {
     pub(crate) finished: AtomicBool,
     pub(crate) closed: Mutex<Option<Closed>>,
     pub(crate) protocol: Option<String>,
+    pub(crate) deflate: bool,
+    /// The protocol core's counters, copied by the driver after every step.
+    pub(crate) stats: Mutex<Stats>,
 }
 
 impl Shared {
-    pub(crate) fn new(limit: usize, protocol: Option<String>) -> Self {
+    pub(crate) fn new(limit: usize, protocol: Option<String>, deflate: bool) -> Self {
         Self {
             queued: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
@@ -40,6 +43,8 @@ impl Shared {
             finished: AtomicBool::new(false),
             closed: Mutex::new(None),
             protocol,
+            deflate,
+            stats: Mutex::new(Stats::default()),
         }
     }
 
@@ -122,10 +127,32 @@ impl Sender {
             }
             msg => {
                 self.shared.queued.fetch_add(msg.len(), Ordering::AcqRel);
-                Command::Send(msg)
+                Command::Send(msg, true)
             }
         };
         self.tx.send(cmd).map_err(|_| Error::Usage(UsageError::Closed))
+    }
+
+    /// Sends a message that is never compressed, even with permessage-deflate on: for data
+    /// that is already compressed, or secrets that share a message with attacker-chosen text
+    /// (compression leaks their length, as in CRIME/BREACH).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::Closed`] when the connection has ended.
+    pub async fn send_uncompressed(&self, msg: Message) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
+        if !msg.is_data() {
+            return self.start_send(msg);
+        }
+        self.shared.queued.fetch_add(msg.len(), Ordering::AcqRel);
+        self.tx.send(Command::Send(msg, false)).map_err(|_| Error::Usage(UsageError::Closed))
+    }
+
+    /// Counters of bytes and messages in both directions (wire bytes and payload bytes
+    /// differ when permessage-deflate compresses).
+    pub fn stats(&self) -> Stats {
+        *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends a message, waiting first while the send buffer is over its limit.
@@ -271,6 +298,16 @@ impl WebSocket {
     /// The subprotocol agreed in the handshake.
     pub fn protocol(&self) -> Option<&str> {
         self.read.shared.protocol.as_deref()
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn deflate(&self) -> bool {
+        self.read.shared.deflate
+    }
+
+    /// Counters of bytes and messages in both directions.
+    pub fn stats(&self) -> Stats {
+        self.write.sender.stats()
     }
 
     /// How the connection ended (code, reason, who started the close, whether it was

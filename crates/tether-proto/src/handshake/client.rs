@@ -4,6 +4,7 @@ use super::{
     accept_key, encode_key, has_token, head_len, parse_extensions, to_header_map, Extension, HandshakeLimits,
     Url,
 };
+use crate::deflate::{self, DeflateConfig, DeflateParams};
 use crate::error::HandshakeError;
 use http::HeaderMap;
 
@@ -18,6 +19,9 @@ pub struct ClientOptions {
     pub headers: Vec<(String, String)>,
     /// Limits on the server's answer.
     pub limits: HandshakeLimits,
+    /// Offer permessage-deflate with these preferences (`tether` fills this from
+    /// `Config::deflate`).
+    pub deflate: Option<DeflateConfig>,
 }
 
 /// The server's accepted answer.
@@ -29,6 +33,8 @@ pub struct Response {
     pub protocol: Option<String>,
     /// The extensions the server accepted.
     pub extensions: Vec<Extension>,
+    /// What was agreed for permessage-deflate, if the server accepted our offer.
+    pub deflate: Option<DeflateParams>,
 }
 
 /// A client handshake in progress: the request was built, the answer is awaited.
@@ -52,6 +58,11 @@ impl ClientHandshake {
         if !options.protocols.is_empty() {
             out.push_str("Sec-WebSocket-Protocol: ");
             out.push_str(&options.protocols.join(", "));
+            out.push_str("\r\n");
+        }
+        if let Some(d) = &options.deflate {
+            out.push_str("Sec-WebSocket-Extensions: ");
+            out.push_str(&deflate::client_offer(d));
             out.push_str("\r\n");
         }
         if let Some(origin) = &options.origin {
@@ -112,11 +123,14 @@ impl ClientHandshake {
         };
         let extensions =
             parse_extensions(headers.get_all("sec-websocket-extensions").iter().map(|v| v.as_bytes()))?;
-        // We offer no extensions yet, so any in the answer was not offered.
-        if let Some(ext) = extensions.first() {
-            return Err(HandshakeError::UnofferedExtension(ext.name.clone()));
-        }
-        Ok(Some((Response { headers, protocol, extensions }, len)))
+        let deflate = match &self.options.deflate {
+            Some(config) => deflate::client_accept(&extensions, config)?,
+            None => match extensions.first() {
+                Some(ext) => return Err(HandshakeError::UnofferedExtension(ext.name.clone())),
+                None => None,
+            },
+        };
+        Ok(Some((Response { headers, protocol, extensions, deflate }, len)))
     }
 }
 

@@ -1,0 +1,629 @@
+//! permessage-deflate (RFC 7692): negotiation and the per-connection codec.
+//!
+//! DEFLATE itself comes from flate2 with the pure-Rust zlib-rs backend (it supports window
+//! sizes, which miniz_oxide does not). Choices the RFC leaves open, and why:
+//!
+//! - **Inflating always uses a 15-bit window.** A larger window decodes anything a smaller
+//!   one produced, so the peer's `*_max_window_bits` never changes how we inflate.
+//! - **A window of 8 bits.** zlib cannot produce raw DEFLATE with a 256-byte window (it
+//!   silently uses 512). When the peer asks us to compress with 8 bits we agree and then
+//!   send every message uncompressed: RSV1 is per message (RFC 7692 6), so that is always
+//!   correct, and the peer can still compress towards us.
+//! - **Bad offers.** A server declines an offer with an unknown, duplicate or invalid
+//!   parameter and looks at the next one (RFC 7692 5: "MUST decline"); a client fails the
+//!   handshake when the answer is invalid (RFC 7692 5: "MUST _Fail the WebSocket Connection_").
+//! - **State is lazy.** The compressor is allocated on the first message we compress, the
+//!   decompressor on the first compressed message we receive. See `docs/OPERATIONS.md` for
+//!   the memory each costs.
+
+use crate::error::{HandshakeError, ProtocolError};
+use crate::handshake::Extension;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// The extension token.
+pub const NAME: &str = "permessage-deflate";
+
+/// The four bytes a sync flush ends with, removed before sending and appended before
+/// inflating (RFC 7692 7.2.1, 7.2.2).
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// What this endpoint asks for or allows when negotiating permessage-deflate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeflateConfig {
+    /// Ask (client) or require (server) that the server resets its compressor after every
+    /// message. Saves the server's compressor memory between messages at the cost of ratio.
+    pub server_no_context_takeover: bool,
+    /// Ask (server) or promise (client) that the client resets its compressor after every
+    /// message.
+    pub client_no_context_takeover: bool,
+    /// Largest window the server's compressor may use, 8 to 15.
+    pub server_max_window_bits: u8,
+    /// Largest window the client's compressor may use, 8 to 15.
+    pub client_max_window_bits: u8,
+    /// Messages shorter than this are sent uncompressed. Default 64 bytes: below that the
+    /// DEFLATE block overhead often makes the message longer.
+    pub threshold: usize,
+    /// zlib compression level, 0 to 9. Default 6.
+    pub level: u32,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        Self {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+            threshold: 64,
+            level: 6,
+        }
+    }
+}
+
+impl DeflateConfig {
+    /// Sets [`DeflateConfig::server_no_context_takeover`].
+    pub fn with_server_no_context_takeover(mut self, v: bool) -> Self {
+        self.server_no_context_takeover = v;
+        self
+    }
+    /// Sets [`DeflateConfig::client_no_context_takeover`].
+    pub fn with_client_no_context_takeover(mut self, v: bool) -> Self {
+        self.client_no_context_takeover = v;
+        self
+    }
+    /// Sets [`DeflateConfig::server_max_window_bits`] (clamped to 8..=15).
+    pub fn with_server_max_window_bits(mut self, v: u8) -> Self {
+        self.server_max_window_bits = v.clamp(8, 15);
+        self
+    }
+    /// Sets [`DeflateConfig::client_max_window_bits`] (clamped to 8..=15).
+    pub fn with_client_max_window_bits(mut self, v: u8) -> Self {
+        self.client_max_window_bits = v.clamp(8, 15);
+        self
+    }
+    /// Sets [`DeflateConfig::threshold`].
+    pub fn with_threshold(mut self, v: usize) -> Self {
+        self.threshold = v;
+        self
+    }
+    /// Sets [`DeflateConfig::level`] (clamped to 0..=9).
+    pub fn with_level(mut self, v: u32) -> Self {
+        self.level = v.min(9);
+        self
+    }
+}
+
+/// What was agreed, from this endpoint's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeflateParams {
+    /// Window for what we send; `None` when we may not compress at all (an 8-bit window).
+    pub compress_window_bits: Option<u8>,
+    /// We reset our compressor after every message.
+    pub compress_no_context_takeover: bool,
+    /// The peer resets its compressor after every message (so may we, our decompressor).
+    pub decompress_no_context_takeover: bool,
+    /// Messages shorter than this are sent uncompressed.
+    pub threshold: usize,
+    /// zlib compression level.
+    pub level: u32,
+}
+
+/// One offer or answer, its parameters checked.
+#[derive(Debug, Default)]
+struct Params {
+    server_no_context_takeover: bool,
+    client_no_context_takeover: bool,
+    server_max_window_bits: Option<u8>,
+    /// `Some(None)`: present without a value (allowed in offers only).
+    client_max_window_bits: Option<Option<u8>>,
+}
+
+fn window_bits(value: Option<&str>) -> Result<u8, &'static str> {
+    let v = value.ok_or("window bits need a value")?;
+    // RFC 7692 7.1.2: "a decimal integer value in the range 8 to 15 ... without leading zeros"
+    match v.parse::<u8>() {
+        Ok(n @ 8..=15) if !v.starts_with('0') && !v.starts_with('+') => Ok(n),
+        _ => Err("window bits must be 8 to 15"),
+    }
+}
+
+fn parse_params(ext: &Extension, offer: bool) -> Result<Params, &'static str> {
+    let mut p = Params::default();
+    let mut seen = [false; 4];
+    for (name, value) in &ext.params {
+        let slot = match name.as_str() {
+            "server_no_context_takeover" => 0,
+            "client_no_context_takeover" => 1,
+            "server_max_window_bits" => 2,
+            "client_max_window_bits" => 3,
+            _ => return Err("unknown parameter"),
+        };
+        if std::mem::replace(&mut seen[slot], true) {
+            return Err("duplicate parameter");
+        }
+        match slot {
+            0 | 1 if value.is_some() => return Err("no_context_takeover takes no value"),
+            0 => p.server_no_context_takeover = true,
+            1 => p.client_no_context_takeover = true,
+            2 => p.server_max_window_bits = Some(window_bits(value.as_deref())?),
+            _ if value.is_none() && offer => p.client_max_window_bits = Some(None),
+            _ => p.client_max_window_bits = Some(Some(window_bits(value.as_deref())?)),
+        }
+    }
+    Ok(p)
+}
+
+/// Server side: picks the first acceptable permessage-deflate offer. Returns what was
+/// agreed and the `Sec-WebSocket-Extensions` value to answer with, or `None` to decline.
+pub fn server_accept(offers: &[Extension], config: &DeflateConfig) -> Option<(DeflateParams, String)> {
+    offers.iter().filter(|e| e.name.eq_ignore_ascii_case(NAME)).find_map(|e| {
+        let offer = parse_params(e, true).ok()?;
+        let mut answer = String::from(NAME);
+        let server_nct = offer.server_no_context_takeover || config.server_no_context_takeover;
+        if server_nct {
+            answer.push_str("; server_no_context_takeover");
+        }
+        let client_nct = config.client_no_context_takeover;
+        if client_nct {
+            answer.push_str("; client_no_context_takeover");
+        }
+        // Our compressor's window: what the client allows and we want, whichever is smaller.
+        let server_bits = config.server_max_window_bits.min(offer.server_max_window_bits.unwrap_or(15));
+        if offer.server_max_window_bits.is_some() || server_bits < 15 {
+            answer.push_str(&format!("; server_max_window_bits={server_bits}"));
+        }
+        // We may limit the client's window only if it said it understands the parameter.
+        if let Some(offered) = offer.client_max_window_bits {
+            let client_bits = config.client_max_window_bits.min(offered.unwrap_or(15));
+            if offered.is_some() || client_bits < 15 {
+                answer.push_str(&format!("; client_max_window_bits={client_bits}"));
+            }
+        }
+        let params = DeflateParams {
+            compress_window_bits: (server_bits >= 9).then_some(server_bits),
+            compress_no_context_takeover: server_nct,
+            decompress_no_context_takeover: offer.client_no_context_takeover || client_nct,
+            threshold: config.threshold,
+            level: config.level,
+        };
+        Some((params, answer))
+    })
+}
+
+/// Client side: the `Sec-WebSocket-Extensions` value that offers permessage-deflate.
+pub fn client_offer(config: &DeflateConfig) -> String {
+    let mut offer = String::from(NAME);
+    if config.server_no_context_takeover {
+        offer.push_str("; server_no_context_takeover");
+    }
+    if config.client_no_context_takeover {
+        offer.push_str("; client_no_context_takeover");
+    }
+    if config.server_max_window_bits < 15 {
+        offer.push_str(&format!("; server_max_window_bits={}", config.server_max_window_bits));
+    }
+    // Tell the server we understand client_max_window_bits (browsers do the same).
+    if config.client_max_window_bits < 15 {
+        offer.push_str(&format!("; client_max_window_bits={}", config.client_max_window_bits));
+    } else {
+        offer.push_str("; client_max_window_bits");
+    }
+    offer
+}
+
+/// Client side: checks the server's answer to [`client_offer`].
+///
+/// # Errors
+///
+/// [`HandshakeError::InvalidDeflateResponse`] for an answer the offer does not allow.
+pub fn client_accept(
+    answer: &[Extension],
+    config: &DeflateConfig,
+) -> Result<Option<DeflateParams>, HandshakeError> {
+    let mut found = None;
+    for ext in answer {
+        if !ext.name.eq_ignore_ascii_case(NAME) {
+            return Err(HandshakeError::UnofferedExtension(ext.name.clone()));
+        }
+        if found.replace(ext).is_some() {
+            return Err(HandshakeError::InvalidDeflateResponse("permessage-deflate answered twice"));
+        }
+    }
+    let Some(ext) = found else { return Ok(None) };
+    let bad = HandshakeError::InvalidDeflateResponse;
+    let p = parse_params(ext, false).map_err(bad)?;
+    // RFC 7692 7.1.1.1 / 7.1.2.1: what we asked for must be confirmed, within our limits.
+    if config.server_no_context_takeover && !p.server_no_context_takeover {
+        return Err(bad("server_no_context_takeover was requested but not confirmed"));
+    }
+    match p.server_max_window_bits {
+        Some(bits) if bits > config.server_max_window_bits => {
+            return Err(bad("server_max_window_bits above the requested value"))
+        }
+        None if config.server_max_window_bits < 15 => {
+            return Err(bad("server_max_window_bits was requested but not confirmed"))
+        }
+        _ => {}
+    }
+    let client_bits = match p.client_max_window_bits {
+        Some(Some(bits)) if bits > config.client_max_window_bits => {
+            return Err(bad("client_max_window_bits above the offered value"))
+        }
+        Some(Some(bits)) => bits,
+        _ => config.client_max_window_bits,
+    };
+    Ok(Some(DeflateParams {
+        compress_window_bits: (client_bits >= 9).then_some(client_bits),
+        compress_no_context_takeover: p.client_no_context_takeover || config.client_no_context_takeover,
+        decompress_no_context_takeover: p.server_no_context_takeover,
+        threshold: config.threshold,
+        level: config.level,
+    }))
+}
+
+/// An inflated message being assembled: a list of chunks, so that growing it never copies
+/// (or briefly doubles) what is already there.
+#[derive(Debug, Default)]
+pub(crate) struct Inflated {
+    chunks: Vec<Vec<u8>>,
+    len: usize,
+}
+
+/// Chunks grow from 4 KiB by doubling up to this size.
+const MAX_CHUNK: usize = 1 << 20;
+
+impl Inflated {
+    /// Bytes so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// A chunk with spare capacity, without ever allocating past `limit + 1` bytes in all.
+    fn room(&mut self, limit: usize) -> Result<&mut Vec<u8>, ProtocolError> {
+        let has_room = self.chunks.last().is_some_and(|c| c.len() < c.capacity());
+        if !has_room {
+            let left = (limit + 1).saturating_sub(self.len);
+            if left == 0 {
+                return Err(ProtocolError::MessageTooLarge { limit });
+            }
+            let size = self.len.clamp(4096, MAX_CHUNK).min(left);
+            self.chunks.push(Vec::with_capacity(size));
+        }
+        let last = self.chunks.len() - 1;
+        Ok(&mut self.chunks[last])
+    }
+
+    /// Calls `f` on the bytes from offset `from` to the end, in order.
+    pub(crate) fn each_since(&self, mut from: usize, mut f: impl FnMut(&[u8]) -> bool) -> bool {
+        for chunk in &self.chunks {
+            if from >= chunk.len() {
+                from -= chunk.len();
+                continue;
+            }
+            if !f(&chunk[from..]) {
+                return false;
+            }
+            from = 0;
+        }
+        true
+    }
+
+    /// The message: the single chunk as is, or the chunks joined once.
+    pub(crate) fn into_bytes(mut self) -> bytes::Bytes {
+        if self.chunks.len() == 1 {
+            return bytes::Bytes::from(self.chunks.pop().unwrap_or_default());
+        }
+        let mut all = Vec::with_capacity(self.len);
+        for chunk in self.chunks {
+            all.extend_from_slice(&chunk);
+        }
+        bytes::Bytes::from(all)
+    }
+}
+
+/// The compressor and decompressor of one connection, created on first use.
+pub(crate) struct Codec {
+    params: DeflateParams,
+    compressor: Option<Compress>,
+    decompressor: Option<Decompress>,
+    /// The current message's DEFLATE stream ended with a BFINAL block: the rest of the
+    /// message (and the appended tail) is ignored, and the next message starts a new stream.
+    stream_ended: bool,
+}
+
+impl Codec {
+    pub(crate) fn new(params: DeflateParams) -> Self {
+        Self { params, compressor: None, decompressor: None, stream_ended: false }
+    }
+
+    /// Whether a message of `len` bytes should be compressed.
+    pub(crate) fn wants(&self, len: usize) -> bool {
+        self.params.compress_window_bits.is_some() && len >= self.params.threshold
+    }
+
+    /// Compresses one whole message (RFC 7692 7.2.1): sync flush, then drop the final
+    /// `00 00 ff ff`.
+    pub(crate) fn compress(&mut self, input: &[u8]) -> Vec<u8> {
+        let bits = self.params.compress_window_bits.unwrap_or(15);
+        let level = Compression::new(self.params.level);
+        let c = self.compressor.get_or_insert_with(|| Compress::new_with_window_bits(level, false, bits));
+        let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        let start = c.total_in();
+        loop {
+            let consumed = (c.total_in() - start) as usize;
+            if out.capacity() - out.len() < 64 {
+                out.reserve(out.len().max(64));
+            }
+            // Compressing into a growing Vec cannot fail: flate2 reports only stream errors,
+            // which a fresh or reset raw stream fed with Sync flushes does not produce.
+            let _ = c.compress_vec(&input[consumed..], &mut out, FlushCompress::Sync);
+            let done = (c.total_in() - start) as usize == input.len();
+            // A sync flush is complete once it stops filling the buffer.
+            if done && out.len() < out.capacity() {
+                break;
+            }
+        }
+        if out.ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        }
+        if self.params.compress_no_context_takeover {
+            c.reset();
+        }
+        out
+    }
+
+    /// Inflates part of a compressed message into `out`, failing as soon as the message
+    /// would pass `limit` bytes. `out` grows in chunks and never holds more than `limit + 1`
+    /// bytes, so a bomb costs at most the limit's worth of memory.
+    pub(crate) fn decompress(
+        &mut self,
+        input: &[u8],
+        out: &mut Inflated,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
+        if self.stream_ended {
+            return Ok(());
+        }
+        let d = self.decompressor.get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
+        let mut pos = 0;
+        loop {
+            let buf = out.room(limit)?;
+            let (in_before, len_before) = (d.total_in(), buf.len());
+            let status = d
+                .decompress_vec(&input[pos..], buf, FlushDecompress::None)
+                .map_err(|_| ProtocolError::InvalidCompressedData)?;
+            let full = buf.len() == buf.capacity();
+            out.len += buf.len() - len_before;
+            pos += (d.total_in() - in_before) as usize;
+            if out.len > limit {
+                return Err(ProtocolError::MessageTooLarge { limit });
+            }
+            if status == Status::StreamEnd {
+                // RFC 7692 7.2.3.4: a block with BFINAL set ends the DEFLATE stream. What
+                // follows in this message is not DEFLATE data (zlib ignores it too); the next
+                // message starts a new stream.
+                self.stream_ended = true;
+                return Ok(());
+            }
+            if pos == input.len() && !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Ends a compressed message: inflate the removed tail (RFC 7692 7.2.2).
+    pub(crate) fn finish_message(&mut self, out: &mut Inflated, limit: usize) -> Result<(), ProtocolError> {
+        self.decompress(&TAIL, out, limit)?;
+        if std::mem::take(&mut self.stream_ended) || self.params.decompress_no_context_takeover {
+            if let Some(d) = self.decompressor.as_mut() {
+                d.reset(false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether compression and decompression state has been allocated (for tests and docs).
+    pub(crate) fn allocated(&self) -> (bool, bool) {
+        (self.compressor.is_some(), self.decompressor.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::parse_extensions;
+
+    fn exts(s: &str) -> Vec<Extension> {
+        parse_extensions([s.as_bytes()]).unwrap()
+    }
+
+    fn params(compress_nct: bool) -> DeflateParams {
+        DeflateParams {
+            compress_window_bits: Some(15),
+            compress_no_context_takeover: compress_nct,
+            decompress_no_context_takeover: false,
+            threshold: 0,
+            level: 6,
+        }
+    }
+
+    fn inflate(codec: &mut Codec, data: &[u8]) -> Vec<u8> {
+        let mut out = Inflated::default();
+        codec.decompress(data, &mut out, 1 << 20).unwrap();
+        codec.finish_message(&mut out, 1 << 20).unwrap();
+        out.into_bytes().to_vec()
+    }
+
+    #[test]
+    fn rfc7692_7_2_3_1_and_2_hello_with_context_takeover() {
+        let mut c = Codec::new(params(false));
+        assert_eq!(c.compress(b"Hello"), [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(c.compress(b"Hello"), [0xf2, 0x00, 0x11, 0x00, 0x00]);
+        let mut d = Codec::new(params(false));
+        assert_eq!(inflate(&mut d, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]), b"Hello");
+        assert_eq!(inflate(&mut d, &[0xf2, 0x00, 0x11, 0x00, 0x00]), b"Hello");
+    }
+
+    #[test]
+    fn rfc7692_without_context_takeover_each_message_stands_alone() {
+        let mut c = Codec::new(params(true));
+        assert_eq!(c.compress(b"Hello"), [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(c.compress(b"Hello"), [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+    }
+
+    #[test]
+    fn rfc7692_7_2_3_3_to_6_other_encodings() {
+        let mut d = Codec::new(params(false));
+        // 7.2.3.3: a stored (uncompressed) block.
+        assert_eq!(
+            inflate(&mut d, &[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00]),
+            b"Hello"
+        );
+        // 7.2.3.4: BFINAL set; the next message is a new stream.
+        assert_eq!(inflate(&mut d, &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]), b"Hello");
+        // 7.2.3.5: two blocks in one message.
+        let two = [0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(inflate(&mut d, &two), b"Hello");
+        // 7.2.3.6: an empty message compresses to a single 0x00.
+        let mut c = Codec::new(params(false));
+        assert_eq!(c.compress(b""), [0x00]);
+        assert_eq!(inflate(&mut d, &[0x00]), b"");
+    }
+
+    #[test]
+    fn server_negotiation() {
+        let cfg = DeflateConfig::default();
+        let (p, answer) = server_accept(&exts("permessage-deflate; client_max_window_bits"), &cfg).unwrap();
+        assert_eq!(answer, "permessage-deflate");
+        assert_eq!(p.compress_window_bits, Some(15));
+        let (p, answer) = server_accept(
+            &exts("permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits=12"),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(
+            answer,
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits=12"
+        );
+        assert_eq!((p.compress_window_bits, p.compress_no_context_takeover), (Some(10), true));
+        // Our own limits apply to both sides.
+        let tight = DeflateConfig::default()
+            .with_client_no_context_takeover(true)
+            .with_server_max_window_bits(11)
+            .with_client_max_window_bits(9);
+        let (_, answer) = server_accept(&exts("permessage-deflate; client_max_window_bits"), &tight).unwrap();
+        assert_eq!(
+            answer,
+            "permessage-deflate; client_no_context_takeover; server_max_window_bits=11; client_max_window_bits=9"
+        );
+        // A window of 8: agreed, but we send uncompressed.
+        let (p, _) = server_accept(&exts("permessage-deflate; server_max_window_bits=8"), &cfg).unwrap();
+        assert_eq!(p.compress_window_bits, None);
+    }
+
+    #[test]
+    fn server_declines_bad_offers_and_takes_the_next() {
+        let cfg = DeflateConfig::default();
+        for bad in [
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits=7",
+            "permessage-deflate; server_max_window_bits=010",
+            "permessage-deflate; client_max_window_bits=abc",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; x-unknown",
+            "x-other",
+        ] {
+            assert_eq!(server_accept(&exts(bad), &cfg), None, "{bad}");
+        }
+        let (p, answer) = server_accept(
+            &exts("permessage-deflate; bogus, permessage-deflate; server_no_context_takeover"),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(answer, "permessage-deflate; server_no_context_takeover");
+        assert!(p.compress_no_context_takeover);
+    }
+
+    #[test]
+    fn client_negotiation() {
+        let cfg = DeflateConfig::default();
+        assert_eq!(client_offer(&cfg), "permessage-deflate; client_max_window_bits");
+        let p = client_accept(&exts("permessage-deflate"), &cfg).unwrap().unwrap();
+        assert_eq!((p.compress_window_bits, p.compress_no_context_takeover), (Some(15), false));
+        let p = client_accept(
+            &exts("permessage-deflate; client_no_context_takeover; client_max_window_bits=10"),
+            &cfg,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((p.compress_window_bits, p.compress_no_context_takeover), (Some(10), true));
+        // An 8-bit window for us: agreed, sent uncompressed.
+        let p = client_accept(&exts("permessage-deflate; client_max_window_bits=8"), &cfg).unwrap().unwrap();
+        assert_eq!(p.compress_window_bits, None);
+        assert_eq!(client_accept(&[], &cfg), Ok(None));
+    }
+
+    #[test]
+    fn client_refuses_bad_answers() {
+        let cfg =
+            DeflateConfig::default().with_server_no_context_takeover(true).with_server_max_window_bits(10);
+        assert_eq!(
+            client_offer(&cfg),
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits"
+        );
+        for bad in [
+            "permessage-deflate; server_max_window_bits=10",
+            "permessage-deflate; server_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=12",
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover; server_max_window_bits=10",
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=10; nope",
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=10, permessage-deflate",
+        ] {
+            assert!(
+                matches!(client_accept(&exts(bad), &cfg), Err(HandshakeError::InvalidDeflateResponse(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            client_accept(&exts("x-other"), &cfg),
+            Err(HandshakeError::UnofferedExtension("x-other".into()))
+        );
+    }
+
+    #[test]
+    fn messages_ending_with_a_final_block() {
+        // Each message a complete DEFLATE stream (Z_FINISH, BFINAL=1, nothing after it), as
+        // Autobahn's client sends with client_no_context_takeover.
+        let finish = |data: &[u8]| {
+            let mut c = Compress::new(Compression::default(), false);
+            let mut out = Vec::with_capacity(data.len() + 64);
+            c.compress_vec(data, &mut out, FlushCompress::Finish).unwrap();
+            out
+        };
+        let mut d = Codec::new(params(false));
+        for text in ["Hello", "world, again", "and a third"] {
+            assert_eq!(inflate(&mut d, &finish(text.as_bytes())), text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn inflate_stops_at_the_limit() {
+        let mut c = Codec::new(params(false));
+        let zeros = c.compress(&vec![0u8; 100_000]);
+        let mut d = Codec::new(params(false));
+        let mut out = Inflated::default();
+        assert_eq!(
+            d.decompress(&zeros, &mut out, 50_000),
+            Err(ProtocolError::MessageTooLarge { limit: 50_000 })
+        );
+        let capacity: usize = out.chunks.iter().map(Vec::capacity).sum();
+        assert!(capacity <= 50_001, "capacity {capacity}");
+        let mut d = Codec::new(params(false));
+        let err = d.decompress(&[0xff, 0xff, 0xff], &mut Inflated::default(), 100);
+        assert_eq!(err, Err(ProtocolError::InvalidCompressedData));
+    }
+}
