@@ -16,6 +16,9 @@ ws.on('close', (code, reason) => push({ kind: 'close', code, reason: reason.toSt
 ws.on('error', (e) => { console.error('node client: error', e.message); process.exit(1); });
 
 await new Promise((resolve) => ws.once('open', resolve));
+// ws offers permessage-deflate by default; the server must have accepted it.
+assert.match(ws.extensions, /permessage-deflate/);
+console.log(`node client: negotiated ${ws.extensions}`);
 ws.send('héllo from node');
 let m = await next();
 assert.equal(m.isBinary, false); assert.equal(m.data.toString(), 'héllo from node');

@@ -2,7 +2,7 @@
 // Prints its URL on the first line of stdout.
 import { WebSocketServer } from 'ws';
 
-const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1 << 24 });
+const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: { threshold: 0 }, maxPayload: 1 << 24 });
 wss.on('listening', () => console.log(`ws://127.0.0.1:${wss.address().port}`));
 wss.on('connection', (ws) => {
   ws.on('message', (data, isBinary) => {

@@ -10,6 +10,10 @@ from websockets.asyncio.client import connect
 
 async def main(url):
     async with connect(url, max_size=1 << 24) as ws:
+        # websockets offers permessage-deflate by default; the server must have accepted it.
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        assert "permessage-deflate" in extensions, extensions
+        print(f"python client: negotiated {extensions}")
         await ws.send("héllo from python")
         assert await ws.recv() == "héllo from python"
         print("python client: text ok")

@@ -16,7 +16,7 @@ async def echo(ws):
 
 
 async def main():
-    async with serve(echo, "127.0.0.1", 0, max_size=1 << 24, compression=None) as server:
+    async with serve(echo, "127.0.0.1", 0, max_size=1 << 24) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"ws://127.0.0.1:{port}", flush=True)
         await asyncio.sleep(60)

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Interop over loopback: Node `ws` and Python `websockets` clients against `tether echo`, and
-# the tether client against their servers. Installs the peers (npm ci, pip into a venv).
+# Interop over loopback, with permessage-deflate negotiated and used:
+#   Node `ws`, Python `websockets` and Chromium against `tether echo`;
+#   the tether client against Node `ws` and Python `websockets` servers.
+# Installs what it needs: Chromium (apt), ws + playwright-core (npm ci), websockets (pip, venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d interop/node_modules/ws ]; then
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -d interop/node_modules/ws ] || [ ! -d interop/node_modules/playwright-core ] \
+  || [ interop/package-lock.json -nt interop/node_modules ]; then
   (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 fi
 venv=target/interop-venv
@@ -37,6 +44,11 @@ echo "== node ws client -> tether echo ($url)"
 node interop/node_client.mjs "$url/node"
 echo "== python websockets client -> tether echo ($url)"
 "$venv/bin/python" interop/py_client.py "$url/python"
+echo "== chromium -> tether echo ($url)"
+node interop/chromium.mjs "$url/chromium"
+sleep 0.3 # let the echo server log the last close
+echo "== compression used, from tether echo's log"
+python3 interop/check_echo_log.py target/interop-tether-echo.log /node /python /chromium
 
 start node-server node interop/node_server.mjs
 echo "== tether client -> node ws server ($url)"

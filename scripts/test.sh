@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs first:
 #   - Python 2.7 (pyenv, on every machine of this project) + virtualenv + autobahntestsuite (pip)
-#   - Node `ws` (npm ci in interop/), Python `websockets` (pip, into target/interop-venv)
+#   - Chromium (apt), Node `ws` and `playwright-core` (npm ci in interop/), Python `websockets`
+#     (pip, into target/interop-venv)
 # Steps: format and lint, cargo tests (unit, vectors, properties, simulation, integration,
-# CLI), Autobahn|Testsuite in both roles with a drift check, interop with Node and Python.
+# CLI), Autobahn|Testsuite in both roles with a drift check, interop with Node, Python and
+# Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -21,7 +23,7 @@ cargo test --workspace --locked
 step "autobahn|testsuite, server (fuzzingclient) and client (fuzzingserver)"
 ./autobahn/run.sh
 
-step "interop: node ws and python websockets"
+step "interop: node ws, python websockets, chromium"
 ./interop/run.sh
 
 step "all passed in $((SECONDS - started)) s"

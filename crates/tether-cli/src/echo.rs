@@ -76,7 +76,7 @@ async fn serve(incoming: tether::Incoming) {
         None => (1006, String::new(), "Remote".to_owned(), false),
     };
     tracing::info!(
-        %peer, code, %reason, %initiator, clean,
+        %peer, path = %request.path, code, %reason, %initiator, clean,
         messages_in = s.messages_received, payload_in = s.payload_received, wire_in = s.bytes_received,
         compressed_in = s.compressed_received, payload_out = s.payload_sent, wire_out = s.bytes_sent,
         "closed"

@@ -205,3 +205,17 @@ fn handshake_limits_are_knobs() {
         "error: server rejected the handshake: HTTP 431 Request Header Fields Too Large"
     );
 }
+
+#[test]
+fn deflate_is_on_by_default_and_can_be_turned_off() {
+    let echo = Echo::start(&[]);
+    let out = connect(&[&echo.url], b"compress me\n");
+    assert!(text(&out.stderr).contains("with permessage-deflate"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "compress me\n");
+    let out = connect(&["--no-deflate", &echo.url], b"x\n");
+    assert!(!text(&out.stderr).contains("permessage-deflate"), "{}", text(&out.stderr));
+    let plain = Echo::start(&["--no-deflate"]);
+    let out = connect(&[&plain.url], b"x\n");
+    assert!(out.status.success());
+    assert!(!text(&out.stderr).contains("permessage-deflate"), "{}", text(&out.stderr));
+}

@@ -101,7 +101,8 @@ pub struct DeflateParams {
     pub compress_window_bits: Option<u8>,
     /// We reset our compressor after every message.
     pub compress_no_context_takeover: bool,
-    /// The peer resets its compressor after every message (so may we, our decompressor).
+    /// The peer agreed to reset its compressor after every message. Informational: our
+    /// decompressor keeps its window regardless (see `docs/DESIGN.md`).
     pub decompress_no_context_takeover: bool,
     /// Messages shorter than this are sent uncompressed.
     pub threshold: usize,
@@ -312,7 +313,12 @@ impl Inflated {
     /// The message: the single chunk as is, or the chunks joined once.
     pub(crate) fn into_bytes(mut self) -> bytes::Bytes {
         if self.chunks.len() == 1 {
-            return bytes::Bytes::from(self.chunks.pop().unwrap_or_default());
+            let mut chunk = self.chunks.pop().unwrap_or_default();
+            // Do not keep a mostly empty chunk alive behind a small message.
+            if chunk.capacity() - chunk.len() > 1024 {
+                chunk.shrink_to_fit();
+            }
+            return bytes::Bytes::from(chunk);
         }
         let mut all = Vec::with_capacity(self.len);
         for chunk in self.chunks {
@@ -415,7 +421,11 @@ impl Codec {
     /// Ends a compressed message: inflate the removed tail (RFC 7692 7.2.2).
     pub(crate) fn finish_message(&mut self, out: &mut Inflated, limit: usize) -> Result<(), ProtocolError> {
         self.decompress(&TAIL, out, limit)?;
-        if std::mem::take(&mut self.stream_ended) || self.params.decompress_no_context_takeover {
+        // The inflate window is kept across messages even when the peer agreed to reset its
+        // compressor: resetting would free nothing, and it would break on a peer that reads
+        // `client_no_context_takeover` in its own offer as "may be asked" rather than as a
+        // promise (Autobahn's client does). A peer that does reset never refers back anyway.
+        if std::mem::take(&mut self.stream_ended) {
             if let Some(d) = self.decompressor.as_mut() {
                 d.reset(false);
             }
@@ -592,6 +602,21 @@ mod tests {
             client_accept(&exts("x-other"), &cfg),
             Err(HandshakeError::UnofferedExtension("x-other".into()))
         );
+    }
+
+    #[test]
+    fn peer_keeps_context_despite_no_context_takeover_in_its_offer() {
+        // Autobahn's client offers client_no_context_takeover, and when the answer does not
+        // include it, compresses with context takeover: we must still decode.
+        let offer = exts("permessage-deflate; client_no_context_takeover; client_max_window_bits");
+        let (params, answer) = server_accept(&offer, &DeflateConfig::default()).unwrap();
+        assert_eq!(answer, "permessage-deflate");
+        let mut server = Codec::new(params);
+        let mut peer = Codec::new(super::tests::params(false));
+        for _ in 0..3 {
+            let wire = peer.compress(b"0123456789abcdef");
+            assert_eq!(inflate(&mut server, &wire), b"0123456789abcdef");
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The tether client against another implementation's echo server (see interop/): text,
 //! binary, a 1 MiB message, ping, a close we start with a code and reason, and a close the
-//! server starts (it closes with 4001 "bye" when sent "close-me").
+//! server starts (it closes with 4001 "bye" when sent "close-me"). permessage-deflate is
+//! offered, and must be negotiated and used in both directions.
 //!
 //! usage: interop_client ws://127.0.0.1:PORT
 
 use futures_util::{SinkExt, StreamExt};
-use tether::{CloseCode, CloseFrame, Initiator, Message, WebSocket};
+use tether::{ClientConfig, CloseCode, CloseFrame, Config, DeflateConfig, Initiator, Message, WebSocket};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -32,11 +33,25 @@ async fn expect_echo(ws: &mut WebSocket, msg: Message, what: &str) -> Result<()>
 async fn main() -> Result<()> {
     let url = std::env::args().nth(1).ok_or("usage: interop_client URL")?;
     let run = async {
-        let (mut ws, _) = tether::connect(&url).await?;
+        let config = ClientConfig::default()
+            .with_config(Config::default().with_deflate(Some(DeflateConfig::default())));
+        let (mut ws, _) = tether::connect_with(&url, &config).await?;
+        if !ws.deflate() {
+            return Err("permessage-deflate was not negotiated".into());
+        }
         expect_echo(&mut ws, Message::text("héllo from tether"), "text").await?;
         expect_echo(&mut ws, Message::binary(vec![0u8, 1, 2, 255]), "binary").await?;
         let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
         expect_echo(&mut ws, Message::binary(big), "1 MiB").await?;
+        let s = ws.stats();
+        // The 1 MiB message is highly repetitive: compressed both ways, it is a few KiB.
+        if s.compressed_received == 0 || s.compressed_sent == 0 || s.bytes_sent * 20 > s.payload_sent {
+            return Err(format!("compression not used: {s:?}").into());
+        }
+        println!(
+            "tether client: permessage-deflate used ({} payload bytes sent as {} on the wire, {} received as {})",
+            s.payload_sent, s.bytes_sent, s.payload_received, s.bytes_received
+        );
         ws.send(Message::Ping("ping-payload".into())).await?;
         match next_non_ping(&mut ws).await? {
             Message::Pong(p) if &p[..] == b"ping-payload" => println!("tether client: ping ok"),
