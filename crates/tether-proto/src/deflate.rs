@@ -373,6 +373,14 @@ impl Codec {
         if out.ends_with(&TAIL) {
             out.truncate(out.len() - TAIL.len());
         }
+        // With nothing new to flush (an empty message right after another flush) zlib emits
+        // nothing, and an empty payload plus the receiver's `00 00 ff ff` would read as the
+        // start of a 65280-byte stored block. Send RFC 7692 7.2.3.6's empty message instead:
+        // one 0x00 byte, which with the tail is an empty stored block. The compressor is
+        // byte-aligned after any sync flush, so this is valid in every state.
+        if out.is_empty() {
+            out.push(0x00);
+        }
         if self.params.compress_no_context_takeover {
             c.reset();
         }
@@ -650,5 +658,18 @@ mod tests {
         let mut d = Codec::new(params(false));
         let err = d.decompress(&[0xff, 0xff, 0xff], &mut Inflated::default(), 100);
         assert_eq!(err, Err(ProtocolError::InvalidCompressedData));
+    }
+
+    #[test]
+    fn empty_messages_in_a_row_with_context_takeover() {
+        // Found by the property test: the second empty message made zlib emit nothing.
+        let mut c = Codec::new(params(false));
+        let mut d = Codec::new(params(false));
+        let random: Vec<u8> = (0..57u32).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+        for m in [&b""[..], &b""[..], &random[..], &b""[..], &b"Hello"[..]] {
+            let wire = c.compress(m);
+            assert!(!wire.is_empty());
+            assert_eq!(inflate(&mut d, &wire), m);
+        }
     }
 }

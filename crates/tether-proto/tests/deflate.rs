@@ -1,7 +1,10 @@
 //! permessage-deflate through the public API: negotiated with the public functions, then
 //! messages compressed by one connection, re-fragmented at random, and inflated by the other.
 
+mod common;
+
 use bytes::Bytes;
+use common::{events, transmit};
 use proptest::prelude::*;
 use tether_proto::deflate::{client_accept, client_offer, server_accept, DeflateConfig};
 use tether_proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
@@ -27,26 +30,6 @@ fn pair(client_cfg: DeflateConfig, server_cfg: DeflateConfig) -> (Connection, Co
     .with_deflate(Some(client_params));
     let server = Connection::server(Config::default()).with_deflate(Some(server_params));
     (client, server)
-}
-
-fn transmit(c: &mut Connection) -> Vec<u8> {
-    let mut out = Vec::new();
-    while c.poll_transmit(&mut out) {}
-    out
-}
-
-fn events(c: &mut Connection) -> Vec<Result<Event, ProtocolError>> {
-    let mut out = Vec::new();
-    loop {
-        match c.poll_event() {
-            Ok(Some(e)) => out.push(Ok(e)),
-            Ok(None) => return out,
-            Err(e) => {
-                out.push(Err(e));
-                return out;
-            }
-        }
-    }
 }
 
 /// Re-encodes a client's frames, splitting each data frame's (compressed) payload at `cuts`.
@@ -123,7 +106,6 @@ fn send(c: &mut Connection, m: &Msg) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn compress_then_inflate_is_identity(

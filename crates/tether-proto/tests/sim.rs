@@ -1,6 +1,9 @@
 //! Client and server cores wired together in memory, with a fake clock.
 
+mod common;
+
 use bytes::Bytes;
+use common::{events, transmit};
 use std::time::{Duration, Instant};
 use tether_proto::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
 use tether_proto::{
@@ -20,21 +23,9 @@ fn client(config: Config) -> Connection {
 
 /// Moves every queued byte from `from` to `to`.
 fn pump(from: &mut Connection, to: &mut Connection) -> usize {
-    let mut buf = Vec::new();
-    while from.poll_transmit(&mut buf) {}
+    let buf = transmit(from);
     to.handle_bytes(&buf);
     buf.len()
-}
-
-fn events(c: &mut Connection) -> Vec<Result<Event, ProtocolError>> {
-    let mut out = Vec::new();
-    loop {
-        match c.poll_event() {
-            Ok(Some(e)) => out.push(Ok(e)),
-            Ok(None) => return out,
-            Err(e) => out.push(Err(e)),
-        }
-    }
 }
 
 /// A raw frame as a client would send it (masked), for malformed input.

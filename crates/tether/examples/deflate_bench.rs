@@ -40,8 +40,8 @@ fn json_message(size: usize, seed: u64) -> String {
     s
 }
 
-async fn server(deflate: bool) -> String {
-    let config = Config::default().with_deflate(deflate.then(DeflateConfig::default));
+async fn server(deflate: Option<DeflateConfig>) -> String {
+    let config = Config::default().with_deflate(deflate);
     let listener = Listener::bind("127.0.0.1:0", ServerConfig::default().with_config(config)).await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -64,11 +64,11 @@ struct Run {
     wire_per_msg: f64,
 }
 
-async fn run(url: &str, deflate: bool, messages: &[Message], count: usize) -> Run {
-    let config = ClientConfig::default()
-        .with_config(Config::default().with_deflate(deflate.then(DeflateConfig::default)));
+async fn run(url: &str, deflate: Option<DeflateConfig>, messages: &[Message], count: usize) -> Run {
+    let expect = deflate.is_some();
+    let config = ClientConfig::default().with_config(Config::default().with_deflate(deflate));
     let (ws, _) = tether::connect_with(url, &config).await.unwrap();
-    assert_eq!(ws.deflate(), deflate);
+    assert_eq!(ws.deflate(), expect);
     let sender = ws.sender();
     let (_write, mut read) = ws.split();
     let start = Instant::now();
@@ -103,25 +103,38 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let off = server(false).await;
-    let on = server(true).await;
-    println!("| message | deflate | echoes/s (median of {REPEATS}) | wire bytes per message | throughput on/off | wire on/off |");
+    let configs: [(&str, Option<DeflateConfig>); 3] = [
+        ("off", None),
+        ("on, level 6 (default)", Some(DeflateConfig::default())),
+        ("on, level 1", Some(DeflateConfig::default().with_level(1))),
+    ];
+    let mut urls = Vec::new();
+    for (_, deflate) in &configs {
+        urls.push(server(deflate.clone()).await);
+    }
+    println!("| message | deflate | echoes/s (median of {REPEATS}) | wire bytes per message | throughput vs off | wire vs off |");
     println!("|---|---|---|---|---|---|");
     for (size, count) in [(1024usize, 20_000usize), (16 * 1024, 4_000)] {
         let messages: Vec<Message> = (0..64).map(|i| Message::text(json_message(size, i))).collect();
-        let (mut t_on, mut t_off, mut w_on, mut w_off) = (vec![], vec![], vec![], vec![]);
+        let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); configs.len()];
         for _ in 0..REPEATS {
-            let r = run(&off, false, &messages, count).await;
-            t_off.push(r.msgs_per_sec);
-            w_off.push(r.wire_per_msg);
-            let r = run(&on, true, &messages, count).await;
-            t_on.push(r.msgs_per_sec);
-            w_on.push(r.wire_per_msg);
+            // Interleaved, so that machine noise spreads over every configuration.
+            for (i, (_, deflate)) in configs.iter().enumerate() {
+                let r = run(&urls[i], deflate.clone(), &messages, count).await;
+                results[i].0.push(r.msgs_per_sec);
+                results[i].1.push(r.wire_per_msg);
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let (t_on, t_off, w_on, w_off) = (median(t_on), median(t_off), median(w_on), median(w_off));
-        let label = format!("{} KiB JSON", size / 1024);
-        println!("| {label} | off | {t_off:.0} | {w_off:.0} | | |");
-        println!("| {label} | on | {t_on:.0} | {w_on:.0} | {:.2} | {:.3} |", t_on / t_off, w_on / w_off);
+        let medians: Vec<(f64, f64)> = results.into_iter().map(|(t, w)| (median(t), median(w))).collect();
+        let (t_off, w_off) = medians[0];
+        for ((name, _), (t, w)) in configs.iter().zip(&medians) {
+            println!(
+                "| {} KiB JSON | {name} | {t:.0} | {w:.0} | {:.2} | {:.3} |",
+                size / 1024,
+                t / t_off,
+                w / w_off
+            );
+        }
     }
 }
