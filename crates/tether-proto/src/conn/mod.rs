@@ -1,0 +1,460 @@
+//! [`Connection`]: the RFC 6455 state machine after the handshake.
+
+use crate::close::{CloseCode, Closed, Initiator};
+use crate::config::Config;
+use crate::deflate::{Codec, DeflateParams, Inflated};
+use crate::error::{ProtocolError, UsageError};
+use crate::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::text::Utf8Bytes;
+use crate::utf8::Utf8Validator;
+
+mod recv;
+mod send;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Instant;
+
+/// Which end of the connection this is. Decides the masking rules (RFC 6455 5.1) and who
+/// closes TCP first (RFC 6455 7.1.1: the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Masks what it sends, refuses masked frames.
+    Client,
+    /// Refuses unmasked frames, closes TCP first.
+    Server,
+}
+
+/// What the connection reports to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A complete text message.
+    Text(Utf8Bytes),
+    /// A complete binary message.
+    Binary(Bytes),
+    /// A ping arrived (the pong is already queued).
+    Ping(Bytes),
+    /// A pong arrived.
+    Pong(Bytes),
+    /// The connection ended; this is the last event.
+    Closed(Closed),
+}
+
+/// A source of masking keys for the client role. RFC 6455 5.3 wants them unpredictable,
+/// so the I/O layer passes one backed by the operating system's random source.
+pub type MaskSource = Box<dyn FnMut() -> [u8; 4] + Send>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    CloseSent,
+    /// The peer sent a close frame; ours follows on the next `poll_event` (or at
+    /// `close_timeout`), so that what the application sends in reaction to the messages
+    /// before the close still goes out first. Sending is allowed until then.
+    CloseReceived,
+    /// The peer broke the protocol; our close frame follows on the next `poll_event` (or at
+    /// `close_timeout`), for the same reason as in `CloseReceived`.
+    Failing,
+    /// Both close frames exchanged, the peer dropped TCP, or we failed the connection.
+    Closed,
+}
+
+/// A data frame whose payload is still arriving.
+struct FrameInProgress {
+    header: FrameHeader,
+    remaining: u64,
+}
+
+/// A message whose frames are still arriving.
+struct MessageInProgress {
+    text: bool,
+    /// The payload so far (uncompressed messages).
+    buf: BytesMut,
+    /// The inflated payload so far (compressed messages).
+    inflated: Inflated,
+    /// How much of `inflated` the UTF-8 validator has seen.
+    checked: usize,
+    compressed: bool,
+    utf8: Utf8Validator,
+}
+
+struct OutFrame {
+    opcode: OpCode,
+    payload: Bytes,
+    rsv1: bool,
+}
+
+/// Counters of one connection: what crossed the wire and what the application saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes fed to `handle_bytes`.
+    pub bytes_received: u64,
+    /// Bytes handed out by `poll_transmit`.
+    pub bytes_sent: u64,
+    /// Text and binary messages received.
+    pub messages_received: u64,
+    /// Text and binary messages queued for sending.
+    pub messages_sent: u64,
+    /// Payload bytes of messages received, after inflating.
+    pub payload_received: u64,
+    /// Payload bytes of messages queued for sending, before compressing.
+    pub payload_sent: u64,
+    /// Messages received compressed.
+    pub compressed_received: u64,
+    /// Messages sent compressed.
+    pub compressed_sent: u64,
+}
+
+impl OutFrame {
+    fn wire_len(&self, masked: bool) -> usize {
+        let len = self.payload.len();
+        let head = match len {
+            0..=125 => 2,
+            126..=0xFFFF => 4,
+            _ => 10,
+        };
+        head + if masked { 4 } else { 0 } + len
+    }
+}
+
+/// One WebSocket connection after the opening handshake, without I/O.
+///
+/// # Driving it
+///
+/// ```text
+///   loop {
+///       conn.handle_timeout(now);                 // first, on every wake-up
+///       bytes read from the peer -> conn.handle_bytes(&bytes)   (or handle_eof() at EOF)
+///       while let Some(event) = conn.poll_event()? { deliver(event) }
+///       app commands -> conn.send_text / send_binary / send_ping / close
+///       while conn.poll_transmit(&mut buf) { write buf to the peer }
+///       if conn.should_close_transport() { close the socket; break }
+///       sleep until conn.poll_timeout() or more input
+///   }
+/// ```
+///
+/// Reading never writes: automatic pongs and the close reply are queued and come out of
+/// [`poll_transmit`](Self::poll_transmit). At most `max_pending_pongs` (32) pongs are queued;
+/// past that the oldest is dropped (RFC 6455 5.5.3 allows answering only the latest ping), so a ping flood cannot
+/// grow memory.
+///
+/// When the peer's close frame arrives, or the peer breaks the protocol, the event is
+/// reported first and our close frame is queued by the *next* `poll_event` call (or at
+/// `close_timeout`): what the application sends in reaction to the messages before it
+/// still goes out ahead of the close, as it would if the application had read them one by
+/// one from a blocking socket.
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    inbuf: BytesMut,
+    frame: Option<FrameInProgress>,
+    message: Option<MessageInProgress>,
+    out: VecDeque<OutFrame>,
+    pending_pongs: VecDeque<Bytes>,
+    buffered: usize,
+    mask: Option<MaskSource>,
+    closed: Option<Closed>,
+    closed_reported: bool,
+    failed: bool,
+    // Timers. The core never reads the clock: `handle_timeout` brings the time.
+    activity: bool,
+    last_activity: Option<Instant>,
+    next_ping: Option<Instant>,
+    arm_close_timer: bool,
+    close_deadline: Option<Instant>,
+    close_transport: bool,
+    ping_counter: u64,
+    deflate: Option<Codec>,
+    stats: Stats,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("buffered", &self.buffered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A server-side connection.
+    pub fn server(config: Config) -> Self {
+        Self::new(Role::Server, config, None)
+    }
+
+    /// A client-side connection; `mask` gives a fresh masking key for every frame sent.
+    pub fn client(config: Config, mask: MaskSource) -> Self {
+        Self::new(Role::Client, config, Some(mask))
+    }
+
+    fn new(role: Role, config: Config, mask: Option<MaskSource>) -> Self {
+        Self {
+            role,
+            config,
+            state: State::Open,
+            inbuf: BytesMut::new(),
+            frame: None,
+            message: None,
+            out: VecDeque::new(),
+            pending_pongs: VecDeque::new(),
+            buffered: 0,
+            mask,
+            closed: None,
+            closed_reported: false,
+            failed: false,
+            activity: false,
+            last_activity: None,
+            next_ping: None,
+            arm_close_timer: false,
+            close_deadline: None,
+            close_transport: false,
+            ping_counter: 0,
+            deflate: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Turns on permessage-deflate with what the handshake agreed (`None` leaves it off).
+    /// Nothing is allocated until the first compressed message in either direction.
+    pub fn with_deflate(mut self, params: Option<DeflateParams>) -> Self {
+        self.deflate = params.map(Codec::new);
+        self
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn deflate_negotiated(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Whether the compressor and the decompressor have been allocated.
+    pub fn deflate_allocated(&self) -> (bool, bool) {
+        self.deflate.as_ref().map_or((false, false), Codec::allocated)
+    }
+
+    /// Counters of bytes and messages in both directions.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// This connection's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Feeds bytes received from the peer. Parsing happens in [`poll_event`](Self::poll_event).
+    pub fn handle_bytes(&mut self, data: &[u8]) {
+        // After the peer's close frame, or once failed, nothing more is read (RFC 6455 1.4:
+        // no data after a close frame; 7.1.7: a failed connection is not read further).
+        if !matches!(self.state, State::Open | State::CloseSent) || data.is_empty() {
+            return;
+        }
+        self.activity = true;
+        self.stats.bytes_received += data.len() as u64;
+        self.inbuf.extend_from_slice(data);
+    }
+
+    /// The peer closed its side of TCP. Without a close handshake this ends the connection
+    /// with 1006 (RFC 6455 7.1.5).
+    pub fn handle_eof(&mut self) {
+        if self.state != State::Closed {
+            self.finish(Closed {
+                code: CloseCode::ABNORMAL,
+                reason: String::new(),
+                initiator: Initiator::Remote,
+                clean: false,
+            });
+        }
+        // Nothing more will come: a client waiting for the server's TCP close is done too.
+        self.close_transport = true;
+    }
+
+    /// Brings the time: call it on every wake-up, before the other calls.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.activity || self.last_activity.is_none() {
+            self.activity = false;
+            self.last_activity = Some(now);
+        }
+        if self.arm_close_timer {
+            self.arm_close_timer = false;
+            self.close_deadline = Some(now + self.config.close_timeout);
+        }
+        if let Some(deadline) = self.close_deadline {
+            if now >= deadline {
+                self.close_deadline = None;
+                match self.state {
+                    State::CloseReceived => return self.reply_close(),
+                    State::Failing => return self.send_failure_close(),
+                    _ => {}
+                }
+                if self.state == State::CloseSent {
+                    // RFC 6455 7.1.1: the peer did not answer our close in time.
+                    let (code, reason) = (CloseCode::ABNORMAL, "close timeout".to_owned());
+                    self.finish(Closed { code, reason, initiator: Initiator::Local, clean: false });
+                }
+                self.close_transport = true;
+            }
+        }
+        if self.state != State::Open {
+            return;
+        }
+        if let (Some(idle), Some(last)) = (self.config.idle_timeout, self.last_activity) {
+            if now >= last + idle {
+                let _ = self.close(CloseCode::GOING_AWAY, "idle timeout");
+                self.close_deadline = Some(now + self.config.close_timeout);
+                self.arm_close_timer = false;
+                return;
+            }
+        }
+        if let Some(interval) = self.config.ping_interval {
+            match self.next_ping {
+                None => self.next_ping = Some(now + interval),
+                Some(at) if now >= at => {
+                    self.ping_counter += 1;
+                    let payload = Bytes::copy_from_slice(&self.ping_counter.to_be_bytes());
+                    let _ = self.send_ping(payload);
+                    self.next_ping = Some(now + interval);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// The next moment [`handle_timeout`](Self::handle_timeout) has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.close_deadline;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        if self.state == State::Open {
+            consider(self.next_ping);
+            if let (Some(idle), Some(last)) = (self.config.idle_timeout, self.last_activity) {
+                consider(Some(last + idle));
+            }
+        }
+        next
+    }
+
+    /// Queues the answer to the peer's close frame, echoing its status code (RFC 6455 5.5.1).
+    fn reply_close(&mut self) {
+        let Some(closed) = self.closed.clone() else { return };
+        let reply = if closed.code == CloseCode::NO_STATUS {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&closed.code.0.to_be_bytes())
+        };
+        self.queue(OpCode::Close, reply);
+        self.finish(closed);
+    }
+
+    /// Enters the closed state; the client then gives the server `close_timeout` to close
+    /// TCP before closing it itself.
+    fn finish(&mut self, closed: Closed) {
+        self.state = State::Closed;
+        self.closed = Some(closed);
+        self.frame = None;
+        self.message = None;
+        self.inbuf = BytesMut::new();
+        self.close_deadline = None;
+        self.arm_close_timer = self.role == Role::Client;
+    }
+
+    /// Fails the connection (RFC 6455 7.1.7): queue a close frame with the error's code
+    /// unless one was already sent, and stop reading.
+    fn fail(&mut self, err: &ProtocolError) {
+        let closed = Closed {
+            code: err.close_code(),
+            reason: err.to_string(),
+            initiator: Initiator::Local,
+            clean: false,
+        };
+        self.failed = true;
+        if self.state == State::Open {
+            // The close frame is queued by the next `poll_event` (see `State::Failing`).
+            self.state = State::Failing;
+            self.closed = Some(closed);
+            self.frame = None;
+            self.message = None;
+            self.inbuf = BytesMut::new();
+            self.arm_close_timer = true;
+        } else {
+            self.finish(closed);
+            self.arm_close_timer = false;
+        }
+    }
+
+    fn send_failure_close(&mut self) {
+        let Some(closed) = self.closed.clone() else { return };
+        self.queue(OpCode::Close, close_payload(closed.code, &closed.reason));
+        self.finish(closed);
+        self.arm_close_timer = false;
+    }
+
+    /// Whether the connection has ended (a close handshake, a failure, EOF or a timeout).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Whether messages may still be sent.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open | State::CloseReceived | State::Failing)
+    }
+
+    /// Whether the peer's close frame arrived, or the peer broke the protocol, and our close
+    /// frame waits for the next [`poll_event`](Self::poll_event).
+    pub fn is_close_pending(&self) -> bool {
+        matches!(self.state, State::CloseReceived | State::Failing)
+    }
+
+    /// How the connection ended, once it has.
+    pub fn closed(&self) -> Option<&Closed> {
+        self.closed.as_ref()
+    }
+
+    /// Whether the I/O layer should close the socket now: everything queued has been
+    /// transmitted and either this is the server after the close handshake (RFC 6455 7.1.1:
+    /// the server closes TCP first), the connection failed, or a timeout expired.
+    pub fn should_close_transport(&self) -> bool {
+        if self.state != State::Closed || !self.out.is_empty() || !self.pending_pongs.is_empty() {
+            return false;
+        }
+        self.close_transport || self.failed || self.role == Role::Server
+    }
+}
+
+fn parse_close_payload(payload: &[u8]) -> Result<(CloseCode, String), ProtocolError> {
+    match payload {
+        [] => Ok((CloseCode::NO_STATUS, String::new())),
+        [_] => Err(ProtocolError::InvalidClosePayload),
+        [a, b, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*a, *b]));
+            if !code.is_sendable() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok((code, reason.to_owned()))
+        }
+    }
+}
+
+fn close_payload(code: CloseCode, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut v = Vec::with_capacity(2 + end);
+    v.extend_from_slice(&code.0.to_be_bytes());
+    v.extend_from_slice(&reason.as_bytes()[..end]);
+    Bytes::from(v)
+}
