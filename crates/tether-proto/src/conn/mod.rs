@@ -7,13 +7,13 @@ use crate::error::{ProtocolError, UsageError};
 use crate::frame::{apply_mask, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::text::Utf8Bytes;
 use crate::utf8::Utf8Validator;
-
-mod recv;
-mod send;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::Instant;
+
+mod recv;
+mod send;
 
 /// Which end of the connection this is. Decides the masking rules (RFC 6455 5.1) and who
 /// closes TCP first (RFC 6455 7.1.1: the server).
