@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 use std::io::Write as _;
 use std::process::ExitCode;
 use tether::tether_proto::HandshakeError;
+use tether::tls::ClientTrust;
 use tether::{ClientConfig, CloseCode, Error, Message};
 use tokio::io::AsyncBufReadExt;
 
@@ -25,6 +26,12 @@ pub(crate) struct Args {
     /// Send stdin lines as binary messages instead of text.
     #[arg(long)]
     binary: bool,
+    /// Trust only the CA certificates in this PEM file for wss:// (a private or test CA).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<std::path::PathBuf>,
+    /// Do not check the server's certificate at all (development only).
+    #[arg(long)]
+    insecure: bool,
     /// Print pings and pongs received, on stderr.
     #[arg(long)]
     show_ping: bool,
@@ -34,6 +41,16 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = ClientConfig::default().with_config(args.limits.to_config()?);
+    if let Some(ca) = &args.ca {
+        config = config
+            .with_trust(ClientTrust::Ca(tether::tls::load_certs(ca).map_err(|e| anyhow::anyhow!("{e}"))?));
+    }
+    if args.insecure {
+        eprintln!(
+            "warning: --insecure: the server's certificate is not checked; anyone on the path can read and change this connection"
+        );
+        config = config.with_trust(ClientTrust::Insecure);
+    }
     for h in &args.headers {
         let Some((name, value)) = h.split_once(':') else {
             bail!("header {h:?} must look like \"Name: value\"");
@@ -113,6 +130,7 @@ fn describe_connect_error(url: &str, e: &Error) -> String {
         }
         Error::Io(io) => format!("cannot connect to {url}: {io}"),
         Error::Timeout => format!("timed out connecting to {url}"),
+        Error::Tls(message) => message.clone(),
         other => format!("cannot connect to {url}: {other}"),
     }
 }

@@ -18,6 +18,8 @@ pub(crate) struct Args {
     #[arg(long = "allow-origin")]
     allow_origins: Vec<String>,
     #[command(flatten)]
+    tls: crate::tls::TlsArgs,
+    #[command(flatten)]
     limits: LimitArgs,
 }
 
@@ -27,11 +29,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.allow_origins.is_empty() {
         config = config.with_origin(OriginPolicy::AllowList(args.allow_origins));
     }
+    let scheme = match args.tls.server_config()? {
+        Some(tls) => {
+            config = config.with_tls(tls);
+            "wss"
+        }
+        None => "ws",
+    };
     let listener = Listener::bind(&args.listen, config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!("echo server listening on ws://{addr}/");
+    tracing::info!("echo server listening on {scheme}://{addr}/");
     loop {
         let incoming = match listener.accept().await {
             Ok(i) => i,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod connect;
 mod echo;
 mod limits;
+mod tls;
 
 /// tether: WebSocket tools.
 #[derive(Debug, Parser)]

@@ -6,6 +6,34 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether");
 
+/// No child process of these tests may run longer than this.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Waits for `child` to exit, killing it (and failing the test) past the deadline.
+fn wait_bounded(mut child: Child) -> Output {
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("child process still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `tether ARGS` with no input, bounded by the deadline.
+fn run(args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_bounded(child)
+}
+
 /// A `tether echo` on a free port, stopped on drop.
 struct Echo {
     child: Child,
@@ -21,16 +49,24 @@ impl Echo {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("echo exited before listening").unwrap();
-            if let Some(at) = line.find("ws://") {
-                break line[at..].trim_end_matches('/').to_owned();
+        // Read its log on a thread, so that waiting for the URL has a deadline and the log is
+        // drained for as long as the server runs.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("wss://").or_else(|| line.find("ws://")) {
+                    let _ = tx.send(line[at..].trim_end_matches('/').to_owned());
+                }
             }
-        };
-        // Keep draining its log so that it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, url }
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok(url) => Self { child, url },
+            Err(_) => {
+                let _ = child.kill();
+                panic!("echo did not print its URL within {DEADLINE:?}");
+            }
+        }
     }
 }
 
@@ -51,7 +87,7 @@ fn connect(args: &[&str], stdin: &[u8]) -> Output {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    wait_bounded(child)
 }
 
 fn text(b: &[u8]) -> String {
@@ -158,9 +194,9 @@ fn bad_header_flag() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = Command::new(BIN).args(["connect"]).output().unwrap();
+    let out = run(&["connect"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(BIN).args(["echo", "--ping-interval", "soon"]).output().unwrap();
+    let out = run(&["echo", "--ping-interval", "soon"]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -168,7 +204,7 @@ fn usage_errors_exit_2() {
 fn echo_reports_an_unusable_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN).args(["echo", "--listen", &addr]).output().unwrap();
+    let out = run(&["echo", "--listen", &addr]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains(&format!("error: cannot listen on {addr}")), "{}", text(&out.stderr));
 }
@@ -186,7 +222,7 @@ fn ping_interval_and_show_ping() {
     let stdin = child.stdin.take().unwrap();
     std::thread::sleep(Duration::from_millis(400));
     drop(stdin); // EOF: the client closes with 1000
-    let out = child.wait_with_output().unwrap();
+    let out = wait_bounded(child);
     assert!(out.status.success());
     // Our pings come back as pongs from the echo server.
     assert!(text(&out.stderr).contains("pong (8 bytes)"), "{}", text(&out.stderr));
@@ -218,4 +254,52 @@ fn deflate_is_on_by_default_and_can_be_turned_off() {
     let out = connect(&[&plain.url], b"x\n");
     assert!(out.status.success());
     assert!(!text(&out.stderr).contains("permessage-deflate"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn wss_with_a_self_signed_certificate() {
+    let echo = Echo::start(&["--tls-self-signed"]);
+    assert!(echo.url.starts_with("wss://127.0.0.1:"), "{}", echo.url);
+    let url = echo.url.replace("127.0.0.1", "localhost");
+    let out = connect(&[&url], b"x\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: certificate of localhost rejected: it is not signed by a trusted CA (self-signed, or a private CA: pass it with --ca)"
+    );
+    let out = connect(&["--insecure", &url], b"secret\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "secret\n");
+    assert!(text(&out.stderr).starts_with("warning: --insecure"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn wss_with_pem_files_and_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = std::env::temp_dir().join(format!("tether-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert =
+        CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+
+    let echo = Echo::start(&["--tls-cert", &path("cert.pem"), "--tls-key", &path("key.pem")]);
+    let url = echo.url.replace("127.0.0.1", "localhost");
+    let out = connect(&["--ca", &path("ca.pem"), &url], b"private ca\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "private ca\n");
+
+    let out = run(&["echo", "--tls-cert", &path("nope.pem"), "--tls-key", &path("key.pem")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("nope.pem"), "{}", text(&out.stderr));
+    let out = run(&["echo", "--tls-cert", &path("cert.pem")]);
+    assert_eq!(out.status.code(), Some(2), "--tls-cert needs --tls-key");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,5 +1,6 @@
 //! The client side: `connect` by URL.
 
+use crate::tls::{self, ClientTrust};
 use crate::{driver, Error, WebSocket};
 use tether_proto::handshake::{ClientHandshake, ClientOptions, Response, Url};
 use tether_proto::{Config, Connection, HandshakeError, MaskSource};
@@ -14,6 +15,8 @@ pub struct ClientConfig {
     pub config: Config,
     /// Subprotocols, origin and extra headers for the request.
     pub options: ClientOptions,
+    /// Which server certificates `wss://` trusts.
+    pub trust: ClientTrust,
 }
 
 impl ClientConfig {
@@ -32,6 +35,11 @@ impl ClientConfig {
         self.options.origin = Some(origin.into());
         self
     }
+    /// Sets which server certificates `wss://` trusts.
+    pub fn with_trust(mut self, trust: ClientTrust) -> Self {
+        self.trust = trust;
+        self
+    }
     /// Adds a header to the request.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.options.headers.push((name.into(), value.into()));
@@ -39,7 +47,7 @@ impl ClientConfig {
     }
 }
 
-/// Connects to a `ws://` URL with the default configuration.
+/// Connects to a `ws://` or `wss://` URL with the default configuration.
 ///
 /// # Errors
 ///
@@ -49,21 +57,27 @@ pub async fn connect(url: &str) -> Result<(WebSocket, Response), Error> {
     connect_with(url, &ClientConfig::default()).await
 }
 
-/// Connects to a `ws://` URL.
+/// Connects to a `ws://` or `wss://` URL.
 ///
 /// # Errors
 ///
 /// As [`connect`].
 pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<(WebSocket, Response), Error> {
     let url = Url::parse(url)?;
-    if url.secure {
-        return Err(HandshakeError::InvalidUrl("wss:// is not supported yet").into());
-    }
     let timeout = config.config.handshake_timeout;
     let stream = tokio::time::timeout(timeout, TcpStream::connect((url.host.as_str(), url.port)))
         .await
         .map_err(|_| Error::Timeout)??;
     let _ = stream.set_nodelay(true);
+    if !url.secure {
+        return client_handshake(stream, &url, config).await;
+    }
+    let connector = tokio_rustls::TlsConnector::from(tls::client_config(&config.trust)?);
+    let name = tls::server_name(&url.host)?;
+    let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
+        .await
+        .map_err(|_| Error::Timeout)?
+        .map_err(|e| tls::describe_handshake_failure(&url.host, e))?;
     client_handshake(stream, &url, config).await
 }
 

@@ -21,6 +21,10 @@ pub enum Error {
     /// The socket failed.
     #[error("i/o error: {0}")]
     Io(Arc<io::Error>),
+    /// TLS failed: a certificate was rejected (the message names the host and the reason),
+    /// or a certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The opening handshake took longer than `handshake_timeout`.
     #[error("handshake timed out")]
     Timeout,

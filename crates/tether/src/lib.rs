@@ -3,7 +3,7 @@
 //! This crate is the I/O shell around [`tether_proto`], which holds every protocol rule. It
 //! adds sockets, timers and randomness: [`accept`] / [`Listener`] on the server side,
 //! [`connect`] on the client side, and a [`WebSocket`] that is a `Stream` of [`Message`]s
-//! and a `Sink` for sending. It is not a hub (see `tether-hub`) and has no TLS yet.
+//! and a `Sink` for sending, over TCP or TLS ([`tls`], rustls). It is not a hub.
 //!
 //! ```text
 //!  app ──Sink/Sender──▶ commands ─┐          ┌─▶ socket writes
@@ -30,6 +30,7 @@ mod error;
 mod message;
 mod server;
 mod socket;
+pub mod tls;
 
 pub use client::{client_handshake, connect, connect_with, ClientConfig};
 pub use error::Error;

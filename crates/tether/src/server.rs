@@ -3,6 +3,7 @@
 use crate::{driver, Error, WebSocket};
 use http::HeaderMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tether_proto::handshake::{
     accept_response, parse_request, reject_response, select_protocol, OriginPolicy, Request,
 };
@@ -20,6 +21,8 @@ pub struct ServerConfig {
     pub protocols: Vec<String>,
     /// Which `Origin`s are accepted.
     pub origin: OriginPolicy,
+    /// TLS for `wss://` (see [`crate::tls`]); `None` serves plain `ws://`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
@@ -31,6 +34,11 @@ impl ServerConfig {
     /// Sets the subprotocols, most preferred first.
     pub fn with_protocols<I: IntoIterator<Item = S>, S: Into<String>>(mut self, p: I) -> Self {
         self.protocols = p.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Serves TLS with this configuration.
+    pub fn with_tls(mut self, tls: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(tls);
         self
     }
     /// Sets the origin policy.
@@ -230,6 +238,15 @@ impl Incoming {
     where
         F: FnOnce(&Request) -> Result<(), Reject>,
     {
-        accept_with(self.stream, Some(self.addr), &self.config, check).await
+        let Some(tls) = self.config.tls.clone() else {
+            return accept_with(self.stream, Some(self.addr), &self.config, check).await;
+        };
+        // The TLS handshake has its own deadline, then the WebSocket handshake its own.
+        let timeout = self.config.config.handshake_timeout;
+        let stream = tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(self.stream))
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|e| Error::Tls(format!("tls handshake with {} failed: {e}", self.addr)))?;
+        accept_with(stream, Some(self.addr), &self.config, check).await
     }
 }

@@ -1,0 +1,156 @@
+//! wss:// over loopback with certificates from a throwaway test CA.
+
+use futures_util::{SinkExt, StreamExt};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::time::Duration;
+use tether::tls::{self, ClientTrust};
+use tether::{ClientConfig, Config, Error, Listener, Message, ServerConfig};
+use tokio::io::AsyncReadExt;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca() -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    Ca { cert: params.self_signed(&key).unwrap(), key }
+}
+
+/// A server certificate for `names`, signed by `ca`, optionally already expired.
+fn leaf(ca: &Ca, names: &[&str], expired: bool) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    }
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    (vec![cert.der().clone()], PrivatePkcs8KeyDer::from(key.serialize_der()).into())
+}
+
+/// A TLS echo server; returns its port.
+async fn server(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, config: Config) -> u16 {
+    let tls = tls::server_config(chain, key).unwrap();
+    let listener = Listener::bind("127.0.0.1:0", ServerConfig::default().with_config(config).with_tls(tls))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok(incoming) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok((mut ws, _)) = incoming.upgrade().await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_data() && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn trusting(ca: &Ca) -> ClientConfig {
+    ClientConfig::default().with_trust(ClientTrust::Ca(vec![ca.cert.der().clone()]))
+}
+
+async fn tls_error(url: &str, config: &ClientConfig) -> String {
+    match tether::connect_with(url, config).await {
+        Err(Error::Tls(message)) => message,
+        Err(other) => panic!("expected a TLS error, got {other}"),
+        Ok(_) => panic!("expected a TLS error, connected"),
+    }
+}
+
+#[tokio::test]
+async fn wss_round_trip_with_a_private_ca() {
+    let ca = ca();
+    let (chain, key) = leaf(&ca, &["localhost", "127.0.0.1"], false);
+    let port = server(chain, key, Config::default()).await;
+    for url in [format!("wss://localhost:{port}/x"), format!("wss://127.0.0.1:{port}/x")] {
+        let (mut ws, _) = tether::connect_with(&url, &trusting(&ca)).await.unwrap();
+        ws.send(Message::text("over tls")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over tls"));
+        ws.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn untrusted_certificate_names_host_and_reason() {
+    let ca = ca();
+    let (chain, key) = leaf(&ca, &["localhost"], false);
+    let port = server(chain, key, Config::default()).await;
+    // The default trust (webpki roots) does not know the test CA.
+    let message = tls_error(&format!("wss://localhost:{port}/"), &ClientConfig::default()).await;
+    assert_eq!(
+        message,
+        "certificate of localhost rejected: it is not signed by a trusted CA (self-signed, or a private CA: pass it with --ca)"
+    );
+}
+
+#[tokio::test]
+async fn wrong_host_is_rejected() {
+    let ca = ca();
+    let (chain, key) = leaf(&ca, &["other.example"], false);
+    let port = server(chain, key, Config::default()).await;
+    let message = tls_error(&format!("wss://localhost:{port}/"), &trusting(&ca)).await;
+    assert_eq!(message, "certificate of localhost rejected: it is not valid for the name localhost");
+}
+
+#[tokio::test]
+async fn expired_certificate_is_rejected() {
+    let ca = ca();
+    let (chain, key) = leaf(&ca, &["localhost"], true);
+    let port = server(chain, key, Config::default()).await;
+    let message = tls_error(&format!("wss://localhost:{port}/"), &trusting(&ca)).await;
+    assert_eq!(message, "certificate of localhost rejected: it has expired");
+}
+
+#[tokio::test]
+async fn insecure_accepts_anything() {
+    let ca = ca();
+    let (chain, key) = leaf(&ca, &["other.example"], true);
+    let port = server(chain, key, Config::default()).await;
+    let config = ClientConfig::default().with_trust(ClientTrust::Insecure);
+    let (mut ws, _) = tether::connect_with(&format!("wss://localhost:{port}/"), &config).await.unwrap();
+    ws.send(Message::text("unchecked")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("unchecked"));
+}
+
+#[tokio::test]
+async fn tls_handshake_times_out() {
+    let ca = ca();
+    let (chain, key) = leaf(&ca, &["localhost"], false);
+    let port = server(chain, key, Config::default().with_handshake_timeout(Duration::from_millis(200))).await;
+    // A TCP client that never starts TLS: the server gives up and closes.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn pem_files_load_and_errors_name_the_file() {
+    let ca = ca();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca.cert, &ca.key)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("tether-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    assert!(tls::server_config_from_pem_files(&cert_path, &key_path).is_ok());
+    let missing = dir.join("missing.pem");
+    let Err(Error::Tls(message)) = tls::server_config_from_pem_files(&missing, &key_path) else { panic!() };
+    assert!(message.contains("missing.pem"), "{message}");
+    let Err(Error::Tls(message)) = tls::server_config_from_pem_files(&key_path, &key_path) else { panic!() };
+    assert!(message.contains("no certificate in"), "{message}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
