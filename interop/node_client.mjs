@@ -1,11 +1,13 @@
 // Node `ws` client against a tether server: text, binary, 1 MiB, ping, close with code and reason.
-// usage: node node_client.mjs ws://127.0.0.1:PORT/path
+// usage: node node_client.mjs ws://127.0.0.1:PORT/path [ca.pem for wss://]
 import WebSocket from 'ws';
+import { readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 
 const url = process.argv[2];
 const timer = setTimeout(() => { console.error('node client: timed out'); process.exit(1); }, 15000);
-const ws = new WebSocket(url);
+const ca = process.argv[3];
+const ws = new WebSocket(url, ca ? { ca: readFileSync(ca) } : {});
 const inbox = [];
 let waiter = null;
 const next = () => new Promise((resolve) => { if (inbox.length) resolve(inbox.shift()); else waiter = resolve; });

@@ -1,15 +1,17 @@
 """Python `websockets` client against a tether server: text, binary, 1 MiB, ping, close.
 
-usage: python py_client.py ws://127.0.0.1:PORT/path
+usage: python py_client.py ws://127.0.0.1:PORT/path [ca.pem for wss://]
 """
 import asyncio
+import ssl
 import sys
 
 from websockets.asyncio.client import connect
 
 
-async def main(url):
-    async with connect(url, max_size=1 << 24) as ws:
+async def main(url, ca=None):
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    async with connect(url, max_size=1 << 24, ssl=context) as ws:
         # websockets offers permessage-deflate by default; the server must have accepted it.
         extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
         assert "permessage-deflate" in extensions, extensions
@@ -32,4 +34,4 @@ async def main(url):
         print(f"python client: close ok ({ws.close_code})")
 
 
-asyncio.run(asyncio.wait_for(main(sys.argv[1]), 15))
+asyncio.run(asyncio.wait_for(main(*sys.argv[1:3]), 15))

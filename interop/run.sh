@@ -20,7 +20,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import websockets' 2>
   "$venv/bin/pip" install -q -r interop/requirements.txt
 fi
 cargo build --release --locked -p tether-cli --bin tether
-cargo build --release --locked -p tether --example interop_client
+cargo build --release --locked -p tether --example interop_client --example gen_cert
+./target/release/examples/gen_cert target/tls >/dev/null
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -32,7 +33,7 @@ start() { # name command...
   "$@" >"$log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do
-    url=$(grep -o 'ws://127\.0\.0\.1:[0-9]*' "$log" | head -n1 || true)
+    url=$(grep -Eo 'wss?://127\.0\.0\.1:[0-9]+' "$log" | head -n1 || true)
     [ -n "$url" ] && return 0
     sleep 0.1
   done
@@ -57,4 +58,16 @@ echo "== tether client -> node ws server ($url)"
 start python-server "$venv/bin/python" -u interop/py_server.py
 echo "== tether client -> python websockets server ($url)"
 ./target/release/examples/interop_client "$url"
+echo "== over TLS (wss://), with a throwaway CA"
+start tether-echo-tls ./target/release/tether echo --listen 127.0.0.1:0 --tls-cert target/tls/cert.pem --tls-key target/tls/key.pem
+node interop/node_client.mjs "$url/node-tls" target/tls/ca.pem
+"$venv/bin/python" interop/py_client.py "$url/python-tls" target/tls/ca.pem
+sleep 0.3
+python3 interop/check_echo_log.py target/interop-tether-echo-tls.log /node-tls /python-tls
+start node-server-tls node interop/node_server.mjs target/tls/cert.pem target/tls/key.pem
+echo "== tether client -> node ws server over TLS ($url)"
+./target/release/examples/interop_client "$url" target/tls/ca.pem
+start python-server-tls "$venv/bin/python" -u interop/py_server.py target/tls/cert.pem target/tls/key.pem
+echo "== tether client -> python websockets server over TLS ($url)"
+./target/release/examples/interop_client "$url" target/tls/ca.pem
 echo "interop: all passed"

@@ -3,9 +3,10 @@
 //! server starts (it closes with 4001 "bye" when sent "close-me"). permessage-deflate is
 //! offered, and must be negotiated and used in both directions.
 //!
-//! usage: interop_client ws://127.0.0.1:PORT
+//! usage: interop_client ws://127.0.0.1:PORT [ca.pem]   (the CA for a wss:// server)
 
 use futures_util::{SinkExt, StreamExt};
+use tether::tls::ClientTrust;
 use tether::{ClientConfig, CloseCode, CloseFrame, Config, DeflateConfig, Initiator, Message, WebSocket};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -31,10 +32,15 @@ async fn expect_echo(ws: &mut WebSocket, msg: Message, what: &str) -> Result<()>
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    let url = std::env::args().nth(1).ok_or("usage: interop_client URL")?;
+    let url = std::env::args().nth(1).ok_or("usage: interop_client URL [CA]")?;
+    let trust = match std::env::args().nth(2) {
+        Some(ca) => ClientTrust::Ca(tether::tls::load_certs(std::path::Path::new(&ca))?),
+        None => ClientTrust::default(),
+    };
     let run = async {
         let config = ClientConfig::default()
-            .with_config(Config::default().with_deflate(Some(DeflateConfig::default())));
+            .with_config(Config::default().with_deflate(Some(DeflateConfig::default())))
+            .with_trust(trust.clone());
         let (mut ws, _) = tether::connect_with(&url, &config).await?;
         if !ws.deflate() {
             return Err("permessage-deflate was not negotiated".into());
@@ -65,7 +71,7 @@ async fn main() -> Result<()> {
         }
         println!("tether client: close we started ok ({})", status.code);
 
-        let (mut ws, _) = tether::connect(&url).await?;
+        let (mut ws, _) = tether::connect_with(&url, &config).await?;
         ws.send(Message::text("close-me")).await?;
         let expected = Message::Close(Some(CloseFrame { code: CloseCode(4001), reason: "bye".into() }));
         let got = next_non_ping(&mut ws).await?;
