@@ -32,6 +32,10 @@ pub(crate) struct Args {
     /// Do not check the server's certificate at all (development only).
     #[arg(long)]
     insecure: bool,
+    /// Follow at most this many redirects (301, 302, 303, 307, 308); 0 follows none.
+    /// A redirect from wss:// to ws:// is never followed.
+    #[arg(long, default_value_t = 5)]
+    max_redirects: usize,
     /// Print pings and pongs received, on stderr.
     #[arg(long)]
     show_ping: bool,
@@ -40,7 +44,8 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut config = ClientConfig::default().with_config(args.limits.to_config()?);
+    let mut config =
+        ClientConfig::default().with_config(args.limits.to_config()?).with_max_redirects(args.max_redirects);
     if let Some(ca) = &args.ca {
         config = config
             .with_trust(ClientTrust::Ca(tether::tls::load_certs(ca).map_err(|e| anyhow::anyhow!("{e}"))?));
@@ -121,8 +126,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn describe_connect_error(url: &str, e: &Error) -> String {
     match e {
-        Error::Handshake(HandshakeError::UnexpectedStatus { status, reason }) => {
-            format!("server rejected the handshake: HTTP {status} {reason}")
+        Error::Handshake(HandshakeError::UnexpectedStatus { status, reason, body, .. }) => {
+            let first_line = body.lines().next().unwrap_or("");
+            if first_line.is_empty() {
+                format!("server rejected the handshake: HTTP {status} {reason}")
+            } else {
+                format!("server rejected the handshake: HTTP {status} {reason}: {first_line}")
+            }
         }
         Error::Handshake(HandshakeError::InvalidUrl(why)) => format!("invalid url {url:?}: {why}"),
         Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {

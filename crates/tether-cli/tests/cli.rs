@@ -145,7 +145,10 @@ fn rejected_handshake_prints_the_status() {
     let echo = Echo::start(&["--allow-origin", "http://ok.example"]);
     let out = connect(&["--origin", "http://evil.example", &echo.url], b"");
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr).trim(), "error: server rejected the handshake: HTTP 403 Forbidden");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: server rejected the handshake: HTTP 403 Forbidden: origin not allowed"
+    );
 }
 
 #[test]
@@ -182,7 +185,7 @@ fn not_a_websocket_server() {
     });
     let out = connect(&[&format!("ws://{addr}/")], b"");
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr).trim(), "error: server rejected the handshake: HTTP 200 OK");
+    assert_eq!(text(&out.stderr).trim(), "error: server rejected the handshake: HTTP 200 OK: hi");
 }
 
 #[test]
@@ -238,7 +241,7 @@ fn handshake_limits_are_knobs() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        "error: server rejected the handshake: HTTP 431 Request Header Fields Too Large"
+        "error: server rejected the handshake: HTTP 431 Request Header Fields Too Large: more than 8 headers"
     );
 }
 
@@ -302,4 +305,38 @@ fn wss_with_pem_files_and_a_private_ca() {
     let out = run(&["echo", "--tls-cert", &path("cert.pem")]);
     assert_eq!(out.status.code(), Some(2), "--tls-cert needs --tls-key");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A plain TCP server that answers every request with a redirect to `location`.
+fn redirector(location: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten().take(20) {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let answer = format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+            let _ = s.write_all(answer.as_bytes());
+        }
+    });
+    format!("ws://{addr}")
+}
+
+#[test]
+fn redirects_are_followed_up_to_a_limit() {
+    let echo = Echo::start(&[]);
+    let hop = redirector(format!("{}/after-redirect", echo.url));
+    let out = connect(&[&format!("{hop}/start")], b"moved\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "moved\n");
+    let out = connect(&["--max-redirects", "0", &hop], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).trim(), "error: server rejected the handshake: HTTP 302 Found");
+    let looping = redirector("/again".to_owned());
+    let out = connect(&["--max-redirects", "3", &looping], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let expected = format!(
+        "error: cannot connect to {looping}: handshake failed: redirect refused: more than 3 redirects (last to /again)"
+    );
+    assert_eq!(text(&out.stderr).trim(), expected);
 }

@@ -127,7 +127,14 @@ pub enum HandshakeError {
         status: u16,
         /// Reason phrase of the answer.
         reason: String,
+        /// The `Location` header, for a redirect.
+        location: Option<String>,
+        /// The start of the body that arrived with the head (at most 200 bytes, lossy UTF-8).
+        body: String,
     },
+    /// A redirect the client will not follow: too many, or from wss:// to ws://.
+    #[error("redirect refused: {0}")]
+    Redirect(String),
     /// `Sec-WebSocket-Accept` does not match our key (client side).
     #[error("sec-websocket-accept does not match the key")]
     AcceptMismatch,

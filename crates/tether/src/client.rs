@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How a client connects.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// Limits and timers of the connection.
@@ -17,6 +17,20 @@ pub struct ClientConfig {
     pub options: ClientOptions,
     /// Which server certificates `wss://` trusts.
     pub trust: ClientTrust,
+    /// Redirects (301, 302, 303, 307, 308) followed at most; 0 follows none. Default 5.
+    /// A redirect from `wss://` to `ws://` is never followed.
+    pub max_redirects: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            config: Config::default(),
+            options: ClientOptions::default(),
+            trust: ClientTrust::default(),
+            max_redirects: 5,
+        }
+    }
 }
 
 impl ClientConfig {
@@ -33,6 +47,11 @@ impl ClientConfig {
     /// Sets the `Origin` header.
     pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
         self.options.origin = Some(origin.into());
+        self
+    }
+    /// Sets how many redirects are followed (0: none).
+    pub fn with_max_redirects(mut self, n: usize) -> Self {
+        self.max_redirects = n;
         self
     }
     /// Sets which server certificates `wss://` trusts.
@@ -63,14 +82,36 @@ pub async fn connect(url: &str) -> Result<(WebSocket, Response), Error> {
 ///
 /// As [`connect`].
 pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<(WebSocket, Response), Error> {
-    let url = Url::parse(url)?;
+    let mut url = Url::parse(url)?;
+    let mut hops = 0;
+    loop {
+        match connect_once(&url, config).await {
+            Err(Error::Handshake(HandshakeError::UnexpectedStatus {
+                status: 301 | 302 | 303 | 307 | 308,
+                location: Some(location),
+                ..
+            })) if config.max_redirects > 0 => {
+                if hops == config.max_redirects {
+                    let why = format!("more than {} redirects (last to {location})", config.max_redirects);
+                    return Err(HandshakeError::Redirect(why).into());
+                }
+                hops += 1;
+                url = url.redirect(&location)?;
+                tracing::debug!(to = %url.to_url_string(), "following redirect");
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn connect_once(url: &Url, config: &ClientConfig) -> Result<(WebSocket, Response), Error> {
     let timeout = config.config.handshake_timeout;
     let stream = tokio::time::timeout(timeout, TcpStream::connect((url.host.as_str(), url.port)))
         .await
         .map_err(|_| Error::Timeout)??;
     let _ = stream.set_nodelay(true);
     if !url.secure {
-        return client_handshake(stream, &url, config).await;
+        return client_handshake(stream, url, config).await;
     }
     let connector = tokio_rustls::TlsConnector::from(tls::client_config(&config.trust)?);
     let name = tls::server_name(&url.host)?;
@@ -78,7 +119,7 @@ pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<(WebSocket
         .await
         .map_err(|_| Error::Timeout)?
         .map_err(|e| tls::describe_handshake_failure(&url.host, e))?;
-    client_handshake(stream, &url, config).await
+    client_handshake(stream, url, config).await
 }
 
 /// Runs the client handshake over an already connected stream.

@@ -96,11 +96,15 @@ impl ClientHandshake {
         let mut resp = httparse::Response::new(&mut raw);
         let Some(len) = head_len(resp.parse(buf), buf.len(), limits)? else { return Ok(None) };
         let status = resp.code.unwrap_or(0);
+        let headers = to_header_map(resp.headers)?;
         if status != 101 {
             let reason = resp.reason.unwrap_or("").to_owned();
-            return Err(HandshakeError::UnexpectedStatus { status, reason });
+            let location =
+                headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let excerpt = &buf[len..buf.len().min(len + 200)];
+            let body = String::from_utf8_lossy(excerpt).trim().to_owned();
+            return Err(HandshakeError::UnexpectedStatus { status, reason, location, body });
         }
-        let headers = to_header_map(resp.headers)?;
         if !has_token(&headers, "upgrade", "websocket") {
             return Err(HandshakeError::Header("upgrade"));
         }
@@ -203,8 +207,19 @@ mod tests {
             .parse_response(answer("Sec-WebSocket-Extensions: permessage-deflate\r\n").as_bytes())
             .unwrap_err();
         assert_eq!(err, HandshakeError::UnofferedExtension("permessage-deflate".into()));
-        let err = hs.parse_response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").unwrap_err();
-        assert_eq!(err, HandshakeError::UnexpectedStatus { status: 403, reason: "Forbidden".into() });
+        let err =
+            hs.parse_response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\n\r\nno entry").unwrap_err();
+        let expected = HandshakeError::UnexpectedStatus {
+            status: 403,
+            reason: "Forbidden".into(),
+            location: None,
+            body: "no entry".into(),
+        };
+        assert_eq!(err, expected);
+        let err = hs.parse_response(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\n\r\n").unwrap_err();
+        assert!(
+            matches!(err, HandshakeError::UnexpectedStatus { status: 302, location: Some(l), .. } if l == "/elsewhere")
+        );
         let no_upgrade = answer("").replace("Upgrade: websocket\r\n", "");
         assert_eq!(hs.parse_response(no_upgrade.as_bytes()).unwrap_err(), HandshakeError::Header("upgrade"));
     }

@@ -76,6 +76,49 @@ impl Url {
         Ok(Self { secure, host: host.to_owned(), port, resource })
     }
 
+    /// Where a redirect's `Location` leads from this URL: an absolute `ws`/`wss`/`http`/
+    /// `https` URL (http maps to ws, https to wss) or a path on the same host.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::Redirect`] from `wss://` to `ws://` (a downgrade: never followed), or
+    /// for a `Location` that is not a usable URL.
+    pub fn redirect(&self, location: &str) -> Result<Url, HandshakeError> {
+        let target = if location.starts_with('/') {
+            Url { resource: location.to_owned(), ..self.clone() }
+        } else {
+            let lower = location.to_ascii_lowercase();
+            let mapped = if lower.starts_with("http://") {
+                format!("ws://{}", &location[7..])
+            } else if lower.starts_with("https://") {
+                format!("wss://{}", &location[8..])
+            } else {
+                location.to_owned()
+            };
+            Url::parse(&mapped)
+                .map_err(|e| HandshakeError::Redirect(format!("unusable location {location:?}: {e}")))?
+        };
+        if self.secure && !target.secure {
+            return Err(HandshakeError::Redirect(format!("from wss:// to ws:// ({location})")));
+        }
+        Ok(target)
+    }
+
+    /// The URL as text.
+    pub fn to_url_string(&self) -> String {
+        format!(
+            "{}://{}{}",
+            if self.secure { "wss" } else { "ws" },
+            self.host_header_with_port(),
+            self.resource
+        )
+    }
+
+    fn host_header_with_port(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("{host}:{}", self.port)
+    }
+
     /// The `Host` header value: the port is left out when it is the scheme's default.
     pub fn host_header(&self) -> String {
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
@@ -103,6 +146,19 @@ mod tests {
         let u = Url::parse("ws://[::1]:8080/x").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.host_header().as_str()), ("::1", 8080, "[::1]:8080"));
         assert_eq!(Url::parse("WS://h:80/").unwrap().host_header(), "h");
+    }
+
+    #[test]
+    fn redirects() {
+        let here = Url::parse("ws://a.example:8080/x?y").unwrap();
+        assert_eq!(here.redirect("/z").unwrap().to_url_string(), "ws://a.example:8080/z");
+        assert_eq!(here.redirect("ws://b.example/q").unwrap().to_url_string(), "ws://b.example:80/q");
+        assert_eq!(here.redirect("https://c.example/").unwrap().to_url_string(), "wss://c.example:443/");
+        let secure = Url::parse("wss://a.example/").unwrap();
+        assert!(matches!(secure.redirect("ws://a.example/"), Err(HandshakeError::Redirect(_))));
+        assert!(matches!(secure.redirect("http://a.example/"), Err(HandshakeError::Redirect(_))));
+        assert_eq!(secure.redirect("/other").unwrap().to_url_string(), "wss://a.example:443/other");
+        assert!(matches!(here.redirect("ftp://x/"), Err(HandshakeError::Redirect(_))));
     }
 
     #[test]
