@@ -29,9 +29,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.allow_origins.is_empty() {
         config = config.with_origin(OriginPolicy::AllowList(args.allow_origins));
     }
-    let scheme = match args.tls.server_config()? {
+    let scheme = match args.tls.server_tls()? {
         Some(tls) => {
-            config = config.with_tls(tls);
+            config = config.with_tls(tls.config);
+            if let Some(store) = tls.store {
+                crate::tls::reload_on_sighup(store)?;
+            }
             "wss"
         }
         None => "ws",

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context as _};
 use std::path::PathBuf;
 use std::sync::Arc;
+use tether::tls::{CertSource, CertStore};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TlsArgs {
@@ -12,26 +13,44 @@ pub(crate) struct TlsArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// An extra certificate for one server name, chosen by SNI: NAME=CERT,KEY (repeatable;
+    /// needs --tls-cert/--tls-key as the default). SIGHUP reloads every certificate file.
+    #[arg(long = "tls-sni", value_name = "NAME=CERT,KEY", requires = "tls_cert")]
+    tls_sni: Vec<String>,
     /// Serve wss:// with a certificate for localhost generated at start (development only);
     /// prints its SHA-256 fingerprint.
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_sni"])]
     tls_self_signed: bool,
 }
 
+/// A server's TLS: the rustls configuration, and the store to reload on SIGHUP (for
+/// certificates read from files).
+pub(crate) struct ServerTls {
+    pub(crate) config: Arc<rustls::ServerConfig>,
+    pub(crate) store: Option<Arc<CertStore>>,
+}
+
 impl TlsArgs {
-    pub(crate) fn server_config(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    pub(crate) fn server_tls(&self) -> anyhow::Result<Option<ServerTls>> {
         if self.tls_self_signed {
-            return self_signed().map(Some);
+            return Ok(Some(ServerTls { config: self_signed()?, store: None }));
         }
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => {
-                let config = tether::tls::server_config_from_pem_files(cert, key)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                Ok(Some(config))
-            }
-            (None, None) => Ok(None),
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (None, None) => return Ok(None),
             _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        let mut sources = vec![CertSource { name: None, cert, key }];
+        for entry in &self.tls_sni {
+            let parsed = entry.split_once('=').and_then(|(name, files)| Some((name, files.split_once(',')?)));
+            let Some((name, (cert, key))) = parsed else {
+                bail!("--tls-sni {entry:?} must look like NAME=CERT,KEY");
+            };
+            sources.push(CertSource { name: Some(name.to_owned()), cert: cert.into(), key: key.into() });
         }
+        let store = CertStore::load(sources).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = store.server_config().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Some(ServerTls { config, store: Some(store) }))
     }
 }
 
@@ -45,4 +64,19 @@ fn self_signed() -> anyhow::Result<Arc<rustls::ServerConfig>> {
     eprintln!("SHA-256 fingerprint {}", fingerprint.join(":"));
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der());
     tether::tls::server_config(vec![der], key.into()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Reloads the certificate files on every SIGHUP; a failed reload keeps the old certificates.
+pub(crate) fn reload_on_sighup(store: Arc<CertStore>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match store.reload() {
+                Ok(()) => tracing::info!("certificates reloaded"),
+                Err(e) => tracing::warn!("certificate reload failed, keeping the old ones: {e}"),
+            }
+        }
+    });
+    Ok(())
 }

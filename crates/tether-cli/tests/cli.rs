@@ -340,3 +340,43 @@ fn redirects_are_followed_up_to_a_limit() {
     );
     assert_eq!(text(&out.stderr).trim(), expected);
 }
+
+#[test]
+fn sighup_reloads_certificates() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = std::env::temp_dir().join(format!("tether-cli-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    // Writes a CA as `ca_name` and a localhost certificate it signed as cert.pem/key.pem.
+    let issue = |ca_name: &str| {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(path(ca_name), ca.pem()).unwrap();
+        std::fs::write(path("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+    };
+    issue("old-ca.pem");
+    let echo = Echo::start(&["--tls-cert", &path("cert.pem"), "--tls-key", &path("key.pem")]);
+    let url = echo.url.replace("127.0.0.1", "localhost");
+    assert!(connect(&["--ca", &path("old-ca.pem"), &url], b"a\n").status.success());
+
+    issue("new-ca.pem");
+    let hup = Command::new("kill").args(["-HUP", &echo.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    // The reload happens on the server's own schedule: poll, at most 50 times.
+    let reloaded = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        connect(&["--ca", &path("new-ca.pem"), &url], b"b\n").status.success()
+    });
+    assert!(reloaded, "the new certificate was never served");
+    assert_eq!(connect(&["--ca", &path("old-ca.pem"), &url], b"c\n").status.code(), Some(1));
+    drop(echo);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

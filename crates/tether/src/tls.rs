@@ -9,9 +9,12 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 /// The crypto provider tether uses everywhere.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -67,6 +70,105 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
         return Err(tls_err(format!("no certificate in {}", path.display())));
     }
     Ok(certs)
+}
+
+/// Where one server certificate comes from: PEM files, and the SNI name it answers for
+/// (`None`: the default, for clients that send no name or a name no other entry has).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSource {
+    /// The server name (compared without case), or `None` for the default certificate.
+    pub name: Option<String>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Default)]
+struct Certs {
+    default: Option<Arc<CertifiedKey>>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+/// Server certificates chosen by SNI, which can be reloaded from their files while the server
+/// runs: connections already open keep going, new handshakes get the new certificates.
+#[derive(Debug)]
+pub struct CertStore {
+    sources: Vec<CertSource>,
+    certs: RwLock<Arc<Certs>>,
+}
+
+impl CertStore {
+    /// Loads every source.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] naming the file that cannot be read, or a key that does not match its
+    /// certificate.
+    pub fn load(sources: Vec<CertSource>) -> Result<Arc<Self>, Error> {
+        let certs = Self::read(&sources)?;
+        Ok(Arc::new(Self { sources, certs: RwLock::new(Arc::new(certs)) }))
+    }
+
+    fn read(sources: &[CertSource]) -> Result<Certs, Error> {
+        let provider = provider();
+        let mut certs = Certs::default();
+        for source in sources {
+            let chain = load_certs(&source.cert)?;
+            let key = PrivateKeyDer::from_pem_file(&source.key).map_err(|e| {
+                tls_err(format!("cannot read a private key from {}: {e}", source.key.display()))
+            })?;
+            let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+                tls_err(format!("{} and {} do not fit: {e}", source.cert.display(), source.key.display()))
+            })?;
+            let certified = Arc::new(certified);
+            match &source.name {
+                Some(name) => {
+                    certs.by_name.insert(name.to_ascii_lowercase(), certified);
+                }
+                None => certs.default = Some(certified),
+            }
+        }
+        Ok(certs)
+    }
+
+    /// Reads every file again and swaps the whole set at once. On any error the old set
+    /// stays in use.
+    ///
+    /// # Errors
+    ///
+    /// As [`CertStore::load`].
+    pub fn reload(&self) -> Result<(), Error> {
+        let fresh = Arc::new(Self::read(&self.sources)?);
+        *self.certs.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// A server TLS configuration that takes its certificates from this store, with ALPN
+    /// `http/1.1`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] from rustls.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, Error> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let certs = self.certs.read().unwrap_or_else(|e| e.into_inner()).clone();
+        hello
+            .server_name()
+            .and_then(|name| certs.by_name.get(&name.to_ascii_lowercase()).cloned())
+            .or_else(|| certs.default.clone())
+    }
 }
 
 /// Which server certificates a client trusts.
