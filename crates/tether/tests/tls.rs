@@ -32,12 +32,15 @@ fn leaf(ca: &Ca, names: &[&str], expired: bool) -> (Vec<CertificateDer<'static>>
     (vec![cert.der().clone()], PrivatePkcs8KeyDer::from(key.serialize_der()).into())
 }
 
-/// A TLS echo server; returns its port.
+/// A TLS echo server with a single certificate; returns its port.
 async fn server(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, config: Config) -> u16 {
     let tls = tls::server_config(chain, key).unwrap();
-    let listener = Listener::bind("127.0.0.1:0", ServerConfig::default().with_config(config).with_tls(tls))
-        .await
-        .unwrap();
+    echo(ServerConfig::default().with_config(config).with_tls(tls)).await
+}
+
+/// An echo server with `config`; returns its port.
+async fn echo(config: ServerConfig) -> u16 {
+    let listener = Listener::bind("127.0.0.1:0", config).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok(incoming) = listener.accept().await {
@@ -184,24 +187,7 @@ async fn handshake_as(port: u16, name: &str, ca: &Ca) -> Result<(), std::io::Err
 }
 
 async fn store_server(store: &std::sync::Arc<tls::CertStore>) -> u16 {
-    let listener =
-        Listener::bind("127.0.0.1:0", ServerConfig::default().with_tls(store.server_config().unwrap()))
-            .await
-            .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok(incoming) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok((mut ws, _)) = incoming.upgrade().await else { return };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_data() && ws.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
+    echo(ServerConfig::default().with_tls(store.server_config().unwrap())).await
 }
 
 #[tokio::test]
