@@ -156,6 +156,15 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// Where the server redirects to, when this is a redirect a client may follow
+    /// (301, 302, 303, 307 or 308 with a `Location`).
+    pub fn redirect_location(&self) -> Option<&str> {
+        match self {
+            Self::UnexpectedStatus { status: 301 | 302 | 303 | 307 | 308, location: Some(l), .. } => Some(l),
+            _ => None,
+        }
+    }
+
     /// The HTTP status a server answers with for this error.
     pub fn status(&self) -> u16 {
         match self {

@@ -85,22 +85,18 @@ pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<(WebSocket
     let mut url = Url::parse(url)?;
     let mut hops = 0;
     loop {
-        match connect_once(&url, config).await {
-            Err(Error::Handshake(HandshakeError::UnexpectedStatus {
-                status: 301 | 302 | 303 | 307 | 308,
-                location: Some(location),
-                ..
-            })) if config.max_redirects > 0 => {
-                if hops == config.max_redirects {
-                    let why = format!("more than {} redirects (last to {location})", config.max_redirects);
-                    return Err(HandshakeError::Redirect(why).into());
-                }
-                hops += 1;
-                url = url.redirect(&location)?;
-                tracing::debug!(to = %url.to_url_string(), "following redirect");
-            }
+        let err = match connect_once(&url, config).await {
+            Err(Error::Handshake(e)) if config.max_redirects > 0 && e.redirect_location().is_some() => e,
             other => return other,
+        };
+        let location = err.redirect_location().unwrap_or_default();
+        if hops == config.max_redirects {
+            let why = format!("more than {} redirects (last to {location})", config.max_redirects);
+            return Err(HandshakeError::Redirect(why).into());
         }
+        hops += 1;
+        url = url.redirect(location)?;
+        tracing::debug!(to = %url.to_url_string(), "following redirect");
     }
 }
 

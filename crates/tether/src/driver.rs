@@ -6,7 +6,7 @@ use crate::{Error, Message};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tether_proto::{CloseCode, CloseFrame, Connection, Event, UsageError};
+use tether_proto::{CloseCode, CloseFrame, Connection, Event, Stats, UsageError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -41,6 +41,7 @@ where
         msg_tx,
         inbox_gone: false,
         awaiting_close_read: false,
+        published_stats: Stats::default(),
     };
     driver.conn.handle_bytes(leftover);
     tokio::spawn(async move {
@@ -71,6 +72,8 @@ struct Driver {
     inbox_gone: bool,
     /// The peer's close was handed to the application, which has not read it yet.
     awaiting_close_read: bool,
+    /// The counters last copied to `shared.stats`.
+    published_stats: Stats,
 }
 
 impl Driver {
@@ -133,7 +136,11 @@ impl Driver {
             self.shared
                 .pending
                 .store(self.conn.buffered_amount() + write_buf.len() - written, Ordering::Release);
-            *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = self.conn.stats();
+            let stats = self.conn.stats();
+            if stats != self.published_stats {
+                self.published_stats = stats;
+                *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+            }
             self.shared.wake_all();
             if written == write_buf.len() {
                 if self.conn.should_close_transport() {

@@ -125,12 +125,15 @@ impl Sender {
                 let (code, reason) = frame.map_or((CloseCode::NORMAL, String::new()), |f| (f.code, f.reason));
                 Command::Close(code, reason)
             }
-            msg => {
-                self.shared.queued.fetch_add(msg.len(), Ordering::AcqRel);
-                Command::Send(msg, true)
-            }
+            msg => return self.enqueue(msg, true),
         };
         self.tx.send(cmd).map_err(|_| Error::Usage(UsageError::Closed))
+    }
+
+    /// Queues a data or ping/pong message, counting it in `buffered_amount`.
+    fn enqueue(&self, msg: Message, compress: bool) -> Result<(), Error> {
+        self.shared.queued.fetch_add(msg.len(), Ordering::AcqRel);
+        self.tx.send(Command::Send(msg, compress)).map_err(|_| Error::Usage(UsageError::Closed))
     }
 
     /// Sends a message that is never compressed, even with permessage-deflate on: for data
@@ -145,8 +148,7 @@ impl Sender {
         if !msg.is_data() {
             return self.start_send(msg);
         }
-        self.shared.queued.fetch_add(msg.len(), Ordering::AcqRel);
-        self.tx.send(Command::Send(msg, false)).map_err(|_| Error::Usage(UsageError::Closed))
+        self.enqueue(msg, false)
     }
 
     /// Counters of bytes and messages in both directions (wire bytes and payload bytes

@@ -35,14 +35,26 @@ pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?
-        .with_no_client_auth()
+    let config = server_builder()?
         .with_single_cert(chain, key)
         .map_err(|e| tls_err(format!("certificate and key do not fit: {e}")))?;
+    Ok(with_alpn(config))
+}
+
+/// The server builder every tether server config starts from: our provider, safe versions,
+/// no client certificates.
+fn server_builder(
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>, Error> {
+    Ok(rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_no_client_auth())
+}
+
+/// ALPN `http/1.1`: the protocol a WebSocket upgrade starts in.
+fn with_alpn(mut config: rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 /// A server TLS configuration from PEM files: the certificate chain, then the private key.
@@ -151,13 +163,7 @@ impl CertStore {
     ///
     /// [`Error::Tls`] from rustls.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, Error> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_err)?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        Ok(with_alpn(server_builder()?.with_cert_resolver(self.clone())))
     }
 }
 
