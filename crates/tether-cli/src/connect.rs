@@ -36,6 +36,18 @@ pub(crate) struct Args {
     /// A redirect from wss:// to ws:// is never followed.
     #[arg(long, default_value_t = 5)]
     max_redirects: usize,
+    /// Connect through this proxy: http://[user:pass@]host:port (HTTP CONNECT),
+    /// socks5://… (name resolved here) or socks5h://… (resolved by the proxy). Without it,
+    /// the proxy comes from https_proxy / http_proxy / all_proxy (or their upper-case forms);
+    /// hosts in no_proxy / NO_PROXY are always reached directly.
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    proxy: Option<String>,
+    /// Connect directly, ignoring the proxy environment variables.
+    #[arg(long)]
+    no_proxy: bool,
+    /// Seconds allowed for name resolution, the TCP connect and the proxy tunnel.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    connect_timeout: f64,
     /// Print pings and pongs received, on stderr.
     #[arg(long)]
     show_ping: bool,
@@ -56,6 +68,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         config = config.with_trust(ClientTrust::Insecure);
     }
+    if let Some(p) = &args.proxy {
+        config = config.with_proxy(tether::Proxy::url(p).map_err(|e| anyhow::anyhow!("--proxy: {e}"))?);
+    } else if args.no_proxy {
+        config = config.with_proxy(tether::Proxy::None);
+    }
+    if !(args.connect_timeout.is_finite() && args.connect_timeout > 0.0) {
+        bail!("--connect-timeout must be a positive number of seconds");
+    }
+    config = config.with_connect_timeout(std::time::Duration::from_secs_f64(args.connect_timeout));
     for h in &args.headers {
         let Some((name, value)) = h.split_once(':') else {
             bail!("header {h:?} must look like \"Name: value\"");
@@ -135,9 +156,8 @@ fn describe_connect_error(url: &str, e: &Error) -> String {
             }
         }
         Error::Handshake(HandshakeError::InvalidUrl(why)) => format!("invalid url {url:?}: {why}"),
-        Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            format!("connection refused by {url}")
-        }
+        Error::Connect(e) => e.to_string(),
+        Error::Proxy(e) => format!("proxy: {e}"),
         Error::Io(io) => format!("cannot connect to {url}: {io}"),
         Error::Timeout => format!("timed out connecting to {url}"),
         Error::Tls(message) => message.clone(),

@@ -4,6 +4,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+#[path = "../../tether/tests/common/proxies.rs"]
+mod proxies;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tether");
 
 /// No child process of these tests may run longer than this.
@@ -38,6 +41,7 @@ fn run(args: &[&str]) -> Output {
 struct Echo {
     child: Child,
     url: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Echo {
@@ -53,19 +57,42 @@ impl Echo {
         // drained for as long as the server runs.
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line.clone());
                 if let Some(at) = line.find("wss://").or_else(|| line.find("ws://")) {
                     let _ = tx.send(line[at..].trim_end_matches('/').to_owned());
                 }
             }
         });
         match rx.recv_timeout(DEADLINE) {
-            Ok(url) => Self { child, url },
+            Ok(url) => Self { child, url, log },
             Err(_) => {
                 let _ = child.kill();
                 panic!("echo did not print its URL within {DEADLINE:?}");
             }
+        }
+    }
+}
+
+impl Echo {
+    /// Waits (bounded) for a log line containing every one of `needles`.
+    fn wait_log(&self, needles: &[&str]) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let found =
+                self.log.lock().unwrap().iter().find(|l| needles.iter().all(|n| l.contains(n))).cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no log line with {needles:?} in {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
@@ -77,8 +104,31 @@ impl Drop for Echo {
     }
 }
 
+/// The proxy variables a client reads; removed from every child so that tests do not
+/// depend on the environment they run in.
+const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
 fn connect(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
+    connect_env(args, stdin, &[])
+}
+
+/// `tether connect ARGS` with `env` set (and no other proxy variables).
+fn connect_env(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .envs(env.iter().copied())
         .arg("connect")
         .args(args)
         .stdin(Stdio::piped())
@@ -168,7 +218,7 @@ fn refused_connection() {
     // Nothing listens on port 1 of loopback.
     let out = connect(&["ws://127.0.0.1:1/"], b"");
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr).trim(), "error: connection refused by ws://127.0.0.1:1/");
+    assert_eq!(text(&out.stderr).trim(), "error: connection refused by 127.0.0.1:1");
 }
 
 #[test]
@@ -379,4 +429,100 @@ fn sighup_reloads_certificates() {
     assert_eq!(connect(&["--ca", &path("old-ca.pem"), &url], b"c\n").status.code(), Some(1));
     drop(echo);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dns_failure_and_connect_timeout_flag() {
+    let out = connect(&["ws://no-such-host.invalid/"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("error: cannot resolve host no-such-host.invalid: "),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = connect(&["--connect-timeout", "0", "ws://127.0.0.1:1/"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).trim(), "error: --connect-timeout must be a positive number of seconds");
+}
+
+#[test]
+fn proxy_variables_choose_the_proxy_and_no_proxy_bypasses_it() {
+    let echo = Echo::start(&[]);
+    let dead = "http://127.0.0.1:1";
+    let refused = "error: connection refused by proxy http://127.0.0.1:1";
+    for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        let out = connect_env(&[&echo.url], b"", &[(var, dead)]);
+        assert_eq!((out.status.code(), text(&out.stderr).trim()), (Some(1), refused), "{var}");
+    }
+    // Lower case wins over upper case, as in curl.
+    let out = connect_env(&[&echo.url], b"hi\n", &[("http_proxy", ""), ("HTTP_PROXY", dead)]);
+    assert_eq!(text(&out.stderr).trim(), refused);
+    // HTTPS_PROXY is for wss:// only.
+    let out = connect_env(&[&echo.url], b"hi\n", &[("HTTPS_PROXY", dead)]);
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(0), "hi\n"));
+    // NO_PROXY and --no-proxy reach the server directly.
+    for (var, list) in
+        [("NO_PROXY", "127.0.0.1"), ("no_proxy", "example.com, 127.0.0.0/8"), ("NO_PROXY", "*")]
+    {
+        let out = connect_env(&[&echo.url], b"hi\n", &[("HTTP_PROXY", dead), (var, list)]);
+        assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(0), "hi\n"), "{var}={list}");
+    }
+    let out = connect_env(&["--no-proxy", &echo.url], b"hi\n", &[("ALL_PROXY", dead)]);
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(0), "hi\n"));
+    // A proxy variable that is not a proxy URL is an error, not a silent direct connection.
+    let out = connect_env(&[&echo.url], b"", &[("HTTP_PROXY", "ftp://user:pw@x")]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr).trim()),
+        (
+            Some(1),
+            "error: proxy: invalid proxy url \"ftp://user:***@x\": scheme must be http, socks5 or socks5h"
+        )
+    );
+    let out = connect(&["--proxy", "gopher://x", &echo.url], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("error: --proxy: invalid proxy url"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn through_real_proxies_from_flags_and_variables() {
+    let (Some(http), Some(socks)) = (proxies::tinyproxy(true), proxies::microsocks(true)) else { return };
+    let (user, pass) = (proxies::USER, proxies::PASSWORD);
+    let plain = Echo::start(&[]);
+    let secure = Echo::start(&["--tls-self-signed"]);
+    let http_url = format!("http://{user}:{pass}@127.0.0.1:{}", http.port);
+    let socks_url = format!("socks5h://{user}:{pass}@127.0.0.1:{}", socks.port);
+    type Case<'a> = (&'a Echo, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case<'_>> = vec![
+        (&plain, vec!["--proxy", &http_url], vec![]),
+        (&plain, vec![], vec![("http_proxy", &http_url)]),
+        (&secure, vec!["--insecure"], vec![("HTTPS_PROXY", &http_url)]),
+        (&plain, vec!["--proxy", &socks_url], vec![]),
+        (&secure, vec!["--insecure"], vec![("all_proxy", &socks_url)]),
+    ];
+    for (i, (echo, flags, env)) in cases.into_iter().enumerate() {
+        let path = format!("/case{i}");
+        let url = format!("{}{path}", echo.url.replace("127.0.0.1", "localhost"));
+        let mut args = flags.clone();
+        args.push(&url);
+        let out = connect_env(&args, b"via proxy\n", &env);
+        assert_eq!(
+            (out.status.code(), text(&out.stdout).as_str()),
+            (Some(0), "via proxy\n"),
+            "case {i}: {}",
+            text(&out.stderr)
+        );
+        // The server saw the proxy's outgoing address, not ours.
+        let line = echo.wait_log(&["connected", &format!("path={path}")]);
+        assert!(line.contains(&format!("peer={}:", proxies::PROXY_SOURCE)), "case {i}: {line}");
+    }
+    // Wrong credentials from a variable: the proxy's refusal, named.
+    let bad = format!("http://{user}:nope@127.0.0.1:{}", http.port);
+    let out = connect_env(&[&plain.url], b"", &[("HTTP_PROXY", &bad)]);
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!(
+            "error: proxy http://127.0.0.1:{}: proxy refused the tunnel: HTTP 401 Unauthorized",
+            http.port
+        )
+    );
 }

@@ -32,6 +32,7 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod proxy;
 mod text;
 pub mod utf8;
 

@@ -1,11 +1,11 @@
 //! The client side: `connect` by URL.
 
 use crate::tls::{self, ClientTrust};
-use crate::{driver, Error, WebSocket};
+use crate::{dial, driver, Error, Proxy, WebSocket};
+use std::time::Duration;
 use tether_proto::handshake::{ClientHandshake, ClientOptions, Response, Url};
 use tether_proto::{Config, Connection, HandshakeError, MaskSource};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// How a client connects.
 #[derive(Debug, Clone)]
@@ -20,6 +20,11 @@ pub struct ClientConfig {
     /// Redirects (301, 302, 303, 307, 308) followed at most; 0 follows none. Default 5.
     /// A redirect from `wss://` to `ws://` is never followed.
     pub max_redirects: usize,
+    /// Which proxy to go through. Default [`Proxy::FromEnv`].
+    pub proxy: Proxy,
+    /// Time allowed for name resolution, the TCP connect and the proxy tunnel together.
+    /// Default 10 s. (TLS and the WebSocket handshake then have `config.handshake_timeout`.)
+    pub connect_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -29,6 +34,8 @@ impl Default for ClientConfig {
             options: ClientOptions::default(),
             trust: ClientTrust::default(),
             max_redirects: 5,
+            proxy: Proxy::default(),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -54,6 +61,16 @@ impl ClientConfig {
         self.max_redirects = n;
         self
     }
+    /// Sets the proxy.
+    pub fn with_proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = proxy;
+        self
+    }
+    /// Sets the connect timeout (resolution, TCP connect and proxy tunnel).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
     /// Sets which server certificates `wss://` trusts.
     pub fn with_trust(mut self, trust: ClientTrust) -> Self {
         self.trust = trust;
@@ -71,7 +88,9 @@ impl ClientConfig {
 /// # Errors
 ///
 /// [`Error::Handshake`] for a bad URL or a refused handshake (with the server's status),
-/// [`Error::Io`] when the TCP connection fails, [`Error::Timeout`].
+/// [`Error::Connect`] when the TCP connection or the proxy tunnel cannot be opened,
+/// [`Error::Proxy`] for a bad proxy URL in the environment, [`Error::Tls`],
+/// [`Error::Timeout`] when the handshake takes too long.
 pub async fn connect(url: &str) -> Result<(WebSocket, Response), Error> {
     connect_with(url, &ClientConfig::default()).await
 }
@@ -101,11 +120,8 @@ pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<(WebSocket
 }
 
 async fn connect_once(url: &Url, config: &ClientConfig) -> Result<(WebSocket, Response), Error> {
+    let stream = dial::open(url, &config.proxy, config.connect_timeout).await?;
     let timeout = config.config.handshake_timeout;
-    let stream = tokio::time::timeout(timeout, TcpStream::connect((url.host.as_str(), url.port)))
-        .await
-        .map_err(|_| Error::Timeout)??;
-    let _ = stream.set_nodelay(true);
     if !url.secure {
         return client_handshake(stream, url, config).await;
     }

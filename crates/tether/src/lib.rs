@@ -25,6 +25,7 @@
 //! ```
 
 mod client;
+mod dial;
 mod driver;
 mod error;
 mod message;
@@ -33,11 +34,13 @@ mod socket;
 pub mod tls;
 
 pub use client::{client_handshake, connect, connect_with, ClientConfig};
-pub use error::Error;
+pub use dial::Proxy;
+pub use error::{ConnectError, ConnectErrorKind, Error};
 pub use message::Message;
 pub use server::{accept, accept_with, Incoming, Listener, Reject, ServerConfig};
 pub use socket::{ReadHalf, Sender, WebSocket, WriteHalf};
 pub use tether_proto;
 pub use tether_proto::deflate::DeflateConfig;
 pub use tether_proto::handshake::{ClientOptions, HandshakeLimits, OriginPolicy, Request, Response, Url};
+pub use tether_proto::proxy::ProxyUrl;
 pub use tether_proto::{CloseCode, CloseFrame, Closed, Config, Initiator, Stats, Utf8Bytes};

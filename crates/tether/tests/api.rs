@@ -256,7 +256,11 @@ async fn connect_errors() {
         Err(Error::Handshake(HandshakeError::InvalidUrl(_)))
     ));
     // Port 1 on loopback: nothing listens there.
-    assert!(matches!(tether::connect("ws://127.0.0.1:1/").await, Err(Error::Io(_))));
+    let direct = ClientConfig::default().with_proxy(tether::Proxy::None);
+    assert!(matches!(
+        tether::connect_with("ws://127.0.0.1:1/", &direct).await,
+        Err(Error::Connect(e)) if e.kind() == tether::ConnectErrorKind::Refused
+    ));
 }
 
 #[tokio::test]

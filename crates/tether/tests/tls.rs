@@ -1,36 +1,15 @@
 //! wss:// over loopback with certificates from a throwaway test CA.
 
 use futures_util::{SinkExt, StreamExt};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+mod common;
+
+use common::certs::{ca, leaf, Ca};
+use rcgen::{CertificateParams, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::time::Duration;
 use tether::tls::{self, ClientTrust};
 use tether::{ClientConfig, Config, Error, Listener, Message, ServerConfig};
 use tokio::io::AsyncReadExt;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca() -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    Ca { cert: params.self_signed(&key).unwrap(), key }
-}
-
-/// A server certificate for `names`, signed by `ca`, optionally already expired.
-fn leaf(ca: &Ca, names: &[&str], expired: bool) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    if expired {
-        params.not_before = rcgen::date_time_ymd(2001, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2002, 1, 1);
-    }
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    (vec![cert.der().clone()], PrivatePkcs8KeyDer::from(key.serialize_der()).into())
-}
 
 /// A TLS echo server with a single certificate; returns its port.
 async fn server(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, config: Config) -> u16 {
