@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop over loopback, with permessage-deflate negotiated and used:
 #   Node `ws`, Python `websockets` and Chromium against `tether echo`;
-#   the tether client against Node `ws` and Python `websockets` servers.
+#   the tether client against Node `ws` and Python `websockets` servers;
+#   Chromium loading tether echo's page over https:// and echoing over wss://.
 # Installs what it needs: Chromium (apt), ws + playwright-core (npm ci), websockets (pip, venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +63,8 @@ echo "== over TLS (wss://), with a throwaway CA"
 start tether-echo-tls ./target/release/tether echo --listen 127.0.0.1:0 --tls-cert target/tls/cert.pem --tls-key target/tls/key.pem
 node interop/node_client.mjs "$url/node-tls" target/tls/ca.pem
 "$venv/bin/python" interop/py_client.py "$url/python-tls" target/tls/ca.pem
+echo "== chromium loads the page from tether's https:// origin and echoes over wss://"
+node interop/chromium_https.mjs "https://localhost:${url##*:}/" target/tls/cert.pem target/interop-chromium-https.png
 sleep 0.3
 python3 interop/check_echo_log.py target/interop-tether-echo-tls.log /node-tls /python-tls
 start node-server-tls node interop/node_server.mjs target/tls/cert.pem target/tls/key.pem

@@ -4,7 +4,7 @@ use crate::limits::LimitArgs;
 use anyhow::Context as _;
 use futures_util::{SinkExt, StreamExt};
 use std::process::ExitCode;
-use tether::{Listener, OriginPolicy, ServerConfig};
+use tether::{HttpResponse, Listener, OriginPolicy, ServerConfig};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -58,10 +58,27 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A page that opens a WebSocket to this server (same origin, so `wss://` when served over
+/// TLS) and echoes what is typed: a quick check from any browser.
+const PAGE: &str = include_str!("echo.html");
+
+/// `GET /`: the page; any other plain request: 404. Upgrades on any path are echoed.
+async fn route(req: tether::HttpRequest) -> HttpResponse {
+    tracing::info!(peer = ?req.remote_addr, method = %req.head.method, path = %req.head.path, "http request");
+    match (req.head.method.as_str(), req.head.path.as_str()) {
+        ("GET" | "HEAD", "/") => {
+            HttpResponse::new(200, "text/html; charset=utf-8", PAGE).with_header("Cache-Control", "no-store")
+        }
+        (_, "/") => HttpResponse::text(405, "only GET here").with_header("Allow", "GET, HEAD"),
+        _ => HttpResponse::text(404, "not found: the page is at /, WebSocket on any path"),
+    }
+}
+
 async fn serve(incoming: tether::Incoming) {
     let peer = incoming.remote_addr();
-    let (mut ws, request) = match incoming.upgrade().await {
-        Ok(ok) => ok,
+    let (mut ws, request) = match incoming.serve(|_| Ok(()), route).await {
+        Ok(Some(ok)) => ok,
+        Ok(None) => return,
         Err(e) => {
             tracing::info!(%peer, "handshake refused: {e}");
             return;

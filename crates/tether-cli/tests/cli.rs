@@ -526,3 +526,27 @@ fn through_real_proxies_from_flags_and_variables() {
         )
     );
 }
+
+/// One plain HTTP/1.0 request to `addr` (host:port); returns the whole answer.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn echo_serves_its_page_beside_websocket() {
+    let echo = Echo::start(&[]);
+    let addr = echo.url.trim_start_matches("ws://").to_owned();
+    let page = http_get(&addr, "/");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("Content-Type: text/html; charset=utf-8"));
+    assert!(page.contains("new WebSocket(url)") && page.contains("location.host + '/echo'"));
+    assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404 Not Found\r\n"));
+    // WebSocket still works on any path.
+    let out = connect(&[&format!("{}/anything", echo.url)], b"still echoes\n");
+    assert_eq!(text(&out.stdout), "still echoes\n");
+}

@@ -180,7 +180,14 @@ impl Driver {
                     return self.io_failed(std::io::ErrorKind::WriteZero.into(), pending).await;
                 }
                 Wake::Wrote(Ok(n)) => written += n,
+                // A TLS peer that closes TCP without close_notify (browsers do) is an end of
+                // stream like any other: the WebSocket close handshake, not TLS, tells a clean
+                // end from a lost connection.
                 Wake::Read(Ok(0)) => {
+                    eof = true;
+                    self.conn.handle_eof();
+                }
+                Wake::Read(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     eof = true;
                     self.conn.handle_eof();
                 }

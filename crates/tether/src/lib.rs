@@ -37,7 +37,7 @@ pub use client::{client_handshake, connect, connect_with, ClientConfig};
 pub use dial::Proxy;
 pub use error::{ConnectError, ConnectErrorKind, Error};
 pub use message::Message;
-pub use server::{accept, accept_with, Incoming, Listener, Reject, ServerConfig};
+pub use server::{accept, accept_with, HttpRequest, HttpResponse, Incoming, Listener, Reject, ServerConfig};
 pub use socket::{ReadHalf, Sender, WebSocket, WriteHalf};
 pub use tether_proto;
 pub use tether_proto::deflate::DeflateConfig;

@@ -1,18 +1,21 @@
 //! The server side: upgrading accepted streams, and a listener helper.
 
 use crate::{driver, Error, WebSocket};
+use bytes::Bytes;
 use http::HeaderMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tether_proto::handshake::{
-    accept_response, parse_request, reject_response, select_protocol, OriginPolicy, Request,
+    accept_response, http_response, parse_http_request, parse_request, reject_response, select_protocol,
+    HttpRequest as HttpHead, OriginPolicy, Request,
 };
 use tether_proto::{deflate, Config, Connection, HandshakeError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 /// How a server accepts connections.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
     /// Limits and timers of each connection.
@@ -23,6 +26,21 @@ pub struct ServerConfig {
     pub origin: OriginPolicy,
     /// TLS for `wss://` (see [`crate::tls`]); `None` serves plain `ws://`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Largest body of a plain HTTP request handled by [`Incoming::serve`]; larger ones get
+    /// 413. Default 1 MiB.
+    pub max_body_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            config: Config::default(),
+            protocols: Vec::new(),
+            origin: OriginPolicy::default(),
+            tls: None,
+            max_body_size: 1 << 20,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -44,6 +62,49 @@ impl ServerConfig {
     /// Sets the origin policy.
     pub fn with_origin(mut self, origin: OriginPolicy) -> Self {
         self.origin = origin;
+        self
+    }
+    /// Sets the largest body of a plain HTTP request.
+    pub fn with_max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body_size = bytes;
+        self
+    }
+}
+
+/// A plain (not upgrade) HTTP request, with its body, for [`Incoming::serve`].
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// Method, path, query, version and headers.
+    pub head: HttpHead,
+    /// The body (`Content-Length` bytes; empty without one).
+    pub body: Bytes,
+    /// The peer's address.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// An answer to a plain HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers besides `Content-Length` and `Connection`, which are set for you.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// A response with `status`, `Content-Type: content_type` and `body`.
+    pub fn new(status: u16, content_type: &str, body: impl Into<Bytes>) -> Self {
+        Self { status, headers: vec![("Content-Type".into(), content_type.into())], body: body.into() }
+    }
+    /// A plain-text response (a line ending is added).
+    pub fn text(status: u16, text: &str) -> Self {
+        Self::new(status, "text/plain; charset=utf-8", format!("{text}\n"))
+    }
+    /// Adds a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
         self
     }
 }
@@ -105,7 +166,23 @@ where
             return Err(Error::Timeout);
         }
     };
-    let mut request = request;
+    upgrade_parsed(stream, request, &leftover, remote_addr, config, check).await
+}
+
+/// Finishes an upgrade whose request is read and valid: origin policy, the application's
+/// check, subprotocol and extension choice, the 101 answer, and the driver task.
+async fn upgrade_parsed<S, F>(
+    mut stream: S,
+    mut request: Request,
+    leftover: &[u8],
+    remote_addr: Option<SocketAddr>,
+    config: &ServerConfig,
+    check: F,
+) -> Result<(WebSocket, Request), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(&Request) -> Result<(), Reject>,
+{
     request.remote_addr = remote_addr;
     if let Err(e) = config.origin.check(&request) {
         return Err(refuse(&mut stream, e).await);
@@ -120,7 +197,122 @@ where
     let response = accept_response(&request, protocol.as_deref(), extensions, &HeaderMap::new());
     stream.write_all(&response).await?;
     let conn = Connection::server(config.config.clone()).with_deflate(deflate.map(|(params, _)| params));
-    Ok((driver::spawn(stream, conn, &leftover, protocol), request))
+    Ok((driver::spawn(stream, conn, leftover, protocol), request))
+}
+
+/// Serves plain HTTP requests on a connection (keep-alive), until one asks for an upgrade
+/// (then upgraded as by [`accept_with`]) or the connection ends.
+async fn serve_stream<S, C, R, Fut>(
+    mut stream: S,
+    remote_addr: Option<SocketAddr>,
+    config: &ServerConfig,
+    check: C,
+    mut route: R,
+) -> Result<Option<(WebSocket, Request)>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: FnOnce(&Request) -> Result<(), Reject>,
+    R: FnMut(HttpRequest) -> Fut,
+    Fut: Future<Output = HttpResponse>,
+{
+    let timeout = config.config.handshake_timeout;
+    let mut buf = Vec::with_capacity(1024);
+    let mut served = 0usize;
+    loop {
+        let (head, len) = match tokio::time::timeout(timeout, read_head(&mut stream, &mut buf, config)).await
+        {
+            Ok(Ok(Some(read))) => read,
+            // The peer closed between requests, or stayed idle after one: a normal end.
+            Ok(Ok(None)) => return Ok(None),
+            Err(_) if served > 0 && buf.is_empty() => return Ok(None),
+            Ok(Err(Error::Handshake(e))) => return Err(refuse(&mut stream, e).await),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let _ = stream.write_all(&reject_response(408, "request timed out", &HeaderMap::new())).await;
+                let _ = stream.shutdown().await;
+                return Err(Error::Timeout);
+            }
+        };
+        let rest = buf.split_off(len);
+        buf = rest;
+        if head.is_upgrade() {
+            let request = match head.into_upgrade() {
+                Ok(r) => r,
+                Err(e) => return Err(refuse(&mut stream, e).await),
+            };
+            return upgrade_parsed(stream, request, &buf, remote_addr, config, check).await.map(Some);
+        }
+        let body_len = match head.content_length() {
+            Ok(n) if n > config.max_body_size => {
+                let why = format!("request body of {n} bytes over the limit of {}", config.max_body_size);
+                return Err(refuse(&mut stream, HandshakeError::Rejected { status: 413, reason: why }).await);
+            }
+            Ok(n) => n,
+            Err(e) => return Err(refuse(&mut stream, e).await),
+        };
+        let read_body = async {
+            let mut chunk = [0u8; 4096];
+            while buf.len() < body_len {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(Error::from(HandshakeError::MalformedHttp("connection closed in the body")));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, read_body).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::Timeout),
+        }
+        let rest = buf.split_off(body_len);
+        let body = Bytes::from(std::mem::replace(&mut buf, rest));
+        let keep_alive = head.keep_alive();
+        let is_head = head.method == "HEAD";
+        let response = route(HttpRequest { head, body, remote_addr }).await;
+        let headers: Vec<(&str, &str)> =
+            response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let mut answer = http_response(response.status, &headers, &response.body, keep_alive);
+        if is_head {
+            // The same head as for GET, without the body (RFC 9110 9.3.2).
+            answer.truncate(answer.len() - response.body.len());
+        }
+        stream.write_all(&answer).await?;
+        served += 1;
+        if !keep_alive {
+            let _ = stream.shutdown().await;
+            return Ok(None);
+        }
+    }
+}
+
+/// Reads until `buf` holds a whole request head. `Ok(None)`: the peer closed before sending
+/// anything.
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    config: &ServerConfig,
+) -> Result<Option<(HttpHead, usize)>, Error> {
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(parsed) = parse_http_request(buf, &config.config.handshake)? {
+            return Ok(Some(parsed));
+        }
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS peer closing without close_notify between requests (browsers do).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && buf.is_empty() => 0,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            return Err(HandshakeError::MalformedHttp("connection closed during the request head").into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 async fn read_request<S: AsyncRead + Unpin>(
@@ -229,6 +421,28 @@ impl Incoming {
         self.upgrade_with(|_| Ok(())).await
     }
 
+    /// Serves plain HTTP requests with `route` (keep-alive, bodies up to
+    /// `max_body_size`) until one asks for a WebSocket upgrade, which is then run as by
+    /// [`upgrade_with`](Self::upgrade_with) with `check`. `Ok(None)`: the connection ended
+    /// without an upgrade. One port can so serve a page, an API and WebSocket.
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`].
+    pub async fn serve<C, R, Fut>(self, check: C, route: R) -> Result<Option<(WebSocket, Request)>, Error>
+    where
+        C: FnOnce(&Request) -> Result<(), Reject>,
+        R: FnMut(HttpRequest) -> Fut,
+        Fut: Future<Output = HttpResponse>,
+    {
+        let addr = Some(self.addr);
+        let Some(tls) = self.config.tls.clone() else {
+            return serve_stream(self.stream, addr, &self.config, check, route).await;
+        };
+        let stream = tls_accept(self.stream, self.addr, tls, self.config.config.handshake_timeout).await?;
+        serve_stream(stream, addr, &self.config, check, route).await
+    }
+
     /// Runs the handshake; `check` may refuse the request.
     ///
     /// # Errors
@@ -241,12 +455,21 @@ impl Incoming {
         let Some(tls) = self.config.tls.clone() else {
             return accept_with(self.stream, Some(self.addr), &self.config, check).await;
         };
-        // The TLS handshake has its own deadline, then the WebSocket handshake its own.
-        let timeout = self.config.config.handshake_timeout;
-        let stream = tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(self.stream))
-            .await
-            .map_err(|_| Error::Timeout)?
-            .map_err(|e| Error::Tls(format!("tls handshake with {} failed: {e}", self.addr)))?;
+        let stream = tls_accept(self.stream, self.addr, tls, self.config.config.handshake_timeout).await?;
         accept_with(stream, Some(self.addr), &self.config, check).await
     }
+}
+
+/// The server's TLS handshake, with its own deadline (the WebSocket or HTTP exchange then
+/// gets its own).
+async fn tls_accept(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    timeout: std::time::Duration,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, Error> {
+    tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(stream))
+        .await
+        .map_err(|_| Error::Timeout)?
+        .map_err(|e| Error::Tls(format!("tls handshake with {addr} failed: {e}")))
 }

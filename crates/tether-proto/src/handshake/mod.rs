@@ -8,7 +8,10 @@ mod url;
 
 pub use client::{ClientHandshake, ClientOptions, Response};
 pub use extensions::{parse_extensions, Extension};
-pub use server::{accept_response, parse_request, reject_response, select_protocol, OriginPolicy, Request};
+pub use server::{
+    accept_response, http_response, parse_http_request, parse_request, reject_response, select_protocol,
+    HttpRequest, OriginPolicy, Request,
+};
 pub use url::Url;
 
 use crate::error::HandshakeError;

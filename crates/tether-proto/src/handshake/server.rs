@@ -43,6 +43,128 @@ impl Request {
     }
 }
 
+/// Any HTTP/1.x request head: what a server sees before it knows whether the request is an
+/// upgrade (a server that also serves pages or an API routes on it).
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The query string after `?`, if any.
+    pub query: Option<String>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// Every header, as sent.
+    pub headers: HeaderMap,
+}
+
+impl HttpRequest {
+    /// Whether the request asks for a WebSocket upgrade (`Upgrade: websocket`).
+    pub fn is_upgrade(&self) -> bool {
+        has_token(&self.headers, "upgrade", "websocket")
+    }
+
+    /// Whether the connection stays open after the answer: HTTP/1.1 without
+    /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
+    pub fn keep_alive(&self) -> bool {
+        if self.version == 1 {
+            !has_token(&self.headers, "connection", "close")
+        } else {
+            has_token(&self.headers, "connection", "keep-alive")
+        }
+    }
+
+    /// The body length from `Content-Length` (0 without one).
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::Header`] for an unparseable or repeated `Content-Length`, and for
+    /// `Transfer-Encoding` (chunked bodies are not supported: 411 would be the honest answer,
+    /// and 400 is what we send).
+    pub fn content_length(&self) -> Result<usize, HandshakeError> {
+        if self.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            return Err(HandshakeError::Header("transfer-encoding"));
+        }
+        let mut values = self.headers.get_all(http::header::CONTENT_LENGTH).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Ok(0),
+            (Some(v), None) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or(HandshakeError::Header("content-length")),
+            _ => Err(HandshakeError::Header("content-length")),
+        }
+    }
+
+    /// Checks the head as an upgrade request (RFC 6455 4.2.1).
+    ///
+    /// # Errors
+    ///
+    /// A [`HandshakeError`] whose [`status`](HandshakeError::status) is the answer to send.
+    pub fn into_upgrade(self) -> Result<Request, HandshakeError> {
+        // RFC 6455 4.2.1: "An HTTP/1.1 or higher GET request".
+        if self.method != "GET" {
+            return Err(HandshakeError::MethodNotAllowed);
+        }
+        if self.version != 1 {
+            return Err(HandshakeError::HttpVersion);
+        }
+        let headers = self.headers;
+        if !headers.contains_key(http::header::HOST) {
+            return Err(HandshakeError::Header("host"));
+        }
+        if !has_token(&headers, "upgrade", "websocket") {
+            return Err(HandshakeError::NotUpgrade);
+        }
+        if !has_token(&headers, "connection", "upgrade") {
+            return Err(HandshakeError::Header("connection"));
+        }
+        // RFC 6455 4.2.2: on a version we do not speak, answer 426 with the versions we do.
+        if headers.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
+            return Err(HandshakeError::UnsupportedVersion);
+        }
+        let key = match headers.get("sec-websocket-key") {
+            Some(k) if decodes_to_16_bytes(k.as_bytes()) => {
+                k.to_str().map_err(|_| HandshakeError::Header("sec-websocket-key"))?.to_owned()
+            }
+            _ => return Err(HandshakeError::Header("sec-websocket-key")),
+        };
+        let protocols = list_values(&headers, "sec-websocket-protocol").map(str::to_owned).collect();
+        let extensions =
+            parse_extensions(headers.get_all("sec-websocket-extensions").iter().map(|v| v.as_bytes()))?;
+        let (path, query) = (self.path, self.query);
+        Ok(Request { path, query, headers, key, protocols, extensions, remote_addr: None })
+    }
+}
+
+/// Parses any HTTP/1.x request head from the start of `buf`, within `limits`.
+///
+/// Returns `Ok(None)` while the head is incomplete, otherwise the head and its length.
+///
+/// # Errors
+///
+/// A [`HandshakeError`] whose [`status`](HandshakeError::status) is the answer to send:
+/// 431 over the limits, 505 for another HTTP version, 400 for a malformed head.
+pub fn parse_http_request(
+    buf: &[u8],
+    limits: &HandshakeLimits,
+) -> Result<Option<(HttpRequest, usize)>, HandshakeError> {
+    let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut raw);
+    let Some(len) = head_len(req.parse(buf), buf.len(), limits)? else { return Ok(None) };
+    let method = req.method.unwrap_or("GET").to_owned();
+    let version = req.version.unwrap_or(1);
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (target.to_owned(), None),
+    };
+    let headers = to_header_map(req.headers)?;
+    Ok(Some((HttpRequest { method, path, query, version, headers }, len)))
+}
+
 /// Parses and validates an upgrade request from the start of `buf`.
 ///
 /// Returns `Ok(None)` while the head is incomplete, otherwise the request and the length of
@@ -55,46 +177,28 @@ pub fn parse_request(
     buf: &[u8],
     limits: &HandshakeLimits,
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
-    let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut raw);
-    let Some(len) = head_len(req.parse(buf), buf.len(), limits)? else { return Ok(None) };
-    // RFC 6455 4.2.1: "An HTTP/1.1 or higher GET request".
-    if req.method != Some("GET") {
-        return Err(HandshakeError::MethodNotAllowed);
+    match parse_http_request(buf, limits)? {
+        None => Ok(None),
+        Some((head, len)) => Ok(Some((head.into_upgrade()?, len))),
     }
-    if req.version != Some(1) {
-        return Err(HandshakeError::HttpVersion);
+}
+
+/// A complete HTTP/1.1 answer with a body (`Content-Length` set), for servers that answer
+/// plain requests beside upgrades. `keep_alive: false` adds `Connection: close`.
+pub fn http_response(status: u16, headers: &[(&str, &str)], body: &[u8], keep_alive: bool) -> Vec<u8> {
+    let phrase =
+        http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Status");
+    let mut out = format!("HTTP/1.1 {status} {phrase}\r\nContent-Length: {}\r\n", body.len());
+    if !keep_alive {
+        out.push_str("Connection: close\r\n");
     }
-    let target = req.path.unwrap_or("/");
-    let headers = to_header_map(req.headers)?;
-    if !headers.contains_key(http::header::HOST) {
-        return Err(HandshakeError::Header("host"));
+    for (name, value) in headers {
+        let _ = write!(out, "{name}: {value}\r\n");
     }
-    if !has_token(&headers, "upgrade", "websocket") {
-        return Err(HandshakeError::NotUpgrade);
-    }
-    if !has_token(&headers, "connection", "upgrade") {
-        return Err(HandshakeError::Header("connection"));
-    }
-    // RFC 6455 4.2.2: on a version we do not speak, answer 426 with the versions we do.
-    if headers.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
-        return Err(HandshakeError::UnsupportedVersion);
-    }
-    let key = match headers.get("sec-websocket-key") {
-        Some(k) if decodes_to_16_bytes(k.as_bytes()) => {
-            k.to_str().map_err(|_| HandshakeError::Header("sec-websocket-key"))?.to_owned()
-        }
-        _ => return Err(HandshakeError::Header("sec-websocket-key")),
-    };
-    let protocols = list_values(&headers, "sec-websocket-protocol").map(str::to_owned).collect();
-    let extensions =
-        parse_extensions(headers.get_all("sec-websocket-extensions").iter().map(|v| v.as_bytes()))?;
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-        None => (target.to_owned(), None),
-    };
-    let request = Request { path, query, headers, key, protocols, extensions, remote_addr: None };
-    Ok(Some((request, len)))
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
 }
 
 /// Picks the subprotocol: the first of the server's `preferred` (its own order of
