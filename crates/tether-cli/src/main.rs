@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench;
 mod connect;
 mod echo;
 mod limits;
@@ -22,6 +23,8 @@ enum Command {
     Echo(echo::Args),
     /// Connect to a WebSocket server: stdin lines are sent, messages received are printed.
     Connect(connect::Args),
+    /// Load-test a WebSocket server: echo throughput and latency over many connections.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Echo(args) => echo::run(args).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

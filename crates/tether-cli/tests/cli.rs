@@ -27,13 +27,12 @@ fn wait_bounded(mut child: Child) -> Output {
 
 /// Runs `tether ARGS` with no input, bounded by the deadline.
 fn run(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(BIN);
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    let child =
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     wait_bounded(child)
 }
 
@@ -549,4 +548,67 @@ fn echo_serves_its_page_beside_websocket() {
     // WebSocket still works on any path.
     let out = connect(&[&format!("{}/anything", echo.url)], b"still echoes\n");
     assert_eq!(text(&out.stdout), "still echoes\n");
+}
+
+#[test]
+fn bench_echo_reports_its_fields() {
+    let echo = Echo::start(&[]);
+    let out = run(&["bench", &echo.url, "-c", "3", "-s", "32", "-d", "0.5", "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    for field in [
+        format!("target       {}", echo.url),
+        "connections  3 requested, 3 open".to_owned(),
+        "message      32 B text, 1 in flight per connection".to_owned(),
+        "throughput   ".to_owned(),
+        "errors       none".to_owned(),
+    ] {
+        assert!(table.contains(&field), "{field:?} missing in\n{table}");
+    }
+    let latency = table.lines().find(|l| l.starts_with("latency")).unwrap();
+    for q in ["p50 ", "p90 ", "p99 ", "p99.9 ", "max "] {
+        assert!(latency.contains(q), "{latency}");
+    }
+    let messages: u64 = table
+        .lines()
+        .find_map(|l| l.strip_prefix("messages     "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(messages > 0);
+
+    // --count stops early; --json is one object with the same fields; binary and in-flight.
+    let out = run(&[
+        "bench", &echo.url, "-c", "2", "-s", "100", "--binary", "-k", "4", "--count", "50", "--json", "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    for key in [
+        "\"mode\":\"echo\"",
+        "\"connections\":2",
+        "\"open\":2",
+        "\"size\":100",
+        "\"binary\":true",
+        "\"in_flight\":4",
+        "\"messages_per_s\":",
+        "\"latency_ms\":{\"p50\":",
+        "\"p99.9\":",
+        "\"errors\":{}",
+    ] {
+        assert!(json.contains(key), "{key} missing in {json}");
+    }
+    let n: u64 = json.split("\"messages\":").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!((50..50 + 2 * 4).contains(&n), "count 50 stopped at {n}");
+}
+
+#[test]
+fn bench_reports_failures_by_kind() {
+    let out = run(&["bench", "ws://127.0.0.1:1/", "-c", "2", "-d", "0.2", "-q"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: no connection could be opened to ws://127.0.0.1:1/ (connect: refused: 2)"
+    );
+    let out = run(&["bench", "ws://127.0.0.1:1/", "-c", "0"]);
+    assert_eq!(text(&out.stderr).trim(), "error: --connections and --in-flight must be at least 1");
 }

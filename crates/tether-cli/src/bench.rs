@@ -1,0 +1,397 @@
+//! `tether bench`: a load generator for WebSocket servers, in the spirit of wrk and
+//! uWebSockets' load_test. Echo mode: N connections, each keeping K messages in flight
+//! against an echo server, for a duration or a count; messages/s, MB/s, latency
+//! percentiles (HDR histogram), errors by kind.
+
+use anyhow::bail;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tether::tether_proto::HandshakeError;
+use tether::tls::ClientTrust;
+use tether::{ClientConfig, Error, Message};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    /// Echo throughput and latency: every connection sends, waits for the echo, sends again.
+    Echo,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// ws:// or wss:// URL of the server.
+    url: String,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    mode: Mode,
+    /// Connections to open.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    connections: usize,
+    /// Message payload size in bytes.
+    #[arg(short = 's', long, default_value_t = 20)]
+    size: usize,
+    /// Send binary messages (default: text).
+    #[arg(long)]
+    binary: bool,
+    /// Messages in flight per connection.
+    #[arg(short = 'k', long, default_value_t = 1)]
+    in_flight: usize,
+    /// Seconds to run (after every connection is open).
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many echoes in total, if sooner than --duration.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Offer permessage-deflate (off by default: measure the framing, not zlib).
+    #[arg(long)]
+    deflate: bool,
+    /// Print the result as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// No progress lines on stderr.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Trust only the CA certificates in this PEM file for wss://.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<std::path::PathBuf>,
+    /// Do not check the server's certificate (development only).
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Counters shared by every connection task.
+#[derive(Default)]
+struct Shared {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    open: AtomicU64,
+    stop: AtomicBool,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    fn error(&self, kind: String) {
+        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default() += 1;
+    }
+}
+
+/// The kind of an error, for counting: short and without addresses.
+fn kind(e: &Error) -> String {
+    match e {
+        Error::Connect(c) => format!("connect: {:?}", c.kind()).to_lowercase(),
+        Error::Handshake(HandshakeError::UnexpectedStatus { status, .. }) => {
+            format!("handshake: http {status}")
+        }
+        Error::Handshake(h) => format!("handshake: {h}"),
+        Error::Protocol(p) => format!("protocol: {p}"),
+        Error::Tls(_) => "tls".to_owned(),
+        Error::Timeout => "timeout".to_owned(),
+        Error::Io(io) => format!("io: {:?}", io.kind()).to_lowercase(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.connections == 0 || args.in_flight == 0 {
+        bail!("--connections and --in-flight must be at least 1");
+    }
+    if !(args.duration.is_finite() && args.duration > 0.0) {
+        bail!("--duration must be a positive number of seconds");
+    }
+    tether::Url::parse(&args.url).map_err(|e| anyhow::anyhow!("invalid url {:?}: {e}", args.url))?;
+    let mut limits = tether::Config::default();
+    if args.deflate {
+        limits = limits.with_deflate(Some(tether::DeflateConfig::default()));
+    }
+    let mut config = ClientConfig::default().with_config(limits);
+    if let Some(ca) = &args.ca {
+        config = config
+            .with_trust(ClientTrust::Ca(tether::tls::load_certs(ca).map_err(|e| anyhow::anyhow!("{e}"))?));
+    }
+    if args.insecure {
+        config = config.with_trust(ClientTrust::Insecure);
+    }
+    let payload = Bytes::from(vec![b'x'; args.size]);
+    let message = if args.binary {
+        Message::Binary(payload)
+    } else {
+        Message::text(String::from_utf8(payload.to_vec()).unwrap_or_default())
+    };
+
+    // Open every connection first (at most 64 handshakes at a time), then start the clock.
+    let shared = Arc::new(Shared::default());
+    let config = Arc::new(config);
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let opening = Instant::now();
+    let mut connecting = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let (url, config, gate, shared) = (args.url.clone(), config.clone(), gate.clone(), shared.clone());
+        connecting.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.ok()?;
+            match tether::connect_with(&url, &config).await {
+                Ok((ws, _)) => {
+                    shared.open.fetch_add(1, Ordering::Relaxed);
+                    Some(ws)
+                }
+                Err(e) => {
+                    shared.error(kind(&e));
+                    None
+                }
+            }
+        }));
+    }
+    let mut sockets = Vec::with_capacity(args.connections);
+    for c in connecting {
+        if let Ok(Some(ws)) = c.await {
+            sockets.push(ws);
+        }
+    }
+    let open_time = opening.elapsed();
+    if sockets.is_empty() {
+        let errors = shared.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        bail!("no connection could be opened to {} ({})", args.url, describe_errors(&errors));
+    }
+
+    let duration = Duration::from_secs_f64(args.duration);
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::from_std(start + duration);
+    let mut tasks = Vec::with_capacity(sockets.len());
+    for ws in sockets {
+        let (shared, message) = (shared.clone(), message.clone());
+        let (in_flight, count) = (args.in_flight, args.count);
+        tasks.push(tokio::spawn(echo_connection(ws, message, in_flight, count, deadline, shared)));
+    }
+    let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start)));
+    let mut latency = Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for t in tasks {
+        if let Ok(h) = t.await {
+            let _ = latency.add(&h);
+        }
+    }
+    // Echoes are counted up to the deadline only; closing afterwards is not part of the run.
+    let elapsed = start.elapsed().min(duration);
+    if let Some(p) = progress {
+        p.abort();
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+    }
+
+    let report = Report {
+        url: &args.url,
+        connections: args.connections,
+        opened: shared.open.load(Ordering::Relaxed),
+        open_time,
+        size: args.size,
+        binary: args.binary,
+        in_flight: args.in_flight,
+        elapsed,
+        messages: shared.messages.load(Ordering::Relaxed),
+        bytes: shared.bytes.load(Ordering::Relaxed),
+        latency,
+        errors: shared.errors.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    };
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(if report.messages > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// One connection's loop: keep `in_flight` messages outstanding, time each echo.
+async fn echo_connection(
+    mut ws: tether::WebSocket,
+    message: Message,
+    in_flight: usize,
+    count: Option<u64>,
+    deadline: tokio::time::Instant,
+    shared: Arc<Shared>,
+) -> Histogram<u64> {
+    let mut hist = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+    let mut sent: VecDeque<Instant> = VecDeque::with_capacity(in_flight);
+    let len = message.len() as u64;
+    let result: Result<(), Error> = async {
+        for _ in 0..in_flight {
+            sent.push_back(Instant::now());
+            ws.feed(message.clone()).await?;
+        }
+        ws.flush().await?;
+        loop {
+            let next = tokio::select! {
+                next = ws.next() => next,
+                () = tokio::time::sleep_until(deadline) => return Ok(()),
+            };
+            match next {
+                Some(Ok(m)) if m.is_data() => {
+                    if let Some(t) = sent.pop_front() {
+                        let _ = hist.record(t.elapsed().as_micros() as u64);
+                    }
+                    let done = shared.messages.fetch_add(1, Ordering::Relaxed) + 1;
+                    shared.bytes.fetch_add(len, Ordering::Relaxed);
+                    if shared.stop.load(Ordering::Relaxed) || count.is_some_and(|c| done >= c) {
+                        shared.stop.store(true, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    sent.push_back(Instant::now());
+                    ws.send(message.clone()).await?;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or(1005, |f| f.code.0);
+                    shared.error(format!("closed by server: {code}"));
+                    return Ok(());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => {
+                    shared.error("connection lost".to_owned());
+                    return Ok(());
+                }
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close()).await;
+        }
+        Err(e) => shared.error(kind(&e)),
+    }
+    hist
+}
+
+/// A line per second on stderr (rewritten in place on a terminal).
+async fn progress(shared: Arc<Shared>, start: Instant) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = shared.messages.load(Ordering::Relaxed);
+        let errors: u64 = shared.errors.lock().unwrap_or_else(|e| e.into_inner()).values().sum();
+        let line = format!(
+            "[{:>5.1}s] {:>10} msg/s  {:>12} messages  {} open  {errors} errors",
+            start.elapsed().as_secs_f64(),
+            now - last,
+            now,
+            shared.open.load(Ordering::Relaxed)
+        );
+        if tty {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+        last = now;
+    }
+}
+
+fn describe_errors(errors: &BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        return "none".to_owned();
+    }
+    errors.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ")
+}
+
+struct Report<'a> {
+    url: &'a str,
+    connections: usize,
+    opened: u64,
+    open_time: Duration,
+    size: usize,
+    binary: bool,
+    in_flight: usize,
+    elapsed: Duration,
+    messages: u64,
+    bytes: u64,
+    latency: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// Latency quantiles reported, with their labels.
+const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
+
+impl Report<'_> {
+    fn rate(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+    fn ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    fn table(&self) -> String {
+        let kind = if self.binary { "binary" } else { "text" };
+        let latency = QUANTILES
+            .iter()
+            .map(|(label, q)| format!("{label} {:.3} ms", self.ms(*q)))
+            .chain([format!("max {:.3} ms", self.latency.max() as f64 / 1000.0)])
+            .collect::<Vec<_>>()
+            .join("  ");
+        format!(
+            "target       {}\nconnections  {} requested, {} open (in {:.2} s)\nmessage      {} B {kind}, {} in flight per connection\n\
+             duration     {:.2} s\nmessages     {} ({:.1} msg/s)\nthroughput   {:.3} MB/s each way\nlatency      {latency}\n\
+             errors       {}\n",
+            self.url,
+            self.connections,
+            self.opened,
+            self.open_time.as_secs_f64(),
+            self.size,
+            self.in_flight,
+            self.elapsed.as_secs_f64(),
+            self.messages,
+            self.rate(),
+            self.mb_per_s(),
+            describe_errors(&self.errors),
+        )
+    }
+
+    fn json(&self) -> String {
+        let latency = QUANTILES
+            .iter()
+            .map(|(label, q)| format!("\"{label}\":{:.3}", self.ms(*q)))
+            .chain([format!("\"max\":{:.3}", self.latency.max() as f64 / 1000.0)])
+            .collect::<Vec<_>>()
+            .join(",");
+        let errors =
+            self.errors.iter().map(|(k, n)| format!("{}:{n}", json_string(k))).collect::<Vec<_>>().join(",");
+        format!(
+            "{{\"mode\":\"echo\",\"url\":{},\"connections\":{},\"open\":{},\"size\":{},\"binary\":{},\"in_flight\":{},\
+             \"duration_s\":{:.3},\"messages\":{},\"messages_per_s\":{:.1},\"mb_per_s\":{:.3},\"latency_ms\":{{{latency}}},\
+             \"errors\":{{{errors}}}}}",
+            json_string(self.url),
+            self.connections,
+            self.opened,
+            self.size,
+            self.binary,
+            self.in_flight,
+            self.elapsed.as_secs_f64(),
+            self.messages,
+            self.rate(),
+            self.mb_per_s(),
+        )
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
