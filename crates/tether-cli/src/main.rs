@@ -7,6 +7,7 @@ mod bench;
 mod connect;
 mod echo;
 mod limits;
+mod serve;
 mod tls;
 
 /// tether: WebSocket tools.
@@ -19,6 +20,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the hub: channels, history, presence, the JSON protocol at /ws, the server API,
+    /// metrics, and the demo page at /.
+    Serve(serve::Args),
     /// Run a WebSocket echo server: every message comes back to its sender.
     Echo(echo::Args),
     /// Connect to a WebSocket server: stdin lines are sent, messages received are printed.
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Serve(args) => serve::run(args).await,
             Command::Echo(args) => echo::run(args).await,
             Command::Connect(args) => connect::run(args).await,
             Command::Bench(args) => bench::run(args).await,

@@ -45,8 +45,17 @@ struct Echo {
 
 impl Echo {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["echo", "--listen", "127.0.0.1:0"])
+        Self::spawn(&[&["echo", "--listen", "127.0.0.1:0"], args].concat(), &[])
+    }
+
+    /// Starts `tether ARGS` with `env`; the URL is the first ws:// or wss:// in its log.
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(BIN);
+        for var in PROXY_VARS {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
+            .envs(env.iter().copied())
             .args(args)
             .env("TETHER_LOG", "info")
             .stderr(Stdio::piped())
@@ -62,7 +71,8 @@ impl Echo {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 keep.lock().unwrap().push(line.clone());
                 if let Some(at) = line.find("wss://").or_else(|| line.find("ws://")) {
-                    let _ = tx.send(line[at..].trim_end_matches('/').to_owned());
+                    let url = line[at..].split([' ', ',']).next().unwrap_or_default();
+                    let _ = tx.send(url.trim_end_matches('/').to_owned());
                 }
             }
         });
@@ -611,4 +621,72 @@ fn bench_reports_failures_by_kind() {
     );
     let out = run(&["bench", "ws://127.0.0.1:1/", "-c", "0"]);
     assert_eq!(text(&out.stderr).trim(), "error: --connections and --in-flight must be at least 1");
+}
+
+#[test]
+fn serve_starts_the_hub_and_stops_on_sigterm() {
+    let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0"], &[]);
+    assert!(hub.url.ends_with("/ws"), "{}", hub.url);
+    let addr = hub.url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+    let line = hub.wait_log(&["tether hub listening on http://"]);
+    assert!(line.contains("demo page at /") && line.contains("server API off (no --api-key)"), "{line}");
+    assert!(http_get(&addr, "/healthz").ends_with("\r\n\r\nok\n"));
+    assert!(http_get(&addr, "/").contains("<title>tether hub demo</title>"));
+    // The JSON protocol through `tether connect`.
+    let out = connect(
+        &["--subprotocol", "tether.json", &hub.url],
+        b"{\"id\":1,\"connect\":{\"name\":\"cli\"}}\n{\"id\":2,\"subscribe\":{\"channel\":\"chat:cli\"}}\n",
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("{\"id\":1,\"result\":{\"client\":"), "{stdout}");
+    assert!(stdout.contains("{\"id\":2,\"result\":{\"epoch\":"), "{stdout}");
+    // SIGTERM: a clean exit.
+    let status = Command::new("kill").args(["-TERM", &hub.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    hub.wait_log(&["stopped"]);
+}
+
+#[test]
+fn serve_settings_precedence_and_validation() {
+    let dir = std::env::temp_dir().join(format!("tether-serve-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("hub.toml");
+    std::fs::write(&conf, "listen = \"127.0.0.1:1\"\napi_key = \"file-key-file-key-file\"\n[namespaces.room]\nallow_anonymous = true\n").unwrap();
+    let conf_s = conf.to_str().unwrap();
+    // The environment overrides the file's listen address; the file's API key applies.
+    let hub = Echo::spawn(&["serve", "--config", conf_s], &[("TETHER_LISTEN", "127.0.0.1:0")]);
+    let line = hub.wait_log(&["tether hub listening on"]);
+    assert!(line.contains("server API on at /api/"), "{line}");
+    // The file's namespaces replace the built-in ones.
+    let out = connect(
+        &["--subprotocol", "tether.json", &hub.url],
+        b"{\"id\":1,\"connect\":{}}\n{\"id\":2,\"subscribe\":{\"channel\":\"room:a\"}}\n{\"id\":3,\"subscribe\":{\"channel\":\"chat:a\"}}\n",
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("{\"id\":2,\"result\":"), "{stdout}");
+    assert!(stdout.contains("{\"id\":3,\"error\":{\"code\":102"), "{stdout}");
+    drop(hub);
+    // A flag overrides the environment.
+    let hub = Echo::spawn(
+        &["serve", "--config", conf_s, "--listen", "127.0.0.1:0"],
+        &[("TETHER_LISTEN", "127.0.0.1:1")],
+    );
+    hub.wait_log(&["tether hub listening on"]);
+    drop(hub);
+    // Bad settings stop the start with a message.
+    std::fs::write(&conf, "listen = \"127.0.0.1:0\"\nmax_conections = 5\n").unwrap();
+    let out = run(&["serve", "--config", conf_s]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("invalid config")
+            && err.contains("unknown field `max_conections`")
+            && err.contains("line 2"),
+        "{err}"
+    );
+    let out = run(&["serve", "--listen", "127.0.0.1:0", "--api-key", "short"]);
+    assert_eq!(text(&out.stderr).trim(), "error: api key must be at least 16 characters");
+    let out = run(&["serve", "--listen", "127.0.0.1:0", "--max-queued-bytes", "0"]);
+    assert_eq!(text(&out.stderr).trim(), "error: max queued bytes must be at least 1");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -192,4 +192,7 @@ pub enum UsageError {
     /// A close code that may not be sent.
     #[error("close code {0} may not be sent")]
     InvalidCloseCode(u16),
+    /// A prepared (shared, unmasked) frame sent by a client.
+    #[error("prepared frames are for servers only (client frames are masked)")]
+    ClientPrepared,
 }

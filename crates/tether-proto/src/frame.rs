@@ -283,3 +283,59 @@ mod tests {
         }
     }
 }
+
+/// A whole server-to-client data frame (header and payload, unmasked, FIN set, no RSV bits),
+/// encoded once and shared: a hub that sends one message to many connections builds it once
+/// and hands each connection a reference-counted copy
+/// ([`Connection::send_prepared`](crate::Connection::send_prepared)).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreparedFrame {
+    bytes: bytes::Bytes,
+    payload_len: usize,
+}
+
+impl std::fmt::Debug for PreparedFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedFrame").field("wire_len", &self.bytes.len()).finish()
+    }
+}
+
+impl PreparedFrame {
+    /// A text frame.
+    pub fn text(text: &crate::Utf8Bytes) -> Self {
+        Self::new(OpCode::Text, text.as_bytes())
+    }
+
+    /// A binary frame.
+    pub fn binary(data: &[u8]) -> Self {
+        Self::new(OpCode::Binary, data)
+    }
+
+    fn new(opcode: OpCode, payload: &[u8]) -> Self {
+        let header = FrameHeader {
+            fin: true,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        let mut bytes = Vec::with_capacity(n + payload.len());
+        bytes.extend_from_slice(&head[..n]);
+        bytes.extend_from_slice(payload);
+        Self { bytes: bytes.into(), payload_len: payload.len() }
+    }
+
+    /// The frame as it goes on the wire.
+    pub fn wire(&self) -> &bytes::Bytes {
+        &self.bytes
+    }
+
+    /// The payload length.
+    pub fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+}

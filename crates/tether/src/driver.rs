@@ -16,6 +16,8 @@ pub(crate) enum Command {
     /// A message, and whether it may be compressed.
     Send(Message, bool),
     Close(CloseCode, String),
+    /// A frame encoded once for many connections.
+    Prepared(tether_proto::frame::PreparedFrame),
     /// The application has read the peer's close: everything it sent in reaction to the
     /// earlier messages is ahead of this in the channel, so the close reply may follow.
     CloseRead,
@@ -261,6 +263,10 @@ impl Driver {
                     Message::Pong(p) => self.conn.send_pong(p),
                     Message::Close(_) => Ok(()),
                 }
+            }
+            Command::Prepared(frame) => {
+                self.shared.queued.fetch_sub(frame.wire().len(), Ordering::AcqRel);
+                self.conn.send_prepared(&frame)
             }
             Command::CloseRead => {
                 self.awaiting_close_read = false;

@@ -41,6 +41,7 @@ pub use server::{accept, accept_with, HttpRequest, HttpResponse, Incoming, Liste
 pub use socket::{ReadHalf, Sender, WebSocket, WriteHalf};
 pub use tether_proto;
 pub use tether_proto::deflate::DeflateConfig;
+pub use tether_proto::frame::PreparedFrame;
 pub use tether_proto::handshake::{ClientOptions, HandshakeLimits, OriginPolicy, Request, Response, Url};
 pub use tether_proto::proxy::ProxyUrl;
 pub use tether_proto::{CloseCode, CloseFrame, Closed, Config, Initiator, Stats, Utf8Bytes};

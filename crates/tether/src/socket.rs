@@ -136,6 +136,25 @@ impl Sender {
         self.tx.send(Command::Send(msg, compress)).map_err(|_| Error::Usage(UsageError::Closed))
     }
 
+    /// Queues a frame encoded once for many connections ([`PreparedFrame`]), without waiting
+    /// for room: the caller decides what to do with a connection whose
+    /// [`buffered_amount`](Self::buffered_amount) grows too large (a hub disconnects it).
+    ///
+    /// [`PreparedFrame`]: tether_proto::frame::PreparedFrame
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::Closed`] when the connection has ended.
+    pub fn send_prepared(&self, frame: &tether_proto::frame::PreparedFrame) -> Result<(), Error> {
+        self.shared.queued.fetch_add(frame.wire().len(), Ordering::AcqRel);
+        self.tx.send(Command::Prepared(frame.clone())).map_err(|_| Error::Usage(UsageError::Closed))
+    }
+
+    /// Whether the connection has ended (nothing sent now will be delivered).
+    pub fn is_closed(&self) -> bool {
+        self.shared.finished.load(Ordering::Acquire) || self.tx.is_closed()
+    }
+
     /// Sends a message that is never compressed, even with permessage-deflate on: for data
     /// that is already compressed, or secrets that share a message with attacker-chosen text
     /// (compression leaks their length, as in CRIME/BREACH).

@@ -82,8 +82,10 @@ struct MessageInProgress {
 
 struct OutFrame {
     opcode: OpCode,
+    /// The payload, or for a prepared frame the whole frame.
     payload: Bytes,
     rsv1: bool,
+    prepared: bool,
 }
 
 /// Counters of one connection: what crossed the wire and what the application saw.
@@ -110,6 +112,9 @@ pub struct Stats {
 impl OutFrame {
     fn wire_len(&self, masked: bool) -> usize {
         let len = self.payload.len();
+        if self.prepared {
+            return len;
+        }
         let head = match len {
             0..=125 => 2,
             126..=0xFFFF => 4,

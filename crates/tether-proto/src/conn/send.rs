@@ -4,7 +4,7 @@ use super::*;
 
 impl Connection {
     pub(super) fn queue(&mut self, opcode: OpCode, payload: Bytes) {
-        self.queue_frame(OutFrame { opcode, payload, rsv1: false });
+        self.queue_frame(OutFrame { opcode, payload, rsv1: false, prepared: false });
     }
 
     fn queue_frame(&mut self, frame: OutFrame) {
@@ -65,11 +65,35 @@ impl Connection {
             // RFC 7692 6: RSV1 on the (only) frame marks it compressed.
             Some(codec) if compress && codec.wants(payload.len()) => {
                 self.stats.compressed_sent += 1;
-                OutFrame { opcode, payload: Bytes::from(codec.compress(&payload)), rsv1: true }
+                OutFrame {
+                    opcode,
+                    payload: Bytes::from(codec.compress(&payload)),
+                    rsv1: true,
+                    prepared: false,
+                }
             }
-            _ => OutFrame { opcode, payload, rsv1: false },
+            _ => OutFrame { opcode, payload, rsv1: false, prepared: false },
         };
         self.queue_frame(frame);
+        Ok(())
+    }
+
+    /// Queues a frame encoded once for many connections (never compressed: RFC 7692 lets
+    /// any message go uncompressed, and the compression context is untouched).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::Closed`] once closing; [`UsageError::ClientPrepared`] on a client,
+    /// whose frames must each be masked with a fresh key.
+    pub fn send_prepared(&mut self, frame: &crate::frame::PreparedFrame) -> Result<(), UsageError> {
+        self.check_open()?;
+        if self.role == Role::Client {
+            return Err(UsageError::ClientPrepared);
+        }
+        self.stats.messages_sent += 1;
+        self.stats.payload_sent += frame.payload_len() as u64;
+        let payload = frame.wire().clone();
+        self.queue_frame(OutFrame { opcode: OpCode::Binary, payload, rsv1: false, prepared: true });
         Ok(())
     }
 
@@ -144,7 +168,11 @@ impl Connection {
         while buf.len() < SOFT_LIMIT {
             let Some(frame) = self.out.pop_front() else { break };
             self.buffered -= frame.wire_len(self.role == Role::Client);
-            self.encode(frame.opcode, frame.rsv1, &frame.payload, buf);
+            if frame.prepared {
+                buf.extend_from_slice(&frame.payload);
+            } else {
+                self.encode(frame.opcode, frame.rsv1, &frame.payload, buf);
+            }
         }
         self.stats.bytes_sent += (buf.len() - start) as u64;
         buf.len() > start

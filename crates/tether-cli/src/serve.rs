@@ -1,0 +1,258 @@
+//! `tether serve`: the hub. Settings come from flags, then `TETHER_*` environment
+//! variables, then the `--config` TOML file, then the defaults (the first that sets a value
+//! wins), and are checked before anything starts.
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tether::{Config, OriginPolicy};
+use tether_hub::{Hub, HubOptions, NamespaceOptions, ServeOptions, Server};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// TOML configuration file (see docs/OPERATIONS.md); flags and TETHER_* variables
+    /// override what it sets.
+    #[arg(long, env = "TETHER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TETHER_LISTEN")]
+    listen: Option<String>,
+    /// Key for the server API (header "Authorization: apikey KEY"); without one the API is off.
+    #[arg(long, env = "TETHER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Origins browsers may connect from (repeatable or comma-separated); "*" for any
+    /// [default: the page's own host].
+    #[arg(long = "allow-origin", env = "TETHER_ALLOW_ORIGIN", value_delimiter = ',')]
+    allow_origins: Vec<String>,
+    /// Open WebSocket connections at most; more are closed at once [default: 10000].
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// WebSocket connections per client IP at most [default: 1000].
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Channels one connection may subscribe to [default: 128].
+    #[arg(long, env = "TETHER_MAX_CHANNELS_PER_CONNECTION")]
+    max_channels_per_connection: Option<usize>,
+    /// Largest client message in bytes; larger ones close the connection with 1009
+    /// [default: 65536].
+    #[arg(long, env = "TETHER_MAX_MESSAGE_SIZE")]
+    max_message_size: Option<usize>,
+    /// Unsent bytes per connection before it is disconnected as a slow consumer (close
+    /// code 4008) [default: 4194304].
+    #[arg(long, env = "TETHER_MAX_QUEUED_BYTES")]
+    max_queued_bytes: Option<usize>,
+    /// Publish demo prices to ticker:prices twice a second.
+    #[arg(long, env = "TETHER_DEMO")]
+    demo: bool,
+    #[command(flatten)]
+    tls: crate::tls::TlsArgs,
+}
+
+/// The `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    api_key: Option<String>,
+    allow_origins: Option<Vec<String>>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_channels_per_connection: Option<usize>,
+    max_message_size: Option<usize>,
+    max_queued_bytes: Option<usize>,
+    demo: Option<bool>,
+    /// Options of channels without a namespace.
+    default_namespace: Option<FileNamespace>,
+    /// Namespaces by name; replaces the built-in `chat` and `ticker` when present.
+    namespaces: Option<HashMap<String, FileNamespace>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNamespace {
+    history_size: Option<usize>,
+    history_ttl_seconds: Option<u64>,
+    presence: Option<bool>,
+    join_leave: Option<bool>,
+    allow_publish: Option<bool>,
+    allow_anonymous: Option<bool>,
+}
+
+impl FileNamespace {
+    fn apply(&self, mut ns: NamespaceOptions) -> NamespaceOptions {
+        ns.history_size = self.history_size.unwrap_or(ns.history_size);
+        ns.history_ttl = self.history_ttl_seconds.map_or(ns.history_ttl, Duration::from_secs);
+        ns.presence = self.presence.unwrap_or(ns.presence);
+        ns.join_leave = self.join_leave.unwrap_or(ns.join_leave);
+        ns.allow_publish = self.allow_publish.unwrap_or(ns.allow_publish);
+        ns.allow_anonymous = self.allow_anonymous.unwrap_or(ns.allow_anonymous);
+        ns
+    }
+}
+
+/// The built-in namespaces: `chat` (the demo's rooms) and `ticker` (server-published).
+fn default_namespaces() -> HashMap<String, NamespaceOptions> {
+    let ticker = NamespaceOptions {
+        history_size: 20,
+        history_ttl: Duration::from_secs(60),
+        allow_anonymous: true,
+        ..NamespaceOptions::default()
+    };
+    HashMap::from([("chat".to_owned(), NamespaceOptions::chat()), ("ticker".to_owned(), ticker)])
+}
+
+fn positive(name: &str, v: usize) -> anyhow::Result<usize> {
+    if v == 0 {
+        bail!("{name} must be at least 1");
+    }
+    Ok(v)
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let api_key = args.api_key.or(file.api_key).filter(|k| !k.is_empty());
+    if api_key.as_ref().is_some_and(|k| k.len() < 16) {
+        bail!("api key must be at least 16 characters");
+    }
+    let origins = if args.allow_origins.is_empty() {
+        file.allow_origins.unwrap_or_default()
+    } else {
+        args.allow_origins
+    };
+    let origin = match origins.as_slice() {
+        [] => OriginPolicy::SameHost,
+        [any] if any == "*" => OriginPolicy::Any,
+        list => OriginPolicy::AllowList(list.to_vec()),
+    };
+    let max_connections =
+        positive("max connections", args.max_connections.or(file.max_connections).unwrap_or(10_000))?;
+    let max_per_ip = positive(
+        "max connections per ip",
+        args.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(1_000),
+    )?;
+    let max_channels = positive(
+        "max channels per connection",
+        args.max_channels_per_connection.or(file.max_channels_per_connection).unwrap_or(128),
+    )?;
+    let max_message =
+        positive("max message size", args.max_message_size.or(file.max_message_size).unwrap_or(64 * 1024))?;
+    let max_queued =
+        positive("max queued bytes", args.max_queued_bytes.or(file.max_queued_bytes).unwrap_or(4 << 20))?;
+    let demo = args.demo || file.demo.unwrap_or(false);
+    let mut namespaces = default_namespaces();
+    if let Some(list) = &file.namespaces {
+        namespaces =
+            list.iter().map(|(name, ns)| (name.clone(), ns.apply(NamespaceOptions::default()))).collect();
+    }
+    for name in namespaces.keys() {
+        if name.is_empty() || name.contains(':') {
+            bail!("namespace name {name:?} must be non-empty and without ':'");
+        }
+    }
+    let default_namespace = file
+        .default_namespace
+        .as_ref()
+        .map_or_else(NamespaceOptions::default, |ns| ns.apply(NamespaceOptions::default()));
+    let hub_options = HubOptions {
+        default_namespace,
+        namespaces,
+        max_channels_per_connection: max_channels,
+        max_queued_bytes: max_queued,
+        ..HubOptions::default()
+    };
+
+    let limits = Config::default().with_max_message_size(max_message).with_max_frame_size(max_message);
+    let mut server = tether::ServerConfig::default()
+        .with_config(limits)
+        .with_protocols([tether_hub::json::PROTOCOL])
+        .with_origin(origin);
+    let scheme = match args.tls.server_tls()? {
+        Some(tls) => {
+            server = server.with_tls(tls.config);
+            if let Some(store) = tls.store {
+                crate::tls::reload_on_sighup(store)?;
+            }
+            "https"
+        }
+        None => "http",
+    };
+    let options = ServeOptions {
+        listen: listen.clone(),
+        server,
+        api_key,
+        max_connections,
+        max_connections_per_ip: max_per_ip,
+        ..ServeOptions::default()
+    };
+    let hub = Arc::new(Hub::new(hub_options));
+    let api_on = options.api_key.is_some();
+    let srv =
+        Server::bind(hub.clone(), options).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = srv.local_addr()?;
+    let ws = if scheme == "https" { "wss" } else { "ws" };
+    tracing::info!(
+        "tether hub listening on {scheme}://{addr}/ (demo page at /, WebSocket at {ws}://{addr}/ws, server API {})",
+        if api_on { "on at /api/" } else { "off (no --api-key)" }
+    );
+    if demo {
+        tokio::spawn(demo_prices(hub.clone()));
+    }
+    srv.run(shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A random walk of a few prices, published to `ticker:prices`.
+async fn demo_prices(hub: Arc<Hub>) {
+    let mut prices = [("ACME", 100.0f64), ("GLOBEX", 42.0), ("INITECH", 7.5), ("UMBRELLA", 250.0)];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        // xorshift: enough randomness for a demo.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let i = (seed % prices.len() as u64) as usize;
+        let step = ((seed >> 8) % 200) as f64 / 100.0 - 1.0;
+        let (symbol, price) = &mut prices[i];
+        *price = (*price * (1.0 + step / 100.0)).max(0.01);
+        let data = format!("{{\"symbol\":\"{symbol}\",\"price\":{:.2}}}", price);
+        let _ = hub.publish("ticker:prices", data.into(), None);
+    }
+}

@@ -1,0 +1,646 @@
+//! The hub core: channels with offsets, epochs and history; subscriptions with recovery;
+//! presence with join/leave events; fan-out to bounded per-connection outlets.
+//!
+//! The core knows no wire format. Front-ends (the JSON protocol, later STOMP) hand it an
+//! [`Outlet`] per connection and encode each [`Event`] once per front-end, in the event's
+//! own cache slot, so that one publication is encoded once whatever the subscriber count.
+
+use crate::metrics::Metrics;
+use crate::options::{HubOptions, NamespaceOptions};
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+use tether::PreparedFrame;
+
+/// A connection's id within this hub.
+pub type ClientId = u64;
+
+/// Who a client is, as others see it in presence, join/leave and publications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The connection's id (unique in this hub).
+    pub client: String,
+    /// The user (the token's `sub`, or the name an anonymous client chose; may be empty).
+    pub user: String,
+}
+
+/// What a connection may do, from its token (or anonymous).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Whether the client connected without a token.
+    pub anonymous: bool,
+    /// Channels the token limits the client to (`None`: any the namespaces allow).
+    pub channels: Option<Vec<String>>,
+}
+
+/// One message in a channel: its place in the channel's stream and its data.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// Position in the channel (1 for the first publication of an epoch).
+    pub offset: u64,
+    /// The data, as the publisher sent it (for the JSON protocol: a JSON value's text).
+    pub data: Bytes,
+    /// The publishing client, if a client published.
+    pub info: Option<Arc<ClientInfo>>,
+}
+
+/// What the hub sends to subscribers.
+#[derive(Debug, Clone)]
+pub enum Push {
+    /// A publication.
+    Publication(Publication),
+    /// A client subscribed.
+    Join(Arc<ClientInfo>),
+    /// A client unsubscribed or disconnected.
+    Leave(Arc<ClientInfo>),
+}
+
+/// Number of front-ends that can cache an encoding of an event.
+pub const ENCODING_SLOTS: usize = 2;
+
+/// A [`Push`] in a channel, with a cache of its encodings (one slot per front-end).
+#[derive(Debug)]
+pub struct Event {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// What happened.
+    pub push: Push,
+    /// When it was published (for history expiry).
+    pub time: Instant,
+    encoded: [OnceLock<PreparedFrame>; ENCODING_SLOTS],
+}
+
+impl Event {
+    fn new(channel: Arc<str>, push: Push) -> Arc<Self> {
+        Arc::new(Self { channel, push, time: Instant::now(), encoded: Default::default() })
+    }
+
+    /// The frame of this event for the front-end using `slot`, encoded on first use.
+    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Event) -> PreparedFrame) -> &PreparedFrame {
+        self.encoded[slot].get_or_init(|| encode(self))
+    }
+
+    /// The publication, if this event is one.
+    pub fn publication(&self) -> Option<&Publication> {
+        match &self.push {
+            Push::Publication(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Where the hub delivers a connection's events. Implemented by each front-end.
+pub trait Outlet: Send + Sync {
+    /// Queues `event` for the connection. Returns `false` when the connection is too far
+    /// behind (the outlet has then started disconnecting it) or gone.
+    fn push(&self, event: &Arc<Event>) -> bool;
+    /// Disconnects the connection with a close code and reason.
+    fn disconnect(&self, code: u16, reason: &str);
+}
+
+/// Why the hub refused a command. Front-ends map these to their error codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// The channel's namespace does not exist, or the name is empty or too long.
+    #[error("unknown channel")]
+    UnknownChannel,
+    /// The namespace or the token does not allow this.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// Already subscribed to this channel.
+    #[error("already subscribed")]
+    AlreadySubscribed,
+    /// Not subscribed to this channel.
+    #[error("not subscribed")]
+    NotSubscribed,
+    /// Too many channels for one connection.
+    #[error("limit exceeded")]
+    LimitExceeded,
+    /// The namespace has presence (or history) off.
+    #[error("not available in this namespace")]
+    NotAvailable,
+}
+
+/// The hub's answer to a subscribe.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The channel's epoch.
+    pub epoch: Arc<str>,
+    /// The channel's current offset.
+    pub offset: u64,
+    /// Whether the subscriber asked for recovery and got every missed publication.
+    pub recovered: bool,
+    /// Whether recovery was asked for.
+    pub recovering: bool,
+    /// The missed publications, oldest first (empty unless recovered).
+    pub publications: Vec<Arc<Event>>,
+}
+
+/// A channel's stream position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// Offset of the last publication.
+    pub offset: u64,
+    /// The channel's epoch: when it changes, offsets start again and history is gone.
+    pub epoch: Arc<str>,
+}
+
+struct Channel {
+    epoch: Arc<str>,
+    offset: u64,
+    history: VecDeque<Arc<Event>>,
+    subscribers: HashMap<ClientId, Arc<ClientInfo>>,
+}
+
+struct Client {
+    info: Arc<ClientInfo>,
+    access: Access,
+    outlet: Arc<dyn Outlet>,
+    channels: HashSet<Arc<str>>,
+}
+
+#[derive(Default)]
+struct State {
+    channels: HashMap<Arc<str>, Channel>,
+    clients: HashMap<ClientId, Client>,
+}
+
+/// The in-memory hub (the `memory` broker): one process, every channel in memory.
+pub struct Hub {
+    state: Mutex<State>,
+    options: HubOptions,
+    next_client: AtomicU64,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+/// A fresh epoch: 8 random bytes as hex.
+fn new_epoch() -> Arc<str> {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b = (t.as_nanos() as u64).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect::<String>().into()
+}
+
+impl Hub {
+    /// A hub with `options`.
+    pub fn new(options: HubOptions) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            options,
+            next_client: AtomicU64::new(1),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// The hub's options.
+    pub fn options(&self) -> &HubOptions {
+        &self.options
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn namespace(&self, channel: &str) -> Result<&NamespaceOptions, HubError> {
+        if channel.is_empty() || channel.len() > self.options.max_channel_length {
+            return Err(HubError::UnknownChannel);
+        }
+        self.options.namespace_of(channel).ok_or(HubError::UnknownChannel)
+    }
+
+    /// Registers a connection. `user` may be empty.
+    pub fn connect(
+        &self,
+        user: String,
+        access: Access,
+        outlet: Arc<dyn Outlet>,
+    ) -> (ClientId, Arc<ClientInfo>) {
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
+        let info = Arc::new(ClientInfo { client: format!("c{id}"), user });
+        let client = Client { info: info.clone(), access, outlet, channels: HashSet::new() };
+        self.lock().clients.insert(id, client);
+        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        (id, info)
+    }
+
+    /// Replaces a connection's access (after a token refresh).
+    pub fn set_access(&self, client: ClientId, access: Access) {
+        if let Some(c) = self.lock().clients.get_mut(&client) {
+            c.access = access;
+        }
+    }
+
+    /// Removes a connection from every channel (with leave events) and from the hub.
+    pub fn disconnect(&self, client: ClientId) {
+        let mut state = self.lock();
+        let Some(c) = state.clients.remove(&client) else { return };
+        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        for channel in c.channels {
+            self.leave(&mut state, &channel, client);
+        }
+    }
+
+    fn leave(&self, state: &mut State, channel: &Arc<str>, client: ClientId) {
+        let Some(ch) = state.channels.get_mut(channel) else { return };
+        let Some(info) = ch.subscribers.remove(&client) else { return };
+        self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        let ns = self.options.namespace_of(channel).cloned().unwrap_or_default();
+        if ns.join_leave {
+            let event = Event::new(channel.clone(), Push::Leave(info));
+            let targets: Vec<ClientId> = ch.subscribers.keys().copied().collect();
+            self.fan_out(state, &targets, &event);
+        }
+        self.maybe_drop_channel(state, channel);
+    }
+
+    /// Drops a channel with no subscribers and no history left: its next use starts a new
+    /// epoch.
+    fn maybe_drop_channel(&self, state: &mut State, channel: &Arc<str>) {
+        if let Some(ch) = state.channels.get(channel) {
+            if ch.subscribers.is_empty() && ch.history.is_empty() {
+                state.channels.remove(channel);
+            }
+        }
+    }
+
+    fn allowed(access: &Access, ns: &NamespaceOptions, channel: &str) -> bool {
+        if access.anonymous && !ns.allow_anonymous {
+            return false;
+        }
+        access.channels.as_ref().map_or(true, |list| list.iter().any(|c| c == channel))
+    }
+
+    /// Subscribes a connection, recovering from `recover` when given. `on_subscribed` runs
+    /// before any later event reaches the connection's outlet, so a front-end that queues
+    /// its reply there keeps the order: reply, missed publications, then new events.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError`] for an unknown channel, no permission, a second subscription or too
+    /// many channels.
+    pub fn subscribe(
+        &self,
+        client: ClientId,
+        channel: &str,
+        recover: Option<StreamPosition>,
+        on_subscribed: impl FnOnce(&Subscribed),
+    ) -> Result<(), HubError> {
+        let ns = self.namespace(channel)?.clone();
+        let mut state = self.lock();
+        let state = &mut *state;
+        let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
+        if !Self::allowed(&c.access, &ns, channel) {
+            return Err(HubError::PermissionDenied);
+        }
+        if c.channels.iter().any(|ch| &**ch == channel) {
+            return Err(HubError::AlreadySubscribed);
+        }
+        if c.channels.len() >= self.options.max_channels_per_connection {
+            return Err(HubError::LimitExceeded);
+        }
+        let info = c.info.clone();
+        let name: Arc<str> = match state.channels.get_key_value(channel) {
+            Some((k, _)) => k.clone(),
+            None => channel.into(),
+        };
+        let now = Instant::now();
+        let ch = state.channels.entry(name.clone()).or_insert_with(|| Channel {
+            epoch: new_epoch(),
+            offset: 0,
+            history: VecDeque::new(),
+            subscribers: HashMap::new(),
+        });
+        expire(ch, &ns, now);
+        let mut result = Subscribed {
+            epoch: ch.epoch.clone(),
+            offset: ch.offset,
+            recovered: false,
+            recovering: recover.is_some(),
+            publications: Vec::new(),
+        };
+        if let Some(pos) = recover {
+            if pos.epoch == ch.epoch && pos.offset <= ch.offset {
+                let first =
+                    ch.history.front().and_then(|e| e.publication()).map_or(ch.offset + 1, |p| p.offset);
+                if pos.offset + 1 >= first {
+                    result.publications = ch
+                        .history
+                        .iter()
+                        .filter(|e| e.publication().is_some_and(|p| p.offset > pos.offset))
+                        .cloned()
+                        .collect();
+                    result.recovered = true;
+                }
+            }
+            if result.recovered {
+                self.metrics.recovered.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.metrics.recovery_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let targets: Vec<ClientId> =
+            if ns.join_leave { ch.subscribers.keys().copied().collect() } else { Vec::new() };
+        ch.subscribers.insert(client, info.clone());
+        self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = state.clients.get_mut(&client) {
+            c.channels.insert(name.clone());
+        }
+        on_subscribed(&result);
+        if ns.join_leave {
+            let event = Event::new(name, Push::Join(info));
+            self.fan_out(state, &targets, &event);
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes a connection (with a leave event where the namespace has them).
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::NotSubscribed`].
+    pub fn unsubscribe(&self, client: ClientId, channel: &str) -> Result<(), HubError> {
+        let mut state = self.lock();
+        let c = state.clients.get_mut(&client).ok_or(HubError::NotSubscribed)?;
+        let name = c.channels.iter().find(|ch| &***ch == channel).cloned().ok_or(HubError::NotSubscribed)?;
+        c.channels.remove(&name);
+        self.leave(&mut state, &name, client);
+        Ok(())
+    }
+
+    /// Whether `client` may publish to `channel`.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::UnknownChannel`] or [`HubError::PermissionDenied`].
+    pub fn check_publish(&self, client: ClientId, channel: &str) -> Result<(), HubError> {
+        let ns = self.namespace(channel)?;
+        let state = self.lock();
+        let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
+        if !ns.allow_publish || !Self::allowed(&c.access, ns, channel) {
+            return Err(HubError::PermissionDenied);
+        }
+        Ok(())
+    }
+
+    /// Publishes `data` to `channel`: appended to history (where kept) and pushed to every
+    /// subscriber, in offset order. Permission is the caller's to check
+    /// ([`check_publish`](Self::check_publish) for clients; the server API may publish
+    /// anywhere in a known namespace).
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::UnknownChannel`].
+    pub fn publish(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<Arc<ClientInfo>>,
+    ) -> Result<StreamPosition, HubError> {
+        let ns = self.namespace(channel)?.clone();
+        let mut state = self.lock();
+        let state = &mut *state;
+        let now = Instant::now();
+        let keeps_history = ns.history_size > 0;
+        let exists = state.channels.contains_key(channel);
+        if !exists && !keeps_history {
+            // Nobody listens and nothing is kept: the offset still moves, in a channel
+            // that exists only for this publication.
+            self.metrics.published.fetch_add(1, Ordering::Relaxed);
+            return Ok(StreamPosition { offset: 1, epoch: new_epoch() });
+        }
+        let name: Arc<str> = match state.channels.get_key_value(channel) {
+            Some((k, _)) => k.clone(),
+            None => channel.into(),
+        };
+        let ch = state.channels.entry(name.clone()).or_insert_with(|| Channel {
+            epoch: new_epoch(),
+            offset: 0,
+            history: VecDeque::new(),
+            subscribers: HashMap::new(),
+        });
+        expire(ch, &ns, now);
+        ch.offset += 1;
+        let offset = ch.offset;
+        let epoch = ch.epoch.clone();
+        let event = Event::new(name.clone(), Push::Publication(Publication { offset, data, info }));
+        if keeps_history {
+            ch.history.push_back(event.clone());
+            while ch.history.len() > ns.history_size {
+                ch.history.pop_front();
+            }
+        }
+        let targets: Vec<ClientId> = ch.subscribers.keys().copied().collect();
+        self.metrics.published.fetch_add(1, Ordering::Relaxed);
+        self.fan_out(state, &targets, &event);
+        if !exists {
+            self.maybe_drop_channel(state, &name);
+        }
+        Ok(StreamPosition { offset, epoch })
+    }
+
+    /// Pushes `event` to each target; targets that are too slow are dropped from every
+    /// channel (their outlet is already disconnecting them).
+    fn fan_out(&self, state: &mut State, targets: &[ClientId], event: &Arc<Event>) {
+        let mut slow = Vec::new();
+        for id in targets {
+            if let Some(c) = state.clients.get(id) {
+                if c.outlet.push(event) {
+                    self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    slow.push(*id);
+                }
+            }
+        }
+        for id in slow {
+            self.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = state.clients.remove(&id) {
+                self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                for channel in c.channels {
+                    // No leave events from here (we are inside a fan-out); presence is
+                    // updated at once.
+                    if let Some(ch) = state.channels.get_mut(&channel) {
+                        if ch.subscribers.remove(&id).is_some() {
+                            self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Who is subscribed to `channel`.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::UnknownChannel`], or [`HubError::NotAvailable`] where presence is off.
+    pub fn presence(&self, channel: &str) -> Result<Vec<Arc<ClientInfo>>, HubError> {
+        let ns = self.namespace(channel)?;
+        if !ns.presence {
+            return Err(HubError::NotAvailable);
+        }
+        let state = self.lock();
+        let mut list: Vec<Arc<ClientInfo>> = state
+            .channels
+            .get(channel)
+            .map(|ch| ch.subscribers.values().cloned().collect())
+            .unwrap_or_default();
+        list.sort_by(|a, b| a.client.cmp(&b.client));
+        Ok(list)
+    }
+
+    /// Whether `client` is subscribed to `channel`.
+    pub fn is_subscribed(&self, client: ClientId, channel: &str) -> bool {
+        self.lock().clients.get(&client).is_some_and(|c| c.channels.iter().any(|ch| &**ch == channel))
+    }
+
+    /// The last `limit` publications of `channel` after offset `since` (all kept ones when
+    /// `since` is `None`), with the channel's position.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::UnknownChannel`], or [`HubError::NotAvailable`] without history.
+    pub fn history(
+        &self,
+        channel: &str,
+        limit: usize,
+        since: Option<u64>,
+    ) -> Result<(StreamPosition, Vec<Arc<Event>>), HubError> {
+        let ns = self.namespace(channel)?.clone();
+        if ns.history_size == 0 {
+            return Err(HubError::NotAvailable);
+        }
+        let mut state = self.lock();
+        let Some(ch) = state.channels.get_mut(channel) else {
+            return Ok((StreamPosition { offset: 0, epoch: "".into() }, Vec::new()));
+        };
+        expire(ch, &ns, Instant::now());
+        let pos = StreamPosition { offset: ch.offset, epoch: ch.epoch.clone() };
+        let kept: Vec<Arc<Event>> = ch
+            .history
+            .iter()
+            .filter(|e| since.map_or(true, |s| e.publication().is_some_and(|p| p.offset > s)))
+            .cloned()
+            .collect();
+        let skip = kept.len().saturating_sub(limit);
+        Ok((pos, kept.into_iter().skip(skip).collect()))
+    }
+
+    /// Every channel with subscribers or history, with its subscriber count, by name.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        let state = self.lock();
+        let mut list: Vec<(String, usize)> =
+            state.channels.iter().map(|(name, ch)| (name.to_string(), ch.subscribers.len())).collect();
+        list.sort();
+        list
+    }
+
+    /// Disconnects every connection of `user` with `code` and `reason`; returns how many.
+    pub fn disconnect_user(&self, user: &str, code: u16, reason: &str) -> usize {
+        let outlets: Vec<Arc<dyn Outlet>> =
+            self.lock().clients.values().filter(|c| c.info.user == user).map(|c| c.outlet.clone()).collect();
+        for o in &outlets {
+            o.disconnect(code, reason);
+        }
+        outlets.len()
+    }
+
+    /// Disconnects every connection (shutdown).
+    pub fn disconnect_all(&self, code: u16, reason: &str) -> usize {
+        let outlets: Vec<Arc<dyn Outlet>> = self.lock().clients.values().map(|c| c.outlet.clone()).collect();
+        for o in &outlets {
+            o.disconnect(code, reason);
+        }
+        outlets.len()
+    }
+
+    /// Drops expired history everywhere, and channels left with nothing (a periodic task
+    /// calls this; a dropped channel starts a new epoch when used again).
+    pub fn sweep(&self) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let options = &self.options;
+        state.channels.retain(|name, ch| {
+            if let Some(ns) = options.namespace_of(name) {
+                expire(ch, ns, now);
+            }
+            !(ch.subscribers.is_empty() && ch.history.is_empty())
+        });
+    }
+}
+
+/// Drops publications older than the namespace's TTL.
+fn expire(ch: &mut Channel, ns: &NamespaceOptions, now: Instant) {
+    while ch.history.front().is_some_and(|e| now.duration_since(e.time) > ns.history_ttl) {
+        ch.history.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts encodes, as a front-end's outlet would encode.
+    struct Counting {
+        encodes: Arc<AtomicUsize>,
+        frames: Mutex<Vec<PreparedFrame>>,
+    }
+
+    impl Outlet for Counting {
+        fn push(&self, event: &Arc<Event>) -> bool {
+            let frame = event.encoded(0, |_| {
+                self.encodes.fetch_add(1, Ordering::Relaxed);
+                PreparedFrame::binary(b"encoded")
+            });
+            self.frames.lock().unwrap().push(frame.clone());
+            true
+        }
+        fn disconnect(&self, _: u16, _: &str) {}
+    }
+
+    #[test]
+    fn a_publication_is_encoded_once_for_all_subscribers() {
+        let mut options = HubOptions::default();
+        options.default_namespace.allow_anonymous = true;
+        let hub = Hub::new(options);
+        let encodes = Arc::new(AtomicUsize::new(0));
+        let mut outlets = Vec::new();
+        for _ in 0..100 {
+            let outlet = Arc::new(Counting { encodes: encodes.clone(), frames: Mutex::new(Vec::new()) });
+            let access = Access { anonymous: true, channels: None };
+            let (id, _) = hub.connect(String::new(), access, outlet.clone());
+            hub.subscribe(id, "room", None, |_| {}).unwrap();
+            outlets.push(outlet);
+        }
+        hub.publish("room", Bytes::from_static(b"1"), None).unwrap();
+        assert_eq!(encodes.load(Ordering::Relaxed), 1);
+        // Every outlet holds the very same bytes (a shared buffer, not a copy).
+        let first = outlets[0].frames.lock().unwrap()[0].wire().as_ptr();
+        assert!(outlets.iter().all(|o| o.frames.lock().unwrap()[0].wire().as_ptr() == first));
+    }
+
+    #[test]
+    fn tokens_limit_channels() {
+        let mut options = HubOptions::default();
+        options.default_namespace.allow_publish = true;
+        let hub = Hub::new(options);
+        let outlet = Arc::new(Counting { encodes: Arc::default(), frames: Mutex::new(Vec::new()) });
+        let access = Access { anonymous: false, channels: Some(vec!["mine".into()]) };
+        let (id, _) = hub.connect("u".into(), access, outlet);
+        assert_eq!(hub.subscribe(id, "other", None, |_| {}), Err(HubError::PermissionDenied));
+        assert_eq!(hub.check_publish(id, "other"), Err(HubError::PermissionDenied));
+        hub.subscribe(id, "mine", None, |_| {}).unwrap();
+        hub.check_publish(id, "mine").unwrap();
+    }
+}

@@ -1,0 +1,450 @@
+//! The `tether.json` protocol: JSON commands with request ids, replies, and pushes
+//! (docs/PROTOCOL.md). One task per connection reads commands; pushes come from the hub
+//! through a [`JsonOutlet`], each event encoded once for every JSON subscriber.
+
+use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, Push, StreamPosition};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tether::{CloseCode, Message, PreparedFrame, Sender, Utf8Bytes, WebSocket};
+
+/// The subprotocol name.
+pub const PROTOCOL: &str = "tether.json";
+
+/// The event cache slot of this front-end.
+const SLOT: usize = 0;
+
+/// Close codes the hub uses (4000-4999 are for applications, RFC 6455 7.4.2).
+pub mod close {
+    /// The connection fell behind: more than `max_queued_bytes` unsent.
+    pub const SLOW_CONSUMER: u16 = 4008;
+    /// Disconnected through the server API.
+    pub const DISCONNECTED: u16 = 4010;
+    /// The token is invalid.
+    pub const INVALID_TOKEN: u16 = 4001;
+    /// The token expired and was not refreshed in time.
+    pub const TOKEN_EXPIRED: u16 = 4002;
+}
+
+/// Error codes of replies.
+pub mod code {
+    /// Something failed inside the server.
+    pub const INTERNAL: u16 = 100;
+    /// No `connect` yet, or a bad token.
+    pub const UNAUTHORIZED: u16 = 101;
+    /// The channel's namespace does not exist, or the name is empty or too long.
+    pub const UNKNOWN_CHANNEL: u16 = 102;
+    /// The namespace or the token does not allow this.
+    pub const PERMISSION_DENIED: u16 = 103;
+    /// No such command.
+    pub const METHOD_NOT_FOUND: u16 = 104;
+    /// Already subscribed.
+    pub const ALREADY_SUBSCRIBED: u16 = 105;
+    /// A limit was reached (channels per connection).
+    pub const LIMIT_EXCEEDED: u16 = 106;
+    /// The command is not valid JSON or misses a field.
+    pub const BAD_REQUEST: u16 = 107;
+    /// Not available in this namespace (presence or history off).
+    pub const NOT_AVAILABLE: u16 = 108;
+    /// The token has expired.
+    pub const TOKEN_EXPIRED: u16 = 109;
+    /// Not subscribed to the channel.
+    pub const NOT_SUBSCRIBED: u16 = 110;
+    /// `connect` sent twice.
+    pub const ALREADY_CONNECTED: u16 = 111;
+}
+
+fn hub_code(e: &HubError) -> u16 {
+    match e {
+        HubError::UnknownChannel => code::UNKNOWN_CHANNEL,
+        HubError::PermissionDenied => code::PERMISSION_DENIED,
+        HubError::AlreadySubscribed => code::ALREADY_SUBSCRIBED,
+        HubError::NotSubscribed => code::NOT_SUBSCRIBED,
+        HubError::LimitExceeded => code::LIMIT_EXCEEDED,
+        HubError::NotAvailable => code::NOT_AVAILABLE,
+    }
+}
+
+/// Delivers hub events to one JSON connection, disconnecting it when it falls behind.
+pub struct JsonOutlet {
+    sender: Sender,
+    max_queued: usize,
+    closing: AtomicBool,
+}
+
+impl JsonOutlet {
+    /// An outlet over `sender` that tolerates `max_queued` unsent bytes.
+    pub fn new(sender: Sender, max_queued: usize) -> Self {
+        Self { sender, max_queued, closing: AtomicBool::new(false) }
+    }
+}
+
+impl Outlet for JsonOutlet {
+    fn push(&self, event: &Arc<Event>) -> bool {
+        if self.closing.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.sender.buffered_amount() > self.max_queued {
+            self.closing.store(true, Ordering::Relaxed);
+            tracing::info!(queued = self.sender.buffered_amount(), "slow consumer disconnected");
+            let _ = self.sender.send_close(CloseCode(close::SLOW_CONSUMER), "slow consumer");
+            return false;
+        }
+        let frame = event.encoded(SLOT, |e| PreparedFrame::text(&Utf8Bytes::from(encode_push(e))));
+        self.sender.send_prepared(frame).is_ok()
+    }
+
+    fn disconnect(&self, code: u16, reason: &str) {
+        self.closing.store(true, Ordering::Relaxed);
+        let _ = self.sender.send_close(CloseCode(code), reason.to_owned());
+    }
+}
+
+/// Appends a JSON string literal.
+fn push_str(out: &mut String, s: &str) {
+    // serde_json escapes exactly as JSON requires; a String cannot fail to serialize.
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}
+
+fn push_info(out: &mut String, info: &ClientInfo) {
+    out.push_str("{\"client\":");
+    push_str(out, &info.client);
+    out.push_str(",\"user\":");
+    push_str(out, &info.user);
+    out.push('}');
+}
+
+/// `{"offset":N,"data":…,"info":{…}}`
+fn push_publication(out: &mut String, event: &Event) {
+    let Some(p) = event.publication() else { return };
+    let _ = write!(out, "{{\"offset\":{},\"data\":", p.offset);
+    out.push_str(std::str::from_utf8(&p.data).unwrap_or("null"));
+    if let Some(info) = &p.info {
+        out.push_str(",\"info\":");
+        push_info(out, info);
+    }
+    out.push('}');
+}
+
+/// The push message of an event.
+pub fn encode_push(event: &Event) -> String {
+    let mut out = String::with_capacity(96 + event.publication().map_or(0, |p| p.data.len()));
+    out.push_str("{\"push\":{\"channel\":");
+    push_str(&mut out, &event.channel);
+    match &event.push {
+        Push::Publication(_) => {
+            out.push_str(",\"pub\":");
+            push_publication(&mut out, event);
+        }
+        Push::Join(info) => {
+            out.push_str(",\"join\":");
+            push_info(&mut out, info);
+        }
+        Push::Leave(info) => {
+            out.push_str(",\"leave\":");
+            push_info(&mut out, info);
+        }
+    }
+    out.push_str("}}");
+    out
+}
+
+/// A list of publications as a JSON array.
+pub fn publications_json(events: &[Arc<Event>]) -> String {
+    let mut out = String::from("[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_publication(&mut out, e);
+    }
+    out.push(']');
+    out
+}
+
+/// Presence as a JSON array of client infos.
+pub fn clients_json(clients: &[Arc<ClientInfo>]) -> String {
+    let mut out = String::from("[");
+    for (i, c) in clients.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_info(&mut out, c);
+    }
+    out.push(']');
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Command<'a> {
+    id: Option<u64>,
+    connect: Option<ConnectCmd>,
+    subscribe: Option<SubscribeCmd>,
+    unsubscribe: Option<ChannelCmd>,
+    #[serde(borrow)]
+    publish: Option<PublishCmd<'a>>,
+    presence: Option<ChannelCmd>,
+    history: Option<HistoryCmd>,
+    ping: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ConnectCmd {
+    token: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SubscribeCmd {
+    channel: String,
+    recover: Option<RecoverCmd>,
+}
+
+#[derive(Deserialize)]
+struct RecoverCmd {
+    offset: u64,
+    epoch: String,
+}
+
+#[derive(Deserialize)]
+struct ChannelCmd {
+    channel: String,
+}
+
+#[derive(Deserialize)]
+struct PublishCmd<'a> {
+    channel: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct HistoryCmd {
+    channel: String,
+    limit: Option<usize>,
+    since: Option<u64>,
+}
+
+/// A reply to send, and whether it reports an error.
+struct Reply {
+    text: String,
+    error: bool,
+}
+
+/// Replies: `{"id":N,"result":{…}}` or `{"id":N,"error":{"code":C,"message":"…"}}`.
+fn result(id: Option<u64>, body: &str) -> Reply {
+    let text = match id {
+        Some(id) => format!("{{\"id\":{id},\"result\":{body}}}"),
+        None => format!("{{\"result\":{body}}}"),
+    };
+    Reply { text, error: false }
+}
+
+fn error(id: Option<u64>, code: u16, message: &str) -> Reply {
+    let mut m = String::new();
+    push_str(&mut m, message);
+    let text = match id {
+        Some(id) => format!("{{\"id\":{id},\"error\":{{\"code\":{code},\"message\":{m}}}}}"),
+        None => format!("{{\"error\":{{\"code\":{code},\"message\":{m}}}}}"),
+    };
+    Reply { text, error: true }
+}
+
+/// Who may connect: decides a connection's user and access from `connect`.
+pub trait Authenticator: Send + Sync {
+    /// Checks a token. `Err((code, message))` refuses the connect.
+    ///
+    /// # Errors
+    ///
+    /// An error code (`code::UNAUTHORIZED`, `code::TOKEN_EXPIRED`) and a message.
+    fn authenticate(&self, token: &str) -> Result<(String, Access), (u16, String)>;
+}
+
+/// Refuses every token (no secret configured): only anonymous clients.
+#[derive(Debug, Default)]
+pub struct NoTokens;
+
+impl Authenticator for NoTokens {
+    fn authenticate(&self, _token: &str) -> Result<(String, Access), (u16, String)> {
+        Err((code::UNAUTHORIZED, "this server accepts no tokens (no token secret configured)".into()))
+    }
+}
+
+/// Runs one `tether.json` connection until it closes.
+pub async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authenticator>) {
+    let (write, mut read) = ws.split();
+    let sender = write.sender();
+    let mut client: Option<(ClientId, Arc<ClientInfo>)> = None;
+    let metrics = hub.metrics.clone();
+    while let Some(item) = read.next().await {
+        let msg = match item {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!("connection failed: {e}");
+                break;
+            }
+        };
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                let reply = error(None, code::BAD_REQUEST, "binary messages are not part of tether.json");
+                metrics.command_errors.fetch_add(1, Ordering::Relaxed);
+                let _ = sender.send(Message::text(reply.text)).await;
+                continue;
+            }
+            _ => continue,
+        };
+        metrics.commands.fetch_add(1, Ordering::Relaxed);
+        metrics.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
+        let reply = handle(&text, &hub, &*auth, &sender, &mut client);
+        if let Some(reply) = reply {
+            if reply.error {
+                metrics.command_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if sender.send(Message::text(reply.text)).await.is_err() {
+                break;
+            }
+        }
+    }
+    if let Some((id, _)) = client {
+        hub.disconnect(id);
+    }
+}
+
+/// Handles one command; returns the reply to send, if it was not queued already.
+fn handle(
+    text: &str,
+    hub: &Arc<Hub>,
+    auth: &dyn Authenticator,
+    sender: &Sender,
+    client: &mut Option<(ClientId, Arc<ClientInfo>)>,
+) -> Option<Reply> {
+    let cmd: Command<'_> = match serde_json::from_str(text) {
+        Ok(c) => c,
+        Err(e) => {
+            let id = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v.get("id")?.as_u64());
+            let unknown = e.to_string().starts_with("unknown field");
+            let code = if unknown { code::METHOD_NOT_FOUND } else { code::BAD_REQUEST };
+            return Some(error(id, code, &format!("invalid command: {e}")));
+        }
+    };
+    let id = cmd.id;
+    let methods = [
+        cmd.connect.is_some(),
+        cmd.subscribe.is_some(),
+        cmd.unsubscribe.is_some(),
+        cmd.publish.is_some(),
+        cmd.presence.is_some(),
+        cmd.history.is_some(),
+        cmd.ping.is_some(),
+    ];
+    if methods.iter().filter(|m| **m).count() != 1 {
+        return Some(error(id, code::BAD_REQUEST, "a command has exactly one method"));
+    }
+    if cmd.ping.is_some() {
+        return Some(result(id, "{}"));
+    }
+    if let Some(c) = cmd.connect {
+        if client.is_some() {
+            return Some(error(id, code::ALREADY_CONNECTED, "already connected"));
+        }
+        let (user, access) = match c.token.as_deref() {
+            Some(token) => match auth.authenticate(token) {
+                Ok(ok) => ok,
+                Err((code, message)) => return Some(error(id, code, &message)),
+            },
+            None => (c.name.unwrap_or_default(), Access { anonymous: true, channels: None }),
+        };
+        let outlet = Arc::new(JsonOutlet::new(sender.clone(), hub.options().max_queued_bytes));
+        let (cid, info) = hub.connect(user, access, outlet);
+        let mut body = String::from("{\"client\":");
+        push_str(&mut body, &info.client);
+        body.push_str(",\"user\":");
+        push_str(&mut body, &info.user);
+        body.push_str(",\"version\":");
+        push_str(&mut body, env!("CARGO_PKG_VERSION"));
+        body.push('}');
+        *client = Some((cid, info));
+        return Some(result(id, &body));
+    }
+    let Some((cid, info)) = client.clone() else {
+        return Some(error(id, code::UNAUTHORIZED, "send connect first"));
+    };
+    if let Some(s) = cmd.subscribe {
+        let recover = s.recover.map(|r| StreamPosition { offset: r.offset, epoch: r.epoch.into() });
+        let queued = hub.subscribe(cid, &s.channel, recover, |sub| {
+            // Queued under the hub's lock: the reply and the missed publications go out
+            // before any newer event on this channel.
+            let mut body = String::from("{\"epoch\":");
+            push_str(&mut body, &sub.epoch);
+            let _ = write!(body, ",\"offset\":{}", sub.offset);
+            if sub.recovering {
+                let _ = write!(body, ",\"recovered\":{}", sub.recovered);
+                body.push_str(",\"publications\":");
+                body.push_str(&publications_json(&sub.publications));
+            }
+            body.push('}');
+            let _ = sender.start_send(Message::text(result(id, &body).text));
+        });
+        return match queued {
+            Ok(()) => None,
+            Err(e) => Some(error(id, hub_code(&e), &e.to_string())),
+        };
+    }
+    if let Some(u) = cmd.unsubscribe {
+        return Some(match hub.unsubscribe(cid, &u.channel) {
+            Ok(()) => result(id, "{}"),
+            Err(e) => error(id, hub_code(&e), &e.to_string()),
+        });
+    }
+    if let Some(p) = cmd.publish {
+        if let Err(e) = hub.check_publish(cid, &p.channel) {
+            return Some(error(id, hub_code(&e), &e.to_string()));
+        }
+        let data = Bytes::copy_from_slice(p.data.get().as_bytes());
+        return Some(match hub.publish(&p.channel, data, Some(info)) {
+            Ok(pos) => {
+                let mut body = format!("{{\"offset\":{},\"epoch\":", pos.offset);
+                push_str(&mut body, &pos.epoch);
+                body.push('}');
+                result(id, &body)
+            }
+            Err(e) => error(id, hub_code(&e), &e.to_string()),
+        });
+    }
+    if let Some(p) = cmd.presence {
+        if !hub.is_subscribed(cid, &p.channel) {
+            return Some(error(id, code::NOT_SUBSCRIBED, "subscribe to the channel first"));
+        }
+        return Some(match hub.presence(&p.channel) {
+            Ok(list) => result(id, &format!("{{\"clients\":{}}}", clients_json(&list))),
+            Err(e) => error(id, hub_code(&e), &e.to_string()),
+        });
+    }
+    if let Some(h) = cmd.history {
+        if !hub.is_subscribed(cid, &h.channel) {
+            return Some(error(id, code::NOT_SUBSCRIBED, "subscribe to the channel first"));
+        }
+        let limit = h.limit.unwrap_or(usize::MAX);
+        return Some(match hub.history(&h.channel, limit, h.since) {
+            Ok((pos, events)) => {
+                let mut body = String::from("{\"epoch\":");
+                push_str(&mut body, &pos.epoch);
+                let _ = write!(
+                    body,
+                    ",\"offset\":{},\"publications\":{}}}",
+                    pos.offset,
+                    publications_json(&events)
+                );
+                result(id, &body)
+            }
+            Err(e) => error(id, hub_code(&e), &e.to_string()),
+        });
+    }
+    Some(error(id, code::INTERNAL, "unhandled command"))
+}

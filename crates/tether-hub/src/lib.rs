@@ -1,0 +1,20 @@
+//! The tether hub: channels with history and recovery, presence, join/leave events, and
+//! fan-out with one encode per publication, behind the `tether.json` WebSocket protocol,
+//! a server API over HTTP, `/metrics` and `/healthz`, and a demo page.
+//!
+//! ```text
+//!  browsers, apps ──tether.json──▶ json front-end ─┐
+//!  server API (HTTP POST /api/*) ──────────────────┼──▶ Hub (memory broker) ──▶ Outlets
+//!  /metrics, /healthz, demo page ◀── server ───────┘
+//! ```
+
+pub mod hub;
+pub mod json;
+pub mod metrics;
+pub mod options;
+pub mod server;
+pub mod web;
+
+pub use hub::{Access, ClientInfo, Hub, HubError};
+pub use options::{HubOptions, NamespaceOptions};
+pub use server::{ServeOptions, Server};

@@ -1,0 +1,83 @@
+//! Counters for Prometheus `/metrics`, as plain atomics (no metrics crate).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The hub's counters and gauges.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open hub connections (gauge).
+    pub connections: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections refused at the handshake or by a limit.
+    pub refused: AtomicU64,
+    /// Subscriptions (gauge).
+    pub subscriptions: AtomicU64,
+    /// Publications accepted (clients and server API).
+    pub published: AtomicU64,
+    /// Events queued to subscribers.
+    pub delivered: AtomicU64,
+    /// Commands received from clients.
+    pub commands: AtomicU64,
+    /// Command errors sent to clients.
+    pub command_errors: AtomicU64,
+    /// Bytes received in client messages.
+    pub bytes_in: AtomicU64,
+    /// Connections disconnected as slow consumers.
+    pub slow_disconnects: AtomicU64,
+    /// Subscriptions that recovered every missed publication.
+    pub recovered: AtomicU64,
+    /// Subscriptions that asked to recover and could not.
+    pub recovery_failed: AtomicU64,
+    /// Server API requests.
+    pub api_requests: AtomicU64,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition; `per_namespace` adds channel and subscriber counts.
+    pub fn render(&self, per_namespace: &[(String, usize, usize)]) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metric("tether_connections", "gauge", "Open hub connections.", get(&self.connections));
+        metric(
+            "tether_connections_total",
+            "counter",
+            "Hub connections accepted.",
+            get(&self.connections_total),
+        );
+        metric("tether_connections_refused_total", "counter", "Connections refused.", get(&self.refused));
+        metric("tether_subscriptions", "gauge", "Channel subscriptions.", get(&self.subscriptions));
+        metric("tether_publications_total", "counter", "Publications accepted.", get(&self.published));
+        metric("tether_messages_out_total", "counter", "Events queued to subscribers.", get(&self.delivered));
+        metric("tether_messages_in_total", "counter", "Commands received from clients.", get(&self.commands));
+        metric("tether_command_errors_total", "counter", "Error replies sent.", get(&self.command_errors));
+        metric("tether_bytes_in_total", "counter", "Bytes of client messages received.", get(&self.bytes_in));
+        metric(
+            "tether_slow_consumer_disconnects_total",
+            "counter",
+            "Connections closed with 4008 for falling behind.",
+            get(&self.slow_disconnects),
+        );
+        metric("tether_recovered_total", "counter", "Subscriptions recovered in full.", get(&self.recovered));
+        metric(
+            "tether_recovery_failed_total",
+            "counter",
+            "Subscriptions that could not recover.",
+            get(&self.recovery_failed),
+        );
+        metric("tether_api_requests_total", "counter", "Server API requests.", get(&self.api_requests));
+        out.push_str("# HELP tether_namespace_channels Channels in use per namespace.\n# TYPE tether_namespace_channels gauge\n");
+        for (ns, channels, _) in per_namespace {
+            let _ = writeln!(out, "tether_namespace_channels{{namespace=\"{ns}\"}} {channels}");
+        }
+        out.push_str("# HELP tether_namespace_subscriptions Subscriptions per namespace.\n# TYPE tether_namespace_subscriptions gauge\n");
+        for (ns, _, subs) in per_namespace {
+            let _ = writeln!(out, "tether_namespace_subscriptions{{namespace=\"{ns}\"}} {subs}");
+        }
+        out
+    }
+}

@@ -1,0 +1,513 @@
+//! The hub over real WebSocket connections: the JSON protocol, history and recovery, epoch
+//! change, presence and join/leave, slow consumers, limits, origins and the server API.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tether::{ClientConfig, Message};
+use tether_hub::{Hub, HubOptions, NamespaceOptions, ServeOptions, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const KEY: &str = "test-api-key-0123456789";
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Running {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+fn namespaces() -> HubOptions {
+    let mut options = HubOptions::default();
+    options.namespaces.insert("chat".into(), NamespaceOptions::chat());
+    let small = NamespaceOptions { history_size: 3, ..NamespaceOptions::chat() };
+    options.namespaces.insert("small".into(), small);
+    let quick = NamespaceOptions { history_ttl: Duration::from_millis(100), ..NamespaceOptions::chat() };
+    options.namespaces.insert("quick".into(), quick);
+    let plain = NamespaceOptions { allow_anonymous: true, ..NamespaceOptions::default() };
+    options.namespaces.insert("news".into(), plain);
+    options
+}
+
+async fn start_with(hub_options: HubOptions, f: impl FnOnce(&mut ServeOptions)) -> Running {
+    let mut options =
+        ServeOptions { listen: "127.0.0.1:0".into(), api_key: Some(KEY.into()), ..Default::default() };
+    f(&mut options);
+    let hub = Arc::new(Hub::new(hub_options));
+    let server = Server::bind(hub.clone(), options).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    Running { addr, hub, stop: Some(tx), done }
+}
+
+async fn start() -> Running {
+    start_with(namespaces(), |_| {}).await
+}
+
+/// A tether.json client: calls wait for their reply; pushes are kept in order.
+struct Client {
+    ws: tether::WebSocket,
+    next: u64,
+    pushes: VecDeque<Value>,
+}
+
+impl Client {
+    async fn open(addr: SocketAddr) -> Self {
+        let config = ClientConfig::default().with_protocol("tether.json").with_proxy(tether::Proxy::None);
+        let (ws, resp) = tether::connect_with(&format!("ws://{addr}/ws"), &config).await.unwrap();
+        assert_eq!(resp.protocol.as_deref(), Some("tether.json"));
+        Self { ws, next: 1, pushes: VecDeque::new() }
+    }
+
+    async fn connect(addr: SocketAddr, name: &str) -> Self {
+        let mut c = Self::open(addr).await;
+        let r = c.call("connect", json!({ "name": name })).await;
+        assert_eq!(r["result"]["user"], name);
+        c
+    }
+
+    async fn recv(&mut self) -> Value {
+        match tokio::time::timeout(WAIT, self.ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str(&t).unwrap(),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    /// Sends a command and returns the whole reply (`result` or `error`).
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next;
+        self.next += 1;
+        self.ws.send(Message::text(json!({ "id": id, method: params }).to_string())).await.unwrap();
+        loop {
+            let v = self.recv().await;
+            if v.get("push").is_some() {
+                self.pushes.push_back(v["push"].clone());
+            } else {
+                assert_eq!(v["id"], id, "reply out of order: {v}");
+                return v;
+            }
+        }
+    }
+
+    async fn ok(&mut self, method: &str, params: Value) -> Value {
+        let r = self.call(method, params).await;
+        assert!(r.get("error").is_none(), "{method} failed: {r}");
+        r["result"].clone()
+    }
+
+    async fn push(&mut self) -> Value {
+        if let Some(p) = self.pushes.pop_front() {
+            return p;
+        }
+        let v = self.recv().await;
+        assert!(v.get("push").is_some(), "expected a push, got {v}");
+        v["push"].clone()
+    }
+
+    async fn no_push(&mut self) {
+        assert!(self.pushes.is_empty(), "unexpected push {:?}", self.pushes);
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(150), self.ws.next()).await {
+            panic!("unexpected message {m:?}");
+        }
+    }
+}
+
+async fn api(addr: SocketAddr, method: &str, body: Value, key: Option<&str>) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.to_string();
+    let auth = key.map(|k| format!("Authorization: apikey {k}\r\n")).unwrap_or_default();
+    let req = format!(
+        "POST /api/{method} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out)).await.unwrap().unwrap();
+    let status: u16 = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[tokio::test]
+async fn publish_reaches_subscribers_with_offsets_and_publisher_info() {
+    let hub = start().await;
+    let mut a = Client::connect(hub.addr, "ann").await;
+    let mut b = Client::connect(hub.addr, "bob").await;
+    let sub = a.ok("subscribe", json!({"channel": "chat:lobby"})).await;
+    assert_eq!(sub["offset"], 0);
+    b.ok("subscribe", json!({"channel": "chat:lobby"})).await;
+    assert_eq!(a.push().await["join"]["user"], "bob");
+    let r = b.ok("publish", json!({"channel": "chat:lobby", "data": {"text": "hi", "n": [1, 2]}})).await;
+    assert_eq!(r["offset"], 1);
+    for c in [&mut a, &mut b] {
+        let p = c.push().await;
+        assert_eq!(p["channel"], "chat:lobby");
+        assert_eq!(
+            p["pub"],
+            json!({"offset": 1, "data": {"text": "hi", "n": [1, 2]}, "info": {"client": p["pub"]["info"]["client"], "user": "bob"}})
+        );
+    }
+    // A publish through the server API reaches them the same way, without publisher info.
+    let (status, body) =
+        api(hub.addr, "publish", json!({"channel": "chat:lobby", "data": "from api"}), Some(KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["offset"], 2);
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.push().await["pub"], json!({"offset": 2, "data": "from api"}));
+    }
+    assert_eq!(hub.hub.metrics.published.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn recovery_returns_missed_publications_or_says_it_cannot() {
+    let hub = start().await;
+    let mut a = Client::connect(hub.addr, "ann").await;
+    let first = a.ok("subscribe", json!({"channel": "chat:r"})).await;
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+    a.ok("publish", json!({"channel": "chat:r", "data": 1})).await;
+    a.push().await;
+    // A second client stays to keep the channel; the first goes away at offset 1.
+    let mut keeper = Client::connect(hub.addr, "keeper").await;
+    keeper.ok("subscribe", json!({"channel": "chat:r"})).await;
+    drop(a);
+    for n in 2..=4 {
+        let (status, _) = api(hub.addr, "publish", json!({"channel": "chat:r", "data": n}), Some(KEY)).await;
+        assert_eq!(status, 200);
+    }
+    let mut back = Client::connect(hub.addr, "ann").await;
+    let r =
+        back.ok("subscribe", json!({"channel": "chat:r", "recover": {"offset": 1, "epoch": epoch}})).await;
+    assert_eq!(r["recovered"], true);
+    assert_eq!(r["offset"], 4);
+    let offsets: Vec<u64> =
+        r["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, [2, 3, 4]);
+    assert_eq!(r["publications"][2]["data"], 4);
+    // Up to date: recovered, nothing missed.
+    let mut other = Client::connect(hub.addr, "x").await;
+    let r =
+        other.ok("subscribe", json!({"channel": "chat:r", "recover": {"offset": 4, "epoch": epoch}})).await;
+    assert_eq!((r["recovered"].clone(), r["publications"].clone()), (json!(true), json!([])));
+    // A wrong epoch: cannot recover.
+    let mut other = Client::connect(hub.addr, "y").await;
+    let r =
+        other.ok("subscribe", json!({"channel": "chat:r", "recover": {"offset": 1, "epoch": "other"}})).await;
+    assert_eq!(r["recovered"], false);
+    assert_eq!(r["epoch"], epoch);
+}
+
+#[tokio::test]
+async fn trimmed_history_cannot_be_recovered() {
+    let hub = start().await;
+    let mut a = Client::connect(hub.addr, "ann").await;
+    let sub = a.ok("subscribe", json!({"channel": "small:t"})).await;
+    let epoch = sub["epoch"].clone();
+    for n in 1..=5 {
+        a.ok("publish", json!({"channel": "small:t", "data": n})).await;
+    }
+    // history_size 3 keeps offsets 3..=5: from offset 2 (needs 3..) recovery works, from 1 it does not.
+    let mut b = Client::connect(hub.addr, "bob").await;
+    let r = b.ok("subscribe", json!({"channel": "small:t", "recover": {"offset": 2, "epoch": epoch}})).await;
+    assert_eq!(r["recovered"], true);
+    assert_eq!(r["publications"].as_array().unwrap().len(), 3);
+    let mut c = Client::connect(hub.addr, "cy").await;
+    let r = c.ok("subscribe", json!({"channel": "small:t", "recover": {"offset": 1, "epoch": epoch}})).await;
+    assert_eq!((r["recovered"].clone(), r["publications"].clone()), (json!(false), json!([])));
+    let h = c.ok("history", json!({"channel": "small:t", "limit": 2})).await;
+    let offsets: Vec<u64> =
+        h["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, [4, 5]);
+}
+
+#[tokio::test]
+async fn epoch_changes_when_a_channel_ends_and_ttl_expires_history() {
+    let hub = start().await;
+    let mut a = Client::connect(hub.addr, "ann").await;
+    let first = a.ok("subscribe", json!({"channel": "quick:e"})).await;
+    a.ok("publish", json!({"channel": "quick:e", "data": "x"})).await;
+    a.ok("unsubscribe", json!({"channel": "quick:e"})).await;
+    // History outlives the subscribers until its TTL (100 ms); then the channel is gone.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    hub.hub.sweep();
+    let second = a
+        .ok("subscribe", json!({"channel": "quick:e", "recover": {"offset": 1, "epoch": first["epoch"]}}))
+        .await;
+    assert_ne!(second["epoch"], first["epoch"]);
+    assert_eq!(second["recovered"], false);
+    assert_eq!(second["offset"], 0);
+}
+
+#[tokio::test]
+async fn presence_and_join_leave() {
+    let hub = start().await;
+    let mut a = Client::connect(hub.addr, "ann").await;
+    a.ok("subscribe", json!({"channel": "chat:p"})).await;
+    let mut b = Client::connect(hub.addr, "bob").await;
+    b.ok("subscribe", json!({"channel": "chat:p"})).await;
+    assert_eq!(a.push().await["join"]["user"], "bob");
+    let p = a.ok("presence", json!({"channel": "chat:p"})).await;
+    let users: Vec<&str> =
+        p["clients"].as_array().unwrap().iter().map(|c| c["user"].as_str().unwrap()).collect();
+    assert_eq!(users, ["ann", "bob"]);
+    let (_, api_presence) = api(hub.addr, "presence", json!({"channel": "chat:p"}), Some(KEY)).await;
+    assert_eq!(api_presence["result"]["clients"].as_array().unwrap().len(), 2);
+    b.ok("unsubscribe", json!({"channel": "chat:p"})).await;
+    assert_eq!(a.push().await["leave"]["user"], "bob");
+    b.ok("subscribe", json!({"channel": "chat:p"})).await;
+    assert_eq!(a.push().await["join"]["user"], "bob");
+    drop(b); // a disconnect is a leave too
+    assert_eq!(a.push().await["leave"]["user"], "bob");
+    // Without presence in the namespace: an error, and no join/leave.
+    let mut c = Client::connect(hub.addr, "cy").await;
+    c.ok("subscribe", json!({"channel": "news:n"})).await;
+    let r = c.call("presence", json!({"channel": "news:n"})).await;
+    assert_eq!(r["error"]["code"], 108);
+}
+
+#[tokio::test]
+async fn errors_have_codes_and_keep_the_connection() {
+    let hub = start().await;
+    let mut a = Client::open(hub.addr).await;
+    assert_eq!(a.call("subscribe", json!({"channel": "chat:x"})).await["error"]["code"], 101);
+    a.ok("connect", json!({"name": "ann"})).await;
+    assert_eq!(a.call("connect", json!({})).await["error"]["code"], 111);
+    assert_eq!(a.call("subscribe", json!({"channel": "nope:x"})).await["error"]["code"], 102);
+    assert_eq!(a.call("subscribe", json!({"channel": "plain"})).await["error"]["code"], 103, "anonymous");
+    assert_eq!(a.call("publish", json!({"channel": "news:x", "data": 1})).await["error"]["code"], 103);
+    a.ok("subscribe", json!({"channel": "chat:x"})).await;
+    assert_eq!(a.call("subscribe", json!({"channel": "chat:x"})).await["error"]["code"], 105);
+    assert_eq!(a.call("unsubscribe", json!({"channel": "chat:y"})).await["error"]["code"], 110);
+    assert_eq!(a.call("history", json!({"channel": "chat:y"})).await["error"]["code"], 110);
+    assert_eq!(a.call("frobnicate", json!({})).await["error"]["code"], 104);
+    assert_eq!(a.call("subscribe", json!({"chanel": "x"})).await["error"]["code"], 107);
+    a.ws.send(Message::text("{not json")).await.unwrap();
+    assert_eq!(a.recv().await["error"]["code"], 107);
+    a.ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(a.recv().await["error"]["code"], 107);
+    // Still connected and working.
+    assert_eq!(a.ok("ping", json!({})).await, json!({}));
+    a.ok("publish", json!({"channel": "chat:x", "data": "still here"})).await;
+    assert_eq!(a.push().await["pub"]["data"], "still here");
+}
+
+#[tokio::test]
+async fn slow_consumers_are_disconnected_with_4008() {
+    let mut options = namespaces();
+    options.max_queued_bytes = 64 * 1024;
+    let hub = start_with(options, |_| {}).await;
+    let mut fast = Client::connect(hub.addr, "fast").await;
+    fast.ok("subscribe", json!({"channel": "chat:flood"})).await;
+    // The slow one subscribes, then never reads again.
+    let mut slow = Client::connect(hub.addr, "slow").await;
+    slow.ok("subscribe", json!({"channel": "chat:flood"})).await;
+    fast.push().await; // slow's join
+    let big = "x".repeat(16 * 1024);
+    let mut seen = 0;
+    for _ in 0..400 {
+        let (status, _) =
+            api(hub.addr, "publish", json!({"channel": "chat:flood", "data": big}), Some(KEY)).await;
+        assert_eq!(status, 200);
+        // The fast one keeps up.
+        while fast.push().await.get("pub").is_none() {}
+        seen += 1;
+        if hub.hub.metrics.slow_disconnects.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        hub.hub.metrics.slow_disconnects.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "after {seen}"
+    );
+    // Presence no longer lists the slow one; the slow one finds a 4008 close when it reads.
+    let p = fast.ok("presence", json!({"channel": "chat:flood"})).await;
+    assert_eq!(p["clients"].as_array().unwrap().len(), 1);
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = slow.ws.next().await {
+            if let Ok(Message::Close(frame)) = m {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .unwrap()
+    .expect("a close frame");
+    assert_eq!((close.code.0, close.reason.as_str()), (4008, "slow consumer"));
+}
+
+#[tokio::test]
+async fn limits_channels_message_size_and_per_ip() {
+    let mut options = namespaces();
+    options.max_channels_per_connection = 2;
+    let hub = start_with(options, |o| {
+        o.max_connections_per_ip = 3;
+        o.server.config = tether::Config::default().with_max_message_size(1024).with_max_frame_size(1024);
+    })
+    .await;
+    let mut a = Client::connect(hub.addr, "ann").await;
+    a.ok("subscribe", json!({"channel": "chat:1"})).await;
+    a.ok("subscribe", json!({"channel": "chat:2"})).await;
+    assert_eq!(a.call("subscribe", json!({"channel": "chat:3"})).await["error"]["code"], 106);
+    let _b = Client::connect(hub.addr, "b").await;
+    let _c = Client::connect(hub.addr, "c").await;
+    let config = ClientConfig::default().with_protocol("tether.json").with_proxy(tether::Proxy::None);
+    let err = tether::connect_with(&format!("ws://{}/ws", hub.addr), &config).await.unwrap_err().to_string();
+    assert!(err.contains("503"), "{err}");
+    // A message over the limit closes the connection with 1009.
+    a.ws.send(Message::text(format!("{{\"id\":9,\"ping\":{{}},\"pad\":\"{}\"}}", "x".repeat(2000))))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match a.ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| f.code.0),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, Some(1009));
+}
+
+#[tokio::test]
+async fn origins_are_checked_against_the_host_by_default() {
+    let hub = start().await;
+    let url = format!("ws://{}/ws", hub.addr);
+    let other = ClientConfig::default().with_origin("http://evil.example").with_proxy(tether::Proxy::None);
+    let err = tether::connect_with(&url, &other).await.unwrap_err().to_string();
+    assert!(err.contains("403"), "{err}");
+    let same =
+        ClientConfig::default().with_origin(format!("http://{}", hub.addr)).with_proxy(tether::Proxy::None);
+    assert!(tether::connect_with(&url, &same).await.is_ok());
+}
+
+#[tokio::test]
+async fn server_api_auth_and_methods() {
+    let hub = start().await;
+    let body = json!({"channel": "chat:api", "data": 1});
+    assert_eq!(api(hub.addr, "publish", body.clone(), None).await.0, 401);
+    assert_eq!(api(hub.addr, "publish", body.clone(), Some("wrong-key-wrong-key")).await.0, 401);
+    let (status, r) = api(hub.addr, "publish", json!({"channel": "nope:x", "data": 1}), Some(KEY)).await;
+    assert_eq!((status, r["error"].as_str().unwrap()), (404, "unknown channel"));
+    assert_eq!(api(hub.addr, "publish", json!({"channel": 5}), Some(KEY)).await.0, 400);
+    let mut a = Client::connect(hub.addr, "ann").await;
+    a.ok("subscribe", json!({"channel": "chat:api"})).await;
+    let (_, r) = api(
+        hub.addr,
+        "broadcast",
+        json!({"channels": ["chat:api", "chat:other", "nope:x"], "data": "b"}),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(r["result"]["responses"][0]["result"]["offset"], 1);
+    assert_eq!(r["result"]["responses"][2]["error"], "unknown channel");
+    assert_eq!(a.push().await["pub"]["data"], "b");
+    let (_, r) = api(hub.addr, "channels", json!({}), Some(KEY)).await;
+    assert!(r["result"]["channels"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"channel": "chat:api", "subscribers": 1})));
+    let (_, r) = api(hub.addr, "history", json!({"channel": "chat:api"}), Some(KEY)).await;
+    assert_eq!(r["result"]["publications"][0]["data"], "b");
+    let (_, r) = api(hub.addr, "disconnect", json!({"user": "ann"}), Some(KEY)).await;
+    assert_eq!(r["result"]["disconnected"], 1);
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match a.ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| f.code.0),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(4010));
+}
+
+#[tokio::test]
+async fn health_metrics_and_page() {
+    let hub = start().await;
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(get("/healthz").await.ends_with("\r\n\r\nok\n"));
+    let page = get("/").await;
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("<script src=\"/app.js\">"));
+    assert!(get("/app.js").await.contains("tether.json"));
+    let mut a = Client::connect(hub.addr, "ann").await;
+    a.ok("subscribe", json!({"channel": "chat:m"})).await;
+    let metrics = get("/metrics").await;
+    for line in [
+        "tether_connections 1",
+        "tether_subscriptions 1",
+        "tether_namespace_subscriptions{namespace=\"chat\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_connection_with_1001() {
+    let mut hub = start().await;
+    let mut a = Client::connect(hub.addr, "ann").await;
+    a.ok("subscribe", json!({"channel": "chat:s"})).await;
+    let _ = hub.stop.take().unwrap().send(());
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match a.ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| (f.code.0, f.reason.to_string())),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some((1001, "server shutting down".to_owned())));
+    tokio::time::timeout(WAIT, &mut hub.done).await.unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(hub.addr).await.is_err(), "still accepting after shutdown");
+}
+
+#[tokio::test]
+async fn every_subscriber_gets_each_publication_once() {
+    let hub = start().await;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let mut c = Client::connect(hub.addr, &format!("u{i}")).await;
+        c.ok("subscribe", json!({"channel": "news:e"})).await;
+        clients.push(c);
+    }
+    api(hub.addr, "publish", json!({"channel": "news:e", "data": {"k": "v"}}), Some(KEY)).await;
+    for c in &mut clients {
+        assert_eq!(c.push().await, json!({"channel": "news:e", "pub": {"offset": 1, "data": {"k": "v"}}}));
+        c.no_push().await;
+    }
+}
+
+#[tokio::test]
+async fn max_connections_and_channel_name_length() {
+    let hub = start_with(namespaces(), |o| o.max_connections = 2).await;
+    let mut a = Client::connect(hub.addr, "a").await;
+    let _b = Client::connect(hub.addr, "b").await;
+    let config = ClientConfig::default().with_protocol("tether.json").with_proxy(tether::Proxy::None);
+    assert!(tether::connect_with(&format!("ws://{}/ws", hub.addr), &config).await.is_err());
+    assert_eq!(hub.hub.metrics.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let long = format!("chat:{}", "x".repeat(251));
+    assert_eq!(a.call("subscribe", json!({"channel": long})).await["error"]["code"], 102);
+    a.ok("subscribe", json!({"channel": &long[..255]})).await;
+}
