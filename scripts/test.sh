@@ -6,7 +6,7 @@
 #     (pip, into target/interop-venv)
 # Steps: format and lint, cargo tests (unit, vectors, properties, simulation, integration,
 # CLI), Autobahn|Testsuite in both roles with a drift check, interop with Node, Python and
-# Chromium.
+# Chromium, and the hub's demo page in Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -34,5 +34,8 @@ step "autobahn|testsuite, server (fuzzingclient) and client (fuzzingserver)"
 
 step "interop: node ws, python websockets, chromium"
 ./interop/run.sh
+
+step "the hub's demo page in chromium (two pages, server API, recovery)"
+./web/tests/run.sh
 
 step "all passed in $((SECONDS - started)) s"
