@@ -45,6 +45,12 @@ pub(crate) struct Args {
     /// code 4008) [default: 4194304].
     #[arg(long, env = "TETHER_MAX_QUEUED_BYTES")]
     max_queued_bytes: Option<usize>,
+    /// Secret (32 bytes or more) that checks HS256 connection tokens.
+    #[arg(long, env = "TETHER_TOKEN_HMAC_SECRET", hide_env_values = true, value_name = "SECRET")]
+    token_hmac_secret: Option<String>,
+    /// PEM file with the RSA public key that checks RS256 connection tokens.
+    #[arg(long, env = "TETHER_TOKEN_RSA_PUBLIC_KEY", value_name = "FILE")]
+    token_rsa_public_key: Option<PathBuf>,
     /// Publish demo prices to ticker:prices twice a second.
     #[arg(long, env = "TETHER_DEMO")]
     demo: bool,
@@ -65,6 +71,8 @@ struct FileConfig {
     max_message_size: Option<usize>,
     max_queued_bytes: Option<usize>,
     demo: Option<bool>,
+    token_hmac_secret: Option<String>,
+    token_rsa_public_key: Option<PathBuf>,
     /// Options of channels without a namespace.
     default_namespace: Option<FileNamespace>,
     /// Namespaces by name; replaces the built-in `chat` and `ticker` when present.
@@ -196,6 +204,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_connections_per_ip: max_per_ip,
         ..ServeOptions::default()
     };
+    let hmac = args.token_hmac_secret.or(file.token_hmac_secret);
+    let rsa_file = args.token_rsa_public_key.or(file.token_rsa_public_key);
+    let rsa = match &rsa_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read token RSA public key {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let auth: Arc<dyn tether_hub::Authenticator> = if hmac.is_some() || rsa.is_some() {
+        Arc::new(
+            tether_hub::Jwt::new(hmac.as_deref().map(str::as_bytes), rsa.as_deref())
+                .map_err(|e| anyhow::anyhow!("connection tokens: {e}"))?,
+        )
+    } else {
+        Arc::new(tether_hub::NoTokens)
+    };
+    let options = ServeOptions { auth, ..options };
     let hub = Arc::new(Hub::new(hub_options));
     let api_on = options.api_key.is_some();
     let srv =

@@ -2,6 +2,7 @@
 //! (docs/PROTOCOL.md). One task per connection reads commands; pushes come from the hub
 //! through a [`JsonOutlet`], each event encoded once for every JSON subscriber.
 
+use crate::auth::Authenticator;
 use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, Push, StreamPosition};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -10,6 +11,7 @@ use serde_json::value::RawValue;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 use tether::{CloseCode, Message, PreparedFrame, Sender, Utf8Bytes, WebSocket};
 
 /// The subprotocol name.
@@ -153,6 +155,14 @@ pub fn encode_push(event: &Event) -> String {
     out
 }
 
+/// `,"expires":SECONDS` (Unix time) when the token expires.
+fn push_expires(out: &mut String, expires: Option<SystemTime>) {
+    if let Some(t) = expires {
+        let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let _ = write!(out, ",\"expires\":{secs}");
+    }
+}
+
 /// A list of publications as a JSON array.
 pub fn publications_json(events: &[Arc<Event>]) -> String {
     let mut out = String::from("[");
@@ -191,6 +201,12 @@ struct Command<'a> {
     presence: Option<ChannelCmd>,
     history: Option<HistoryCmd>,
     ping: Option<serde::de::IgnoredAny>,
+    refresh: Option<RefreshCmd>,
+}
+
+#[derive(Deserialize)]
+struct RefreshCmd {
+    token: String,
 }
 
 #[derive(Deserialize)]
@@ -255,33 +271,27 @@ fn error(id: Option<u64>, code: u16, message: &str) -> Reply {
     Reply { text, error: true }
 }
 
-/// Who may connect: decides a connection's user and access from `connect`.
-pub trait Authenticator: Send + Sync {
-    /// Checks a token. `Err((code, message))` refuses the connect.
-    ///
-    /// # Errors
-    ///
-    /// An error code (`code::UNAUTHORIZED`, `code::TOKEN_EXPIRED`) and a message.
-    fn authenticate(&self, token: &str) -> Result<(String, Access), (u16, String)>;
-}
-
-/// Refuses every token (no secret configured): only anonymous clients.
-#[derive(Debug, Default)]
-pub struct NoTokens;
-
-impl Authenticator for NoTokens {
-    fn authenticate(&self, _token: &str) -> Result<(String, Access), (u16, String)> {
-        Err((code::UNAUTHORIZED, "this server accepts no tokens (no token secret configured)".into()))
-    }
-}
-
 /// Runs one `tether.json` connection until it closes.
 pub async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authenticator>) {
     let (write, mut read) = ws.split();
     let sender = write.sender();
-    let mut client: Option<(ClientId, Arc<ClientInfo>)> = None;
+    let mut session = Session { client: None, expires: None };
     let metrics = hub.metrics.clone();
-    while let Some(item) = read.next().await {
+    loop {
+        // A connection whose token expires must refresh it in time.
+        let deadline = session.expires.map(|t| {
+            let left = t.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        let item = tokio::select! {
+            item = read.next() => item,
+            () = sleep_until_or_forever(deadline) => {
+                let _ = sender.send_close(CloseCode(close::TOKEN_EXPIRED), "token expired");
+                session.expires = None;
+                continue;
+            }
+        };
+        let Some(item) = item else { break };
         let msg = match item {
             Ok(m) => m,
             Err(e) => {
@@ -301,7 +311,7 @@ pub async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authen
         };
         metrics.commands.fetch_add(1, Ordering::Relaxed);
         metrics.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
-        let reply = handle(&text, &hub, &*auth, &sender, &mut client);
+        let reply = handle(&text, &hub, &*auth, &sender, &mut session);
         if let Some(reply) = reply {
             if reply.error {
                 metrics.command_errors.fetch_add(1, Ordering::Relaxed);
@@ -311,9 +321,23 @@ pub async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authen
             }
         }
     }
-    if let Some((id, _)) = client {
+    if let Some((id, _)) = session.client {
         hub.disconnect(id);
     }
+}
+
+async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection's state between commands.
+struct Session {
+    client: Option<(ClientId, Arc<ClientInfo>)>,
+    /// When the token runs out, unless refreshed.
+    expires: Option<SystemTime>,
 }
 
 /// Handles one command; returns the reply to send, if it was not queued already.
@@ -322,7 +346,7 @@ fn handle(
     hub: &Arc<Hub>,
     auth: &dyn Authenticator,
     sender: &Sender,
-    client: &mut Option<(ClientId, Arc<ClientInfo>)>,
+    session: &mut Session,
 ) -> Option<Reply> {
     let cmd: Command<'_> = match serde_json::from_str(text) {
         Ok(c) => c,
@@ -342,6 +366,7 @@ fn handle(
         cmd.presence.is_some(),
         cmd.history.is_some(),
         cmd.ping.is_some(),
+        cmd.refresh.is_some(),
     ];
     if methods.iter().filter(|m| **m).count() != 1 {
         return Some(error(id, code::BAD_REQUEST, "a command has exactly one method"));
@@ -350,12 +375,15 @@ fn handle(
         return Some(result(id, "{}"));
     }
     if let Some(c) = cmd.connect {
-        if client.is_some() {
+        if session.client.is_some() {
             return Some(error(id, code::ALREADY_CONNECTED, "already connected"));
         }
         let (user, access) = match c.token.as_deref() {
             Some(token) => match auth.authenticate(token) {
-                Ok(ok) => ok,
+                Ok(identity) => {
+                    session.expires = identity.expires;
+                    (identity.user, identity.access)
+                }
                 Err((code, message)) => return Some(error(id, code, &message)),
             },
             None => (c.name.unwrap_or_default(), Access { anonymous: true, channels: None }),
@@ -368,13 +396,29 @@ fn handle(
         push_str(&mut body, &info.user);
         body.push_str(",\"version\":");
         push_str(&mut body, env!("CARGO_PKG_VERSION"));
+        push_expires(&mut body, session.expires);
         body.push('}');
-        *client = Some((cid, info));
+        session.client = Some((cid, info));
         return Some(result(id, &body));
     }
-    let Some((cid, info)) = client.clone() else {
+    let Some((cid, info)) = session.client.clone() else {
         return Some(error(id, code::UNAUTHORIZED, "send connect first"));
     };
+    if let Some(r) = cmd.refresh {
+        let identity = match auth.authenticate(&r.token) {
+            Ok(identity) => identity,
+            Err((code, message)) => return Some(error(id, code, &message)),
+        };
+        if identity.user != info.user || info.user.is_empty() {
+            return Some(error(id, code::UNAUTHORIZED, "the new token is for another user"));
+        }
+        hub.set_access(cid, identity.access);
+        session.expires = identity.expires;
+        let mut body = String::from("{");
+        push_expires(&mut body, session.expires);
+        body.push('}');
+        return Some(result(id, &body.replacen("{,", "{", 1)));
+    }
     if let Some(s) = cmd.subscribe {
         let recover = s.recover.map(|r| StreamPosition { offset: r.offset, epoch: r.epoch.into() });
         let queued = hub.subscribe(cid, &s.channel, recover, |sub| {

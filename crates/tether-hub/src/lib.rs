@@ -8,6 +8,7 @@
 //!  /metrics, /healthz, demo page ◀── server ───────┘
 //! ```
 
+pub mod auth;
 pub mod hub;
 pub mod json;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod options;
 pub mod server;
 pub mod web;
 
+pub use auth::{Authenticator, Identity, Jwt, NoTokens};
 pub use hub::{Access, ClientInfo, Hub, HubError};
 pub use options::{HubOptions, NamespaceOptions};
 pub use server::{ServeOptions, Server};

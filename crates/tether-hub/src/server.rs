@@ -1,8 +1,9 @@
 //! The hub's network side on one port: the demo page, the WebSocket endpoint (`/ws`), the
 //! server API (`/api/*`), `/healthz` and `/metrics`; connection limits; graceful shutdown.
 
+use crate::auth::Authenticator;
 use crate::hub::{Hub, HubError};
-use crate::json::{self, Authenticator};
+use crate::json;
 use crate::web;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -57,7 +58,7 @@ impl Default for ServeOptions {
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             shutdown_timeout: Duration::from_secs(5),
-            auth: Arc::new(json::NoTokens),
+            auth: Arc::new(crate::auth::NoTokens),
         }
     }
 }

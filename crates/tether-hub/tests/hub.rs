@@ -511,3 +511,114 @@ async fn max_connections_and_channel_name_length() {
     assert_eq!(a.call("subscribe", json!({"channel": long})).await["error"]["code"], 102);
     a.ok("subscribe", json!({"channel": &long[..255]})).await;
 }
+
+const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
+
+fn token(claims: Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+async fn start_with_tokens() -> Running {
+    let public = include_bytes!("keys/rsa-public.pem");
+    let jwt = tether_hub::Jwt::new(Some(SECRET), Some(public)).unwrap();
+    start_with(namespaces(), |o| o.auth = Arc::new(jwt)).await
+}
+
+#[tokio::test]
+async fn tokens_name_the_user_and_limit_channels() {
+    let hub = start_with_tokens().await;
+    let mut a = Client::open(hub.addr).await;
+    let t = token(json!({"sub": "alice", "exp": now() + 600, "channels": ["news:a"]}));
+    let r = a.ok("connect", json!({"token": t})).await;
+    assert_eq!(r["user"], "alice");
+    assert_eq!(r["expires"], now_plus(&r, 600));
+    assert_eq!(a.call("subscribe", json!({"channel": "news:b"})).await["error"]["code"], 103);
+    a.ok("subscribe", json!({"channel": "news:a"})).await;
+    // news allows anonymous subscribers only; a token holder needs no such permission.
+    let mut anon = Client::connect(hub.addr, "anon").await;
+    anon.ok("subscribe", json!({"channel": "news:b"})).await;
+    // RS256 from the issuer's key pair; no exp: does not expire.
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("keys/rsa-private.pem")).unwrap();
+    let t = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({"sub": "rob"}),
+        &key,
+    )
+    .unwrap();
+    let mut b = Client::open(hub.addr).await;
+    let r = b.ok("connect", json!({"token": t})).await;
+    assert_eq!(r["user"], "rob");
+    assert!(r.get("expires").is_none());
+}
+
+fn now_plus(reply: &Value, secs: u64) -> Value {
+    // The expiry we put in, whichever second the token was made in.
+    let e = reply["expires"].as_u64().unwrap();
+    assert!((now() + secs - 2..=now() + secs).contains(&e), "{e}");
+    json!(e)
+}
+
+#[tokio::test]
+async fn bad_and_expired_tokens_are_refused_with_distinct_codes() {
+    let hub = start_with_tokens().await;
+    let mut a = Client::open(hub.addr).await;
+    let expired = token(json!({"sub": "alice", "exp": now() - 10}));
+    let r = a.call("connect", json!({"token": expired})).await;
+    assert_eq!(
+        (r["error"]["code"].clone(), r["error"]["message"].clone()),
+        (json!(109), json!("token expired"))
+    );
+    let forged = {
+        let key = jsonwebtoken::EncodingKey::from_secret(b"another-secret-of-at-least-32-bytes!");
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"sub": "alice"}), &key).unwrap()
+    };
+    let r = a.call("connect", json!({"token": forged})).await;
+    assert_eq!(r["error"]["code"], 101);
+    assert_eq!(a.call("connect", json!({"token": "not.a.jwt"})).await["error"]["code"], 101);
+    assert_eq!(
+        a.call("connect", json!({"token": token(json!({"exp": now() + 60}))})).await["error"]["code"],
+        101,
+        "no sub"
+    );
+    // Still connected: an anonymous connect works after the refusals.
+    a.ok("connect", json!({"name": "anon"})).await;
+    // Without any key configured, tokens are refused.
+    let plain = start().await;
+    let mut c = Client::open(plain.addr).await;
+    let r = c.call("connect", json!({"token": token(json!({"sub": "alice"}))})).await;
+    assert_eq!(r["error"]["code"], 101);
+}
+
+#[tokio::test]
+async fn an_expiring_token_must_be_refreshed() {
+    let hub = start_with_tokens().await;
+    // Not refreshed: closed with 4002 once exp passes.
+    let mut a = Client::open(hub.addr).await;
+    a.ok("connect", json!({"token": token(json!({"sub": "alice", "exp": now() + 1}))})).await;
+    let code = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match a.ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| (f.code.0, f.reason.to_string())),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some((4002, "token expired".to_owned())));
+    // Refreshed in time: stays. A token for someone else is refused.
+    let mut b = Client::open(hub.addr).await;
+    b.ok("connect", json!({"token": token(json!({"sub": "bob", "exp": now() + 1}))})).await;
+    let other = b.call("refresh", json!({"token": token(json!({"sub": "eve", "exp": now() + 600}))})).await;
+    assert_eq!(other["error"]["code"], 101);
+    let r = b.ok("refresh", json!({"token": token(json!({"sub": "bob", "exp": now() + 600}))})).await;
+    now_plus(&r, 600);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(b.ok("ping", json!({})).await, json!({}));
+}
