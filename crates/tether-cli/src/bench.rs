@@ -18,24 +18,28 @@ use tether::tls::ClientTrust;
 use tether::{ClientConfig, Error, Message};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Mode {
+pub(crate) enum Mode {
     /// Echo throughput and latency: every connection sends, waits for the echo, sends again.
     Echo,
+    /// Hub fan-out: every connection subscribes (tether.json) to one of --channels channels;
+    /// one publisher posts --rate publications/s through the server API; delivery rate and
+    /// publish-to-delivery latency.
+    Fanout,
 }
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// ws:// or wss:// URL of the server.
-    url: String,
+    pub(crate) url: String,
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
-    mode: Mode,
+    pub(crate) mode: Mode,
     /// Connections to open.
     #[arg(short = 'c', long, default_value_t = 100)]
-    connections: usize,
+    pub(crate) connections: usize,
     /// Message payload size in bytes.
     #[arg(short = 's', long, default_value_t = 20)]
-    size: usize,
+    pub(crate) size: usize,
     /// Send binary messages (default: text).
     #[arg(long)]
     binary: bool,
@@ -44,7 +48,7 @@ pub(crate) struct Args {
     in_flight: usize,
     /// Seconds to run (after every connection is open).
     #[arg(short = 'd', long, default_value_t = 10.0)]
-    duration: f64,
+    pub(crate) duration: f64,
     /// Stop after this many echoes in total, if sooner than --duration.
     #[arg(long)]
     count: Option<u64>,
@@ -53,10 +57,23 @@ pub(crate) struct Args {
     deflate: bool,
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// No progress lines on stderr.
     #[arg(short = 'q', long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
+    /// Fan-out: channels the subscribers are spread over.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) channels: usize,
+    /// Fan-out: channel name prefix (a namespace that allows anonymous subscribers and no
+    /// join/leave events); channels are PREFIX0, PREFIX1, ...
+    #[arg(long, default_value = "ticker:bench")]
+    pub(crate) channel_prefix: String,
+    /// Fan-out: publications per second, over all channels.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) rate: f64,
+    /// Fan-out: the hub's server API key.
+    #[arg(long, env = "TETHER_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
     /// Trust only the CA certificates in this PEM file for wss://.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     ca: Option<std::path::PathBuf>,
@@ -67,22 +84,22 @@ pub(crate) struct Args {
 
 /// Counters shared by every connection task.
 #[derive(Default)]
-struct Shared {
-    messages: AtomicU64,
-    bytes: AtomicU64,
-    open: AtomicU64,
-    stop: AtomicBool,
-    errors: Mutex<BTreeMap<String, u64>>,
+pub(crate) struct Shared {
+    pub(crate) messages: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) open: AtomicU64,
+    pub(crate) stop: AtomicBool,
+    pub(crate) errors: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Shared {
-    fn error(&self, kind: String) {
+    pub(crate) fn error(&self, kind: String) {
         *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default() += 1;
     }
 }
 
 /// The kind of an error, for counting: short and without addresses.
-fn kind(e: &Error) -> String {
+pub(crate) fn kind(e: &Error) -> String {
     match e {
         Error::Connect(c) => format!("connect: {:?}", c.kind()).to_lowercase(),
         Error::Handshake(HandshakeError::UnexpectedStatus { status, .. }) => {
@@ -124,39 +141,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Message::text(String::from_utf8(payload.to_vec()).unwrap_or_default())
     };
 
-    // Open every connection first (at most 64 handshakes at a time), then start the clock.
     let shared = Arc::new(Shared::default());
     let config = Arc::new(config);
-    let gate = Arc::new(tokio::sync::Semaphore::new(64));
-    let opening = Instant::now();
-    let mut connecting = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        let (url, config, gate, shared) = (args.url.clone(), config.clone(), gate.clone(), shared.clone());
-        connecting.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await.ok()?;
-            match tether::connect_with(&url, &config).await {
-                Ok((ws, _)) => {
-                    shared.open.fetch_add(1, Ordering::Relaxed);
-                    Some(ws)
-                }
-                Err(e) => {
-                    shared.error(kind(&e));
-                    None
-                }
-            }
-        }));
+    if matches!(args.mode, Mode::Fanout) {
+        return crate::fanout::run(&args, config, shared).await;
     }
-    let mut sockets = Vec::with_capacity(args.connections);
-    for c in connecting {
-        if let Ok(Some(ws)) = c.await {
-            sockets.push(ws);
-        }
-    }
-    let open_time = opening.elapsed();
-    if sockets.is_empty() {
-        let errors = shared.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        bail!("no connection could be opened to {} ({})", args.url, describe_errors(&errors));
-    }
+    let (sockets, open_time) = open_all(&args.url, &config, args.connections, &shared).await?;
 
     let duration = Duration::from_secs_f64(args.duration);
     let start = Instant::now();
@@ -203,6 +193,45 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", report.table());
     }
     Ok(if report.messages > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Opens `n` connections (at most 64 handshakes at a time), counting failures by kind.
+pub(crate) async fn open_all(
+    url: &str,
+    config: &Arc<ClientConfig>,
+    n: usize,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<(Vec<tether::WebSocket>, Duration)> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let opening = Instant::now();
+    let mut connecting = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (url, config, gate, shared) = (url.to_owned(), config.clone(), gate.clone(), shared.clone());
+        connecting.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.ok()?;
+            match tether::connect_with(&url, &config).await {
+                Ok((ws, _)) => {
+                    shared.open.fetch_add(1, Ordering::Relaxed);
+                    Some(ws)
+                }
+                Err(e) => {
+                    shared.error(kind(&e));
+                    None
+                }
+            }
+        }));
+    }
+    let mut sockets = Vec::with_capacity(n);
+    for c in connecting {
+        if let Ok(Some(ws)) = c.await {
+            sockets.push(ws);
+        }
+    }
+    if sockets.is_empty() {
+        let errors = shared.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        bail!("no connection could be opened to {url} ({})", describe_errors(&errors));
+    }
+    Ok((sockets, opening.elapsed()))
 }
 
 /// One connection's loop: keep `in_flight` messages outstanding, time each echo.
@@ -267,7 +296,7 @@ async fn echo_connection(
 }
 
 /// A line per second on stderr (rewritten in place on a terminal).
-async fn progress(shared: Arc<Shared>, start: Instant) {
+pub(crate) async fn progress(shared: Arc<Shared>, start: Instant) {
     let tty = std::io::stderr().is_terminal();
     let mut last = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -292,7 +321,7 @@ async fn progress(shared: Arc<Shared>, start: Instant) {
     }
 }
 
-fn describe_errors(errors: &BTreeMap<String, u64>) -> String {
+pub(crate) fn describe_errors(errors: &BTreeMap<String, u64>) -> String {
     if errors.is_empty() {
         return "none".to_owned();
     }
@@ -315,7 +344,7 @@ struct Report<'a> {
 }
 
 /// Latency quantiles reported, with their labels.
-const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
+pub(crate) const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
 
 impl Report<'_> {
     fn rate(&self) -> f64 {
@@ -381,7 +410,7 @@ impl Report<'_> {
     }
 }
 
-fn json_string(s: &str) -> String {
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

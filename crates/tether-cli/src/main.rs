@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod bench;
 mod connect;
 mod echo;
+mod fanout;
 mod limits;
 mod serve;
 mod tls;

@@ -690,3 +690,48 @@ fn serve_settings_precedence_and_validation() {
     assert_eq!(text(&out.stderr).trim(), "error: max queued bytes must be at least 1");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_fanout_against_the_hub() {
+    let key = "cli-fanout-key-0123456789";
+    let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0", "--api-key", key], &[]);
+    let out = run(&[
+        "bench",
+        &hub.url,
+        "--mode",
+        "fanout",
+        "-c",
+        "6",
+        "--channels",
+        "2",
+        "--rate",
+        "40",
+        "-d",
+        "0.5",
+        "--api-key",
+        key,
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    for field in [
+        "\"mode\":\"fanout\"",
+        "\"subscribers\":6",
+        "\"channels\":2",
+        "\"deliveries_per_s\":",
+        "\"p99\":",
+        "\"errors\":{}",
+    ] {
+        assert!(json.contains(field), "{field} missing in {json}");
+    }
+    let number = |name: &str| -> u64 {
+        json.split(&format!("\"{name}\":")).nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap()
+    };
+    // Each publication reaches the 3 subscribers of its channel, every one of them.
+    assert!(number("published") > 0);
+    assert_eq!(number("delivered"), number("published") * 3);
+    assert_eq!(number("delivered"), number("expected"));
+    let out = run(&["bench", &hub.url, "--mode", "fanout", "-c", "1", "-d", "0.2"]);
+    assert!(text(&out.stderr).contains("needs the hub's --api-key"), "{}", text(&out.stderr));
+}
