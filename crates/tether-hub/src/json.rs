@@ -4,6 +4,7 @@
 
 use crate::auth::Authenticator;
 use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, Push, StreamPosition};
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -76,12 +77,13 @@ pub struct JsonOutlet {
     sender: Sender,
     max_queued: usize,
     closing: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl JsonOutlet {
     /// An outlet over `sender` that tolerates `max_queued` unsent bytes.
-    pub fn new(sender: Sender, max_queued: usize) -> Self {
-        Self { sender, max_queued, closing: AtomicBool::new(false) }
+    pub fn new(sender: Sender, max_queued: usize, metrics: Arc<Metrics>) -> Self {
+        Self { sender, max_queued, closing: AtomicBool::new(false), metrics }
     }
 }
 
@@ -97,7 +99,11 @@ impl Outlet for JsonOutlet {
             return false;
         }
         let frame = event.encoded(SLOT, |e| PreparedFrame::text(&Utf8Bytes::from(encode_push(e))));
-        self.sender.send_prepared(frame).is_ok()
+        let sent = self.sender.send_prepared(frame).is_ok();
+        if sent {
+            self.metrics.bytes_out.fetch_add(frame.wire().len() as u64, Ordering::Relaxed);
+        }
+        sent
     }
 
     fn disconnect(&self, code: u16, reason: &str) {
@@ -316,6 +322,7 @@ pub async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authen
             if reply.error {
                 metrics.command_errors.fetch_add(1, Ordering::Relaxed);
             }
+            metrics.bytes_out.fetch_add(reply.text.len() as u64, Ordering::Relaxed);
             if sender.send(Message::text(reply.text)).await.is_err() {
                 break;
             }
@@ -388,7 +395,8 @@ fn handle(
             },
             None => (c.name.unwrap_or_default(), Access { anonymous: true, channels: None }),
         };
-        let outlet = Arc::new(JsonOutlet::new(sender.clone(), hub.options().max_queued_bytes));
+        let outlet =
+            Arc::new(JsonOutlet::new(sender.clone(), hub.options().max_queued_bytes, hub.metrics.clone()));
         let (cid, info) = hub.connect(user, access, outlet);
         let mut body = String::from("{\"client\":");
         push_str(&mut body, &info.client);
@@ -433,7 +441,9 @@ fn handle(
                 body.push_str(&publications_json(&sub.publications));
             }
             body.push('}');
-            let _ = sender.start_send(Message::text(result(id, &body).text));
+            let reply = result(id, &body).text;
+            hub.metrics.bytes_out.fetch_add(reply.len() as u64, Ordering::Relaxed);
+            let _ = sender.start_send(Message::text(reply));
         });
         return match queued {
             Ok(()) => None,

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub command_errors: AtomicU64,
     /// Bytes received in client messages.
     pub bytes_in: AtomicU64,
+    /// Bytes queued to clients (pushes and replies, as WebSocket payload and frame).
+    pub bytes_out: AtomicU64,
     /// Connections disconnected as slow consumers.
     pub slow_disconnects: AtomicU64,
     /// Subscriptions that recovered every missed publication.
@@ -56,6 +58,7 @@ impl Metrics {
         metric("tether_messages_in_total", "counter", "Commands received from clients.", get(&self.commands));
         metric("tether_command_errors_total", "counter", "Error replies sent.", get(&self.command_errors));
         metric("tether_bytes_in_total", "counter", "Bytes of client messages received.", get(&self.bytes_in));
+        metric("tether_bytes_out_total", "counter", "Bytes queued to clients.", get(&self.bytes_out));
         metric(
             "tether_slow_consumer_disconnects_total",
             "counter",

@@ -459,6 +459,12 @@ async fn health_metrics_and_page() {
     ] {
         assert!(metrics.contains(line), "{line} missing in\n{metrics}");
     }
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("tether_bytes_in_total") > 40);
+    assert!(value("tether_bytes_out_total") > 80, "the connect and subscribe replies");
 }
 
 #[tokio::test]
