@@ -18,18 +18,13 @@ import subprocess
 import sys
 import time
 
+from procstat import cpu_seconds  # bench/procstat.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TETHER = os.path.join(ROOT, "target/release/tether")
 KEY = "fanout-bench-key-0123456789"
 # (subscribers, channels, publications per second)
 CASES = [(1000, 1, 200), (10000, 1, 20), (10000, 1000, 2000)]
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def start_hub():

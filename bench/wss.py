@@ -21,16 +21,11 @@ import subprocess
 import sys
 import time
 
+from procstat import cpu_seconds  # bench/procstat.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TETHER = os.path.join(ROOT, "target/release/tether")
 CASES = [(100, 20), (10, 16384)]
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 def start_echo(tls):

@@ -1,17 +1,11 @@
 // Chromium's native WebSocket against a tether server: it offers permessage-deflate on every
 // connection. Checks the negotiation, a text and a binary echo, and a clean close.
 // usage: node chromium.mjs ws://127.0.0.1:PORT/path
-import { chromium } from 'playwright-core';
+import { chromium, launchOptions } from './chromium_launch.mjs';
 import assert from 'node:assert/strict';
 
 const url = process.argv[2];
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  timeout: 30000,
-});
+const browser = await chromium.launch(launchOptions());
 try {
   const page = await browser.newPage();
   const result = await page.evaluate(async (url) => {

@@ -3,7 +3,7 @@
 // The test CA is not installed anywhere: Chromium trusts exactly the server's key for this
 // throwaway profile (--ignore-certificate-errors-spki-list), and nothing else.
 // usage: node chromium_https.mjs https://localhost:PORT/ CERT.pem SCREENSHOT.png
-import { chromium } from 'playwright-core';
+import { chromium, launchOptions } from './chromium_launch.mjs';
 import { X509Certificate, createHash } from 'node:crypto';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,12 +17,7 @@ const pin = createHash('sha256').update(spki).digest('base64');
 
 const profile = mkdtempSync(join(tmpdir(), 'tether-chromium-'));
 const context = await chromium.launchPersistentContext(profile, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    `--ignore-certificate-errors-spki-list=${pin}`],
-  timeout: 30000,
+  ...launchOptions([`--ignore-certificate-errors-spki-list=${pin}`]),
   viewport: { width: 900, height: 520 },
 });
 try {

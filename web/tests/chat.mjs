@@ -3,21 +3,13 @@
 // server API appears in both; a page that goes away and comes back recovers what it missed.
 // Screenshots go to target/web-chat-*.png.
 // usage: node web/tests/chat.mjs http://127.0.0.1:PORT/ API_KEY
-import { createRequire } from 'node:module';
 import assert from 'node:assert/strict';
-
-const require = createRequire(new URL('../../interop/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+// playwright-core is installed in interop/ (interop/run.sh), with the shared launch options.
+import { chromium, launchOptions } from '../../interop/chromium_launch.mjs';
 const [base, key] = process.argv.slice(2);
 const T = { timeout: 10000 };
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  timeout: 30000,
-});
+const browser = await chromium.launch(launchOptions());
 
 async function open(context, name) {
   const page = await context.newPage();

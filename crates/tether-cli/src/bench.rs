@@ -344,7 +344,31 @@ struct Report<'a> {
 }
 
 /// Latency quantiles reported, with their labels.
-pub(crate) const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
+const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
+
+/// The quantiles and the maximum of a histogram of microseconds, in milliseconds.
+fn latency_ms(hist: &Histogram<u64>) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+    QUANTILES
+        .iter()
+        .map(|(label, q)| (*label, hist.value_at_quantile(*q)))
+        .chain([("max", hist.max())])
+        .map(|(label, us)| (label, us as f64 / 1000.0))
+}
+
+/// `p50 0.123 ms  p90 …  max … ms`, for the table.
+pub(crate) fn latency_table(hist: &Histogram<u64>) -> String {
+    latency_ms(hist).map(|(label, v)| format!("{label} {v:.3} ms")).collect::<Vec<_>>().join("  ")
+}
+
+/// `"p50":0.123,…,"max":…`, inside the JSON object `latency_ms`.
+pub(crate) fn latency_json(hist: &Histogram<u64>) -> String {
+    latency_ms(hist).map(|(label, v)| format!("\"{label}\":{v:.3}")).collect::<Vec<_>>().join(",")
+}
+
+/// `"kind":count,…`, inside the JSON object `errors`.
+pub(crate) fn errors_json(errors: &BTreeMap<String, u64>) -> String {
+    errors.iter().map(|(k, n)| format!("{}:{n}", json_string(k))).collect::<Vec<_>>().join(",")
+}
 
 impl Report<'_> {
     fn rate(&self) -> f64 {
@@ -353,18 +377,10 @@ impl Report<'_> {
     fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6
     }
-    fn ms(&self, q: f64) -> f64 {
-        self.latency.value_at_quantile(q) as f64 / 1000.0
-    }
 
     fn table(&self) -> String {
         let kind = if self.binary { "binary" } else { "text" };
-        let latency = QUANTILES
-            .iter()
-            .map(|(label, q)| format!("{label} {:.3} ms", self.ms(*q)))
-            .chain([format!("max {:.3} ms", self.latency.max() as f64 / 1000.0)])
-            .collect::<Vec<_>>()
-            .join("  ");
+        let latency = latency_table(&self.latency);
         format!(
             "target       {}\nconnections  {} requested, {} open (in {:.2} s)\nmessage      {} B {kind}, {} in flight per connection\n\
              duration     {:.2} s\nmessages     {} ({:.1} msg/s)\nthroughput   {:.3} MB/s each way\nlatency      {latency}\n\
@@ -384,14 +400,8 @@ impl Report<'_> {
     }
 
     fn json(&self) -> String {
-        let latency = QUANTILES
-            .iter()
-            .map(|(label, q)| format!("\"{label}\":{:.3}", self.ms(*q)))
-            .chain([format!("\"max\":{:.3}", self.latency.max() as f64 / 1000.0)])
-            .collect::<Vec<_>>()
-            .join(",");
-        let errors =
-            self.errors.iter().map(|(k, n)| format!("{}:{n}", json_string(k))).collect::<Vec<_>>().join(",");
+        let latency = latency_json(&self.latency);
+        let errors = errors_json(&self.errors);
         format!(
             "{{\"mode\":\"echo\",\"url\":{},\"connections\":{},\"open\":{},\"size\":{},\"binary\":{},\"in_flight\":{},\
              \"duration_s\":{:.3},\"messages\":{},\"messages_per_s\":{:.1},\"mb_per_s\":{:.3},\"latency_ms\":{{{latency}}},\

@@ -1,7 +1,10 @@
 //! `tether bench --mode fanout`: subscribers on `tether serve`, one publisher through the
 //! server API, deliveries per second and publish-to-delivery latency.
 
-use crate::bench::{describe_errors, json_string, kind, open_all, progress, Args, Shared, QUANTILES};
+use crate::bench::{
+    describe_errors, errors_json, json_string, kind, latency_json, latency_table, open_all, progress, Args,
+    Shared,
+};
 use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -194,16 +197,8 @@ pub(crate) async fn run(
     let rate = delivered as f64 / elapsed.as_secs_f64();
     let hist = latency.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let errors = shared.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     if args.json {
-        let latency = QUANTILES
-            .iter()
-            .map(|(label, q)| format!("\"{label}\":{:.3}", ms(*q)))
-            .chain([format!("\"max\":{:.3}", hist.max() as f64 / 1000.0)])
-            .collect::<Vec<_>>()
-            .join(",");
-        let errors =
-            errors.iter().map(|(k, n)| format!("{}:{n}", json_string(k))).collect::<Vec<_>>().join(",");
+        let (latency, errors) = (latency_json(&hist), errors_json(&errors));
         println!(
             "{{\"mode\":\"fanout\",\"url\":{},\"subscribers\":{want},\"channels\":{},\"published\":{published},\
              \"publish_s\":{:.3},\"delivered\":{delivered},\"expected\":{total},\"deliveries_per_s\":{rate:.1},\
@@ -213,12 +208,7 @@ pub(crate) async fn run(
             publish_time.as_secs_f64(),
         );
     } else {
-        let latency = QUANTILES
-            .iter()
-            .map(|(label, q)| format!("{label} {:.3} ms", ms(*q)))
-            .chain([format!("max {:.3} ms", hist.max() as f64 / 1000.0)])
-            .collect::<Vec<_>>()
-            .join("  ");
+        let latency = latency_table(&hist);
         print!(
             "target       {}\nsubscribers  {want} open (in {:.2} s) over {} channel(s)\npublished    {published} in {:.2} s ({:.1}/s)\n\
              delivered    {delivered} of {total} expected ({rate:.1} deliveries/s)\nlatency      {latency}\nerrors       {}\n",

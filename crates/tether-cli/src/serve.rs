@@ -196,14 +196,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => "http",
     };
-    let options = ServeOptions {
-        listen: listen.clone(),
-        server,
-        api_key,
-        max_connections,
-        max_connections_per_ip: max_per_ip,
-        ..ServeOptions::default()
-    };
     let hmac = args.token_hmac_secret.or(file.token_hmac_secret);
     let rsa_file = args.token_rsa_public_key.or(file.token_rsa_public_key);
     let rsa = match &rsa_file {
@@ -221,7 +213,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Arc::new(tether_hub::NoTokens)
     };
-    let options = ServeOptions { auth, ..options };
+    let options = ServeOptions {
+        listen: listen.clone(),
+        server,
+        api_key,
+        max_connections,
+        max_connections_per_ip: max_per_ip,
+        auth,
+        ..ServeOptions::default()
+    };
     let hub = Arc::new(Hub::new(hub_options));
     let api_on = options.api_key.is_some();
     let srv =

@@ -151,7 +151,19 @@ struct Channel {
     epoch: Arc<str>,
     offset: u64,
     history: VecDeque<Arc<Event>>,
-    subscribers: HashMap<ClientId, Arc<ClientInfo>>,
+    subscribers: HashMap<ClientId, Subscriber>,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Self { epoch: new_epoch(), offset: 0, history: VecDeque::new(), subscribers: HashMap::new() }
+    }
+}
+
+/// A subscription: who, and where its events go (so a fan-out needs no second lookup).
+struct Subscriber {
+    info: Arc<ClientInfo>,
+    outlet: Arc<dyn Outlet>,
 }
 
 struct Client {
@@ -165,6 +177,19 @@ struct Client {
 struct State {
     channels: HashMap<Arc<str>, Channel>,
     clients: HashMap<ClientId, Client>,
+}
+
+impl State {
+    /// The channel named `name`, created (with a new epoch) if it does not exist, and its
+    /// shared name.
+    fn open_channel(&mut self, name: &str) -> (Arc<str>, &mut Channel) {
+        let key: Arc<str> = match self.channels.get_key_value(name) {
+            Some((k, _)) => k.clone(),
+            None => name.into(),
+        };
+        let ch = self.channels.entry(key.clone()).or_insert_with(Channel::new);
+        (key, ch)
+    }
 }
 
 /// The in-memory hub (the `memory` broker): one process, every channel in memory.
@@ -190,6 +215,30 @@ fn new_epoch() -> Arc<str> {
         b = (t.as_nanos() as u64).to_le_bytes();
     }
     b.iter().map(|x| format!("{x:02x}")).collect::<String>().into()
+}
+
+/// Pushes `event` to every subscriber but `except`; returns those too slow to take it (their
+/// outlet is already disconnecting them).
+fn deliver(
+    subscribers: &HashMap<ClientId, Subscriber>,
+    except: Option<ClientId>,
+    event: &Arc<Event>,
+    metrics: &Metrics,
+) -> Vec<ClientId> {
+    let mut slow = Vec::new();
+    let mut delivered = 0;
+    for (id, sub) in subscribers {
+        if Some(*id) == except {
+            continue;
+        }
+        if sub.outlet.push(event) {
+            delivered += 1;
+        } else {
+            slow.push(*id);
+        }
+    }
+    metrics.delivered.fetch_add(delivered, Ordering::Relaxed);
+    slow
 }
 
 impl Hub {
@@ -253,13 +302,12 @@ impl Hub {
 
     fn leave(&self, state: &mut State, channel: &Arc<str>, client: ClientId) {
         let Some(ch) = state.channels.get_mut(channel) else { return };
-        let Some(info) = ch.subscribers.remove(&client) else { return };
+        let Some(sub) = ch.subscribers.remove(&client) else { return };
         self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        let ns = self.options.namespace_of(channel).cloned().unwrap_or_default();
-        if ns.join_leave {
-            let event = Event::new(channel.clone(), Push::Leave(info));
-            let targets: Vec<ClientId> = ch.subscribers.keys().copied().collect();
-            self.fan_out(state, &targets, &event);
+        if self.options.namespace_of(channel).is_some_and(|ns| ns.join_leave) {
+            let event = Event::new(channel.clone(), Push::Leave(sub.info));
+            let slow = deliver(&ch.subscribers, None, &event, &self.metrics);
+            self.drop_slow(state, slow);
         }
         self.maybe_drop_channel(state, channel);
     }
@@ -296,32 +344,22 @@ impl Hub {
         recover: Option<StreamPosition>,
         on_subscribed: impl FnOnce(&Subscribed),
     ) -> Result<(), HubError> {
-        let ns = self.namespace(channel)?.clone();
+        let ns = self.namespace(channel)?;
         let mut state = self.lock();
         let state = &mut *state;
         let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
-        if !Self::allowed(&c.access, &ns, channel) {
+        if !Self::allowed(&c.access, ns, channel) {
             return Err(HubError::PermissionDenied);
         }
-        if c.channels.iter().any(|ch| &**ch == channel) {
+        if c.channels.contains(channel) {
             return Err(HubError::AlreadySubscribed);
         }
         if c.channels.len() >= self.options.max_channels_per_connection {
             return Err(HubError::LimitExceeded);
         }
-        let info = c.info.clone();
-        let name: Arc<str> = match state.channels.get_key_value(channel) {
-            Some((k, _)) => k.clone(),
-            None => channel.into(),
-        };
-        let now = Instant::now();
-        let ch = state.channels.entry(name.clone()).or_insert_with(|| Channel {
-            epoch: new_epoch(),
-            offset: 0,
-            history: VecDeque::new(),
-            subscribers: HashMap::new(),
-        });
-        expire(ch, &ns, now);
+        let sub = Subscriber { info: c.info.clone(), outlet: c.outlet.clone() };
+        let (name, ch) = state.open_channel(channel);
+        expire(ch, ns, Instant::now());
         let mut result = Subscribed {
             epoch: ch.epoch.clone(),
             offset: ch.offset,
@@ -343,24 +381,23 @@ impl Hub {
                     result.recovered = true;
                 }
             }
-            if result.recovered {
-                self.metrics.recovered.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.metrics.recovery_failed.fetch_add(1, Ordering::Relaxed);
-            }
+            let counter =
+                if result.recovered { &self.metrics.recovered } else { &self.metrics.recovery_failed };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
-        let targets: Vec<ClientId> =
-            if ns.join_leave { ch.subscribers.keys().copied().collect() } else { Vec::new() };
-        ch.subscribers.insert(client, info.clone());
+        let slow = if ns.join_leave {
+            let event = Event::new(name.clone(), Push::Join(sub.info.clone()));
+            deliver(&ch.subscribers, None, &event, &self.metrics)
+        } else {
+            Vec::new()
+        };
+        ch.subscribers.insert(client, sub);
         self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
         if let Some(c) = state.clients.get_mut(&client) {
-            c.channels.insert(name.clone());
+            c.channels.insert(name);
         }
         on_subscribed(&result);
-        if ns.join_leave {
-            let event = Event::new(name, Push::Join(info));
-            self.fan_out(state, &targets, &event);
-        }
+        self.drop_slow(state, slow);
         Ok(())
     }
 
@@ -372,9 +409,16 @@ impl Hub {
     pub fn unsubscribe(&self, client: ClientId, channel: &str) -> Result<(), HubError> {
         let mut state = self.lock();
         let c = state.clients.get_mut(&client).ok_or(HubError::NotSubscribed)?;
-        let name = c.channels.iter().find(|ch| &***ch == channel).cloned().ok_or(HubError::NotSubscribed)?;
-        c.channels.remove(&name);
+        let name = c.channels.take(channel).ok_or(HubError::NotSubscribed)?;
         self.leave(&mut state, &name, client);
+        Ok(())
+    }
+
+    fn may_publish(&self, c: &Client, channel: &str) -> Result<(), HubError> {
+        let ns = self.namespace(channel)?;
+        if !ns.allow_publish || !Self::allowed(&c.access, ns, channel) {
+            return Err(HubError::PermissionDenied);
+        }
         Ok(())
     }
 
@@ -384,19 +428,33 @@ impl Hub {
     ///
     /// [`HubError::UnknownChannel`] or [`HubError::PermissionDenied`].
     pub fn check_publish(&self, client: ClientId, channel: &str) -> Result<(), HubError> {
-        let ns = self.namespace(channel)?;
         let state = self.lock();
         let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
-        if !ns.allow_publish || !Self::allowed(&c.access, ns, channel) {
-            return Err(HubError::PermissionDenied);
-        }
-        Ok(())
+        self.may_publish(c, channel)
+    }
+
+    /// Publishes `data` to `channel` for a client: checked against the namespace and the
+    /// client's access, then as [`publish`](Self::publish), with the client's info.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::UnknownChannel`] or [`HubError::PermissionDenied`].
+    pub fn publish_from(
+        &self,
+        client: ClientId,
+        channel: &str,
+        data: Bytes,
+    ) -> Result<StreamPosition, HubError> {
+        let mut state = self.lock();
+        let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
+        self.may_publish(c, channel)?;
+        let info = c.info.clone();
+        self.publish_locked(&mut state, channel, data, Some(info))
     }
 
     /// Publishes `data` to `channel`: appended to history (where kept) and pushed to every
-    /// subscriber, in offset order. Permission is the caller's to check
-    /// ([`check_publish`](Self::check_publish) for clients; the server API may publish
-    /// anywhere in a known namespace).
+    /// subscriber, in offset order. For the server API, which may publish anywhere in a
+    /// known namespace; clients go through [`publish_from`](Self::publish_from).
     ///
     /// # Errors
     ///
@@ -407,124 +465,119 @@ impl Hub {
         data: Bytes,
         info: Option<Arc<ClientInfo>>,
     ) -> Result<StreamPosition, HubError> {
-        let ns = self.namespace(channel)?.clone();
-        let mut state = self.lock();
-        let state = &mut *state;
-        let now = Instant::now();
+        self.publish_locked(&mut self.lock(), channel, data, info)
+    }
+
+    fn publish_locked(
+        &self,
+        state: &mut State,
+        channel: &str,
+        data: Bytes,
+        info: Option<Arc<ClientInfo>>,
+    ) -> Result<StreamPosition, HubError> {
+        let ns = self.namespace(channel)?;
         let keeps_history = ns.history_size > 0;
         let exists = state.channels.contains_key(channel);
+        self.metrics.published.fetch_add(1, Ordering::Relaxed);
         if !exists && !keeps_history {
             // Nobody listens and nothing is kept: the offset still moves, in a channel
             // that exists only for this publication.
-            self.metrics.published.fetch_add(1, Ordering::Relaxed);
             return Ok(StreamPosition { offset: 1, epoch: new_epoch() });
         }
-        let name: Arc<str> = match state.channels.get_key_value(channel) {
-            Some((k, _)) => k.clone(),
-            None => channel.into(),
-        };
-        let ch = state.channels.entry(name.clone()).or_insert_with(|| Channel {
-            epoch: new_epoch(),
-            offset: 0,
-            history: VecDeque::new(),
-            subscribers: HashMap::new(),
-        });
-        expire(ch, &ns, now);
+        let (name, ch) = state.open_channel(channel);
+        expire(ch, ns, Instant::now());
         ch.offset += 1;
-        let offset = ch.offset;
-        let epoch = ch.epoch.clone();
-        let event = Event::new(name.clone(), Push::Publication(Publication { offset, data, info }));
+        let position = StreamPosition { offset: ch.offset, epoch: ch.epoch.clone() };
+        let publication = Publication { offset: ch.offset, data, info };
+        let event = Event::new(name.clone(), Push::Publication(publication));
         if keeps_history {
             ch.history.push_back(event.clone());
             while ch.history.len() > ns.history_size {
                 ch.history.pop_front();
             }
         }
-        let targets: Vec<ClientId> = ch.subscribers.keys().copied().collect();
-        self.metrics.published.fetch_add(1, Ordering::Relaxed);
-        self.fan_out(state, &targets, &event);
+        let slow = deliver(&ch.subscribers, None, &event, &self.metrics);
+        self.drop_slow(state, slow);
         if !exists {
             self.maybe_drop_channel(state, &name);
         }
-        Ok(StreamPosition { offset, epoch })
+        Ok(position)
     }
 
-    /// Pushes `event` to each target; targets that are too slow are dropped from every
-    /// channel (their outlet is already disconnecting them).
-    fn fan_out(&self, state: &mut State, targets: &[ClientId], event: &Arc<Event>) {
-        let mut slow = Vec::new();
-        for id in targets {
-            if let Some(c) = state.clients.get(id) {
-                if c.outlet.push(event) {
-                    self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    slow.push(*id);
-                }
-            }
-        }
+    /// Drops connections that fell behind from every channel at once (no leave events:
+    /// their outlets are already closing them); presence no longer lists them.
+    fn drop_slow(&self, state: &mut State, slow: Vec<ClientId>) {
         for id in slow {
+            let Some(c) = state.clients.remove(&id) else { continue };
             self.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-            if let Some(c) = state.clients.remove(&id) {
-                self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-                for channel in c.channels {
-                    // No leave events from here (we are inside a fan-out); presence is
-                    // updated at once.
-                    if let Some(ch) = state.channels.get_mut(&channel) {
-                        if ch.subscribers.remove(&id).is_some() {
-                            self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
-                        }
+            self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            for channel in c.channels {
+                if let Some(ch) = state.channels.get_mut(&channel) {
+                    if ch.subscribers.remove(&id).is_some() {
+                        self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
             }
         }
     }
 
-    /// Who is subscribed to `channel`.
+    /// Checks that `asker` (a client; `None` for the server API) is subscribed to `channel`.
+    fn check_asker(state: &State, asker: Option<ClientId>, channel: &str) -> Result<(), HubError> {
+        match asker {
+            Some(id) if !state.clients.get(&id).is_some_and(|c| c.channels.contains(channel)) => {
+                Err(HubError::NotSubscribed)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Who is subscribed to `channel`. A client (`asker`) must be subscribed itself; the
+    /// server API (`None`) may ask about any channel.
     ///
     /// # Errors
     ///
-    /// [`HubError::UnknownChannel`], or [`HubError::NotAvailable`] where presence is off.
-    pub fn presence(&self, channel: &str) -> Result<Vec<Arc<ClientInfo>>, HubError> {
-        let ns = self.namespace(channel)?;
-        if !ns.presence {
+    /// [`HubError::UnknownChannel`], [`HubError::NotAvailable`] where presence is off, or
+    /// [`HubError::NotSubscribed`].
+    pub fn presence(&self, channel: &str, asker: Option<ClientId>) -> Result<Vec<Arc<ClientInfo>>, HubError> {
+        if !self.namespace(channel)?.presence {
             return Err(HubError::NotAvailable);
         }
         let state = self.lock();
+        Self::check_asker(&state, asker, channel)?;
         let mut list: Vec<Arc<ClientInfo>> = state
             .channels
             .get(channel)
-            .map(|ch| ch.subscribers.values().cloned().collect())
+            .map(|ch| ch.subscribers.values().map(|s| s.info.clone()).collect())
             .unwrap_or_default();
         list.sort_by(|a, b| a.client.cmp(&b.client));
         Ok(list)
     }
 
-    /// Whether `client` is subscribed to `channel`.
-    pub fn is_subscribed(&self, client: ClientId, channel: &str) -> bool {
-        self.lock().clients.get(&client).is_some_and(|c| c.channels.iter().any(|ch| &**ch == channel))
-    }
-
     /// The last `limit` publications of `channel` after offset `since` (all kept ones when
-    /// `since` is `None`), with the channel's position.
+    /// `since` is `None`), with the channel's position. `asker` as for
+    /// [`presence`](Self::presence).
     ///
     /// # Errors
     ///
-    /// [`HubError::UnknownChannel`], or [`HubError::NotAvailable`] without history.
+    /// [`HubError::UnknownChannel`], [`HubError::NotAvailable`] without history, or
+    /// [`HubError::NotSubscribed`].
     pub fn history(
         &self,
         channel: &str,
         limit: usize,
         since: Option<u64>,
+        asker: Option<ClientId>,
     ) -> Result<(StreamPosition, Vec<Arc<Event>>), HubError> {
-        let ns = self.namespace(channel)?.clone();
+        let ns = self.namespace(channel)?;
         if ns.history_size == 0 {
             return Err(HubError::NotAvailable);
         }
         let mut state = self.lock();
+        Self::check_asker(&state, asker, channel)?;
         let Some(ch) = state.channels.get_mut(channel) else {
             return Ok((StreamPosition { offset: 0, epoch: "".into() }, Vec::new()));
         };
-        expire(ch, &ns, Instant::now());
+        expire(ch, ns, Instant::now());
         let pos = StreamPosition { offset: ch.offset, epoch: ch.epoch.clone() };
         let kept: Vec<Arc<Event>> = ch
             .history
@@ -545,23 +598,40 @@ impl Hub {
         list
     }
 
-    /// Disconnects every connection of `user` with `code` and `reason`; returns how many.
-    pub fn disconnect_user(&self, user: &str, code: u16, reason: &str) -> usize {
+    /// Channels in use and subscriptions per namespace ("" for the default one), by name.
+    pub fn namespace_counts(&self) -> Vec<(String, usize, usize)> {
+        let state = self.lock();
+        let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+        for (name, ch) in &state.channels {
+            let e = counts.entry(HubOptions::namespace_name(name)).or_default();
+            e.0 += 1;
+            e.1 += ch.subscribers.len();
+        }
+        let mut rows: Vec<(String, usize, usize)> =
+            counts.into_iter().map(|(ns, (c, s))| (ns.to_owned(), c, s)).collect();
+        rows.sort();
+        rows
+    }
+
+    /// Disconnects every connection that `select` picks with `code` and `reason`; returns
+    /// how many.
+    fn disconnect_where(&self, select: impl Fn(&Client) -> bool, code: u16, reason: &str) -> usize {
         let outlets: Vec<Arc<dyn Outlet>> =
-            self.lock().clients.values().filter(|c| c.info.user == user).map(|c| c.outlet.clone()).collect();
+            self.lock().clients.values().filter(|c| select(c)).map(|c| c.outlet.clone()).collect();
         for o in &outlets {
             o.disconnect(code, reason);
         }
         outlets.len()
     }
 
+    /// Disconnects every connection of `user` with `code` and `reason`; returns how many.
+    pub fn disconnect_user(&self, user: &str, code: u16, reason: &str) -> usize {
+        self.disconnect_where(|c| c.info.user == user, code, reason)
+    }
+
     /// Disconnects every connection (shutdown).
     pub fn disconnect_all(&self, code: u16, reason: &str) -> usize {
-        let outlets: Vec<Arc<dyn Outlet>> = self.lock().clients.values().map(|c| c.outlet.clone()).collect();
-        for o in &outlets {
-            o.disconnect(code, reason);
-        }
-        outlets.len()
+        self.disconnect_where(|_| true, code, reason)
     }
 
     /// Drops expired history everywhere, and channels left with nothing (a periodic task

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
-use tether::{CloseCode, Message, PreparedFrame, Sender, Utf8Bytes, WebSocket};
+use tether::{CloseCode, Message, PreparedFrame, Sender, WebSocket};
 
 /// The subprotocol name.
 pub const PROTOCOL: &str = "tether.json";
@@ -98,7 +98,7 @@ impl Outlet for JsonOutlet {
             let _ = self.sender.send_close(CloseCode(close::SLOW_CONSUMER), "slow consumer");
             return false;
         }
-        let frame = event.encoded(SLOT, |e| PreparedFrame::text(&Utf8Bytes::from(encode_push(e))));
+        let frame = event.encoded(SLOT, |e| PreparedFrame::text(&encode_push(e)));
         let sent = self.sender.send_prepared(frame).is_ok();
         if sent {
             self.metrics.bytes_out.fetch_add(frame.wire().len() as u64, Ordering::Relaxed);
@@ -457,11 +457,8 @@ fn handle(
         });
     }
     if let Some(p) = cmd.publish {
-        if let Err(e) = hub.check_publish(cid, &p.channel) {
-            return Some(error(id, hub_code(&e), &e.to_string()));
-        }
         let data = Bytes::copy_from_slice(p.data.get().as_bytes());
-        return Some(match hub.publish(&p.channel, data, Some(info)) {
+        return Some(match hub.publish_from(cid, &p.channel, data) {
             Ok(pos) => {
                 let mut body = format!("{{\"offset\":{},\"epoch\":", pos.offset);
                 push_str(&mut body, &pos.epoch);
@@ -472,20 +469,14 @@ fn handle(
         });
     }
     if let Some(p) = cmd.presence {
-        if !hub.is_subscribed(cid, &p.channel) {
-            return Some(error(id, code::NOT_SUBSCRIBED, "subscribe to the channel first"));
-        }
-        return Some(match hub.presence(&p.channel) {
+        return Some(match hub.presence(&p.channel, Some(cid)) {
             Ok(list) => result(id, &format!("{{\"clients\":{}}}", clients_json(&list))),
             Err(e) => error(id, hub_code(&e), &e.to_string()),
         });
     }
     if let Some(h) = cmd.history {
-        if !hub.is_subscribed(cid, &h.channel) {
-            return Some(error(id, code::NOT_SUBSCRIBED, "subscribe to the channel first"));
-        }
         let limit = h.limit.unwrap_or(usize::MAX);
-        return Some(match hub.history(&h.channel, limit, h.since) {
+        return Some(match hub.history(&h.channel, limit, h.since, Some(cid)) {
             Ok((pos, events)) => {
                 let mut body = String::from("{\"epoch\":");
                 push_str(&mut body, &pos.epoch);

@@ -238,18 +238,7 @@ fn route(req: HttpRequest, hub: &Hub, options: &ServeOptions) -> HttpResponse {
     match (method, path) {
         ("GET" | "HEAD", "/healthz") => HttpResponse::text(200, "ok"),
         ("GET" | "HEAD", "/metrics") => {
-            let mut per_ns: HashMap<String, (usize, usize)> = HashMap::new();
-            for (channel, subs) in hub.channels() {
-                let e = per_ns
-                    .entry(crate::options::HubOptions::namespace_name(&channel).to_owned())
-                    .or_default();
-                e.0 += 1;
-                e.1 += subs;
-            }
-            let mut rows: Vec<(String, usize, usize)> =
-                per_ns.into_iter().map(|(k, (c, s))| (k, c, s)).collect();
-            rows.sort();
-            HttpResponse::new(200, "text/plain; version=0.0.4", hub.metrics.render(&rows))
+            HttpResponse::new(200, "text/plain; version=0.0.4", hub.metrics.render(&hub.namespace_counts()))
         }
         ("GET" | "HEAD", _) => match web::asset(path) {
             Some((content_type, body)) => {
@@ -363,7 +352,7 @@ fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOptions) 
         }
         "presence" => {
             let p = parse!(ApiChannel);
-            match hub.presence(&p.channel) {
+            match hub.presence(&p.channel, None) {
                 Ok(list) => json_response(
                     200,
                     format!("{{\"result\":{{\"clients\":{}}}}}", json::clients_json(&list)),
@@ -373,7 +362,7 @@ fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOptions) 
         }
         "history" => {
             let h = parse!(ApiHistory);
-            match hub.history(&h.channel, h.limit.unwrap_or(usize::MAX), h.since) {
+            match hub.history(&h.channel, h.limit.unwrap_or(usize::MAX), h.since, None) {
                 Ok((pos, events)) => json_response(
                     200,
                     format!(

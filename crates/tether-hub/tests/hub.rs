@@ -111,6 +111,21 @@ impl Client {
         v["push"].clone()
     }
 
+    /// Reads past other messages to the server's close frame: its code and reason.
+    async fn closed(&mut self) -> Option<(u16, String)> {
+        let read = async {
+            while let Some(m) = self.ws.next().await {
+                match m {
+                    Ok(Message::Close(f)) => return f.map(|f| (f.code.0, f.reason.to_string())),
+                    Ok(_) => continue,
+                    Err(_) => return None,
+                }
+            }
+            None
+        };
+        tokio::time::timeout(WAIT, read).await.unwrap()
+    }
+
     async fn no_push(&mut self) {
         assert!(self.pushes.is_empty(), "unexpected push {:?}", self.pushes);
         if let Ok(m) = tokio::time::timeout(Duration::from_millis(150), self.ws.next()).await {
@@ -365,17 +380,7 @@ async fn limits_channels_message_size_and_per_ip() {
     a.ws.send(Message::text(format!("{{\"id\":9,\"ping\":{{}},\"pad\":\"{}\"}}", "x".repeat(2000))))
         .await
         .unwrap();
-    let closed = tokio::time::timeout(WAIT, async {
-        loop {
-            match a.ws.next().await {
-                Some(Ok(Message::Close(f))) => return f.map(|f| f.code.0),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let closed = a.closed().await.map(|(code, _)| code);
     assert_eq!(closed, Some(1009));
 }
 
@@ -421,17 +426,7 @@ async fn server_api_auth_and_methods() {
     assert_eq!(r["result"]["publications"][0]["data"], "b");
     let (_, r) = api(hub.addr, "disconnect", json!({"user": "ann"}), Some(KEY)).await;
     assert_eq!(r["result"]["disconnected"], 1);
-    let code = tokio::time::timeout(WAIT, async {
-        loop {
-            match a.ws.next().await {
-                Some(Ok(Message::Close(f))) => return f.map(|f| f.code.0),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let code = a.closed().await.map(|(code, _)| code);
     assert_eq!(code, Some(4010));
 }
 
@@ -473,17 +468,7 @@ async fn shutdown_closes_every_connection_with_1001() {
     let mut a = Client::connect(hub.addr, "ann").await;
     a.ok("subscribe", json!({"channel": "chat:s"})).await;
     let _ = hub.stop.take().unwrap().send(());
-    let code = tokio::time::timeout(WAIT, async {
-        loop {
-            match a.ws.next().await {
-                Some(Ok(Message::Close(f))) => return f.map(|f| (f.code.0, f.reason.to_string())),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let code = a.closed().await;
     assert_eq!(code, Some((1001, "server shutting down".to_owned())));
     tokio::time::timeout(WAIT, &mut hub.done).await.unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(hub.addr).await.is_err(), "still accepting after shutdown");
@@ -606,17 +591,7 @@ async fn an_expiring_token_must_be_refreshed() {
     // Not refreshed: closed with 4002 once exp passes.
     let mut a = Client::open(hub.addr).await;
     a.ok("connect", json!({"token": token(json!({"sub": "alice", "exp": now() + 1}))})).await;
-    let code = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match a.ws.next().await {
-                Some(Ok(Message::Close(f))) => return f.map(|f| (f.code.0, f.reason.to_string())),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let code = a.closed().await;
     assert_eq!(code, Some((4002, "token expired".to_owned())));
     // Refreshed in time: stays. A token for someone else is refused.
     let mut b = Client::open(hub.addr).await;

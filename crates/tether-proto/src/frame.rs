@@ -302,7 +302,7 @@ impl std::fmt::Debug for PreparedFrame {
 
 impl PreparedFrame {
     /// A text frame.
-    pub fn text(text: &crate::Utf8Bytes) -> Self {
+    pub fn text(text: &str) -> Self {
         Self::new(OpCode::Text, text.as_bytes())
     }
 

@@ -208,16 +208,24 @@ pub fn proxy_from_env(
     port: u16,
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<ProxyUrl>, ProxyError> {
-    let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    let get_pair = |lower: &str| get(lower).or_else(|| get(&lower.to_ascii_uppercase()));
-    let chosen = if secure { get_pair("https_proxy") } else { get_pair("http_proxy") };
-    let Some(url) = chosen.or_else(|| get_pair("all_proxy")) else { return Ok(None) };
-    if let Some(list) = get_pair("no_proxy") {
-        if NoProxy::parse(&list).matches(host, port) {
-            return Ok(None);
-        }
+    let chosen = if secure { env_pair(&var, "https_proxy") } else { env_pair(&var, "http_proxy") };
+    let Some(url) = chosen.or_else(|| env_pair(&var, "all_proxy")) else { return Ok(None) };
+    if bypassed_by_env(host, port, &var) {
+        return Ok(None);
     }
     ProxyUrl::parse(url.trim()).map(Some)
+}
+
+/// Whether `no_proxy` (or `NO_PROXY`) lists `host:port`, which is then reached directly
+/// whatever proxy was chosen.
+pub fn bypassed_by_env(host: &str, port: u16, var: impl Fn(&str) -> Option<String>) -> bool {
+    env_pair(&var, "no_proxy").is_some_and(|list| NoProxy::parse(&list).matches(host, port))
+}
+
+/// The lower-case variable, else its upper-case form; empty counts as unset.
+fn env_pair(var: &impl Fn(&str) -> Option<String>, lower: &str) -> Option<String> {
+    let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    get(lower).or_else(|| get(&lower.to_ascii_uppercase()))
 }
 
 /// A `NO_PROXY` list: comma- or space-separated entries, each `*` (every host), a host name

@@ -42,14 +42,8 @@ impl Proxy {
         match self {
             Self::None => Ok(None),
             Self::FromEnv => Ok(proxy::proxy_from_env(url.secure, &url.host, url.port, var)?),
-            Self::Url(p) => {
-                let bypass = var("no_proxy").or_else(|| var("NO_PROXY")).unwrap_or_default();
-                if proxy::NoProxy::parse(&bypass).matches(&url.host, url.port) {
-                    Ok(None)
-                } else {
-                    Ok(Some(p.clone()))
-                }
-            }
+            Self::Url(_) if proxy::bypassed_by_env(&url.host, url.port, var) => Ok(None),
+            Self::Url(p) => Ok(Some(p.clone())),
         }
     }
 }
@@ -140,12 +134,10 @@ async fn tunnel(stream: &mut TcpStream, p: &ProxyUrl, url: &Url) -> Result<(), E
                     return Err(proxy::ProxyError::Malformed("connection closed before the answer").into());
                 }
                 buf.push(byte[0]);
-                if buf.ends_with(b"\r\n\r\n") || buf.ends_with(b"\n\n") {
-                    if proxy::parse_connect_response(&buf)?.is_some() {
-                        return Ok(());
-                    }
-                } else if buf.len() > 16 * 1024 {
-                    proxy::parse_connect_response(&buf)?;
+                // A head can only end at a line end; past 16 KiB the parser refuses it.
+                let worth_parsing = byte[0] == b'\n' || buf.len() > 16 * 1024;
+                if worth_parsing && proxy::parse_connect_response(&buf)?.is_some() {
+                    return Ok(());
                 }
             }
         }

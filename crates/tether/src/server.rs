@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tether_proto::handshake::{
-    accept_response, http_response, parse_http_request, parse_request, reject_response, select_protocol,
+    accept_response, http_response, parse_http_request, reject_response, select_protocol,
     HttpRequest as HttpHead, OriginPolicy, Request,
 };
 use tether_proto::{deflate, Config, Connection, HandshakeError};
@@ -156,7 +156,14 @@ where
     F: FnOnce(&Request) -> Result<(), Reject>,
 {
     let timeout = config.config.handshake_timeout;
-    let (request, leftover) = match tokio::time::timeout(timeout, read_request(&mut stream, config)).await {
+    let mut buf = Vec::with_capacity(1024);
+    let read = async {
+        match read_head(&mut stream, &mut buf, config).await? {
+            Some((head, len)) => Ok((head.into_upgrade()?, len)),
+            None => Err(HandshakeError::MalformedHttp("connection closed during handshake").into()),
+        }
+    };
+    let (request, len) = match tokio::time::timeout(timeout, read).await {
         Ok(Ok(read)) => read,
         Ok(Err(Error::Handshake(e))) => return Err(refuse(&mut stream, e).await),
         Ok(Err(e)) => return Err(e),
@@ -166,7 +173,7 @@ where
             return Err(Error::Timeout);
         }
     };
-    upgrade_parsed(stream, request, &leftover, remote_addr, config, check).await
+    upgrade_parsed(stream, request, &buf[len..], remote_addr, config, check).await
 }
 
 /// Finishes an upgrade whose request is read and valid: origin policy, the application's
@@ -268,17 +275,13 @@ where
         }
         let rest = buf.split_off(body_len);
         let body = Bytes::from(std::mem::replace(&mut buf, rest));
-        let keep_alive = head.keep_alive();
-        let is_head = head.method == "HEAD";
+        let (keep_alive, head_only) = (head.keep_alive(), head.method == "HEAD");
         let response = route(HttpRequest { head, body, remote_addr }).await;
         let headers: Vec<(&str, &str)> =
             response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        let mut answer = http_response(response.status, &headers, &response.body, keep_alive);
-        if is_head {
-            // The same head as for GET, without the body (RFC 9110 9.3.2).
-            answer.truncate(answer.len() - response.body.len());
-        }
-        stream.write_all(&answer).await?;
+        stream
+            .write_all(&http_response(response.status, &headers, &response.body, keep_alive, head_only))
+            .await?;
         served += 1;
         if !keep_alive {
             let _ = stream.shutdown().await;
@@ -312,24 +315,6 @@ async fn read_head<S: AsyncRead + Unpin>(
             return Err(HandshakeError::MalformedHttp("connection closed during the request head").into());
         }
         buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-async fn read_request<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    config: &ServerConfig,
-) -> Result<(Request, Vec<u8>), Error> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(HandshakeError::MalformedHttp("connection closed during handshake").into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some((request, len)) = parse_request(&buf, &config.config.handshake)? {
-            return Ok((request, buf.split_off(len)));
-        }
     }
 }
 

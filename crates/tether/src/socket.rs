@@ -150,11 +150,6 @@ impl Sender {
         self.tx.send(Command::Prepared(frame.clone())).map_err(|_| Error::Usage(UsageError::Closed))
     }
 
-    /// Whether the connection has ended (nothing sent now will be delivered).
-    pub fn is_closed(&self) -> bool {
-        self.shared.finished.load(Ordering::Acquire) || self.tx.is_closed()
-    }
-
     /// Sends a message that is never compressed, even with permessage-deflate on: for data
     /// that is already compressed, or secrets that share a message with attacker-chosen text
     /// (compression leaks their length, as in CRIME/BREACH).

@@ -184,8 +184,16 @@ pub fn parse_request(
 }
 
 /// A complete HTTP/1.1 answer with a body (`Content-Length` set), for servers that answer
-/// plain requests beside upgrades. `keep_alive: false` adds `Connection: close`.
-pub fn http_response(status: u16, headers: &[(&str, &str)], body: &[u8], keep_alive: bool) -> Vec<u8> {
+/// plain requests beside upgrades. `keep_alive: false` adds `Connection: close`;
+/// `head_only` (the answer to HEAD) keeps the head of the GET answer and leaves out the
+/// body (RFC 9110 9.3.2).
+pub fn http_response(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+    head_only: bool,
+) -> Vec<u8> {
     let phrase =
         http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Status");
     let mut out = format!("HTTP/1.1 {status} {phrase}\r\nContent-Length: {}\r\n", body.len());
@@ -197,7 +205,9 @@ pub fn http_response(status: u16, headers: &[(&str, &str)], body: &[u8], keep_al
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body);
+    if !head_only {
+        bytes.extend_from_slice(body);
+    }
     bytes
 }
 
