@@ -184,7 +184,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let limits = Config::default().with_max_message_size(max_message).with_max_frame_size(max_message);
     let mut server = tether::ServerConfig::default()
         .with_config(limits)
-        .with_protocols([tether_hub::json::PROTOCOL])
+        .with_protocols(tether_hub::server::PROTOCOLS)
         .with_origin(origin);
     let scheme = match args.tls.server_tls()? {
         Some(tls) => {

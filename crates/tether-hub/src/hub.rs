@@ -7,6 +7,7 @@
 
 use crate::metrics::Metrics;
 use crate::options::{HubOptions, NamespaceOptions};
+use crate::queue::Queues;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,8 +58,13 @@ pub enum Push {
     Leave(Arc<ClientInfo>),
 }
 
-/// Number of front-ends that can cache an encoding of an event.
+/// Number of front-ends that can cache a whole WebSocket frame of an event.
 pub const ENCODING_SLOTS: usize = 2;
+
+/// Number of front-ends (or versions of one) that can cache a part of a message: for
+/// protocols where each subscriber's message differs in a few bytes (a STOMP `MESSAGE`
+/// names the subscription), the part shared by all.
+pub const PART_SLOTS: usize = 3;
 
 /// A [`Push`] in a channel, with a cache of its encodings (one slot per front-end).
 #[derive(Debug)]
@@ -70,16 +76,29 @@ pub struct Event {
     /// When it was published (for history expiry).
     pub time: Instant,
     encoded: [OnceLock<PreparedFrame>; ENCODING_SLOTS],
+    parts: [OnceLock<Bytes>; PART_SLOTS],
 }
 
 impl Event {
     fn new(channel: Arc<str>, push: Push) -> Arc<Self> {
-        Arc::new(Self { channel, push, time: Instant::now(), encoded: Default::default() })
+        Arc::new(Self {
+            channel,
+            push,
+            time: Instant::now(),
+            encoded: Default::default(),
+            parts: Default::default(),
+        })
     }
 
     /// The frame of this event for the front-end using `slot`, encoded on first use.
     pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Event) -> PreparedFrame) -> &PreparedFrame {
         self.encoded[slot].get_or_init(|| encode(self))
+    }
+
+    /// The shared part of this event's message for the front-end using part `slot`,
+    /// encoded on first use.
+    pub fn encoded_part(&self, slot: usize, encode: impl FnOnce(&Event) -> Bytes) -> &Bytes {
+        self.parts[slot].get_or_init(|| encode(self))
     }
 
     /// The publication, if this event is one.
@@ -197,6 +216,7 @@ pub struct Hub {
     state: Mutex<State>,
     options: HubOptions,
     next_client: AtomicU64,
+    queues: Queues,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
 }
@@ -246,6 +266,7 @@ impl Hub {
     pub fn new(options: HubOptions) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            queues: Queues::new(options.queue_limits),
             options,
             next_client: AtomicU64::new(1),
             metrics: Arc::new(Metrics::default()),
@@ -290,8 +311,31 @@ impl Hub {
         }
     }
 
-    /// Removes a connection from every channel (with leave events) and from the hub.
+    /// The work queues.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// Whether `client` may consume from (or, with `send`, send to) the queue `name`.
+    /// Queues follow the rules of the namespace their name is in, like channels.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::UnknownChannel`] or [`HubError::PermissionDenied`].
+    pub fn check_queue(&self, client: ClientId, name: &str, send: bool) -> Result<(), HubError> {
+        let ns = self.namespace(name)?;
+        let state = self.lock();
+        let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
+        if (send && !ns.allow_publish) || !Self::allowed(&c.access, ns, name) {
+            return Err(HubError::PermissionDenied);
+        }
+        Ok(())
+    }
+
+    /// Removes a connection from every channel (with leave events), every queue (its
+    /// unacknowledged messages go back) and from the hub.
     pub fn disconnect(&self, client: ClientId) {
+        self.queues.disconnect(client);
         let mut state = self.lock();
         let Some(c) = state.clients.remove(&client) else { return };
         self.metrics.connections.fetch_sub(1, Ordering::Relaxed);

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!  browsers, apps ──tether.json──▶ json front-end ─┐
+//!  stomp.js, STOMP apps ──STOMP──▶ stomp front-end ─┤   (/queue/*: work queues)
 //!  server API (HTTP POST /api/*) ──────────────────┼──▶ Hub (memory broker) ──▶ Outlets
 //!  /metrics, /healthz, demo page ◀── server ───────┘
 //! ```
@@ -13,7 +14,9 @@ pub mod hub;
 pub mod json;
 pub mod metrics;
 pub mod options;
+pub mod queue;
 pub mod server;
+pub mod stomp;
 pub mod web;
 
 pub use auth::{Authenticator, Identity, Jwt, NoTokens};

@@ -1,5 +1,6 @@
 //! Namespaces and their options, and the hub's limits.
 
+use crate::queue::QueueLimits;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ pub struct HubOptions {
     pub max_queued_bytes: usize,
     /// Longest channel name, in bytes.
     pub max_channel_length: usize,
+    /// Limits of the work queues (STOMP `/queue/...`).
+    pub queue_limits: QueueLimits,
 }
 
 impl Default for HubOptions {
@@ -74,6 +77,7 @@ impl Default for HubOptions {
             max_channels_per_connection: 128,
             max_queued_bytes: 4 << 20,
             max_channel_length: 255,
+            queue_limits: QueueLimits::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::auth::Authenticator;
 use crate::hub::{Hub, HubError};
 use crate::json;
+use crate::stomp::{self, StompOptions};
 use crate::web;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -34,7 +35,13 @@ pub struct ServeOptions {
     pub shutdown_timeout: Duration,
     /// Token checks for `connect`.
     pub auth: Arc<dyn Authenticator>,
+    /// Settings of the STOMP front-end.
+    pub stomp: StompOptions,
 }
+
+/// The WebSocket subprotocols the hub speaks, preferred first: `tether.json`, then STOMP
+/// 1.2, 1.1 and 1.0.
+pub const PROTOCOLS: [&str; 4] = [json::PROTOCOL, "v12.stomp", "v11.stomp", "v10.stomp"];
 
 impl std::fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,13 +59,14 @@ impl Default for ServeOptions {
         Self {
             listen: "127.0.0.1:8080".into(),
             server: ServerConfig::default()
-                .with_protocols([json::PROTOCOL])
+                .with_protocols(PROTOCOLS)
                 .with_origin(tether::OriginPolicy::SameHost),
             api_key: None,
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             shutdown_timeout: Duration::from_secs(5),
             auth: Arc::new(crate::auth::NoTokens),
+            stomp: StompOptions::default(),
         }
     }
 }
@@ -190,8 +198,8 @@ async fn connection(
     let peer = incoming.remote_addr();
     let mut slot = None;
     let check = |req: &tether::Request| {
-        if req.path != "/ws" {
-            return Err(Reject::new(404, "the WebSocket endpoint is /ws"));
+        if req.path != "/ws" && req.path != stomp::PATH {
+            return Err(Reject::new(404, "the WebSocket endpoints are /ws and /stomp"));
         }
         match counts.take_ip(peer.ip(), options.max_connections_per_ip) {
             Some(s) => {
@@ -212,7 +220,17 @@ async fn connection(
         Ok(Some((ws, request))) => {
             hub.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, path = %request.path, "websocket connected");
-            json::serve_connection(ws, hub.clone(), options.auth.clone()).await;
+            let protocol = ws.protocol().map(str::to_owned);
+            let is_stomp = match protocol.as_deref() {
+                Some(p) => p != json::PROTOCOL,
+                None => request.path == stomp::PATH,
+            };
+            if is_stomp {
+                let (auth, opts) = (options.auth.clone(), options.stomp);
+                stomp::serve_connection(ws, hub.clone(), auth, opts, protocol.as_deref()).await;
+            } else {
+                json::serve_connection(ws, hub.clone(), options.auth.clone()).await;
+            }
             drop(slot);
         }
         Ok(None) => {}

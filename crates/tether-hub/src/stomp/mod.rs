@@ -1,0 +1,816 @@
+//! STOMP 1.0, 1.1 and 1.2 over WebSocket (docs/PROTOCOL.md, "STOMP").
+//!
+//! `/topic/<channel>` is the hub channel `<channel>`: STOMP and `tether.json` clients share
+//! it, with its history and presence. `/queue/<name>` is a work queue ([`crate::queue`]).
+//! One task per connection reads frames; topic messages come from the hub through a
+//! [`StompOutlet`], whose shared part (everything but the `subscription` header) is encoded
+//! once per event and STOMP version.
+
+pub mod frame;
+
+use crate::auth::Authenticator;
+use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, StreamPosition};
+use crate::metrics::Metrics;
+use crate::queue::{AckMode, Delivery, QueueError, QueueOutlet};
+use bytes::{Bytes, BytesMut};
+use frame::{write_header, Command, Decoder, Frame, FrameError, Limits, Version};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tether::{CloseCode, Message, Sender, Utf8Bytes, WebSocket};
+
+/// The WebSocket subprotocols of STOMP, newest first.
+pub const PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
+
+/// The path where a connection without a subprotocol speaks STOMP.
+pub const PATH: &str = "/stomp";
+
+/// Close code for a peer that stopped sending heart-beats.
+pub const HEARTBEAT_TIMEOUT: u16 = 4011;
+
+/// Settings of the STOMP front-end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StompOptions {
+    /// Frame size, header count and header line limits.
+    pub limits: Limits,
+    /// Heart-beats the server offers, in milliseconds: how often it can send one, and how
+    /// often it wants one (0: never). A peer silent for twice the negotiated interval is
+    /// disconnected.
+    pub heart_beat: (u64, u64),
+    /// Frames held in open transactions at most, per connection.
+    pub max_transaction_frames: usize,
+}
+
+impl Default for StompOptions {
+    fn default() -> Self {
+        Self { limits: Limits::default(), heart_beat: (10_000, 10_000), max_transaction_frames: 1_000 }
+    }
+}
+
+/// The event part slot for a version.
+fn slot(version: Version) -> usize {
+    match version {
+        Version::V1_0 => 0,
+        Version::V1_1 => 1,
+        Version::V1_2 => 2,
+    }
+}
+
+/// A frame's bytes as a WebSocket message: text when it is UTF-8 (as stomp.js and most
+/// servers send), binary otherwise.
+fn message(bytes: Bytes) -> Message {
+    match Utf8Bytes::try_from_bytes(bytes) {
+        Ok(text) => Message::Text(text),
+        Err(bytes) => Message::Binary(bytes),
+    }
+}
+
+/// A topic publication's body for STOMP: a JSON string as its text, anything else as JSON.
+fn topic_body(data: &Bytes) -> (Bytes, &'static str) {
+    if data.first() == Some(&b'"') {
+        if let Ok(s) = serde_json::from_slice::<String>(data) {
+            return (Bytes::from(s), "text/plain;charset=utf-8");
+        }
+    }
+    (data.clone(), "application/json")
+}
+
+/// Everything of a topic `MESSAGE` after its `subscription` header.
+fn encode_topic_part(event: &Event, version: Version) -> Bytes {
+    let Some(p) = event.publication() else { return Bytes::new() };
+    let (body, content_type) = topic_body(&p.data);
+    let esc = (version >= Version::V1_1).then_some(version);
+    let mut out = BytesMut::with_capacity(160 + body.len());
+    let id = format!("t{}-{}", p.offset, event.channel);
+    write_header(&mut out, "destination", &format!("/topic/{}", event.channel), esc);
+    write_header(&mut out, "message-id", &id, esc);
+    write_header(&mut out, "ack", &id, esc);
+    write_header(&mut out, "offset", &p.offset.to_string(), esc);
+    if let Some(info) = &p.info {
+        write_header(&mut out, "publisher-client", &info.client, esc);
+        write_header(&mut out, "publisher-user", &info.user, esc);
+    }
+    write_header(&mut out, "content-type", content_type, esc);
+    write_header(&mut out, "content-length", &body.len().to_string(), esc);
+    out.extend_from_slice(b"\n");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"\0");
+    out.freeze()
+}
+
+/// Delivers topic events and queue messages to one STOMP connection, disconnecting it
+/// (close code 4008) when it falls behind.
+pub struct StompOutlet {
+    sender: Sender,
+    version: Version,
+    max_queued: usize,
+    closing: AtomicBool,
+    metrics: Arc<Metrics>,
+    /// Topic subscriptions: channel, then the subscription ids on it.
+    topics: Mutex<HashMap<Arc<str>, Vec<Arc<str>>>>,
+}
+
+impl StompOutlet {
+    fn new(sender: Sender, version: Version, max_queued: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            sender,
+            version,
+            max_queued,
+            closing: AtomicBool::new(false),
+            metrics,
+            topics: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Arc<str>>>> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame without waiting; `false` when the connection is closing or too slow.
+    fn send(&self, bytes: Bytes) -> bool {
+        if self.closing.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.sender.buffered_amount() > self.max_queued {
+            self.closing.store(true, Ordering::Relaxed);
+            tracing::info!(queued = self.sender.buffered_amount(), "slow STOMP consumer disconnected");
+            let _ = self.sender.send_close(CloseCode(crate::json::close::SLOW_CONSUMER), "slow consumer");
+            return false;
+        }
+        let n = bytes.len() as u64;
+        let sent = self.sender.start_send(message(bytes)).is_ok();
+        if sent {
+            self.metrics.bytes_out.fetch_add(n, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Sends a topic event to one subscription.
+    fn send_event(&self, subscription: &str, event: &Event) -> bool {
+        let part = event.encoded_part(slot(self.version), |e| encode_topic_part(e, self.version));
+        let mut out = BytesMut::with_capacity(part.len() + subscription.len() + 24);
+        out.extend_from_slice(b"MESSAGE\n");
+        write_header(
+            &mut out,
+            "subscription",
+            subscription,
+            (self.version >= Version::V1_1).then_some(self.version),
+        );
+        out.extend_from_slice(part);
+        self.send(out.freeze())
+    }
+}
+
+impl Outlet for StompOutlet {
+    fn push(&self, event: &Arc<Event>) -> bool {
+        // Join and leave events are for tether.json; STOMP has no frame for them.
+        if event.publication().is_none() {
+            return true;
+        }
+        let topics = self.topics();
+        let Some(subs) = topics.get(&event.channel) else { return true };
+        subs.iter().all(|id| self.send_event(id, event))
+    }
+
+    fn disconnect(&self, code: u16, reason: &str) {
+        self.closing.store(true, Ordering::Relaxed);
+        let _ = self.sender.send_close(CloseCode(code), reason.to_owned());
+    }
+}
+
+impl QueueOutlet for StompOutlet {
+    fn deliver(&self, subscription: &str, d: &Delivery) -> bool {
+        let v = self.version;
+        let id = format!("q{}", d.tag);
+        let mut f = Frame::new(Command::Message)
+            .header("subscription", subscription)
+            .header("message-id", id.clone())
+            .header("destination", format!("/queue/{}", d.queue))
+            .header("ack", id);
+        if d.redelivered {
+            f = f.header("redelivered", "true");
+        }
+        f.headers.extend(d.message.headers.iter().cloned());
+        f = f.header("content-length", d.message.body.len().to_string()).body(d.message.body.clone());
+        let mut out = BytesMut::with_capacity(128 + f.body.len());
+        f.encode(v, &mut out);
+        self.send(out.freeze())
+    }
+}
+
+/// Why a connection ends with an ERROR frame.
+#[derive(Debug)]
+struct Fail {
+    /// The `message` header: short.
+    message: String,
+    /// The body: the details.
+    detail: String,
+    /// The WebSocket close code that follows.
+    close: u16,
+    /// Extra headers (`version` on a version mismatch).
+    headers: Vec<(String, String)>,
+}
+
+impl Fail {
+    fn protocol(message: impl Into<String>) -> Self {
+        Self { message: message.into(), detail: String::new(), close: 1002, headers: Vec::new() }
+    }
+
+    fn policy(message: impl Into<String>) -> Self {
+        Self { message: message.into(), detail: String::new(), close: 1008, headers: Vec::new() }
+    }
+
+    fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+impl From<FrameError> for Fail {
+    fn from(e: FrameError) -> Self {
+        let close = match e {
+            FrameError::TooLarge { .. }
+            | FrameError::TooManyHeaders { .. }
+            | FrameError::HeaderTooLong { .. } => 1009,
+            _ => 1002,
+        };
+        Self { message: e.to_string(), detail: String::new(), close, headers: Vec::new() }
+    }
+}
+
+fn hub_fail(what: &str, e: &HubError) -> Fail {
+    Fail::policy(format!("{what}: {e}"))
+}
+
+fn queue_fail(what: &str, e: &QueueError) -> Fail {
+    let close = if matches!(e, QueueError::Full(..) | QueueError::TooManyQueues(_)) { 1013 } else { 1002 };
+    Fail { message: format!("{what}: {e}"), detail: String::new(), close, headers: Vec::new() }
+}
+
+/// Where a destination leads.
+#[derive(Debug, Clone)]
+enum Dest {
+    Topic(Arc<str>),
+    Queue(String),
+}
+
+fn destination(frame: &Frame) -> Result<Dest, Fail> {
+    let d = required(frame, "destination")?;
+    if let Some(ch) = d.strip_prefix("/topic/") {
+        return Ok(Dest::Topic(ch.into()));
+    }
+    if let Some(q) = d.strip_prefix("/queue/") {
+        return Ok(Dest::Queue(q.to_owned()));
+    }
+    Err(Fail::protocol(format!("unknown destination {d:?}"))
+        .detail("destinations are /topic/<channel> (a hub channel) or /queue/<name> (a work queue)"))
+}
+
+fn required<'a>(frame: &'a Frame, name: &str) -> Result<&'a str, Fail> {
+    frame.get(name).ok_or_else(|| Fail::protocol(format!("{} frame without a {name} header", frame.command)))
+}
+
+/// The hub data of a topic SEND: JSON as given when it is JSON (or says so), text as a
+/// JSON string.
+fn topic_data(frame: &Frame) -> Result<Bytes, Fail> {
+    let content_type = frame.get("content-type").unwrap_or("");
+    let is_json = |b: &[u8]| serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok();
+    if content_type.starts_with("application/json") {
+        if !is_json(&frame.body) {
+            return Err(Fail::protocol("body is not valid JSON (content-type application/json)"));
+        }
+        return Ok(frame.body.clone());
+    }
+    if !(content_type.is_empty() || content_type.starts_with("text/")) {
+        return Err(Fail::protocol(format!("a topic carries text or JSON, not {content_type}"))
+            .detail("send binary data to a /queue/ destination"));
+    }
+    let Ok(text) = std::str::from_utf8(&frame.body) else {
+        return Err(Fail::protocol("a topic carries text or JSON: the body is not UTF-8")
+            .detail("send binary data to a /queue/ destination"));
+    };
+    if content_type.is_empty() && !text.trim().is_empty() && is_json(text.as_bytes()) {
+        return Ok(frame.body.clone());
+    }
+    Ok(serde_json::to_string(text).unwrap_or_default().into())
+}
+
+/// Headers of a SEND that travel with a queue message.
+fn forwarded(frame: &Frame) -> Vec<(String, String)> {
+    const OWN: [&str; 9] = [
+        "destination",
+        "transaction",
+        "receipt",
+        "content-length",
+        "message-id",
+        "subscription",
+        "ack",
+        "redelivered",
+        "session",
+    ];
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (n, v) in &frame.headers {
+        if !OWN.contains(&n.as_str()) && !out.iter().any(|(m, _)| m == n) {
+            out.push((n.clone(), v.clone()));
+        }
+    }
+    out
+}
+
+struct Subscription {
+    dest: Dest,
+}
+
+/// A connection's state.
+struct Session {
+    hub: Arc<Hub>,
+    auth: Arc<dyn Authenticator>,
+    options: StompOptions,
+    sender: Sender,
+    /// The newest version the subprotocol allows.
+    cap: Version,
+    version: Version,
+    client: Option<(ClientId, Arc<ClientInfo>)>,
+    outlet: Option<Arc<StompOutlet>>,
+    subscriptions: HashMap<String, Subscription>,
+    transactions: HashMap<String, Vec<Frame>>,
+    transaction_frames: usize,
+    expires: Option<SystemTime>,
+    heart_beat_in: Option<Duration>,
+    heart_beat_out: Option<Duration>,
+}
+
+/// Runs one STOMP connection until it closes. `subprotocol` is the negotiated one (it caps
+/// the version), `None` on the `/stomp` path without one.
+pub async fn serve_connection(
+    ws: WebSocket,
+    hub: Arc<Hub>,
+    auth: Arc<dyn Authenticator>,
+    options: StompOptions,
+    subprotocol: Option<&str>,
+) {
+    let cap = subprotocol.and_then(Version::from_subprotocol).unwrap_or(Version::V1_2);
+    let (write, mut read) = ws.split();
+    let sender = write.sender();
+    let metrics = hub.metrics.clone();
+    let mut decoder = Decoder::new(Version::V1_2, options.limits);
+    let mut session = Session {
+        hub,
+        auth,
+        options,
+        sender: sender.clone(),
+        cap,
+        version: Version::V1_2,
+        client: None,
+        outlet: None,
+        subscriptions: HashMap::new(),
+        transactions: HashMap::new(),
+        transaction_frames: 0,
+        expires: None,
+        heart_beat_in: None,
+        heart_beat_out: None,
+    };
+    let mut closing = false;
+    let mut last_read = tokio::time::Instant::now();
+    let mut beat: Option<tokio::time::Interval> = None;
+    loop {
+        let silent_after = session.heart_beat_in.filter(|_| !closing).map(|d| last_read + d * 2);
+        let expiry = session
+            .expires
+            .filter(|_| !closing)
+            .map(|t| tokio::time::Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default());
+        let item = tokio::select! {
+            item = read.next() => item,
+            () = sleep_until_or_forever(silent_after) => {
+                let ms = session.heart_beat_in.map_or(0, |d| d.as_millis());
+                let fail = Fail { close: HEARTBEAT_TIMEOUT, ..Fail::protocol("heart-beat timeout") }
+                    .detail(format!("nothing received for twice the heart-beat interval of {ms} ms"));
+                session.error(fail, None).await;
+                closing = true;
+                continue;
+            }
+            () = sleep_until_or_forever(expiry) => {
+                let fail = Fail { close: crate::json::close::TOKEN_EXPIRED, ..Fail::policy("token expired") };
+                session.error(fail, None).await;
+                closing = true;
+                continue;
+            }
+            () = tick(&mut beat) => {
+                if !closing && sender.start_send(Message::text("\n")).is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(item) = item else { break };
+        let data = match item {
+            Ok(Message::Text(t)) => t.into_bytes(),
+            Ok(Message::Binary(b)) => b,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!("STOMP connection failed: {e}");
+                break;
+            }
+        };
+        last_read = tokio::time::Instant::now();
+        if closing {
+            continue;
+        }
+        metrics.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+        decoder.push(&data);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    session.error(e.into(), None).await;
+                    closing = true;
+                    break;
+                }
+            };
+            metrics.commands.fetch_add(1, Ordering::Relaxed);
+            let receipt = frame.get("receipt").map(str::to_owned);
+            match session.handle(frame).await {
+                Ok(Step::Continue) => {}
+                Ok(Step::Connected) => {
+                    decoder.set_version(session.version);
+                    if let Some(d) = session.heart_beat_out {
+                        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+                        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        beat = Some(i);
+                    }
+                }
+                Ok(Step::Disconnect) => {
+                    let _ = sender.send_close(CloseCode::NORMAL, "");
+                    closing = true;
+                    break;
+                }
+                Err(fail) => {
+                    session.error(fail, receipt).await;
+                    closing = true;
+                    break;
+                }
+            }
+        }
+    }
+    if let Some((id, _)) = session.client {
+        session.hub.disconnect(id);
+    }
+}
+
+async fn tick(beat: &mut Option<tokio::time::Interval>) {
+    match beat {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the loop does after a frame.
+enum Step {
+    Continue,
+    Connected,
+    Disconnect,
+}
+
+impl Session {
+    async fn send(&self, frame: &Frame) {
+        let bytes = frame.to_bytes(self.version);
+        self.hub.metrics.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let _ = self.sender.send(message(bytes)).await;
+    }
+
+    /// Sends an ERROR frame, then closes.
+    async fn error(&self, fail: Fail, receipt: Option<String>) {
+        self.hub.metrics.command_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(message = %fail.message, "STOMP error");
+        let mut f = Frame::new(Command::Error).header("message", fail.message.clone());
+        if let Some(r) = receipt {
+            f = f.header("receipt-id", r);
+        }
+        f.headers.extend(fail.headers);
+        f = f.header("content-type", "text/plain");
+        let body = if fail.detail.is_empty() { fail.message.clone() } else { fail.detail };
+        self.send(&f.body(body)).await;
+        let mut reason = fail.message;
+        while reason.len() > 120 {
+            reason.pop();
+        }
+        let _ = self.sender.send_close(CloseCode(fail.close), reason);
+    }
+
+    fn client(&self) -> Result<(ClientId, Arc<StompOutlet>), Fail> {
+        match (&self.client, &self.outlet) {
+            (Some((id, _)), Some(o)) => Ok((*id, o.clone())),
+            _ => Err(Fail::protocol("send CONNECT first")),
+        }
+    }
+
+    async fn handle(&mut self, frame: Frame) -> Result<Step, Fail> {
+        let receipt = frame.get("receipt").map(str::to_owned);
+        let step = match frame.command {
+            Command::Connect | Command::Stomp => return self.connect(&frame).await.map(|()| Step::Connected),
+            Command::Disconnect => Step::Disconnect,
+            Command::Send | Command::Ack | Command::Nack => {
+                self.client()?;
+                if let Some(tx) = frame.get("transaction") {
+                    self.hold(tx.to_owned(), frame)?;
+                } else {
+                    self.apply(&frame)?;
+                }
+                Step::Continue
+            }
+            Command::Subscribe => {
+                self.subscribe(&frame)?;
+                Step::Continue
+            }
+            Command::Unsubscribe => {
+                self.unsubscribe(&frame)?;
+                Step::Continue
+            }
+            Command::Begin => {
+                self.client()?;
+                let tx = required(&frame, "transaction")?;
+                if self.transactions.contains_key(tx) {
+                    return Err(Fail::protocol(format!("transaction {tx:?} has already begun")));
+                }
+                self.transactions.insert(tx.to_owned(), Vec::new());
+                Step::Continue
+            }
+            Command::Commit | Command::Abort => {
+                self.client()?;
+                let tx = required(&frame, "transaction")?;
+                let held = self
+                    .transactions
+                    .remove(tx)
+                    .ok_or_else(|| Fail::protocol(format!("no transaction {tx:?} to {}", frame.command)))?;
+                self.transaction_frames -= held.len();
+                if frame.command == Command::Commit {
+                    for f in &held {
+                        self.apply(f)?;
+                    }
+                }
+                Step::Continue
+            }
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                return Err(Fail::protocol(format!("{} is a server frame", frame.command)));
+            }
+        };
+        if let Some(r) = receipt {
+            self.send(&Frame::new(Command::Receipt).header("receipt-id", r)).await;
+        }
+        Ok(step)
+    }
+
+    async fn connect(&mut self, frame: &Frame) -> Result<(), Fail> {
+        if self.client.is_some() {
+            return Err(Fail::protocol("already connected"));
+        }
+        let offered: Vec<Version> = match frame.get("accept-version") {
+            None => vec![Version::V1_0],
+            Some(list) => list.split(',').filter_map(Version::parse).collect(),
+        };
+        let Some(version) = offered.into_iter().filter(|v| *v <= self.cap).max() else {
+            let supported: Vec<&str> =
+                Version::ALL.iter().filter(|v| **v <= self.cap).map(|v| v.as_str()).collect();
+            let mut fail = Fail::protocol("unsupported STOMP version")
+                .detail(format!("this server speaks STOMP {}", supported.join(", ")));
+            fail.headers.push(("version".into(), supported.join(",")));
+            return Err(fail);
+        };
+        self.version = version;
+        let token = frame.get("passcode").filter(|p| !p.is_empty()).or_else(|| {
+            frame
+                .get("Authorization")
+                .or_else(|| frame.get("authorization"))
+                .map(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).unwrap_or(a).trim())
+        });
+        let (user, access) = match token {
+            Some(token) => match self.auth.authenticate(token) {
+                Ok(identity) => {
+                    self.expires = identity.expires;
+                    (identity.user, identity.access)
+                }
+                Err((_, message)) => return Err(Fail::policy("authentication failed").detail(message)),
+            },
+            None => (
+                frame.get("login").unwrap_or_default().to_owned(),
+                Access { anonymous: true, channels: None },
+            ),
+        };
+        let (sx, sy) = self.options.heart_beat;
+        if version >= Version::V1_1 {
+            if let Some(hb) = frame.get("heart-beat") {
+                let parsed = hb
+                    .split_once(',')
+                    .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
+                let Some((cx, cy)) = parsed else {
+                    return Err(Fail::protocol(format!("invalid heart-beat header {hb:?}")));
+                };
+                let rate = |a: u64, b: u64| (a != 0 && b != 0).then(|| Duration::from_millis(a.max(b)));
+                self.heart_beat_out = rate(sx, cy);
+                self.heart_beat_in = rate(cx, sy);
+            }
+        }
+        let hub = &self.hub;
+        let outlet = Arc::new(StompOutlet::new(
+            self.sender.clone(),
+            version,
+            hub.options().max_queued_bytes,
+            hub.metrics.clone(),
+        ));
+        let (id, info) = hub.connect(user, access, outlet.clone());
+        let mut reply = Frame::new(Command::Connected);
+        if version >= Version::V1_1 {
+            reply = reply.header("version", version.as_str()).header("heart-beat", format!("{sx},{sy}"));
+        }
+        reply = reply
+            .header("server", concat!("tether/", env!("CARGO_PKG_VERSION")))
+            .header("session", info.client.clone());
+        if !info.user.is_empty() {
+            reply = reply.header("user-name", info.user.clone());
+        }
+        self.client = Some((id, info));
+        self.outlet = Some(outlet);
+        self.send(&reply).await;
+        Ok(())
+    }
+
+    /// Holds a frame in its transaction until COMMIT.
+    fn hold(&mut self, tx: String, frame: Frame) -> Result<(), Fail> {
+        if self.transaction_frames >= self.options.max_transaction_frames {
+            return Err(Fail::policy(format!(
+                "too many frames in transactions (limit {})",
+                self.options.max_transaction_frames
+            )));
+        }
+        let held =
+            self.transactions.get_mut(&tx).ok_or_else(|| Fail::protocol(format!("no transaction {tx:?}")))?;
+        held.push(frame);
+        self.transaction_frames += 1;
+        Ok(())
+    }
+
+    /// Carries out a SEND, ACK or NACK.
+    fn apply(&self, frame: &Frame) -> Result<(), Fail> {
+        let (id, _) = self.client()?;
+        match frame.command {
+            Command::Send => match destination(frame)? {
+                Dest::Topic(ch) => {
+                    let data = topic_data(frame)?;
+                    self.hub
+                        .publish_from(id, &ch, data)
+                        .map_err(|e| hub_fail(&format!("cannot send to /topic/{ch}"), &e))?;
+                }
+                Dest::Queue(q) => {
+                    let what = format!("cannot send to /queue/{q}");
+                    self.hub.check_queue(id, &q, true).map_err(|e| hub_fail(&what, &e))?;
+                    self.hub
+                        .queues()
+                        .send(&q, frame.body.clone(), forwarded(frame))
+                        .map_err(|e| queue_fail(&what, &e))?;
+                }
+            },
+            _ => {
+                let ack_id = frame
+                    .get("id")
+                    .or_else(|| frame.get("message-id"))
+                    .ok_or_else(|| Fail::protocol(format!("{} frame without an id header", frame.command)))?;
+                if let Some(tag) = ack_id.strip_prefix('q').and_then(|t| t.parse::<u64>().ok()) {
+                    let queues = self.hub.queues();
+                    let r = if frame.command == Command::Ack {
+                        queues.ack(id, tag)
+                    } else {
+                        queues.nack(id, tag)
+                    };
+                    r.map_err(|e| queue_fail(&format!("cannot {}", frame.command), &e))?;
+                } else if !ack_id.starts_with('t') {
+                    return Err(Fail::protocol(format!("{} of unknown message {ack_id:?}", frame.command)));
+                }
+                // Topic messages are not redelivered: their ACK and NACK have nothing to do.
+            }
+        }
+        Ok(())
+    }
+
+    fn subscribe(&mut self, frame: &Frame) -> Result<(), Fail> {
+        let (client, outlet) = self.client()?;
+        let dest = destination(frame)?;
+        let sub_id = match frame.get("id") {
+            Some(id) => id.to_owned(),
+            None if self.version == Version::V1_0 => required(frame, "destination")?.to_owned(),
+            None => return Err(Fail::protocol("SUBSCRIBE frame without an id header")),
+        };
+        if self.subscriptions.contains_key(&sub_id) {
+            return Err(Fail::protocol(format!("subscription id {sub_id:?} is already in use")));
+        }
+        let limit = self.hub.options().max_channels_per_connection;
+        if self.subscriptions.len() >= limit {
+            return Err(Fail::policy(format!("too many subscriptions (limit {limit})")));
+        }
+        let mode = match frame.get("ack").unwrap_or("auto") {
+            "auto" => AckMode::Auto,
+            "client" => AckMode::Cumulative,
+            "client-individual" => AckMode::Individual,
+            other => return Err(Fail::protocol(format!("unknown ack mode {other:?}"))),
+        };
+        let id: Arc<str> = sub_id.as_str().into();
+        match &dest {
+            Dest::Topic(ch) => {
+                let what = format!("cannot subscribe to /topic/{ch}");
+                if let Some(subs) = outlet.topics().get_mut(ch) {
+                    subs.push(id);
+                    self.subscriptions.insert(sub_id, Subscription { dest });
+                    return Ok(());
+                }
+                let history = match frame.get("history").map(str::parse::<usize>) {
+                    None => 0,
+                    Some(Ok(n)) => n,
+                    Some(Err(_)) => return Err(Fail::protocol("history header is not a number")),
+                };
+                // Past publications first, then whatever came between reading them and
+                // subscribing (recovered from that position), then live ones.
+                let (recover, past) = match history {
+                    0 => (None, Vec::new()),
+                    n => match self.hub.history(ch, n, None, None) {
+                        Ok((pos, events)) if !pos.epoch.is_empty() => (Some(pos), events),
+                        Ok(_) | Err(HubError::NotAvailable) => (None, Vec::new()),
+                        Err(e) => return Err(hub_fail(&what, &e)),
+                    },
+                };
+                let recovering = recover.is_some();
+                self.hub
+                    .subscribe(
+                        client,
+                        ch,
+                        recover.map(|p| StreamPosition { offset: p.offset, epoch: p.epoch }),
+                        |s| {
+                            outlet.topics().insert(ch.clone(), vec![id.clone()]);
+                            if !recovering || s.recovered {
+                                for e in past.iter().chain(&s.publications) {
+                                    outlet.send_event(&id, e);
+                                }
+                            }
+                        },
+                    )
+                    .map_err(|e| hub_fail(&what, &e))?;
+            }
+            Dest::Queue(q) => {
+                let what = format!("cannot subscribe to /queue/{q}");
+                self.hub.check_queue(client, q, false).map_err(|e| hub_fail(&what, &e))?;
+                self.hub
+                    .queues()
+                    .subscribe(client, &sub_id, q, mode, outlet)
+                    .map_err(|e| queue_fail(&what, &e))?;
+            }
+        }
+        self.subscriptions.insert(sub_id, Subscription { dest });
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, frame: &Frame) -> Result<(), Fail> {
+        let (client, outlet) = self.client()?;
+        let sub_id = match frame.get("id") {
+            Some(id) => id.to_owned(),
+            // 1.0 may name the subscription by its destination.
+            None if self.version == Version::V1_0 => required(frame, "destination")?.to_owned(),
+            None => return Err(Fail::protocol("UNSUBSCRIBE frame without an id header")),
+        };
+        let sub = self
+            .subscriptions
+            .remove(&sub_id)
+            .ok_or_else(|| Fail::protocol(format!("no subscription {sub_id:?}")))?;
+        match sub.dest {
+            Dest::Topic(ch) => {
+                let last = {
+                    let mut topics = outlet.topics();
+                    let ids = topics.entry(ch.clone()).or_default();
+                    ids.retain(|i| **i != *sub_id);
+                    let last = ids.is_empty();
+                    if last {
+                        topics.remove(&ch);
+                    }
+                    last
+                };
+                if last {
+                    let _ = self.hub.unsubscribe(client, &ch);
+                }
+            }
+            Dest::Queue(_) => {
+                // The queue may have dropped the consumer already (its connection closing).
+                let _ = self.hub.queues().unsubscribe(client, &sub_id);
+            }
+        }
+        Ok(())
+    }
+}
