@@ -245,7 +245,7 @@ fn hub_fail(what: &str, e: &HubError) -> Fail {
 }
 
 fn queue_fail(what: &str, e: &QueueError) -> Fail {
-    let close = if matches!(e, QueueError::Full(..) | QueueError::TooManyQueues(_)) { 1013 } else { 1002 };
+    let close = if matches!(e, QueueError::Full(..) | QueueError::TooManyQueues(_)) { 1008 } else { 1002 };
     Fail { message: format!("{what}: {e}"), detail: String::new(), close, headers: Vec::new() }
 }
 
