@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tether::{Config, OriginPolicy};
+use tether_hub::queue::QueueLimits;
+use tether_hub::stomp::StompOptions;
 use tether_hub::{Hub, HubOptions, NamespaceOptions, ServeOptions, Server};
 
 #[derive(Debug, clap::Args)]
@@ -77,6 +79,47 @@ struct FileConfig {
     default_namespace: Option<FileNamespace>,
     /// Namespaces by name; replaces the built-in `chat` and `ticker` when present.
     namespaces: Option<HashMap<String, FileNamespace>>,
+    /// The STOMP front-end.
+    stomp: Option<FileStomp>,
+    /// Work queues (STOMP `/queue/...`).
+    queues: Option<FileQueues>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStomp {
+    max_frame_size: Option<usize>,
+    max_headers: Option<usize>,
+    max_header_length: Option<usize>,
+    heart_beat_send_ms: Option<u64>,
+    heart_beat_receive_ms: Option<u64>,
+    max_transaction_frames: Option<usize>,
+}
+
+impl FileStomp {
+    fn apply(&self, mut o: StompOptions) -> anyhow::Result<StompOptions> {
+        let l = &mut o.limits;
+        l.max_frame_size = positive("stomp max_frame_size", self.max_frame_size.unwrap_or(l.max_frame_size))?;
+        l.max_headers = positive("stomp max_headers", self.max_headers.unwrap_or(l.max_headers))?;
+        l.max_header_length =
+            positive("stomp max_header_length", self.max_header_length.unwrap_or(l.max_header_length))?;
+        o.heart_beat = (
+            self.heart_beat_send_ms.unwrap_or(o.heart_beat.0),
+            self.heart_beat_receive_ms.unwrap_or(o.heart_beat.1),
+        );
+        o.max_transaction_frames = positive(
+            "stomp max_transaction_frames",
+            self.max_transaction_frames.unwrap_or(o.max_transaction_frames),
+        )?;
+        Ok(o)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileQueues {
+    max_messages: Option<usize>,
+    max_queues: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,11 +216,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .default_namespace
         .as_ref()
         .map_or_else(NamespaceOptions::default, |ns| ns.apply(NamespaceOptions::default()));
+    let stomp =
+        file.stomp.as_ref().map_or(Ok(StompOptions::default()), |s| s.apply(StompOptions::default()))?;
+    let mut queue_limits = QueueLimits::default();
+    if let Some(q) = &file.queues {
+        queue_limits.max_messages =
+            positive("queues max_messages", q.max_messages.unwrap_or(queue_limits.max_messages))?;
+        queue_limits.max_queues =
+            positive("queues max_queues", q.max_queues.unwrap_or(queue_limits.max_queues))?;
+    }
     let hub_options = HubOptions {
         default_namespace,
         namespaces,
         max_channels_per_connection: max_channels,
         max_queued_bytes: max_queued,
+        queue_limits,
         ..HubOptions::default()
     };
 
@@ -220,6 +273,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_connections,
         max_connections_per_ip: max_per_ip,
         auth,
+        stomp,
         ..ServeOptions::default()
     };
     let hub = Arc::new(Hub::new(hub_options));
@@ -229,7 +283,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let addr = srv.local_addr()?;
     let ws = if scheme == "https" { "wss" } else { "ws" };
     tracing::info!(
-        "tether hub listening on {scheme}://{addr}/ (demo page at /, WebSocket at {ws}://{addr}/ws, server API {})",
+        "tether hub listening on {scheme}://{addr}/ (demo page at /, WebSocket at {ws}://{addr}/ws, STOMP at {ws}://{addr}/stomp, server API {})",
         if api_on { "on at /api/" } else { "off (no --api-key)" }
     );
     if demo {

@@ -684,6 +684,12 @@ fn serve_settings_precedence_and_validation() {
             && err.contains("line 2"),
         "{err}"
     );
+    std::fs::write(&conf, "listen = \"127.0.0.1:0\"\n[stomp]\nmax_frame_size = 0\n").unwrap();
+    let out = run(&["serve", "--config", conf_s]);
+    assert_eq!(text(&out.stderr).trim(), "error: stomp max_frame_size must be at least 1");
+    std::fs::write(&conf, "listen = \"127.0.0.1:0\"\n[queues]\nmax_queues = 0\n").unwrap();
+    let out = run(&["serve", "--config", conf_s]);
+    assert_eq!(text(&out.stderr).trim(), "error: queues max_queues must be at least 1");
     let out = run(&["serve", "--listen", "127.0.0.1:0", "--api-key", "short"]);
     assert_eq!(text(&out.stderr).trim(), "error: api key must be at least 16 characters");
     let out = run(&["serve", "--listen", "127.0.0.1:0", "--max-queued-bytes", "0"]);
