@@ -2,8 +2,10 @@
 # Interop over loopback, with permessage-deflate negotiated and used:
 #   Node `ws`, Python `websockets` and Chromium against `tether echo`;
 #   the tether client against Node `ws` and Python `websockets` servers;
-#   Chromium loading tether echo's page over https:// and echoing over wss://.
-# Installs what it needs: Chromium (apt), ws + playwright-core (npm ci), websockets (pip, venv).
+#   Chromium loading tether echo's page over https:// and echoing over wss://;
+#   @stomp/stompjs in Node and in Chromium against `tether serve` (STOMP, with tether.json).
+# Installs what it needs: Chromium (apt), ws + playwright-core + @stomp/stompjs (npm ci),
+# websockets (pip, venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,7 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 if [ ! -d interop/node_modules/ws ] || [ ! -d interop/node_modules/playwright-core ] \
+  || [ ! -d interop/node_modules/@stomp/stompjs ] \
   || [ interop/package-lock.json -nt interop/node_modules ]; then
   (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 fi
@@ -73,4 +76,9 @@ echo "== tether client -> node ws server over TLS ($url)"
 start python-server-tls "$venv/bin/python" -u interop/py_server.py target/tls/cert.pem target/tls/key.pem
 echo "== tether client -> python websockets server over TLS ($url)"
 ./target/release/examples/interop_client "$url" target/tls/ca.pem
+start tether-hub ./target/release/tether serve --listen 127.0.0.1:0 --config interop/stomp-hub.toml
+echo "== @stomp/stompjs in node -> tether serve ($url)"
+node interop/stomp_node.mjs "$url"
+echo "== @stomp/stompjs in chromium -> tether serve (http://${url#ws://}/)"
+node interop/stomp_chromium.mjs "http://${url#ws://}/"
 echo "interop: all passed"
