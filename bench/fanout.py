@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Hub fan-out: `tether serve` (pinned to core 0) with N subscribers over C channels, one
 publisher posting through the server API at a fixed rate, measured by
-`tether bench --mode fanout` (pinned to core 1). Each case runs R times (default 3);
-reports deliveries/s and publish-to-delivery latency (median of runs, min-max), and the
-server's CPU per second of run. Writes bench/results/fanout.md and fanout.raw.jsonl.
+`tether bench --mode fanout` (pinned to core 1). Subscribers speak tether.json, and then
+STOMP 1.2 (`--stomp`). Each case runs R times (default 3), the protocols interleaved;
+reports deliveries/s and publish-to-delivery latency (median of runs, min-max), the
+server's CPU, and deliveries per server CPU-second with STOMP's ratio to JSON. Writes
+bench/results/fanout.md and fanout.raw.jsonl.
 
-usage: bench/fanout.py [--repeats N] [--duration SECS]
+usage: bench/fanout.py [--repeats N] [--duration SECS] [--protocols tether.json,stomp]
 """
 import argparse
 import datetime
@@ -47,12 +49,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--protocols", default="tether.json,stomp")
     opts = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tether-cli", "--bin", "tether"],
                    check=True, cwd=ROOT)
     rows = []
     for rep in range(opts.repeats):
-        for subs, channels, rate in CASES:
+        for (subs, channels, rate), protocol in [(c, p) for c in CASES for p in opts.protocols.split(",")]:
             proc, url = start_hub()  # a fresh hub per run: no channel state carried over
             try:
                 before = cpu_seconds(proc.pid)
@@ -60,7 +63,7 @@ def main():
                 out = subprocess.run(
                     ["taskset", "-c", "1", TETHER, "bench", url, "--mode", "fanout", "-c", str(subs),
                      "--channels", str(channels), "--rate", str(rate), "-d", str(opts.duration),
-                     "--api-key", KEY, "--json", "-q"],
+                     "--api-key", KEY, "--json", "-q"] + (["--stomp"] if protocol == "stomp" else []),
                     capture_output=True, text=True, timeout=opts.duration + 180, cwd=ROOT, env=env)
                 cpu = cpu_seconds(proc.pid) - before
             finally:
@@ -71,7 +74,7 @@ def main():
             r = json.loads(out.stdout)
             r.update(repeat=rep, rate=rate, server_cpu_s=round(cpu, 2))
             rows.append(r)
-            print(f"subs={subs:<6} channels={channels:<5} rate={rate:<5} rep {rep}: "
+            print(f"{protocol:<11} subs={subs:<6} channels={channels:<5} rate={rate:<5} rep {rep}: "
                   f"{r['deliveries_per_s']:>10.0f} deliveries/s  {r['delivered']}/{r['expected']}  "
                   f"p50 {r['latency_ms']['p50']:.2f} ms  p99 {r['latency_ms']['p99']:.2f} ms  "
                   f"server cpu {cpu:.2f} s  errors {r['errors'] or 'none'}", flush=True)
@@ -87,21 +90,27 @@ def main():
         "waiting for each answer); payload about 40 B. Median (min-max). Latency is from the publisher's "
         "clock before the POST to the subscriber's receipt, both on this machine.",
         "",
-        "| subscribers | channels | publications/s | deliveries/s | delivered/expected (all runs) | p50 ms | p99 ms | hub CPU s per run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| subscribers | channels | publications/s | protocol | deliveries/s | delivered/expected (all runs) | p50 ms | p99 ms | hub CPU s per run | deliveries per hub CPU-s | vs tether.json |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for subs, channels, rate in CASES:
-        rs = [r for r in rows if r["subscribers"] == subs and r["channels"] == channels]
+    per_cpu = {}
+    for (subs, channels, rate), protocol in [(c, p) for c in CASES for p in opts.protocols.split(",")]:
+        rs = [r for r in rows if r["subscribers"] == subs and r["channels"] == channels
+              and r.get("protocol", "tether.json") == protocol]
         d = [r["deliveries_per_s"] for r in rs]
         p50 = [r["latency_ms"]["p50"] for r in rs]
         p99 = [r["latency_ms"]["p99"] for r in rs]
         got = sum(r["delivered"] for r in rs)
         want = sum(r["expected"] for r in rs)
         cpu = statistics.median(r["server_cpu_s"] for r in rs)
+        eff = statistics.median(r["delivered"] / max(r["server_cpu_s"], 0.01) for r in rs)
+        per_cpu[(subs, channels, protocol)] = eff
+        base = per_cpu.get((subs, channels, "tether.json"))
+        ratio = f"{eff / base:.2f}" if base else "-"
         lines.append(
-            f"| {subs:,} | {channels:,} | {rate:,} | {statistics.median(d):,.0f} ({min(d):,.0f}-{max(d):,.0f}) | "
+            f"| {subs:,} | {channels:,} | {rate:,} | {protocol} | {statistics.median(d):,.0f} ({min(d):,.0f}-{max(d):,.0f}) | "
             f"{got:,}/{want:,} | {statistics.median(p50):.2f} ({min(p50):.2f}-{max(p50):.2f}) | "
-            f"{statistics.median(p99):.2f} ({min(p99):.2f}-{max(p99):.2f}) | {cpu:.2f} |")
+            f"{statistics.median(p99):.2f} ({min(p99):.2f}-{max(p99):.2f}) | {cpu:.2f} | {eff:,.0f} | {ratio} |")
     lines += ["", "Raw results: `bench/results/fanout.raw.jsonl`. Reproduce: `bench/fanout.py`."]
     with open(os.path.join(ROOT, "bench/results/fanout.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

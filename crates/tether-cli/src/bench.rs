@@ -71,6 +71,10 @@ pub(crate) struct Args {
     /// Fan-out: publications per second, over all channels.
     #[arg(long, default_value_t = 10.0)]
     pub(crate) rate: f64,
+    /// Fan-out: subscribers speak STOMP 1.2 (`v12.stomp`, `/topic/CHANNEL`) instead of
+    /// tether.json.
+    #[arg(long)]
+    pub(crate) stomp: bool,
     /// Fan-out: the hub's server API key.
     #[arg(long, env = "TETHER_API_KEY", hide_env_values = true)]
     pub(crate) api_key: Option<String>,

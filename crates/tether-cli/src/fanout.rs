@@ -1,5 +1,6 @@
-//! `tether bench --mode fanout`: subscribers on `tether serve`, one publisher through the
-//! server API, deliveries per second and publish-to-delivery latency.
+//! `tether bench --mode fanout`: subscribers on `tether serve` (tether.json, or STOMP with
+//! `--stomp`), one publisher through the server API, deliveries per second and
+//! publish-to-delivery latency.
 
 use crate::bench::{
     describe_errors, errors_json, json_string, kind, latency_json, latency_table, open_all, progress, Args,
@@ -44,7 +45,8 @@ pub(crate) async fn run(
     if args.channels == 0 || !(args.rate.is_finite() && args.rate > 0.0) {
         bail!("--channels must be at least 1 and --rate positive");
     }
-    let config = Arc::new((*config).clone().with_protocol("tether.json"));
+    let stomp = args.stomp;
+    let config = Arc::new((*config).clone().with_protocol(if stomp { "v12.stomp" } else { "tether.json" }));
     let (sockets, open_time) = open_all(&args.url, &config, args.connections, &shared).await?;
 
     // Every subscriber: connect, subscribe to its channel, wait for both replies.
@@ -59,12 +61,19 @@ pub(crate) async fn run(
         let (shared, latency, subscribed, mut stop) =
             (shared.clone(), latency.clone(), subscribed.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
-            let setup = format!(
-                "{{\"id\":1,\"connect\":{{}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}",
-                json_string(&channel)
-            );
-            for line in setup.lines() {
-                if ws.send(Message::text(line.to_owned())).await.is_err() {
+            let setup = if stomp {
+                vec![
+                    "CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0".to_owned(),
+                    format!("SUBSCRIBE\nid:0\ndestination:/topic/{channel}\nreceipt:subscribed\n\n\0"),
+                ]
+            } else {
+                vec![
+                    "{\"id\":1,\"connect\":{}}".to_owned(),
+                    format!("{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}", json_string(&channel)),
+                ]
+            };
+            for line in setup {
+                if ws.send(Message::text(line)).await.is_err() {
                     shared.error("send failed".into());
                     return;
                 }
@@ -77,15 +86,15 @@ pub(crate) async fn run(
                 };
                 match next {
                     Some(Ok(Message::Text(t))) => {
-                        if t.starts_with("{\"push\"") {
+                        if t.starts_with("{\"push\"") || t.starts_with("MESSAGE\n") {
                             if let Some(sent) = sent_at(&t) {
                                 let _ = local.record(now_micros().saturating_sub(sent));
                             }
                             shared.messages.fetch_add(1, Ordering::Relaxed);
                             shared.bytes.fetch_add(t.len() as u64, Ordering::Relaxed);
-                        } else if t.starts_with("{\"id\":2,\"result\"") {
+                        } else if t.starts_with("{\"id\":2,\"result\"") || t.starts_with("RECEIPT\n") {
                             subscribed.fetch_add(1, Ordering::Relaxed);
-                        } else if t.contains("\"error\"") {
+                        } else if t.contains("\"error\"") || t.starts_with("ERROR\n") {
                             shared.error(format!("hub error: {t}"));
                         }
                     }
@@ -201,10 +210,11 @@ pub(crate) async fn run(
         let (latency, errors) = (latency_json(&hist), errors_json(&errors));
         println!(
             "{{\"mode\":\"fanout\",\"url\":{},\"subscribers\":{want},\"channels\":{},\"published\":{published},\
-             \"publish_s\":{:.3},\"delivered\":{delivered},\"expected\":{total},\"deliveries_per_s\":{rate:.1},\
+             \"protocol\":\"{}\",\"publish_s\":{:.3},\"delivered\":{delivered},\"expected\":{total},\"deliveries_per_s\":{rate:.1},\
              \"latency_ms\":{{{latency}}},\"errors\":{{{errors}}}}}",
             json_string(&args.url),
             args.channels,
+            if stomp { "stomp" } else { "tether.json" },
             publish_time.as_secs_f64(),
         );
     } else {

@@ -697,6 +697,11 @@ fn serve_settings_precedence_and_validation() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The number after `"name":` in a JSON line.
+fn json_number(json: &str, name: &str) -> u64 {
+    json.split(&format!("\"{name}\":")).nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap()
+}
+
 #[test]
 fn bench_fanout_against_the_hub() {
     let key = "cli-fanout-key-0123456789";
@@ -731,13 +736,38 @@ fn bench_fanout_against_the_hub() {
     ] {
         assert!(json.contains(field), "{field} missing in {json}");
     }
-    let number = |name: &str| -> u64 {
-        json.split(&format!("\"{name}\":")).nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap()
-    };
+    let number = |name: &str| json_number(&json, name);
     // Each publication reaches the 3 subscribers of its channel, every one of them.
     assert!(number("published") > 0);
     assert_eq!(number("delivered"), number("published") * 3);
     assert_eq!(number("delivered"), number("expected"));
+    assert!(json.contains("\"protocol\":\"tether.json\""), "{json}");
+    // The same with STOMP subscribers on /topic/ticker:bench0 and 1.
+    let out = run(&[
+        "bench",
+        &hub.url,
+        "--mode",
+        "fanout",
+        "--stomp",
+        "-c",
+        "4",
+        "--channels",
+        "2",
+        "--rate",
+        "40",
+        "-d",
+        "0.3",
+        "--api-key",
+        key,
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    assert!(json.contains("\"protocol\":\"stomp\"") && json.contains("\"errors\":{}"), "{json}");
+    let number = |name: &str| json_number(&json, name);
+    assert!(number("published") > 0);
+    assert_eq!(number("delivered"), number("published") * 2);
     let out = run(&["bench", &hub.url, "--mode", "fanout", "-c", "1", "-d", "0.2"]);
     assert!(text(&out.stderr).contains("needs the hub's --api-key"), "{}", text(&out.stderr));
 }
