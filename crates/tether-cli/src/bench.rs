@@ -1,7 +1,8 @@
 //! `tether bench`: a load generator for WebSocket servers, in the spirit of wrk and
 //! uWebSockets' load_test. Echo mode: N connections, each keeping K messages in flight
 //! against an echo server, for a duration or a count; messages/s, MB/s, latency
-//! percentiles (HDR histogram), errors by kind.
+//! percentiles (HDR histogram), errors by kind. Fan-out mode is in `fanout.rs`, handshake
+//! mode in `handshake.rs`.
 
 use anyhow::bail;
 use bytes::Bytes;
@@ -25,6 +26,9 @@ pub(crate) enum Mode {
     /// one publisher posts --rate publications/s through the server API; delivery rate and
     /// publish-to-delivery latency.
     Fanout,
+    /// Handshake rate: each of --connections workers opens a connection, closes it (close
+    /// handshake) and starts again; handshakes/s and opening-handshake latency.
+    Handshake,
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,9 +53,9 @@ pub(crate) struct Args {
     /// Seconds to run (after every connection is open).
     #[arg(short = 'd', long, default_value_t = 10.0)]
     pub(crate) duration: f64,
-    /// Stop after this many echoes in total, if sooner than --duration.
+    /// Stop after this many echoes (or handshakes) in total, if sooner than --duration.
     #[arg(long)]
-    count: Option<u64>,
+    pub(crate) count: Option<u64>,
     /// Offer permessage-deflate (off by default: measure the framing, not zlib).
     #[arg(long)]
     deflate: bool,
@@ -147,8 +151,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let shared = Arc::new(Shared::default());
     let config = Arc::new(config);
-    if matches!(args.mode, Mode::Fanout) {
-        return crate::fanout::run(&args, config, shared).await;
+    match args.mode {
+        Mode::Fanout => return crate::fanout::run(&args, config, shared).await,
+        Mode::Handshake => return crate::handshake::run(&args, config, shared).await,
+        Mode::Echo => {}
     }
     let (sockets, open_time) = open_all(&args.url, &config, args.connections, &shared).await?;
 
@@ -161,7 +167,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (in_flight, count) = (args.in_flight, args.count);
         tasks.push(tokio::spawn(echo_connection(ws, message, in_flight, count, deadline, shared)));
     }
-    let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start)));
+    let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start, "messages")));
     let mut latency = Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("{e}"))?;
     for t in tasks {
         if let Ok(h) = t.await {
@@ -300,7 +306,8 @@ async fn echo_connection(
 }
 
 /// A line per second on stderr (rewritten in place on a terminal).
-pub(crate) async fn progress(shared: Arc<Shared>, start: Instant) {
+/// Prints a line a second: `unit` (messages, handshakes, …) per second and in total.
+pub(crate) async fn progress(shared: Arc<Shared>, start: Instant, unit: &str) {
     let tty = std::io::stderr().is_terminal();
     let mut last = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -310,7 +317,7 @@ pub(crate) async fn progress(shared: Arc<Shared>, start: Instant) {
         let now = shared.messages.load(Ordering::Relaxed);
         let errors: u64 = shared.errors.lock().unwrap_or_else(|e| e.into_inner()).values().sum();
         let line = format!(
-            "[{:>5.1}s] {:>10} msg/s  {:>12} messages  {} open  {errors} errors",
+            "[{:>5.1}s] {:>10} {unit}/s  {:>12} {unit}  {} open  {errors} errors",
             start.elapsed().as_secs_f64(),
             now - last,
             now,

@@ -132,7 +132,7 @@ pub(crate) async fn run(
     api.set_nodelay(true)?;
     let pad = "x".repeat(args.size.saturating_sub(24));
     let start = Instant::now();
-    let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start)));
+    let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start, "deliveries")));
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

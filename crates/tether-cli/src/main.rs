@@ -7,6 +7,7 @@ mod bench;
 mod connect;
 mod echo;
 mod fanout;
+mod handshake;
 mod limits;
 mod serve;
 mod tls;

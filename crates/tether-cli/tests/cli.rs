@@ -624,6 +624,32 @@ fn bench_reports_failures_by_kind() {
 }
 
 #[test]
+fn bench_handshake_mode() {
+    let echo = Echo::spawn(&["echo", "--listen", "127.0.0.1:0"], &[]);
+    let out = run(&["bench", &echo.url, "--mode", "handshake", "-c", "3", "-d", "0.3", "--json", "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    for field in
+        ["\"mode\":\"handshake\"", "\"workers\":3", "\"handshakes_per_s\":", "\"p99.9\":", "\"errors\":{}"]
+    {
+        assert!(json.contains(field), "{field} missing in {json}");
+    }
+    assert!(json_number(&json, "handshakes") > 0, "{json}");
+    // --count stops it: at most one handshake per worker past the count.
+    let out = run(&["bench", &echo.url, "--mode", "handshake", "-c", "2", "--count", "10", "--json", "-q"]);
+    let n = json_number(&text(&out.stdout), "handshakes");
+    assert!((10..=11).contains(&n), "count 10 stopped at {n}");
+    // The table, and failures by kind with a failing exit.
+    let out = run(&["bench", &echo.url, "--mode", "handshake", "-c", "1", "--count", "3", "-q"]);
+    let table = text(&out.stdout);
+    assert!(table.contains("handshakes   3 in") && table.contains("latency      p50"), "{table}");
+    let out =
+        run(&["bench", "ws://127.0.0.1:1/", "--mode", "handshake", "-c", "1", "-d", "0.2", "--json", "-q"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("\"connect: refused\":"), "{}", text(&out.stdout));
+}
+
+#[test]
 fn serve_starts_the_hub_and_stops_on_sigterm() {
     let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0"], &[]);
     assert!(hub.url.ends_with("/ws"), "{}", hub.url);
