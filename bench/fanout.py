@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from procstat import cpu_seconds  # bench/procstat.py
+from procstat import cpu_seconds, spread, write_report  # bench/procstat.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TETHER = os.path.join(ROOT, "target/release/tether")
@@ -108,13 +108,9 @@ def main():
         base = per_cpu.get((subs, channels, "tether.json"))
         ratio = f"{eff / base:.2f}" if base else "-"
         lines.append(
-            f"| {subs:,} | {channels:,} | {rate:,} | {protocol} | {statistics.median(d):,.0f} ({min(d):,.0f}-{max(d):,.0f}) | "
-            f"{got:,}/{want:,} | {statistics.median(p50):.2f} ({min(p50):.2f}-{max(p50):.2f}) | "
-            f"{statistics.median(p99):.2f} ({min(p99):.2f}-{max(p99):.2f}) | {cpu:.2f} | {eff:,.0f} | {ratio} |")
-    lines += ["", "Raw results: `bench/results/fanout.raw.jsonl`. Reproduce: `bench/fanout.py`."]
-    with open(os.path.join(ROOT, "bench/results/fanout.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+            f"| {subs:,} | {channels:,} | {rate:,} | {protocol} | {spread(d)} | "
+            f"{got:,}/{want:,} | {spread(p50, '.2f')} | {spread(p99, '.2f')} | {cpu:.2f} | {eff:,.0f} | {ratio} |")
+    write_report(ROOT, "fanout", lines)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from procstat import cpu_seconds  # bench/procstat.py
+from procstat import cpu_seconds, spread, write_report  # bench/procstat.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TETHER = os.path.join(ROOT, "target/release/tether")
@@ -110,15 +110,11 @@ def main():
         wcpu, scpu = pick("ws", "msgs_per_server_cpu_s"), pick("wss", "msgs_per_server_cpu_s")
         wp99 = [r["latency_ms"]["p99"] for r in rows if r["transport"] == "ws" and r["connections"] == conns and r["size"] == size]
         sp99 = [r["latency_ms"]["p99"] for r in rows if r["transport"] == "wss" and r["connections"] == conns and r["size"] == size]
-        fmt = lambda v: f"{statistics.median(v):,.0f} ({min(v):,.0f}-{max(v):,.0f})"
         lines.append(
-            f"| {conns} | {size} | {fmt(ws)} | {fmt(wss)} | {statistics.median(wss) / statistics.median(ws):.2f} | "
-            f"{fmt(wcpu)} | {fmt(scpu)} | {statistics.median(scpu) / statistics.median(wcpu):.2f} | "
+            f"| {conns} | {size} | {spread(ws)} | {spread(wss)} | {statistics.median(wss) / statistics.median(ws):.2f} | "
+            f"{spread(wcpu)} | {spread(scpu)} | {statistics.median(scpu) / statistics.median(wcpu):.2f} | "
             f"{statistics.median(sp99):.3f} | {statistics.median(wp99):.3f} |")
-    lines += ["", "Raw results: `bench/results/wss.raw.jsonl`. Reproduce: `bench/wss.py`."]
-    with open(os.path.join(ROOT, "bench/results/wss.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(ROOT, "wss", lines)
 
 
 if __name__ == "__main__":

@@ -176,12 +176,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     // Echoes are counted up to the deadline only; closing afterwards is not part of the run.
     let elapsed = start.elapsed().min(duration);
-    if let Some(p) = progress {
-        p.abort();
-        if std::io::stderr().is_terminal() {
-            eprintln!();
-        }
-    }
+    stop_progress(progress);
 
     let report = Report {
         url: &args.url,
@@ -306,6 +301,16 @@ async fn echo_connection(
 }
 
 /// A line per second on stderr (rewritten in place on a terminal).
+/// Stops the progress lines (ending the rolling line on a terminal).
+pub(crate) fn stop_progress(progress: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(p) = progress {
+        p.abort();
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+    }
+}
+
 /// Prints a line a second: `unit` (messages, handshakes, …) per second and in total.
 pub(crate) async fn progress(shared: Arc<Shared>, start: Instant, unit: &str) {
     let tty = std::io::stderr().is_terminal();

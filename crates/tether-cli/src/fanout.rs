@@ -3,13 +3,12 @@
 //! publish-to-delivery latency.
 
 use crate::bench::{
-    describe_errors, errors_json, json_string, kind, latency_json, latency_table, open_all, progress, Args,
-    Shared,
+    describe_errors, errors_json, json_string, kind, latency_json, latency_table, open_all, progress,
+    stop_progress, Args, Shared,
 };
 use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -196,12 +195,7 @@ pub(crate) async fn run(
     for t in tasks {
         let _ = t.await;
     }
-    if let Some(p) = progress {
-        p.abort();
-        if std::io::stderr().is_terminal() {
-            eprintln!();
-        }
-    }
+    stop_progress(progress);
     let delivered = shared.messages.load(Ordering::Relaxed);
     let rate = delivered as f64 / elapsed.as_secs_f64();
     let hist = latency.lock().unwrap_or_else(|e| e.into_inner()).clone();

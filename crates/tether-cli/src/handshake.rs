@@ -4,11 +4,11 @@
 //! latency (connect to 101), errors by kind.
 
 use crate::bench::{
-    describe_errors, errors_json, json_string, kind, latency_json, latency_table, progress, Args, Shared,
+    describe_errors, errors_json, json_string, kind, latency_json, latency_table, progress, stop_progress,
+    Args, Shared,
 };
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -63,12 +63,7 @@ pub(crate) async fn run(
         let _ = w.await;
     }
     let elapsed = start.elapsed();
-    if let Some(p) = progress {
-        p.abort();
-        if std::io::stderr().is_terminal() {
-            eprintln!();
-        }
-    }
+    stop_progress(progress);
     let handshakes = shared.messages.load(Ordering::Relaxed);
     let rate = handshakes as f64 / elapsed.as_secs_f64();
     let hist = latency.lock().unwrap_or_else(|e| e.into_inner()).clone();

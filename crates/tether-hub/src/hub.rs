@@ -326,7 +326,10 @@ impl Hub {
         let ns = self.namespace(name)?;
         let state = self.lock();
         let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
-        if (send && !ns.allow_publish) || !Self::allowed(&c.access, ns, name) {
+        if send {
+            return self.may_publish(c, name);
+        }
+        if !Self::allowed(&c.access, ns, name) {
             return Err(HubError::PermissionDenied);
         }
         Ok(())

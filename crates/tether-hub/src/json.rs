@@ -3,6 +3,7 @@
 //! through a [`JsonOutlet`], each event encoded once for every JSON subscriber.
 
 use crate::auth::Authenticator;
+use crate::gate::SendGate;
 use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, Push, StreamPosition};
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tether::{CloseCode, Message, PreparedFrame, Sender, WebSocket};
@@ -74,41 +75,23 @@ fn hub_code(e: &HubError) -> u16 {
 
 /// Delivers hub events to one JSON connection, disconnecting it when it falls behind.
 pub struct JsonOutlet {
-    sender: Sender,
-    max_queued: usize,
-    closing: AtomicBool,
-    metrics: Arc<Metrics>,
+    gate: SendGate,
 }
 
 impl JsonOutlet {
     /// An outlet over `sender` that tolerates `max_queued` unsent bytes.
     pub fn new(sender: Sender, max_queued: usize, metrics: Arc<Metrics>) -> Self {
-        Self { sender, max_queued, closing: AtomicBool::new(false), metrics }
+        Self { gate: SendGate::new(sender, max_queued, metrics) }
     }
 }
 
 impl Outlet for JsonOutlet {
     fn push(&self, event: &Arc<Event>) -> bool {
-        if self.closing.load(Ordering::Relaxed) {
-            return false;
-        }
-        if self.sender.buffered_amount() > self.max_queued {
-            self.closing.store(true, Ordering::Relaxed);
-            tracing::info!(queued = self.sender.buffered_amount(), "slow consumer disconnected");
-            let _ = self.sender.send_close(CloseCode(close::SLOW_CONSUMER), "slow consumer");
-            return false;
-        }
-        let frame = event.encoded(SLOT, |e| PreparedFrame::text(&encode_push(e)));
-        let sent = self.sender.send_prepared(frame).is_ok();
-        if sent {
-            self.metrics.bytes_out.fetch_add(frame.wire().len() as u64, Ordering::Relaxed);
-        }
-        sent
+        self.gate.send_prepared(event.encoded(SLOT, |e| PreparedFrame::text(&encode_push(e))))
     }
 
     fn disconnect(&self, code: u16, reason: &str) {
-        self.closing.store(true, Ordering::Relaxed);
-        let _ = self.sender.send_close(CloseCode(code), reason.to_owned());
+        self.gate.disconnect(code, reason);
     }
 }
 

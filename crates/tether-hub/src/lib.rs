@@ -10,6 +10,7 @@
 //! ```
 
 pub mod auth;
+pub mod gate;
 pub mod hub;
 pub mod json;
 pub mod metrics;

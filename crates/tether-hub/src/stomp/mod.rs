@@ -9,6 +9,7 @@
 pub mod frame;
 
 use crate::auth::Authenticator;
+use crate::gate::SendGate;
 use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, StreamPosition};
 use crate::metrics::Metrics;
 use crate::queue::{AckMode, Delivery, QueueError, QueueOutlet};
@@ -16,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use frame::{write_header, Command, Decoder, Frame, FrameError, Limits, Version};
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tether::{CloseCode, Message, Sender, Utf8Bytes, WebSocket};
@@ -103,25 +104,15 @@ fn encode_topic_part(event: &Event, version: Version) -> Bytes {
 /// Delivers topic events and queue messages to one STOMP connection, disconnecting it
 /// (close code 4008) when it falls behind.
 pub struct StompOutlet {
-    sender: Sender,
+    gate: SendGate,
     version: Version,
-    max_queued: usize,
-    closing: AtomicBool,
-    metrics: Arc<Metrics>,
     /// Topic subscriptions: channel, then the subscription ids on it.
     topics: Mutex<HashMap<Arc<str>, Vec<Arc<str>>>>,
 }
 
 impl StompOutlet {
     fn new(sender: Sender, version: Version, max_queued: usize, metrics: Arc<Metrics>) -> Self {
-        Self {
-            sender,
-            version,
-            max_queued,
-            closing: AtomicBool::new(false),
-            metrics,
-            topics: Mutex::new(HashMap::new()),
-        }
+        Self { gate: SendGate::new(sender, max_queued, metrics), version, topics: Mutex::new(HashMap::new()) }
     }
 
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Arc<str>>>> {
@@ -130,21 +121,7 @@ impl StompOutlet {
 
     /// Queues a frame without waiting; `false` when the connection is closing or too slow.
     fn send(&self, bytes: Bytes) -> bool {
-        if self.closing.load(Ordering::Relaxed) {
-            return false;
-        }
-        if self.sender.buffered_amount() > self.max_queued {
-            self.closing.store(true, Ordering::Relaxed);
-            tracing::info!(queued = self.sender.buffered_amount(), "slow STOMP consumer disconnected");
-            let _ = self.sender.send_close(CloseCode(crate::json::close::SLOW_CONSUMER), "slow consumer");
-            return false;
-        }
-        let n = bytes.len() as u64;
-        let sent = self.sender.start_send(message(bytes)).is_ok();
-        if sent {
-            self.metrics.bytes_out.fetch_add(n, Ordering::Relaxed);
-        }
-        sent
+        self.gate.send(message(bytes))
     }
 
     /// Sends a topic event to one subscription.
@@ -175,8 +152,7 @@ impl Outlet for StompOutlet {
     }
 
     fn disconnect(&self, code: u16, reason: &str) {
-        self.closing.store(true, Ordering::Relaxed);
-        let _ = self.sender.send_close(CloseCode(code), reason.to_owned());
+        self.gate.disconnect(code, reason);
     }
 }
 
@@ -319,10 +295,6 @@ fn forwarded(frame: &Frame) -> Vec<(String, String)> {
     out
 }
 
-struct Subscription {
-    dest: Dest,
-}
-
 /// A connection's state.
 struct Session {
     hub: Arc<Hub>,
@@ -334,7 +306,8 @@ struct Session {
     version: Version,
     client: Option<(ClientId, Arc<ClientInfo>)>,
     outlet: Option<Arc<StompOutlet>>,
-    subscriptions: HashMap<String, Subscription>,
+    /// Subscription ids and where they lead.
+    subscriptions: HashMap<String, Dest>,
     transactions: HashMap<String, Vec<Frame>>,
     transaction_frames: usize,
     expires: Option<SystemTime>,
@@ -730,7 +703,7 @@ impl Session {
                 let what = format!("cannot subscribe to /topic/{ch}");
                 if let Some(subs) = outlet.topics().get_mut(ch) {
                     subs.push(id);
-                    self.subscriptions.insert(sub_id, Subscription { dest });
+                    self.subscriptions.insert(sub_id, dest);
                     return Ok(());
                 }
                 let history = match frame.get("history").map(str::parse::<usize>) {
@@ -774,7 +747,7 @@ impl Session {
                     .map_err(|e| queue_fail(&what, &e))?;
             }
         }
-        self.subscriptions.insert(sub_id, Subscription { dest });
+        self.subscriptions.insert(sub_id, dest);
         Ok(())
     }
 
@@ -790,7 +763,7 @@ impl Session {
             .subscriptions
             .remove(&sub_id)
             .ok_or_else(|| Fail::protocol(format!("no subscription {sub_id:?}")))?;
-        match sub.dest {
+        match sub {
             Dest::Topic(ch) => {
                 let last = {
                     let mut topics = outlet.topics();
