@@ -29,6 +29,10 @@ pub(crate) enum Mode {
     /// Handshake rate: each of --connections workers opens a connection, closes it (close
     /// handshake) and starts again; handshakes/s and opening-handshake latency.
     Handshake,
+    /// Connection ramp: open --connections connections at --open-rate per second, hold them
+    /// idle for --duration, then close them; with --server-pid, the server's memory per
+    /// connection (RSS growth divided by connections held).
+    Ramp,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +86,16 @@ pub(crate) struct Args {
     /// Fan-out: the hub's server API key.
     #[arg(long, env = "TETHER_API_KEY", hide_env_values = true)]
     pub(crate) api_key: Option<String>,
+    /// Ramp: connections opened per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub(crate) open_rate: f64,
+    /// Ramp: the server's process id, to report its memory (RSS from /proc) per connection.
+    #[arg(long, value_name = "PID")]
+    pub(crate) server_pid: Option<u32>,
+    /// Local address to connect from (repeatable; connections take them in turn): several
+    /// 127.0.0.x addresses get past the ephemeral-port limit of one.
+    #[arg(long = "local-addr", value_name = "IP")]
+    pub(crate) local_addrs: Vec<std::net::IpAddr>,
     /// Trust only the CA certificates in this PEM file for wss://.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     ca: Option<std::path::PathBuf>,
@@ -150,13 +164,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     let shared = Arc::new(Shared::default());
-    let config = Arc::new(config);
+    let configs = Configs::new(config, &args.local_addrs);
     match args.mode {
-        Mode::Fanout => return crate::fanout::run(&args, config, shared).await,
-        Mode::Handshake => return crate::handshake::run(&args, config, shared).await,
+        Mode::Fanout => return crate::fanout::run(&args, configs, shared).await,
+        Mode::Handshake => return crate::handshake::run(&args, configs, shared).await,
+        Mode::Ramp => return crate::ramp::run(&args, configs, shared).await,
         Mode::Echo => {}
     }
-    let (sockets, open_time) = open_all(&args.url, &config, args.connections, &shared).await?;
+    let (sockets, open_time) =
+        open_all(&args.url, &configs, args.connections, &shared, |url, config| async move {
+            tether::connect_direct(&url, &config).await.map(|(ws, _)| ws)
+        })
+        .await?;
 
     let duration = Duration::from_secs_f64(args.duration);
     let start = Instant::now();
@@ -200,22 +219,53 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(if report.messages > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Opens `n` connections (at most 64 handshakes at a time), counting failures by kind.
-pub(crate) async fn open_all(
+/// The client configuration for each local address (one without `--local-addr`);
+/// connection `i` uses `get(i)`.
+#[derive(Clone)]
+pub(crate) struct Configs(Arc<[Arc<ClientConfig>]>);
+
+impl Configs {
+    fn new(config: ClientConfig, local_addrs: &[std::net::IpAddr]) -> Self {
+        if local_addrs.is_empty() {
+            return Self(Arc::new([Arc::new(config)]));
+        }
+        Self(local_addrs.iter().map(|ip| Arc::new(config.clone().with_local_addr(*ip))).collect())
+    }
+
+    /// The same change to every configuration.
+    pub(crate) fn map(&self, f: impl Fn(ClientConfig) -> ClientConfig) -> Self {
+        Self(self.0.iter().map(|c| Arc::new(f((**c).clone()))).collect())
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Arc<ClientConfig> {
+        self.0[i % self.0.len()].clone()
+    }
+}
+
+/// Opens `n` connections with `connect` (at most 64 handshakes at a time), counting
+/// failures by kind.
+pub(crate) async fn open_all<W, F, Fut>(
     url: &str,
-    config: &Arc<ClientConfig>,
+    configs: &Configs,
     n: usize,
     shared: &Arc<Shared>,
-) -> anyhow::Result<(Vec<tether::WebSocket>, Duration)> {
+    connect: F,
+) -> anyhow::Result<(Vec<W>, Duration)>
+where
+    W: Send + 'static,
+    F: Fn(String, Arc<ClientConfig>) -> Fut,
+    Fut: std::future::Future<Output = Result<W, Error>> + Send + 'static,
+{
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     let opening = Instant::now();
     let mut connecting = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (url, config, gate, shared) = (url.to_owned(), config.clone(), gate.clone(), shared.clone());
+    for i in 0..n {
+        let (gate, shared) = (gate.clone(), shared.clone());
+        let attempt = connect(url.to_owned(), configs.get(i));
         connecting.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.ok()?;
-            match tether::connect_with(&url, &config).await {
-                Ok((ws, _)) => {
+            match attempt.await {
+                Ok(ws) => {
                     shared.open.fetch_add(1, Ordering::Relaxed);
                     Some(ws)
                 }
@@ -241,7 +291,7 @@ pub(crate) async fn open_all(
 
 /// One connection's loop: keep `in_flight` messages outstanding, time each echo.
 async fn echo_connection(
-    mut ws: tether::WebSocket,
+    mut ws: tether::WebSocketStream<tether::Transport>,
     message: Message,
     in_flight: usize,
     count: Option<u64>,
@@ -274,7 +324,9 @@ async fn echo_connection(
                         return Ok(());
                     }
                     sent.push_back(Instant::now());
-                    ws.send(message.clone()).await?;
+                    // Written by the next `next()`, with any other echo that came in the
+                    // same read.
+                    ws.feed(message.clone()).await?;
                 }
                 Some(Ok(Message::Close(frame))) => {
                     let code = frame.map_or(1005, |f| f.code.0);

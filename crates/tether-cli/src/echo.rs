@@ -3,8 +3,10 @@
 use crate::limits::LimitArgs;
 use anyhow::Context as _;
 use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use tether::{HttpResponse, Listener, OriginPolicy, ServerConfig};
+use tether::{HttpResponse, Listener, OriginPolicy, ServerConfig, Transport, WebSocketStream};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -76,7 +78,7 @@ async fn route(req: tether::HttpRequest) -> HttpResponse {
 
 async fn serve(incoming: tether::Incoming) {
     let peer = incoming.remote_addr();
-    let (mut ws, request) = match incoming.serve(|_| Ok(()), route).await {
+    let (ws, request) = match incoming.serve_direct(|_| Ok(()), route).await {
         Ok(Some(ok)) => ok,
         Ok(None) => return,
         Err(e) => {
@@ -85,29 +87,41 @@ async fn serve(incoming: tether::Incoming) {
         }
     };
     tracing::info!(%peer, path = %request.path, protocol = ?ws.protocol(), deflate = ws.deflate(), "connected");
-    while let Some(item) = ws.next().await {
-        match item {
-            Ok(msg) if msg.is_data() => {
-                if ws.send(msg).await.is_err() {
+    // The connection gets a task of its own, whose future holds the socket and little else:
+    // the handshake's state, sized into this task's future, ends here.
+    tokio::spawn(echo(ws, peer, request.path));
+}
+
+// Not an `async fn`: that would move its arguments into the future twice (once as
+// arguments, once as locals), doubling the size every idle connection costs.
+fn echo(mut ws: WebSocketStream<Transport>, peer: SocketAddr, path: String) -> impl Future<Output = ()> {
+    async move {
+        while let Some(item) = ws.next().await {
+            match item {
+                // `feed` queues without flushing: the next read that would wait writes every
+                // echo queued so far in one go.
+                Ok(msg) if msg.is_data() => {
+                    if ws.feed(msg).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(%peer, "connection failed: {e}");
                     break;
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::info!(%peer, "connection failed: {e}");
-                break;
-            }
         }
+        let s = ws.stats();
+        let (code, reason, initiator, clean) = match ws.close_status() {
+            Some(c) => (c.code.0, c.reason, format!("{:?}", c.initiator), c.clean),
+            None => (1006, String::new(), "Remote".to_owned(), false),
+        };
+        tracing::info!(
+            %peer, %path, code, %reason, %initiator, clean,
+            messages_in = s.messages_received, payload_in = s.payload_received, wire_in = s.bytes_received,
+            compressed_in = s.compressed_received, payload_out = s.payload_sent, wire_out = s.bytes_sent,
+            "closed"
+        );
     }
-    let s = ws.stats();
-    let (code, reason, initiator, clean) = match ws.close_status() {
-        Some(c) => (c.code.0, c.reason, format!("{:?}", c.initiator), c.clean),
-        None => (1006, String::new(), "Remote".to_owned(), false),
-    };
-    tracing::info!(
-        %peer, path = %request.path, code, %reason, %initiator, clean,
-        messages_in = s.messages_received, payload_in = s.payload_received, wire_in = s.bytes_received,
-        compressed_in = s.compressed_received, payload_out = s.payload_sent, wire_out = s.bytes_sent,
-        "closed"
-    );
 }

@@ -4,7 +4,7 @@
 
 use crate::bench::{
     describe_errors, errors_json, json_string, kind, latency_json, latency_table, open_all, progress,
-    stop_progress, Args, Shared,
+    stop_progress, Args, Configs, Shared,
 };
 use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tether::{ClientConfig, Message};
+use tether::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn now_micros() -> u64 {
@@ -28,11 +28,7 @@ fn sent_at(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-pub(crate) async fn run(
-    args: &Args,
-    config: Arc<ClientConfig>,
-    shared: Arc<Shared>,
-) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> anyhow::Result<ExitCode> {
     let url =
         tether::Url::parse(&args.url).map_err(|e| anyhow::anyhow!("invalid url {:?}: {e}", args.url))?;
     if url.secure {
@@ -45,8 +41,12 @@ pub(crate) async fn run(
         bail!("--channels must be at least 1 and --rate positive");
     }
     let stomp = args.stomp;
-    let config = Arc::new((*config).clone().with_protocol(if stomp { "v12.stomp" } else { "tether.json" }));
-    let (sockets, open_time) = open_all(&args.url, &config, args.connections, &shared).await?;
+    let configs = configs.map(|c| c.with_protocol(if stomp { "v12.stomp" } else { "tether.json" }));
+    let (sockets, open_time) =
+        open_all(&args.url, &configs, args.connections, &shared, |url, config| async move {
+            tether::connect_direct(&url, &config).await.map(|(ws, _)| ws)
+        })
+        .await?;
 
     // Every subscriber: connect, subscribe to its channel, wait for both replies.
     let latency =

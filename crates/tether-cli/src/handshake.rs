@@ -5,45 +5,36 @@
 
 use crate::bench::{
     describe_errors, errors_json, json_string, kind, latency_json, latency_table, progress, stop_progress,
-    Args, Shared,
+    Args, Configs, Shared,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use hdrhistogram::Histogram;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tether::ClientConfig;
 
-pub(crate) async fn run(
-    args: &Args,
-    config: Arc<ClientConfig>,
-    shared: Arc<Shared>,
-) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> anyhow::Result<ExitCode> {
     let duration = Duration::from_secs_f64(args.duration);
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("{e}"))?));
     let start = Instant::now();
     let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), start, "handshakes")));
     let mut workers = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
+    for i in 0..args.connections {
         let (url, config, shared, latency, count) =
-            (args.url.clone(), config.clone(), shared.clone(), latency.clone(), args.count);
+            (args.url.clone(), configs.get(i), shared.clone(), latency.clone(), args.count);
         workers.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new(3).expect("3 significant figures is valid");
             while start.elapsed() < duration
                 && count.map_or(true, |n| shared.messages.load(Ordering::Relaxed) < n)
             {
                 let t = Instant::now();
-                match tether::connect_with(&url, &config).await {
+                match tether::connect_direct(&url, &config).await {
                     Ok((mut ws, _)) => {
                         let _ = local.record(t.elapsed().as_micros() as u64);
                         shared.messages.fetch_add(1, Ordering::Relaxed);
                         // The close handshake: our close, then the server's, then EOF.
-                        let closed = async {
-                            ws.close().await.ok()?;
-                            while ws.next().await.is_some() {}
-                            Some(())
-                        };
+                        let closed = async { ws.close().await.ok() };
                         if tokio::time::timeout(Duration::from_secs(5), closed).await.ok().flatten().is_none()
                         {
                             shared.error("close handshake failed".into());

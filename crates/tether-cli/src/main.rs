@@ -9,6 +9,7 @@ mod echo;
 mod fanout;
 mod handshake;
 mod limits;
+mod ramp;
 mod serve;
 mod tls;
 

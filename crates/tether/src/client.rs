@@ -1,7 +1,9 @@
 //! The client side: `connect` by URL.
 
+use crate::stream::{Transport, Upgraded};
 use crate::tls::{self, ClientTrust};
-use crate::{dial, driver, Error, Proxy, WebSocket};
+use crate::{dial, Error, Proxy, WebSocket, WebSocketStream};
+use std::net::IpAddr;
 use std::time::Duration;
 use tether_proto::handshake::{ClientHandshake, ClientOptions, Response, Url};
 use tether_proto::{Config, Connection, HandshakeError, MaskSource};
@@ -25,6 +27,10 @@ pub struct ClientConfig {
     /// Time allowed for name resolution, the TCP connect and the proxy tunnel together.
     /// Default 10 s. (TLS and the WebSocket handshake then have `config.handshake_timeout`.)
     pub connect_timeout: Duration,
+    /// The local address to connect from (the port is chosen by the system). Default: the
+    /// system's choice. Spreading connections over several source addresses (127.0.0.x)
+    /// gets past the ephemeral-port limit of one address.
+    pub local_addr: Option<IpAddr>,
 }
 
 impl Default for ClientConfig {
@@ -36,6 +42,7 @@ impl Default for ClientConfig {
             max_redirects: 5,
             proxy: Proxy::default(),
             connect_timeout: Duration::from_secs(10),
+            local_addr: None,
         }
     }
 }
@@ -71,6 +78,11 @@ impl ClientConfig {
         self.connect_timeout = timeout;
         self
     }
+    /// Sets the local address to connect from.
+    pub fn with_local_addr(mut self, ip: IpAddr) -> Self {
+        self.local_addr = Some(ip);
+        self
+    }
     /// Sets which server certificates `wss://` trusts.
     pub fn with_trust(mut self, trust: ClientTrust) -> Self {
         self.trust = trust;
@@ -101,6 +113,30 @@ pub async fn connect(url: &str) -> Result<(WebSocket, Response), Error> {
 ///
 /// As [`connect`].
 pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<(WebSocket, Response), Error> {
+    let (upgraded, response) = connect_upgraded(url, config).await?;
+    Ok((upgraded.spawn(), response))
+}
+
+/// Connects to a `ws://` or `wss://` URL, for a [`WebSocketStream`] driven by its caller
+/// (no background task): the lean shape for load generators and many connections.
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn connect_direct(
+    url: &str,
+    config: &ClientConfig,
+) -> Result<(WebSocketStream<Transport>, Response), Error> {
+    // Boxed: the handshake's state is freed once done instead of staying in the caller's
+    // future for the connection's life.
+    let (upgraded, response) = Box::pin(connect_upgraded(url, config)).await?;
+    Ok((upgraded.direct(), response))
+}
+
+async fn connect_upgraded(
+    url: &str,
+    config: &ClientConfig,
+) -> Result<(Upgraded<Transport>, Response), Error> {
     let mut url = Url::parse(url)?;
     let mut hops = 0;
     loop {
@@ -119,11 +155,11 @@ pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<(WebSocket
     }
 }
 
-async fn connect_once(url: &Url, config: &ClientConfig) -> Result<(WebSocket, Response), Error> {
-    let stream = dial::open(url, &config.proxy, config.connect_timeout).await?;
+async fn connect_once(url: &Url, config: &ClientConfig) -> Result<(Upgraded<Transport>, Response), Error> {
+    let stream = dial::open(url, &config.proxy, config.local_addr, config.connect_timeout).await?;
     let timeout = config.config.handshake_timeout;
     if !url.secure {
-        return client_handshake(stream, url, config).await;
+        return handshake_upgraded(Transport::Plain(stream), url, config).await;
     }
     let connector = tokio_rustls::TlsConnector::from(tls::client_config(&config.trust)?);
     let name = tls::server_name(&url.host)?;
@@ -131,7 +167,7 @@ async fn connect_once(url: &Url, config: &ClientConfig) -> Result<(WebSocket, Re
         .await
         .map_err(|_| Error::Timeout)?
         .map_err(|e| tls::describe_handshake_failure(&url.host, e))?;
-    client_handshake(stream, url, config).await
+    handshake_upgraded(Transport::Tls(Box::new(tokio_rustls::TlsStream::Client(stream))), url, config).await
 }
 
 /// Runs the client handshake over an already connected stream.
@@ -140,10 +176,22 @@ async fn connect_once(url: &Url, config: &ClientConfig) -> Result<(WebSocket, Re
 ///
 /// As [`connect`].
 pub async fn client_handshake<S>(
-    mut stream: S,
+    stream: S,
     url: &Url,
     config: &ClientConfig,
 ) -> Result<(WebSocket, Response), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (upgraded, response) = handshake_upgraded(stream, url, config).await?;
+    Ok((upgraded.spawn(), response))
+}
+
+async fn handshake_upgraded<S>(
+    mut stream: S,
+    url: &Url,
+    config: &ClientConfig,
+) -> Result<(Upgraded<S>, Response), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -152,16 +200,14 @@ where
     let (handshake, request) = ClientHandshake::new(url, random_nonce(), options);
     let exchange = async {
         stream.write_all(&request).await?;
-        let mut buf = Vec::with_capacity(512);
-        let mut chunk = [0u8; 2048];
+        let mut buf = Vec::new();
         loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
+            buf.reserve(2048);
+            if stream.read_buf(&mut buf).await? == 0 {
                 return Err(Error::Handshake(HandshakeError::MalformedHttp(
                     "connection closed during handshake",
                 )));
             }
-            buf.extend_from_slice(&chunk[..n]);
             if let Some((response, len)) = handshake.parse_response(&buf)? {
                 return Ok((response, buf.split_off(len)));
             }
@@ -173,7 +219,7 @@ where
     let conn =
         Connection::client(config.config.clone(), mask_source()).with_deflate(response.deflate.clone());
     let protocol = response.protocol.clone();
-    Ok((driver::spawn(stream, conn, &leftover, protocol), response))
+    Ok((Upgraded { io: stream, conn, leftover, protocol }, response))
 }
 
 fn random_nonce() -> [u8; 16] {

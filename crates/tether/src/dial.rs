@@ -3,12 +3,12 @@
 
 use crate::error::{ConnectError, ConnectErrorKind};
 use crate::Error;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tether_proto::handshake::Url;
 use tether_proto::proxy::{self, socks5, ProxyKind, ProxyUrl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Which proxy a client goes through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,7 +49,13 @@ impl Proxy {
 }
 
 /// Opens the TCP connection for `url`, directly or through a tunnel, within `timeout`.
-pub(crate) async fn open(url: &Url, proxy: &Proxy, timeout: Duration) -> Result<TcpStream, Error> {
+/// With `local`, the socket is bound to that address first (port chosen by the system).
+pub(crate) async fn open(
+    url: &Url,
+    proxy: &Proxy,
+    local: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<TcpStream, Error> {
     let via = proxy.choose(url)?;
     let target = match &via {
         Some(p) => format!("proxy {p}"),
@@ -57,9 +63,9 @@ pub(crate) async fn open(url: &Url, proxy: &Proxy, timeout: Duration) -> Result<
     };
     let work = async {
         match &via {
-            None => tcp(&url.host, url.port, &target).await,
+            None => tcp(&url.host, url.port, local, &target).await,
             Some(p) => {
-                let mut stream = tcp(&p.host, p.port, &target).await?;
+                let mut stream = tcp(&p.host, p.port, local, &target).await?;
                 tunnel(&mut stream, p, url).await.map_err(|e| match e {
                     Error::Proxy(detail) => {
                         ConnectError::new(ConnectErrorKind::Proxy, &target, detail).into()
@@ -104,10 +110,16 @@ async fn resolve(host: &str, port: u16, target: &str) -> Result<Vec<SocketAddr>,
 }
 
 /// Tries each address in turn and reports the last failure.
-async fn tcp(host: &str, port: u16, target: &str) -> Result<TcpStream, Error> {
+async fn tcp(host: &str, port: u16, local: Option<IpAddr>, target: &str) -> Result<TcpStream, Error> {
     let mut last = None;
     for addr in resolve(host, port, target).await? {
-        match TcpStream::connect(addr).await {
+        let attempt = match local {
+            None => TcpStream::connect(addr).await,
+            // Only addresses of the local address's family can be reached from it.
+            Some(ip) if ip.is_ipv4() != addr.is_ipv4() => continue,
+            Some(ip) => connect_from(ip, addr).await,
+        };
+        match attempt {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
@@ -119,6 +131,12 @@ async fn tcp(host: &str, port: u16, target: &str) -> Result<TcpStream, Error> {
         ConnectErrorKind::Io
     };
     Err(ConnectError::new(kind, target, e.to_string()).into())
+}
+
+async fn connect_from(local: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if local.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
 }
 
 async fn tunnel(stream: &mut TcpStream, p: &ProxyUrl, url: &Url) -> Result<(), Error> {

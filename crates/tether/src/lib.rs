@@ -31,14 +31,18 @@ mod error;
 mod message;
 mod server;
 mod socket;
+mod stream;
 pub mod tls;
 
-pub use client::{client_handshake, connect, connect_with, ClientConfig};
+pub use client::{client_handshake, connect, connect_direct, connect_with, ClientConfig};
 pub use dial::Proxy;
 pub use error::{ConnectError, ConnectErrorKind, Error};
 pub use message::Message;
-pub use server::{accept, accept_with, HttpRequest, HttpResponse, Incoming, Listener, Reject, ServerConfig};
+pub use server::{
+    accept, accept_direct, accept_with, HttpRequest, HttpResponse, Incoming, Listener, Reject, ServerConfig,
+};
 pub use socket::{ReadHalf, Sender, WebSocket, WriteHalf};
+pub use stream::{Transport, WebSocketStream};
 pub use tether_proto;
 pub use tether_proto::deflate::DeflateConfig;
 pub use tether_proto::frame::PreparedFrame;

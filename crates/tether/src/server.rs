@@ -1,6 +1,7 @@
 //! The server side: upgrading accepted streams, and a listener helper.
 
-use crate::{driver, Error, WebSocket};
+use crate::stream::{Transport, Upgraded};
+use crate::{Error, WebSocket, WebSocketStream};
 use bytes::Bytes;
 use http::HeaderMap;
 use std::future::Future;
@@ -13,6 +14,9 @@ use tether_proto::handshake::{
 use tether_proto::{deflate, Config, Connection, HandshakeError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+
+/// How much a read during the handshake asks for.
+const READ_CHUNK: usize = 2048;
 
 /// How a server accepts connections.
 #[derive(Debug, Clone)]
@@ -29,6 +33,8 @@ pub struct ServerConfig {
     /// Largest body of a plain HTTP request handled by [`Incoming::serve`]; larger ones get
     /// 413. Default 1 MiB.
     pub max_body_size: usize,
+    /// `config`, shared by every connection of a [`Listener`] (set when it binds).
+    shared: Option<Arc<Config>>,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +45,7 @@ impl Default for ServerConfig {
             origin: OriginPolicy::default(),
             tls: None,
             max_body_size: 1 << 20,
+            shared: None,
         }
     }
 }
@@ -146,7 +153,7 @@ where
 ///
 /// As [`accept`].
 pub async fn accept_with<S, F>(
-    mut stream: S,
+    stream: S,
     remote_addr: Option<SocketAddr>,
     config: &ServerConfig,
     check: F,
@@ -155,8 +162,42 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(&Request) -> Result<(), Reject>,
 {
+    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, check).await?;
+    Ok((upgraded.spawn(), request))
+}
+
+/// Upgrades a stream into a [`WebSocketStream`], driven by its caller; otherwise as
+/// [`accept_with`].
+///
+/// # Errors
+///
+/// As [`accept`].
+pub async fn accept_direct<S, F>(
+    stream: S,
+    remote_addr: Option<SocketAddr>,
+    config: &ServerConfig,
+    check: F,
+) -> Result<(WebSocketStream<S>, Request), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(&Request) -> Result<(), Reject>,
+{
+    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, check).await?;
+    Ok((upgraded.direct(), request))
+}
+
+async fn accept_upgraded<S, F>(
+    mut stream: S,
+    remote_addr: Option<SocketAddr>,
+    config: &ServerConfig,
+    check: F,
+) -> Result<(Upgraded<S>, Request), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(&Request) -> Result<(), Reject>,
+{
     let timeout = config.config.handshake_timeout;
-    let mut buf = Vec::with_capacity(1024);
+    let mut buf = Vec::new();
     let read = async {
         match read_head(&mut stream, &mut buf, config).await? {
             Some((head, len)) => Ok((head.into_upgrade()?, len)),
@@ -173,19 +214,20 @@ where
             return Err(Error::Timeout);
         }
     };
-    upgrade_parsed(stream, request, &buf[len..], remote_addr, config, check).await
+    buf.drain(..len);
+    upgrade_parsed(stream, request, buf, remote_addr, config, check).await
 }
 
 /// Finishes an upgrade whose request is read and valid: origin policy, the application's
-/// check, subprotocol and extension choice, the 101 answer, and the driver task.
+/// check, subprotocol and extension choice, and the 101 answer.
 async fn upgrade_parsed<S, F>(
     mut stream: S,
     mut request: Request,
-    leftover: &[u8],
+    leftover: Vec<u8>,
     remote_addr: Option<SocketAddr>,
     config: &ServerConfig,
     check: F,
-) -> Result<(WebSocket, Request), Error>
+) -> Result<(Upgraded<S>, Request), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(&Request) -> Result<(), Reject>,
@@ -203,8 +245,9 @@ where
     let extensions = deflate.as_ref().map(|(_, answer)| answer.as_str());
     let response = accept_response(&request, protocol.as_deref(), extensions, &HeaderMap::new());
     stream.write_all(&response).await?;
-    let conn = Connection::server(config.config.clone()).with_deflate(deflate.map(|(params, _)| params));
-    Ok((driver::spawn(stream, conn, leftover, protocol), request))
+    let shared = config.shared.clone().unwrap_or_else(|| Arc::new(config.config.clone()));
+    let conn = Connection::server(shared).with_deflate(deflate.map(|(params, _)| params));
+    Ok((Upgraded { io: stream, conn, leftover, protocol }, request))
 }
 
 /// Serves plain HTTP requests on a connection (keep-alive), until one asks for an upgrade
@@ -215,7 +258,7 @@ async fn serve_stream<S, C, R, Fut>(
     config: &ServerConfig,
     check: C,
     mut route: R,
-) -> Result<Option<(WebSocket, Request)>, Error>
+) -> Result<Option<(Upgraded<S>, Request)>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: FnOnce(&Request) -> Result<(), Reject>,
@@ -223,7 +266,7 @@ where
     Fut: Future<Output = HttpResponse>,
 {
     let timeout = config.config.handshake_timeout;
-    let mut buf = Vec::with_capacity(1024);
+    let mut buf = Vec::new();
     let mut served = 0usize;
     loop {
         let (head, len) = match tokio::time::timeout(timeout, read_head(&mut stream, &mut buf, config)).await
@@ -247,7 +290,7 @@ where
                 Ok(r) => r,
                 Err(e) => return Err(refuse(&mut stream, e).await),
             };
-            return upgrade_parsed(stream, request, &buf, remote_addr, config, check).await.map(Some);
+            return upgrade_parsed(stream, request, buf, remote_addr, config, check).await.map(Some);
         }
         let body_len = match head.content_length() {
             Ok(n) if n > config.max_body_size => {
@@ -258,13 +301,11 @@ where
             Err(e) => return Err(refuse(&mut stream, e).await),
         };
         let read_body = async {
-            let mut chunk = [0u8; 4096];
             while buf.len() < body_len {
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
+                buf.reserve((body_len - buf.len()).min(READ_CHUNK));
+                if stream.read_buf(&mut buf).await? == 0 {
                     return Err(Error::from(HandshakeError::MalformedHttp("connection closed in the body")));
                 }
-                buf.extend_from_slice(&chunk[..n]);
             }
             Ok(())
         };
@@ -297,12 +338,14 @@ async fn read_head<S: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     config: &ServerConfig,
 ) -> Result<Option<(HttpHead, usize)>, Error> {
-    let mut chunk = [0u8; 2048];
     loop {
         if let Some(parsed) = parse_http_request(buf, &config.config.handshake)? {
             return Ok(Some(parsed));
         }
-        let n = match stream.read(&mut chunk).await {
+        // Straight into the heap buffer: a stack array here would be part of every
+        // connection task's future, for the connection's whole life.
+        buf.reserve(READ_CHUNK);
+        let n = match stream.read_buf(buf).await {
             Ok(n) => n,
             // A TLS peer closing without close_notify between requests (browsers do).
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && buf.is_empty() => 0,
@@ -314,7 +357,6 @@ async fn read_head<S: AsyncRead + Unpin>(
             }
             return Err(HandshakeError::MalformedHttp("connection closed during the request head").into());
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -358,7 +400,9 @@ impl Listener {
     ///
     /// [`Error::Io`] when the address cannot be bound.
     pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> Result<Self, Error> {
-        Ok(Self { inner: TcpListener::bind(addr).await?, config: std::sync::Arc::new(config) })
+        let mut config = config;
+        config.shared = Some(Arc::new(config.config.clone()));
+        Ok(Self { inner: TcpListener::bind(addr).await?, config: Arc::new(config) })
     }
 
     /// The bound address.
@@ -420,12 +464,42 @@ impl Incoming {
         R: FnMut(HttpRequest) -> Fut,
         Fut: Future<Output = HttpResponse>,
     {
-        let addr = Some(self.addr);
-        let Some(tls) = self.config.tls.clone() else {
-            return serve_stream(self.stream, addr, &self.config, check, route).await;
-        };
-        let stream = tls_accept(self.stream, self.addr, tls, self.config.config.handshake_timeout).await?;
-        serve_stream(stream, addr, &self.config, check, route).await
+        Ok(Box::pin(self.serve_upgraded(check, route)).await?.map(|(u, r)| (u.spawn(), r)))
+    }
+
+    /// As [`serve`](Self::serve), for a [`WebSocketStream`] driven by its caller.
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`].
+    pub async fn serve_direct<C, R, Fut>(
+        self,
+        check: C,
+        route: R,
+    ) -> Result<Option<(WebSocketStream<Transport>, Request)>, Error>
+    where
+        C: FnOnce(&Request) -> Result<(), Reject>,
+        R: FnMut(HttpRequest) -> Fut,
+        Fut: Future<Output = HttpResponse>,
+    {
+        // Boxed: the handshake's state (TLS included) is freed once done instead of
+        // staying in the caller's future, which lives as long as the connection.
+        Ok(Box::pin(self.serve_upgraded(check, route)).await?.map(|(u, r)| (u.direct(), r)))
+    }
+
+    async fn serve_upgraded<C, R, Fut>(
+        self,
+        check: C,
+        route: R,
+    ) -> Result<Option<(Upgraded<Transport>, Request)>, Error>
+    where
+        C: FnOnce(&Request) -> Result<(), Reject>,
+        R: FnMut(HttpRequest) -> Fut,
+        Fut: Future<Output = HttpResponse>,
+    {
+        let (addr, config) = (Some(self.addr), self.config.clone());
+        let stream = self.transport().await?;
+        serve_stream(stream, addr, &config, check, route).await
     }
 
     /// Runs the handshake; `check` may refuse the request.
@@ -437,11 +511,36 @@ impl Incoming {
     where
         F: FnOnce(&Request) -> Result<(), Reject>,
     {
-        let Some(tls) = self.config.tls.clone() else {
-            return accept_with(self.stream, Some(self.addr), &self.config, check).await;
-        };
+        let (addr, config) = (Some(self.addr), self.config.clone());
+        let stream = self.transport().await?;
+        let (upgraded, request) = accept_upgraded(stream, addr, &config, check).await?;
+        Ok((upgraded.spawn(), request))
+    }
+
+    /// As [`upgrade_with`](Self::upgrade_with), for a [`WebSocketStream`] driven by its
+    /// caller.
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`].
+    pub async fn upgrade_direct<F>(self, check: F) -> Result<(WebSocketStream<Transport>, Request), Error>
+    where
+        F: FnOnce(&Request) -> Result<(), Reject>,
+    {
+        // Boxed, as in `serve_direct`.
+        Box::pin(async move {
+            let (addr, config) = (Some(self.addr), self.config.clone());
+            let stream = self.transport().await?;
+            accept_direct(stream, addr, &config, check).await
+        })
+        .await
+    }
+
+    /// The socket, after the TLS handshake when the listener has TLS.
+    async fn transport(self) -> Result<Transport, Error> {
+        let Some(tls) = self.config.tls.clone() else { return Ok(Transport::Plain(self.stream)) };
         let stream = tls_accept(self.stream, self.addr, tls, self.config.config.handshake_timeout).await?;
-        accept_with(stream, Some(self.addr), &self.config, check).await
+        Ok(Transport::Tls(Box::new(tokio_rustls::TlsStream::Server(stream))))
     }
 }
 

@@ -10,6 +10,7 @@ use crate::utf8::Utf8Validator;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 mod recv;
@@ -152,7 +153,7 @@ impl OutFrame {
 /// one from a blocking socket.
 pub struct Connection {
     role: Role,
-    config: Config,
+    config: Arc<Config>,
     state: State,
     inbuf: BytesMut,
     frame: Option<FrameInProgress>,
@@ -172,7 +173,9 @@ pub struct Connection {
     close_deadline: Option<Instant>,
     close_transport: bool,
     ping_counter: u64,
-    deflate: Option<Codec>,
+    /// Boxed: most connections have no compression, and an idle connection's size is
+    /// what many idle connections cost.
+    deflate: Option<Box<Codec>>,
     stats: Stats,
 }
 
@@ -188,16 +191,18 @@ impl fmt::Debug for Connection {
 
 impl Connection {
     /// A server-side connection.
-    pub fn server(config: Config) -> Self {
-        Self::new(Role::Server, config, None)
+    ///
+    /// A server with many connections passes one `Arc<Config>` to all of them.
+    pub fn server(config: impl Into<Arc<Config>>) -> Self {
+        Self::new(Role::Server, config.into(), None)
     }
 
     /// A client-side connection; `mask` gives a fresh masking key for every frame sent.
-    pub fn client(config: Config, mask: MaskSource) -> Self {
-        Self::new(Role::Client, config, Some(mask))
+    pub fn client(config: impl Into<Arc<Config>>, mask: MaskSource) -> Self {
+        Self::new(Role::Client, config.into(), Some(mask))
     }
 
-    fn new(role: Role, config: Config, mask: Option<MaskSource>) -> Self {
+    fn new(role: Role, config: Arc<Config>, mask: Option<MaskSource>) -> Self {
         Self {
             role,
             config,
@@ -227,7 +232,7 @@ impl Connection {
     /// Turns on permessage-deflate with what the handshake agreed (`None` leaves it off).
     /// Nothing is allocated until the first compressed message in either direction.
     pub fn with_deflate(mut self, params: Option<DeflateParams>) -> Self {
-        self.deflate = params.map(Codec::new);
+        self.deflate = params.map(|p| Box::new(Codec::new(p)));
         self
     }
 
@@ -238,7 +243,7 @@ impl Connection {
 
     /// Whether the compressor and the decompressor have been allocated.
     pub fn deflate_allocated(&self) -> (bool, bool) {
-        self.deflate.as_ref().map_or((false, false), Codec::allocated)
+        self.deflate.as_deref().map_or((false, false), Codec::allocated)
     }
 
     /// Counters of bytes and messages in both directions.

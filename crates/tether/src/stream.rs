@@ -1,0 +1,365 @@
+//! [`WebSocketStream`]: a WebSocket driven by the task that polls it, and [`Transport`],
+//! the plain-or-TLS socket it runs on.
+
+use crate::{driver, Error, Message, WebSocket};
+use futures_core::Stream;
+use futures_sink::Sink;
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+use tether_proto::{CloseCode, CloseFrame, Closed, Connection, Event, Stats, UsageError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Reads go into one buffer per thread, so an idle connection holds no read buffer: only
+/// bytes of a frame still incomplete stay with the connection (in the protocol core).
+const SCRATCH: usize = 64 * 1024;
+/// Above this, the write buffer is given back once written out.
+const KEEP_WRITE_BUF: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// A stream after a successful opening handshake, before it is given a shell.
+pub(crate) struct Upgraded<S> {
+    pub(crate) io: S,
+    pub(crate) conn: Connection,
+    pub(crate) leftover: Vec<u8>,
+    pub(crate) protocol: Option<String>,
+}
+
+impl<S> Upgraded<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// A [`WebSocket`] with its own driver task.
+    pub(crate) fn spawn(self) -> WebSocket {
+        driver::spawn(self.io, self.conn, &self.leftover, self.protocol)
+    }
+
+    /// A [`WebSocketStream`] driven by its caller.
+    pub(crate) fn direct(mut self) -> WebSocketStream<S> {
+        self.conn.handle_bytes(&self.leftover);
+        WebSocketStream {
+            io: self.io,
+            conn: self.conn,
+            out: Vec::new(),
+            written: 0,
+            eof: false,
+            shut: false,
+            done: false,
+            protocol: self.protocol,
+            timer: None,
+        }
+    }
+}
+
+/// A WebSocket connection driven by the task that polls it: a `Stream` of received
+/// [`Message`]s and a `Sink` for sending, with no background task and no channels.
+///
+/// This is the lean shape for servers with many connections and for load generators: an
+/// idle connection holds its socket and the protocol state, no read buffer. The price is
+/// that the connection only makes progress while it is polled: automatic pongs, the close
+/// reply and timers (ping interval, idle and close timeouts) run inside `poll_next`,
+/// `poll_flush` and `poll_close`. A task that stops reading stops answering pings. Use
+/// [`WebSocket`] when other tasks send on the connection or the application may be busy
+/// for long between reads.
+///
+/// Sending with `feed` (no flush) queues the message; the next read that would wait
+/// writes everything queued in one go, so an echo loop of `next` and `feed` makes one
+/// write per batch of messages that arrived together.
+#[derive(Debug)]
+pub struct WebSocketStream<S> {
+    io: S,
+    conn: Connection,
+    /// Encoded frames; `out[written..]` is not written yet.
+    out: Vec<u8>,
+    written: usize,
+    eof: bool,
+    shut: bool,
+    /// The stream has ended (`None` was returned).
+    done: bool,
+    protocol: Option<String>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
+    /// The subprotocol agreed in the handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn deflate(&self) -> bool {
+        self.conn.deflate_negotiated()
+    }
+
+    /// Counters of bytes and messages in both directions.
+    pub fn stats(&self) -> Stats {
+        self.conn.stats()
+    }
+
+    /// Bytes queued and not yet written to the socket, like the browser's `bufferedAmount`.
+    pub fn buffered_amount(&self) -> usize {
+        self.conn.buffered_amount() + self.out.len() - self.written
+    }
+
+    /// How the connection ended, once it has.
+    pub fn close_status(&self) -> Option<Closed> {
+        self.conn.closed().cloned()
+    }
+
+    /// The underlying socket.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Writes queued frames; `Ready(Ok)` once everything is written and flushed.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.written == self.out.len() {
+                self.written = 0;
+                self.out.clear();
+                if self.out.capacity() > KEEP_WRITE_BUF {
+                    self.out = Vec::new();
+                }
+                if !self.conn.poll_transmit(&mut self.out) {
+                    return Pin::new(&mut self.io).poll_flush(cx);
+                }
+            }
+            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..])) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.written += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Reads once into the thread's scratch buffer and feeds the core; `Ok(0)` at the end.
+    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let (io, conn) = (&mut self.io, &mut self.conn);
+        let mut read = |buf: &mut [u8]| {
+            let mut rb = ReadBuf::new(buf);
+            ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+            conn.handle_bytes(rb.filled());
+            Poll::Ready(Ok(rb.filled().len()))
+        };
+        SCRATCH_BUF.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buf) => read(&mut buf),
+            // Only if an I/O type polls another WebSocketStream from inside its own read.
+            Err(_) => read(&mut vec![0u8; 4096]),
+        })
+    }
+
+    /// Arms the timer for the core's next deadline; `Ready` when it has passed.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.conn.poll_timeout() else { return Poll::Pending };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let timer = match &mut self.timer {
+            Some(t) => {
+                if t.deadline() != deadline {
+                    t.as_mut().reset(deadline);
+                }
+                t
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        timer.as_mut().poll(cx)
+    }
+
+    fn next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            self.conn.handle_timeout(Instant::now());
+            match self.conn.poll_event() {
+                Ok(Some(event)) => match convert(event) {
+                    Some(msg) => return Poll::Ready(Some(Ok(msg))),
+                    None => continue,
+                },
+                Ok(None) => {}
+                // The core has queued its close frame; it goes out on the next poll.
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+            }
+            match self.poll_write_out(cx) {
+                Poll::Ready(Ok(())) => {
+                    if self.conn.should_close_transport() {
+                        // RFC 6455 7.1.1: the server closes TCP first; the client after
+                        // the server did, after a timeout, or on failure.
+                        if !self.shut {
+                            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                            self.shut = true;
+                        }
+                        return self.end();
+                    }
+                    if self.conn.is_closed() && self.eof {
+                        return self.end();
+                    }
+                }
+                Poll::Ready(Err(e)) => return self.failed(e),
+                Poll::Pending => {}
+            }
+            if !self.eof {
+                match self.poll_read_some(cx) {
+                    Poll::Ready(Ok(0)) => self.handle_eof(),
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => self.handle_eof(),
+                    Poll::Ready(Err(e)) => return self.failed(e),
+                    Poll::Pending => {}
+                }
+                if self.eof {
+                    continue;
+                }
+            }
+            if self.poll_timer(cx).is_ready() {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+
+    fn handle_eof(&mut self) {
+        self.eof = true;
+        self.conn.handle_eof();
+    }
+
+    /// The stream ends; buffers go back to the allocator.
+    fn end(&mut self) -> Poll<Option<Result<Message, Error>>> {
+        self.done = true;
+        self.out = Vec::new();
+        self.timer = None;
+        Poll::Ready(None)
+    }
+
+    fn failed(&mut self, e: io::Error) -> Poll<Option<Result<Message, Error>>> {
+        tracing::debug!(error = %e, "websocket i/o failed");
+        let was_closed = self.conn.is_closed();
+        self.eof = true;
+        self.conn.handle_eof();
+        let _ = self.end();
+        if was_closed {
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(Err(e.into())))
+        }
+    }
+}
+
+fn convert(event: Event) -> Option<Message> {
+    Some(match event {
+        Event::Text(t) => Message::Text(t),
+        Event::Binary(b) => Message::Binary(b),
+        Event::Ping(p) => Message::Ping(p),
+        Event::Pong(p) => Message::Pong(p),
+        Event::Closed(closed) => Message::Close(match closed.code {
+            CloseCode::NO_STATUS | CloseCode::ABNORMAL => None,
+            code => Some(CloseFrame { code, reason: closed.reason }),
+        }),
+        _ => return None,
+    })
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
+    type Item = Result<Message, Error>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().next_message(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
+    type Error = Error;
+
+    /// Ready while less than `send_buffer_limit` bytes wait to be written; otherwise
+    /// writes first.
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if this.done || this.conn.is_closed() {
+            return Poll::Ready(Err(UsageError::Closed.into()));
+        }
+        let limit = this.conn.config().send_buffer_limit;
+        while this.buffered_amount() >= limit {
+            ready!(this.poll_write_out(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        let conn = &mut self.get_mut().conn;
+        let result = match item {
+            Message::Text(t) => conn.send_text(t),
+            Message::Binary(b) => conn.send_binary(b),
+            Message::Ping(p) => conn.send_ping(p),
+            Message::Pong(p) => conn.send_pong(p),
+            Message::Close(frame) => {
+                let (code, reason) = frame.map_or((CloseCode::NORMAL, String::new()), |f| (f.code, f.reason));
+                conn.close(code, &reason)
+            }
+        };
+        result.map_err(Error::from)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Ok(()));
+        }
+        this.poll_write_out(cx).map_err(Error::from)
+    }
+
+    /// Starts the close handshake (1000) unless a close was sent already, and drives the
+    /// connection, discarding what still arrives, until it has ended.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if this.conn.is_open() {
+            let _ = this.conn.close(CloseCode::NORMAL, "");
+        }
+        while ready!(this.next_message(cx)).is_some() {}
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A TCP socket, with or without TLS: what [`Incoming`](crate::Incoming) and
+/// [`connect_direct`](crate::connect_direct) give a [`WebSocketStream`].
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Transport {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`, server or client side.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
