@@ -94,6 +94,7 @@ async fn serve(incoming: tether::Incoming) {
 
 // Not an `async fn`: that would move its arguments into the future twice (once as
 // arguments, once as locals), doubling the size every idle connection costs.
+#[allow(clippy::manual_async_fn)]
 fn echo(mut ws: WebSocketStream<Transport>, peer: SocketAddr, path: String) -> impl Future<Output = ()> {
     async move {
         while let Some(item) = ws.next().await {

@@ -175,8 +175,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         if self.done {
             return Poll::Ready(None);
         }
+        // One clock read per poll, and none when no timer is configured or running.
+        let mut now = None;
         loop {
-            self.conn.handle_timeout(Instant::now());
+            if self.conn.wants_time() {
+                self.conn.handle_timeout(*now.get_or_insert_with(Instant::now));
+            }
             match self.conn.poll_event() {
                 Ok(Some(event)) => match convert(event) {
                     Some(msg) => return Poll::Ready(Some(Ok(msg))),

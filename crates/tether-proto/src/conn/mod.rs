@@ -288,7 +288,17 @@ impl Connection {
         self.close_transport = true;
     }
 
-    /// Brings the time: call it on every wake-up, before the other calls.
+    /// Whether [`handle_timeout`](Self::handle_timeout) has anything to do: a timer is
+    /// configured or running. When false, a shell may skip reading the clock.
+    pub fn wants_time(&self) -> bool {
+        self.arm_close_timer
+            || self.close_deadline.is_some()
+            || (self.state == State::Open
+                && (self.config.idle_timeout.is_some() || self.config.ping_interval.is_some()))
+    }
+
+    /// Brings the time: call it on every wake-up, before the other calls (or only when
+    /// [`wants_time`](Self::wants_time) says so).
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.activity || self.last_activity.is_none() {
             self.activity = false;
