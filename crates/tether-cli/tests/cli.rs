@@ -650,6 +650,72 @@ fn bench_handshake_mode() {
 }
 
 #[test]
+fn bench_ramp_mode_reports_server_memory() {
+    let echo = Echo::spawn(&["echo", "--listen", "127.0.0.1:0"], &[]);
+    let pid = echo.child.id().to_string();
+    let out = run(&[
+        "bench",
+        &echo.url,
+        "--mode",
+        "ramp",
+        "-c",
+        "50",
+        "--open-rate",
+        "500",
+        "-d",
+        "0.2",
+        "--server-pid",
+        &pid,
+        "--local-addr",
+        "127.0.0.2",
+        "--local-addr",
+        "127.0.0.3",
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    for field in [
+        "\"mode\":\"ramp\"",
+        "\"connections\":50",
+        "\"open\":50",
+        "\"still_open\":50",
+        "\"p99.9\":",
+        "\"errors\":{}",
+    ] {
+        assert!(json.contains(field), "{field} missing in {json}");
+    }
+    assert!(json.contains(&format!("\"server_pid\":{pid}")), "{json}");
+    let (before, held) =
+        (json_number(&json, "server_rss_before_kib"), json_number(&json, "server_rss_held_kib"));
+    assert!(before > 0 && held > 0, "{json}");
+    // Bytes per connection: the growth divided by 50, whatever it is on this machine.
+    let per = json_number(&json, "server_bytes_per_connection");
+    assert_eq!(per, held.saturating_sub(before) * 1024 / 50, "{json}");
+    // The server saw the connections come from both local addresses.
+    echo.wait_log(&["127.0.0.2:", "connected"]);
+    echo.wait_log(&["127.0.0.3:", "connected"]);
+    // The table; without --server-pid memory is not measured; a bad pid is a clear error.
+    let out = run(&["bench", &echo.url, "--mode", "ramp", "-c", "3", "-d", "0.1", "-q"]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("3 requested, 3 open") && table.contains("not measured (give --server-pid)"),
+        "{table}"
+    );
+    let out = run(&["bench", &echo.url, "--mode", "ramp", "-c", "1", "--server-pid", "999999999", "-q"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot read the memory of process 999999999"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Refused connections are counted by kind, with a failing exit.
+    let out = run(&["bench", "ws://127.0.0.1:1/", "--mode", "ramp", "-c", "2", "-d", "0.1", "--json", "-q"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("\"connect: refused\":2"), "{}", text(&out.stdout));
+}
+
+#[test]
 fn serve_starts_the_hub_and_stops_on_sigterm() {
     let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0"], &[]);
     assert!(hub.url.ends_with("/ws"), "{}", hub.url);

@@ -187,8 +187,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                     None => continue,
                 },
                 Ok(None) => {}
-                // The core has queued its close frame; it goes out on the next poll.
-                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                Err(e) => {
+                    self.send_failure_close(cx);
+                    return Poll::Ready(Some(Err(e.into())));
+                }
             }
             match self.poll_write_out(cx) {
                 Poll::Ready(Ok(())) => {
@@ -224,6 +226,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 continue;
             }
             return Poll::Pending;
+        }
+    }
+
+    /// After a protocol error: queues the close frame with the error's code and writes it
+    /// now if the socket takes it, so that it goes out even if the application stops
+    /// polling on the error (the next poll finishes the job otherwise).
+    fn send_failure_close(&mut self, cx: &mut Context<'_>) {
+        let _ = self.conn.poll_event();
+        if let Poll::Ready(Ok(())) = self.poll_write_out(cx) {
+            if self.conn.should_close_transport() && !self.shut {
+                if let Poll::Ready(_) = Pin::new(&mut self.io).poll_shutdown(cx) {
+                    self.shut = true;
+                }
+            }
         }
     }
 
@@ -336,6 +352,16 @@ pub enum Transport {
     Plain(TcpStream),
     /// `wss://`, server or client side.
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    /// The TCP socket, under TLS or not: for addresses and socket options.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => s.get_ref().0,
+        }
+    }
 }
 
 impl AsyncRead for Transport {
