@@ -236,7 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         let _ = self.conn.poll_event();
         if let Poll::Ready(Ok(())) = self.poll_write_out(cx) {
             if self.conn.should_close_transport() && !self.shut {
-                if let Poll::Ready(_) = Pin::new(&mut self.io).poll_shutdown(cx) {
+                if Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
                     self.shut = true;
                 }
             }
