@@ -234,12 +234,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// polling on the error (the next poll finishes the job otherwise).
     fn send_failure_close(&mut self, cx: &mut Context<'_>) {
         let _ = self.conn.poll_event();
-        if let Poll::Ready(Ok(())) = self.poll_write_out(cx) {
-            if self.conn.should_close_transport() && !self.shut {
-                if Pin::new(&mut self.io).poll_shutdown(cx).is_ready() {
-                    self.shut = true;
-                }
-            }
+        let written = matches!(self.poll_write_out(cx), Poll::Ready(Ok(())));
+        if written && self.conn.should_close_transport() && !self.shut {
+            self.shut = Pin::new(&mut self.io).poll_shutdown(cx).is_ready();
         }
     }
 
