@@ -168,6 +168,9 @@ def report(rows, opts, vers):
     pick = lambda case, name, key, **kw: [
         r[key] for r in rows if r["case"] == case and r["server"] == name
         and all(r.get(k) == v for k, v in kw.items()) and r.get(key) is not None]
+    # Median CPU use in percent of one core: `cpu_key` seconds over the run's `time_key` seconds.
+    pct = lambda case, name, cpu_key, time_key, **kw: statistics.median(
+        [100 * c / t for c, t in zip(pick(case, name, cpu_key, **kw), pick(case, name, time_key, **kw))])
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                          capture_output=True, text=True).stdout.strip()
     lines = [
@@ -198,12 +201,10 @@ def report(rows, opts, vers):
                 if not mps:
                     continue
                 per = pick("echo", n, "per_server_cpu_s", **kw)
-                srv = [100 * c / d for c, d in zip(pick("echo", n, "server_cpu_s", **kw), pick("echo", n, "duration_s", **kw))]
-                ldr = [100 * c / d for c, d in zip(pick("echo", n, "loader_cpu_s", **kw), pick("echo", n, "duration_s", **kw))]
-                p99 = [r["latency_ms"]["p99"] for r in rows if r["case"] == "echo" and r["server"] == n
-                       and r["connections"] == conns and r["size"] == size]
+                p99 = [lat["p99"] for lat in pick("echo", n, "latency_ms", **kw)]
                 lines.append(f"| {n} | {spread(mps)} | {ratio(mps, base)} | {spread(per)} | {ratio(per, base_cpu)} | "
-                             f"{statistics.median(srv):.0f} | {statistics.median(ldr):.0f} | {statistics.median(p99):.3f} |")
+                             f"{pct('echo', n, 'server_cpu_s', 'duration_s', **kw):.0f} | "
+                             f"{pct('echo', n, 'loader_cpu_s', 'duration_s', **kw):.0f} | {statistics.median(p99):.3f} |")
             lines.append("")
     if any(r["case"] == "memory" for r in rows):
         lines += ["## Server memory per idle connection (RSS growth / connections held)", "",
@@ -231,11 +232,10 @@ def report(rows, opts, vers):
             if not hs:
                 continue
             per = pick("handshake", n, "per_server_cpu_s")
-            srv = [100 * c / d for c, d in zip(pick("handshake", n, "server_cpu_s"), pick("handshake", n, "seconds"))]
-            ldr = [100 * c / d for c, d in zip(pick("handshake", n, "loader_cpu_s"), pick("handshake", n, "seconds"))]
             errs = sum(sum(r["errors"].values()) for r in rows if r["case"] == "handshake" and r["server"] == n)
             lines.append(f"| {n} | {spread(hs)} | {ratio(hs, base)} | {spread(per)} | {ratio(per, base_cpu)} | "
-                         f"{statistics.median(srv):.0f} | {statistics.median(ldr):.0f} | {errs} |")
+                         f"{pct('handshake', n, 'server_cpu_s', 'seconds'):.0f} | "
+                         f"{pct('handshake', n, 'loader_cpu_s', 'seconds'):.0f} | {errs} |")
         lines.append("")
     lines += ["Raw results (one JSON object per measurement): `bench/results/compare.raw.jsonl`."]
     with open(os.path.join(ROOT, "bench/RESULTS.md"), "w") as f:

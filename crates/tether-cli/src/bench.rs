@@ -171,11 +171,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Mode::Ramp => return crate::ramp::run(&args, configs, shared).await,
         Mode::Echo => {}
     }
-    let (sockets, open_time) =
-        open_all(&args.url, &configs, args.connections, &shared, |url, config| async move {
-            tether::connect_direct(&url, &config).await.map(|(ws, _)| ws)
-        })
-        .await?;
+    let (sockets, open_time) = open_all(&args.url, &configs, args.connections, &shared).await?;
 
     let duration = Duration::from_secs_f64(args.duration);
     let start = Instant::now();
@@ -242,30 +238,25 @@ impl Configs {
     }
 }
 
-/// Opens `n` connections with `connect` (at most 64 handshakes at a time), counting
-/// failures by kind.
-pub(crate) async fn open_all<W, F, Fut>(
+/// A connection of the load generator: driven by its own task, no driver task.
+pub(crate) type Socket = tether::WebSocketStream<tether::Transport>;
+
+/// Opens `n` connections (at most 64 handshakes at a time), counting failures by kind.
+pub(crate) async fn open_all(
     url: &str,
     configs: &Configs,
     n: usize,
     shared: &Arc<Shared>,
-    connect: F,
-) -> anyhow::Result<(Vec<W>, Duration)>
-where
-    W: Send + 'static,
-    F: Fn(String, Arc<ClientConfig>) -> Fut,
-    Fut: std::future::Future<Output = Result<W, Error>> + Send + 'static,
-{
+) -> anyhow::Result<(Vec<Socket>, Duration)> {
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     let opening = Instant::now();
     let mut connecting = Vec::with_capacity(n);
     for i in 0..n {
-        let (gate, shared) = (gate.clone(), shared.clone());
-        let attempt = connect(url.to_owned(), configs.get(i));
+        let (url, config, gate, shared) = (url.to_owned(), configs.get(i), gate.clone(), shared.clone());
         connecting.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.ok()?;
-            match attempt.await {
-                Ok(ws) => {
+            match tether::connect_direct(&url, &config).await {
+                Ok((ws, _)) => {
                     shared.open.fetch_add(1, Ordering::Relaxed);
                     Some(ws)
                 }
@@ -291,7 +282,7 @@ where
 
 /// One connection's loop: keep `in_flight` messages outstanding, time each echo.
 async fn echo_connection(
-    mut ws: tether::WebSocketStream<tether::Transport>,
+    mut ws: Socket,
     message: Message,
     in_flight: usize,
     count: Option<u64>,

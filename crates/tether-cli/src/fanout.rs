@@ -42,11 +42,7 @@ pub(crate) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> a
     }
     let stomp = args.stomp;
     let configs = configs.map(|c| c.with_protocol(if stomp { "v12.stomp" } else { "tether.json" }));
-    let (sockets, open_time) =
-        open_all(&args.url, &configs, args.connections, &shared, |url, config| async move {
-            tether::connect_direct(&url, &config).await.map(|(ws, _)| ws)
-        })
-        .await?;
+    let (sockets, open_time) = open_all(&args.url, &configs, args.connections, &shared).await?;
 
     // Every subscriber: connect, subscribe to its channel, wait for both replies.
     let latency =

@@ -626,14 +626,10 @@ fn bench_reports_failures_by_kind() {
 #[test]
 fn bench_handshake_mode() {
     let echo = Echo::spawn(&["echo", "--listen", "127.0.0.1:0"], &[]);
-    let out = run(&["bench", &echo.url, "--mode", "handshake", "-c", "3", "-d", "0.3", "--json", "-q"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let json = text(&out.stdout);
-    for field in
-        ["\"mode\":\"handshake\"", "\"workers\":3", "\"handshakes_per_s\":", "\"p99.9\":", "\"errors\":{}"]
-    {
-        assert!(json.contains(field), "{field} missing in {json}");
-    }
+    let json = bench_json(
+        &[&echo.url, "--mode", "handshake", "-c", "3", "-d", "0.3"],
+        &["\"mode\":\"handshake\"", "\"workers\":3", "\"handshakes_per_s\":", "\"p99.9\":", "\"errors\":{}"],
+    );
     assert!(json_number(&json, "handshakes") > 0, "{json}");
     // --count stops it: at most one handshake per worker past the count.
     let out = run(&["bench", &echo.url, "--mode", "handshake", "-c", "2", "--count", "10", "--json", "-q"]);
@@ -653,38 +649,33 @@ fn bench_handshake_mode() {
 fn bench_ramp_mode_reports_server_memory() {
     let echo = Echo::spawn(&["echo", "--listen", "127.0.0.1:0"], &[]);
     let pid = echo.child.id().to_string();
-    let out = run(&[
-        "bench",
-        &echo.url,
-        "--mode",
-        "ramp",
-        "-c",
-        "50",
-        "--open-rate",
-        "500",
-        "-d",
-        "0.2",
-        "--server-pid",
-        &pid,
-        "--local-addr",
-        "127.0.0.2",
-        "--local-addr",
-        "127.0.0.3",
-        "--json",
-        "-q",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let json = text(&out.stdout);
-    for field in [
-        "\"mode\":\"ramp\"",
-        "\"connections\":50",
-        "\"open\":50",
-        "\"still_open\":50",
-        "\"p99.9\":",
-        "\"errors\":{}",
-    ] {
-        assert!(json.contains(field), "{field} missing in {json}");
-    }
+    let json = bench_json(
+        &[
+            &echo.url,
+            "--mode",
+            "ramp",
+            "-c",
+            "50",
+            "--open-rate",
+            "500",
+            "-d",
+            "0.2",
+            "--server-pid",
+            &pid,
+            "--local-addr",
+            "127.0.0.2",
+            "--local-addr",
+            "127.0.0.3",
+        ],
+        &[
+            "\"mode\":\"ramp\"",
+            "\"connections\":50",
+            "\"open\":50",
+            "\"still_open\":50",
+            "\"p99.9\":",
+            "\"errors\":{}",
+        ],
+    );
     assert!(json.contains(&format!("\"server_pid\":{pid}")), "{json}");
     let (before, held) =
         (json_number(&json, "server_rss_before_kib"), json_number(&json, "server_rss_held_kib"));
@@ -790,6 +781,18 @@ fn serve_settings_precedence_and_validation() {
 }
 
 /// The number after `"name":` in a JSON line.
+/// Runs `tether bench ARGS --json -q`, checks that it succeeded and that its JSON has every
+/// one of `fields`; the JSON.
+fn bench_json(args: &[&str], fields: &[&str]) -> String {
+    let out = run(&[&["bench"], args, &["--json", "-q"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    for field in fields {
+        assert!(json.contains(field), "{field} missing in {json}");
+    }
+    json
+}
+
 fn json_number(json: &str, name: &str) -> u64 {
     json.split(&format!("\"{name}\":")).nth(1).unwrap().split([',', '}']).next().unwrap().parse().unwrap()
 }
@@ -798,36 +801,31 @@ fn json_number(json: &str, name: &str) -> u64 {
 fn bench_fanout_against_the_hub() {
     let key = "cli-fanout-key-0123456789";
     let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0", "--api-key", key], &[]);
-    let out = run(&[
-        "bench",
-        &hub.url,
-        "--mode",
-        "fanout",
-        "-c",
-        "6",
-        "--channels",
-        "2",
-        "--rate",
-        "40",
-        "-d",
-        "0.5",
-        "--api-key",
-        key,
-        "--json",
-        "-q",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let json = text(&out.stdout);
-    for field in [
-        "\"mode\":\"fanout\"",
-        "\"subscribers\":6",
-        "\"channels\":2",
-        "\"deliveries_per_s\":",
-        "\"p99\":",
-        "\"errors\":{}",
-    ] {
-        assert!(json.contains(field), "{field} missing in {json}");
-    }
+    let json = bench_json(
+        &[
+            &hub.url,
+            "--mode",
+            "fanout",
+            "-c",
+            "6",
+            "--channels",
+            "2",
+            "--rate",
+            "40",
+            "-d",
+            "0.5",
+            "--api-key",
+            key,
+        ],
+        &[
+            "\"mode\":\"fanout\"",
+            "\"subscribers\":6",
+            "\"channels\":2",
+            "\"deliveries_per_s\":",
+            "\"p99\":",
+            "\"errors\":{}",
+        ],
+    );
     let number = |name: &str| json_number(&json, name);
     // Each publication reaches the 3 subscribers of its channel, every one of them.
     assert!(number("published") > 0);

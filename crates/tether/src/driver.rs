@@ -6,7 +6,7 @@ use crate::{Error, Message};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tether_proto::{CloseCode, CloseFrame, Connection, Event, Stats, UsageError};
+use tether_proto::{CloseCode, Connection, Event, Stats, UsageError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -233,21 +233,10 @@ impl Driver {
     }
 
     fn convert(&mut self, event: Event) -> Option<Result<Message, Error>> {
-        Some(Ok(match event {
-            Event::Text(t) => Message::Text(t),
-            Event::Binary(b) => Message::Binary(b),
-            Event::Ping(p) => Message::Ping(p),
-            Event::Pong(p) => Message::Pong(p),
-            Event::Closed(closed) => {
-                let frame = match closed.code {
-                    CloseCode::NO_STATUS | CloseCode::ABNORMAL => None,
-                    code => Some(CloseFrame { code, reason: closed.reason.clone() }),
-                };
-                *self.shared.closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(closed);
-                Message::Close(frame)
-            }
-            _ => return None,
-        }))
+        if let Event::Closed(closed) = &event {
+            *self.shared.closed.lock().unwrap_or_else(|e| e.into_inner()) = Some(closed.clone());
+        }
+        crate::message::from_event(event).map(Ok)
     }
 
     fn apply(&mut self, cmd: Command) {

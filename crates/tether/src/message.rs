@@ -1,7 +1,7 @@
 //! [`Message`]: what goes through the `Stream` and the `Sink`.
 
 use bytes::Bytes;
-use tether_proto::{CloseFrame, Utf8Bytes};
+use tether_proto::{CloseCode, CloseFrame, Event, Utf8Bytes};
 
 /// A WebSocket message or control frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,4 +50,24 @@ impl Message {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What a core event is for the application; `None` for events it does not see.
+pub(crate) fn from_event(event: Event) -> Option<Message> {
+    Some(match event {
+        Event::Text(t) => Message::Text(t),
+        Event::Binary(b) => Message::Binary(b),
+        Event::Ping(p) => Message::Ping(p),
+        Event::Pong(p) => Message::Pong(p),
+        Event::Closed(closed) => Message::Close(match closed.code {
+            CloseCode::NO_STATUS | CloseCode::ABNORMAL => None,
+            code => Some(CloseFrame { code, reason: closed.reason }),
+        }),
+        _ => return None,
+    })
+}
+
+/// The code and reason a `Message::Close` sends (`None`: 1000, no reason).
+pub(crate) fn close_parts(frame: Option<CloseFrame>) -> (CloseCode, String) {
+    frame.map_or((CloseCode::NORMAL, String::new()), |f| (f.code, f.reason))
 }

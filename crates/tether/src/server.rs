@@ -511,9 +511,7 @@ impl Incoming {
     where
         F: FnOnce(&Request) -> Result<(), Reject>,
     {
-        let (addr, config) = (Some(self.addr), self.config.clone());
-        let stream = self.transport().await?;
-        let (upgraded, request) = accept_upgraded(stream, addr, &config, check).await?;
+        let (upgraded, request) = Box::pin(self.upgraded(check)).await?;
         Ok((upgraded.spawn(), request))
     }
 
@@ -528,12 +526,17 @@ impl Incoming {
         F: FnOnce(&Request) -> Result<(), Reject>,
     {
         // Boxed, as in `serve_direct`.
-        Box::pin(async move {
-            let (addr, config) = (Some(self.addr), self.config.clone());
-            let stream = self.transport().await?;
-            accept_direct(stream, addr, &config, check).await
-        })
-        .await
+        let (upgraded, request) = Box::pin(self.upgraded(check)).await?;
+        Ok((upgraded.direct(), request))
+    }
+
+    async fn upgraded<F>(self, check: F) -> Result<(Upgraded<Transport>, Request), Error>
+    where
+        F: FnOnce(&Request) -> Result<(), Reject>,
+    {
+        let (addr, config) = (Some(self.addr), self.config.clone());
+        let stream = self.transport().await?;
+        accept_upgraded(stream, addr, &config, check).await
     }
 
     /// The socket, after the TLS handshake when the listener has TLS.

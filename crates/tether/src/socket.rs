@@ -122,7 +122,7 @@ impl Sender {
     pub fn start_send(&self, msg: Message) -> Result<(), Error> {
         let cmd = match msg {
             Message::Close(frame) => {
-                let (code, reason) = frame.map_or((CloseCode::NORMAL, String::new()), |f| (f.code, f.reason));
+                let (code, reason) = crate::message::close_parts(frame);
                 Command::Close(code, reason)
             }
             msg => return self.enqueue(msg, true),

@@ -1,6 +1,7 @@
 //! [`WebSocketStream`]: a WebSocket driven by the task that polls it, and [`Transport`],
 //! the plain-or-TLS socket it runs on.
 
+use crate::message::{close_parts, from_event};
 use crate::{driver, Error, Message, WebSocket};
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -10,7 +11,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
-use tether_proto::{CloseCode, CloseFrame, Closed, Connection, Event, Stats, UsageError};
+use tether_proto::{CloseCode, Closed, Connection, Stats, UsageError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -182,7 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 self.conn.handle_timeout(*now.get_or_insert_with(Instant::now));
             }
             match self.conn.poll_event() {
-                Ok(Some(event)) => match convert(event) {
+                Ok(Some(event)) => match from_event(event) {
                     Some(msg) => return Poll::Ready(Some(Ok(msg))),
                     None => continue,
                 },
@@ -267,20 +268,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 }
 
-fn convert(event: Event) -> Option<Message> {
-    Some(match event {
-        Event::Text(t) => Message::Text(t),
-        Event::Binary(b) => Message::Binary(b),
-        Event::Ping(p) => Message::Ping(p),
-        Event::Pong(p) => Message::Pong(p),
-        Event::Closed(closed) => Message::Close(match closed.code {
-            CloseCode::NO_STATUS | CloseCode::ABNORMAL => None,
-            code => Some(CloseFrame { code, reason: closed.reason }),
-        }),
-        _ => return None,
-    })
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
     type Item = Result<Message, Error>;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -313,7 +300,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
             Message::Ping(p) => conn.send_ping(p),
             Message::Pong(p) => conn.send_pong(p),
             Message::Close(frame) => {
-                let (code, reason) = frame.map_or((CloseCode::NORMAL, String::new()), |f| (f.code, f.reason));
+                let (code, reason) = close_parts(frame);
                 conn.close(code, &reason)
             }
         };
