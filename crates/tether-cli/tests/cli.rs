@@ -680,9 +680,9 @@ fn bench_ramp_mode_reports_server_memory() {
     let (before, held) =
         (json_number(&json, "server_rss_before_kib"), json_number(&json, "server_rss_held_kib"));
     assert!(before > 0 && held > 0, "{json}");
-    // Bytes per connection: the growth divided by 50, whatever it is on this machine.
+    // Bytes per connection: the growth divided by 50 (rounded), whatever it is on this machine.
     let per = json_number(&json, "server_bytes_per_connection");
-    assert_eq!(per, held.saturating_sub(before) * 1024 / 50, "{json}");
+    assert_eq!(per, (held.saturating_sub(before) as f64 * 1024.0 / 50.0).round() as u64, "{json}");
     // The server saw the connections come from both local addresses.
     echo.wait_log(&["127.0.0.2:", "connected"]);
     echo.wait_log(&["127.0.0.3:", "connected"]);
