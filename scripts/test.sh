@@ -2,6 +2,7 @@
 # The whole test suite, as CI runs it. Installs what it needs first:
 #   - Python 2.7 (pyenv, on every machine of this project) + virtualenv + autobahntestsuite (pip)
 #   - tinyproxy and microsocks (apt): real HTTP CONNECT and SOCKS5 proxies for the client tests
+#   - redis-server (apt): the multi-node hub tests start their own on private loopback ports
 #   - Chromium (apt), Node `ws` and `playwright-core` (npm ci in interop/), Python `websockets`
 #     (pip, into target/interop-venv)
 # Steps: format and lint, cargo tests (unit, vectors, properties, simulation, integration,
@@ -18,10 +19,10 @@ step "format and lint"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "proxies for the client tests (tinyproxy, microsocks)"
-if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null; then
+step "proxies for the client tests (tinyproxy, microsocks), redis-server for the hub's nodes"
+if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null || ! command -v redis-server >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy microsocks >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy microsocks redis-server >/dev/null
 fi
 # The proxy tests fail, rather than skip, without them.
 export TETHER_TEST_PROXIES=required

@@ -53,6 +53,10 @@ pub(crate) struct Args {
     /// PEM file with the RSA public key that checks RS256 connection tokens.
     #[arg(long, env = "TETHER_TOKEN_RSA_PUBLIC_KEY", value_name = "FILE")]
     token_rsa_public_key: Option<PathBuf>,
+    /// Share channels, history and presence with other nodes through Redis:
+    /// redis://[user:password@]host:port[/db] or rediss:// (TLS) [default: memory, one node].
+    #[arg(long, env = "TETHER_BROKER", value_name = "URL")]
+    broker: Option<String>,
     /// Publish demo prices to ticker:prices twice a second.
     #[arg(long, env = "TETHER_DEMO")]
     demo: bool,
@@ -83,6 +87,44 @@ struct FileConfig {
     stomp: Option<FileStomp>,
     /// Work queues (STOMP `/queue/...`).
     queues: Option<FileQueues>,
+    /// `memory` or a Redis URL.
+    broker: Option<String>,
+    /// Settings of the Redis broker.
+    redis: Option<FileRedis>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRedis {
+    prefix: Option<String>,
+    presence_ttl_ms: Option<u64>,
+    meta_ttl_seconds: Option<u64>,
+    command_timeout_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+}
+
+impl FileRedis {
+    fn apply(&self, mut o: tether_hub::RedisOptions) -> anyhow::Result<tether_hub::RedisOptions> {
+        let ms = |name: &str, v: Option<u64>, d: Duration| -> anyhow::Result<Duration> {
+            match v {
+                Some(0) => bail!("redis {name} must be at least 1"),
+                Some(v) => Ok(Duration::from_millis(v)),
+                None => Ok(d),
+            }
+        };
+        if let Some(p) = &self.prefix {
+            if p.is_empty() || p.contains(['{', '}', ' ']) {
+                bail!("redis prefix {p:?} must be non-empty, without braces or spaces");
+            }
+            o.prefix = p.clone();
+        }
+        o.presence_ttl = ms("presence_ttl_ms", self.presence_ttl_ms, o.presence_ttl)?;
+        o.meta_ttl =
+            ms("meta_ttl_seconds", self.meta_ttl_seconds.map(|s| s.saturating_mul(1000)), o.meta_ttl)?;
+        o.command_timeout = ms("command_timeout_ms", self.command_timeout_ms, o.command_timeout)?;
+        o.max_backoff = ms("max_backoff_ms", self.max_backoff_ms, o.max_backoff)?;
+        Ok(o)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -276,7 +318,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         stomp,
         ..ServeOptions::default()
     };
-    let hub = Arc::new(Hub::new(hub_options));
+    let broker = args.broker.or(file.broker).filter(|b| b != "memory");
+    let hub = match &broker {
+        None => Arc::new(Hub::new(hub_options)),
+        Some(url) => {
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                bail!("broker {url:?} must be \"memory\" or a redis:// or rediss:// URL");
+            }
+            let redis = file.redis.as_ref().map_or(Ok(tether_hub::RedisOptions::new(url.clone())), |r| {
+                r.apply(tether_hub::RedisOptions::new(url.clone()))
+            })?;
+            Hub::with_redis(hub_options, redis).map_err(|e| anyhow::anyhow!("broker: {e}"))?
+        }
+    };
     let api_on = options.api_key.is_some();
     let srv =
         Server::bind(hub.clone(), options).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -333,6 +387,6 @@ async fn demo_prices(hub: Arc<Hub>) {
         let (symbol, price) = &mut prices[i];
         *price = (*price * (1.0 + step / 100.0)).max(0.01);
         let data = format!("{{\"symbol\":\"{symbol}\",\"price\":{:.2}}}", price);
-        let _ = hub.publish("ticker:prices", data.into(), None);
+        let _ = hub.publish("ticker:prices", data.into(), None).await;
     }
 }

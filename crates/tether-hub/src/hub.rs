@@ -11,9 +11,13 @@ use crate::queue::Queues;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 use tether::PreparedFrame;
+
+#[cfg(feature = "redis")]
+#[path = "hub_redis.rs"]
+mod redis_mode;
 
 /// A connection's id within this hub.
 pub type ClientId = u64;
@@ -41,6 +45,8 @@ pub struct Access {
 pub struct Publication {
     /// Position in the channel (1 for the first publication of an epoch).
     pub offset: u64,
+    /// The channel's epoch when it was published.
+    pub epoch: Arc<str>,
     /// The data, as the publisher sent it (for the JSON protocol: a JSON value's text).
     pub data: Bytes,
     /// The publishing client, if a client published.
@@ -140,6 +146,9 @@ pub enum HubError {
     /// The namespace has presence (or history) off.
     #[error("not available in this namespace")]
     NotAvailable,
+    /// The broker (Redis) cannot be reached: nothing was done; try again.
+    #[error("broker unavailable")]
+    Unavailable,
 }
 
 /// The hub's answer to a subscribe.
@@ -167,15 +176,33 @@ pub struct StreamPosition {
 }
 
 struct Channel {
+    /// The epoch; with a broker, that of the last publication this node saw ("" before the
+    /// first).
     epoch: Arc<str>,
+    /// The last offset (with a broker: the last one this node saw).
     offset: u64,
     history: VecDeque<Arc<Event>>,
     subscribers: HashMap<ClientId, Subscriber>,
+    /// Subscribers waiting for the broker, and what arrived for them meanwhile.
+    pending: HashMap<ClientId, Pending>,
+    /// While this node fills a gap from the broker's history: what arrived meanwhile.
+    syncing: Option<Vec<Arc<Event>>>,
 }
 
 impl Channel {
-    fn new() -> Self {
-        Self { epoch: new_epoch(), offset: 0, history: VecDeque::new(), subscribers: HashMap::new() }
+    fn new(epoch: Arc<str>) -> Self {
+        Self {
+            epoch,
+            offset: 0,
+            history: VecDeque::new(),
+            subscribers: HashMap::new(),
+            pending: HashMap::new(),
+            syncing: None,
+        }
+    }
+
+    fn unused(&self) -> bool {
+        self.subscribers.is_empty() && self.pending.is_empty() && self.history.is_empty()
     }
 }
 
@@ -183,6 +210,29 @@ impl Channel {
 struct Subscriber {
     info: Arc<ClientInfo>,
     outlet: Arc<dyn Outlet>,
+    /// With a broker: the position the subscriber was told at subscribe time; it already
+    /// has (or did not ask for) publications up to it.
+    base: Option<(Arc<str>, u64)>,
+}
+
+impl Subscriber {
+    /// Whether `event` is news to this subscriber: not its own join or leave, nor a
+    /// publication at or before its base.
+    fn wants(&self, event: &Event) -> bool {
+        match &event.push {
+            Push::Publication(p) => {
+                !matches!(&self.base, Some((epoch, offset)) if *epoch == p.epoch && p.offset <= *offset)
+            }
+            Push::Join(info) | Push::Leave(info) => info.client != self.info.client,
+        }
+    }
+}
+
+/// A subscriber waiting for the broker's answer.
+struct Pending {
+    info: Arc<ClientInfo>,
+    outlet: Arc<dyn Outlet>,
+    buffer: Vec<Arc<Event>>,
 }
 
 struct Client {
@@ -196,6 +246,8 @@ struct Client {
 struct State {
     channels: HashMap<Arc<str>, Channel>,
     clients: HashMap<ClientId, Client>,
+    /// Whether a broker decides epochs (a new channel's epoch is then unknown here).
+    brokered: bool,
 }
 
 impl State {
@@ -206,7 +258,11 @@ impl State {
             Some((k, _)) => k.clone(),
             None => name.into(),
         };
-        let ch = self.channels.entry(key.clone()).or_insert_with(Channel::new);
+        let brokered = self.brokered;
+        let ch = self
+            .channels
+            .entry(key.clone())
+            .or_insert_with(|| Channel::new(if brokered { "".into() } else { new_epoch() }));
         (key, ch)
     }
 }
@@ -219,6 +275,12 @@ pub struct Hub {
     queues: Queues,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Prefix of client ids (empty without a broker; the node's id with one).
+    node: String,
+    /// This hub, for the tasks it starts (set when made with a broker).
+    me: Weak<Hub>,
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<crate::redis_broker::RedisBroker>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -228,7 +290,7 @@ impl std::fmt::Debug for Hub {
 }
 
 /// A fresh epoch: 8 random bytes as hex.
-fn new_epoch() -> Arc<str> {
+pub(crate) fn new_epoch() -> Arc<str> {
     let mut b = [0u8; 8];
     if getrandom::getrandom(&mut b).is_err() {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -248,7 +310,7 @@ fn deliver(
     let mut slow = Vec::new();
     let mut delivered = 0;
     for (id, sub) in subscribers {
-        if Some(*id) == except {
+        if Some(*id) == except || !sub.wants(event) {
             continue;
         }
         if sub.outlet.push(event) {
@@ -264,13 +326,24 @@ fn deliver(
 impl Hub {
     /// A hub with `options`.
     pub fn new(options: HubOptions) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        metrics.broker_up.store(1, Ordering::Relaxed);
         Self {
             state: Mutex::new(State::default()),
             queues: Queues::new(options.queue_limits),
             options,
             next_client: AtomicU64::new(1),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            node: String::new(),
+            me: Weak::new(),
+            #[cfg(feature = "redis")]
+            redis: None,
         }
+    }
+
+    /// Whether the broker is reachable (always, for the memory broker).
+    pub fn broker_up(&self) -> bool {
+        self.metrics.broker_up.load(Ordering::Relaxed) == 1
     }
 
     /// The hub's options.
@@ -297,7 +370,7 @@ impl Hub {
         outlet: Arc<dyn Outlet>,
     ) -> (ClientId, Arc<ClientInfo>) {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
-        let info = Arc::new(ClientInfo { client: format!("c{id}"), user });
+        let info = Arc::new(ClientInfo { client: format!("{}c{id}", self.node), user });
         let client = Client { info: info.clone(), access, outlet, channels: HashSet::new() };
         self.lock().clients.insert(id, client);
         self.metrics.connections.fetch_add(1, Ordering::Relaxed);
@@ -349,23 +422,35 @@ impl Hub {
 
     fn leave(&self, state: &mut State, channel: &Arc<str>, client: ClientId) {
         let Some(ch) = state.channels.get_mut(channel) else { return };
-        let Some(sub) = ch.subscribers.remove(&client) else { return };
-        self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        if self.options.namespace_of(channel).is_some_and(|ns| ns.join_leave) {
-            let event = Event::new(channel.clone(), Push::Leave(sub.info));
+        let info = match (ch.subscribers.remove(&client), ch.pending.remove(&client)) {
+            (Some(sub), _) => {
+                self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                sub.info
+            }
+            (None, Some(p)) => p.info,
+            (None, None) => return,
+        };
+        let join_leave = self.options.namespace_of(channel).is_some_and(|ns| ns.join_leave);
+        if join_leave && !state.brokered {
+            let event = Event::new(channel.clone(), Push::Leave(info.clone()));
             let slow = deliver(&ch.subscribers, None, &event, &self.metrics);
             self.drop_slow(state, slow);
         }
         self.maybe_drop_channel(state, channel);
+        self.left(channel, info);
+    }
+
+    /// Tells the broker (if any) that `info` left `channel`.
+    fn left(&self, _channel: &Arc<str>, _info: Arc<ClientInfo>) {
+        #[cfg(feature = "redis")]
+        self.left_redis(_channel, _info);
     }
 
     /// Drops a channel with no subscribers and no history left: its next use starts a new
     /// epoch.
     fn maybe_drop_channel(&self, state: &mut State, channel: &Arc<str>) {
-        if let Some(ch) = state.channels.get(channel) {
-            if ch.subscribers.is_empty() && ch.history.is_empty() {
-                state.channels.remove(channel);
-            }
+        if state.channels.get(channel).is_some_and(Channel::unused) {
+            state.channels.remove(channel);
         }
     }
 
@@ -384,7 +469,21 @@ impl Hub {
     ///
     /// [`HubError`] for an unknown channel, no permission, a second subscription or too
     /// many channels.
-    pub fn subscribe(
+    pub async fn subscribe(
+        &self,
+        client: ClientId,
+        channel: &str,
+        recover: Option<StreamPosition>,
+        on_subscribed: impl FnOnce(&Subscribed),
+    ) -> Result<(), HubError> {
+        #[cfg(feature = "redis")]
+        if let Some(broker) = &self.redis {
+            return self.subscribe_redis(broker, client, channel, recover, on_subscribed).await;
+        }
+        self.subscribe_memory(client, channel, recover, on_subscribed)
+    }
+
+    fn subscribe_memory(
         &self,
         client: ClientId,
         channel: &str,
@@ -404,7 +503,7 @@ impl Hub {
         if c.channels.len() >= self.options.max_channels_per_connection {
             return Err(HubError::LimitExceeded);
         }
-        let sub = Subscriber { info: c.info.clone(), outlet: c.outlet.clone() };
+        let sub = Subscriber { info: c.info.clone(), outlet: c.outlet.clone(), base: None };
         let (name, ch) = state.open_channel(channel);
         expire(ch, ns, Instant::now());
         let mut result = Subscribed {
@@ -486,17 +585,28 @@ impl Hub {
     /// # Errors
     ///
     /// [`HubError::UnknownChannel`] or [`HubError::PermissionDenied`].
-    pub fn publish_from(
+    pub async fn publish_from(
         &self,
         client: ClientId,
         channel: &str,
         data: Bytes,
     ) -> Result<StreamPosition, HubError> {
-        let mut state = self.lock();
-        let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
-        self.may_publish(c, channel)?;
-        let info = c.info.clone();
-        self.publish_locked(&mut state, channel, data, Some(info))
+        let info = {
+            let state = self.lock();
+            let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
+            self.may_publish(c, channel)?;
+            c.info.clone()
+        };
+        self.publish(channel, data, Some(info)).await
+    }
+
+    /// Counts a broker failure.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn counted<T>(&self, r: Result<T, HubError>) -> Result<T, HubError> {
+        if r.as_ref().is_err_and(|e| *e == HubError::Unavailable) {
+            self.metrics.broker_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 
     /// Publishes `data` to `channel`: appended to history (where kept) and pushed to every
@@ -506,12 +616,16 @@ impl Hub {
     /// # Errors
     ///
     /// [`HubError::UnknownChannel`].
-    pub fn publish(
+    pub async fn publish(
         &self,
         channel: &str,
         data: Bytes,
         info: Option<Arc<ClientInfo>>,
     ) -> Result<StreamPosition, HubError> {
+        #[cfg(feature = "redis")]
+        if let Some(broker) = &self.redis {
+            return self.publish_redis(broker, channel, data, info).await;
+        }
         self.publish_locked(&mut self.lock(), channel, data, info)
     }
 
@@ -535,7 +649,7 @@ impl Hub {
         expire(ch, ns, Instant::now());
         ch.offset += 1;
         let position = StreamPosition { offset: ch.offset, epoch: ch.epoch.clone() };
-        let publication = Publication { offset: ch.offset, data, info };
+        let publication = Publication { offset: ch.offset, epoch: ch.epoch.clone(), data, info };
         let event = Event::new(name.clone(), Push::Publication(publication));
         if keeps_history {
             ch.history.push_back(event.clone());
@@ -563,7 +677,10 @@ impl Hub {
                     if ch.subscribers.remove(&id).is_some() {
                         self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
                     }
+                    ch.pending.remove(&id);
                 }
+                self.maybe_drop_channel(state, &channel);
+                self.left(&channel, c.info.clone());
             }
         }
     }
@@ -585,12 +702,20 @@ impl Hub {
     ///
     /// [`HubError::UnknownChannel`], [`HubError::NotAvailable`] where presence is off, or
     /// [`HubError::NotSubscribed`].
-    pub fn presence(&self, channel: &str, asker: Option<ClientId>) -> Result<Vec<Arc<ClientInfo>>, HubError> {
+    pub async fn presence(
+        &self,
+        channel: &str,
+        asker: Option<ClientId>,
+    ) -> Result<Vec<Arc<ClientInfo>>, HubError> {
         if !self.namespace(channel)?.presence {
             return Err(HubError::NotAvailable);
         }
+        Self::check_asker(&self.lock(), asker, channel)?;
+        #[cfg(feature = "redis")]
+        if let Some(broker) = &self.redis {
+            return self.counted(broker.presence(channel).await);
+        }
         let state = self.lock();
-        Self::check_asker(&state, asker, channel)?;
         let mut list: Vec<Arc<ClientInfo>> = state
             .channels
             .get(channel)
@@ -608,7 +733,7 @@ impl Hub {
     ///
     /// [`HubError::UnknownChannel`], [`HubError::NotAvailable`] without history, or
     /// [`HubError::NotSubscribed`].
-    pub fn history(
+    pub async fn history(
         &self,
         channel: &str,
         limit: usize,
@@ -619,8 +744,12 @@ impl Hub {
         if ns.history_size == 0 {
             return Err(HubError::NotAvailable);
         }
+        Self::check_asker(&self.lock(), asker, channel)?;
+        #[cfg(feature = "redis")]
+        if let Some(broker) = &self.redis {
+            return self.history_redis(broker, channel, limit, since, ns).await;
+        }
         let mut state = self.lock();
-        Self::check_asker(&state, asker, channel)?;
         let Some(ch) = state.channels.get_mut(channel) else {
             return Ok((StreamPosition { offset: 0, epoch: "".into() }, Vec::new()));
         };
@@ -691,7 +820,7 @@ impl Hub {
             if let Some(ns) = options.namespace_of(name) {
                 expire(ch, ns, now);
             }
-            !(ch.subscribers.is_empty() && ch.history.is_empty())
+            !ch.unused()
         });
     }
 }
@@ -707,6 +836,15 @@ fn expire(ch: &mut Channel, ns: &NamespaceOptions, now: Instant) {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    /// Runs a memory-hub future (it never waits).
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    fn subscribe(hub: &Hub, id: ClientId, channel: &str) -> Result<(), HubError> {
+        block_on(hub.subscribe(id, channel, None, |_| {}))
+    }
 
     /// Counts encodes, as a front-end's outlet would encode.
     struct Counting {
@@ -737,10 +875,10 @@ mod tests {
             let outlet = Arc::new(Counting { encodes: encodes.clone(), frames: Mutex::new(Vec::new()) });
             let access = Access { anonymous: true, channels: None };
             let (id, _) = hub.connect(String::new(), access, outlet.clone());
-            hub.subscribe(id, "room", None, |_| {}).unwrap();
+            subscribe(&hub, id, "room").unwrap();
             outlets.push(outlet);
         }
-        hub.publish("room", Bytes::from_static(b"1"), None).unwrap();
+        block_on(hub.publish("room", Bytes::from_static(b"1"), None)).unwrap();
         assert_eq!(encodes.load(Ordering::Relaxed), 1);
         // Every outlet holds the very same bytes (a shared buffer, not a copy).
         let first = outlets[0].frames.lock().unwrap()[0].wire().as_ptr();
@@ -755,9 +893,9 @@ mod tests {
         let outlet = Arc::new(Counting { encodes: Arc::default(), frames: Mutex::new(Vec::new()) });
         let access = Access { anonymous: false, channels: Some(vec!["mine".into()]) };
         let (id, _) = hub.connect("u".into(), access, outlet);
-        assert_eq!(hub.subscribe(id, "other", None, |_| {}), Err(HubError::PermissionDenied));
+        assert_eq!(subscribe(&hub, id, "other"), Err(HubError::PermissionDenied));
         assert_eq!(hub.check_publish(id, "other"), Err(HubError::PermissionDenied));
-        hub.subscribe(id, "mine", None, |_| {}).unwrap();
+        subscribe(&hub, id, "mine").unwrap();
         hub.check_publish(id, "mine").unwrap();
     }
 }

@@ -32,6 +32,9 @@ pub mod close {
     pub const INVALID_TOKEN: u16 = 4001;
     /// The token expired and was not refreshed in time.
     pub const TOKEN_EXPIRED: u16 = 4002;
+    /// This node missed publications it cannot fill from history (after losing its
+    /// connection to the broker): reconnect and resubscribe with recovery.
+    pub const INSUFFICIENT_STATE: u16 = 4011;
 }
 
 /// Error codes of replies.
@@ -60,6 +63,8 @@ pub mod code {
     pub const NOT_SUBSCRIBED: u16 = 110;
     /// `connect` sent twice.
     pub const ALREADY_CONNECTED: u16 = 111;
+    /// The broker (Redis) cannot be reached: nothing was done; try again later.
+    pub const UNAVAILABLE: u16 = 112;
 }
 
 fn hub_code(e: &HubError) -> u16 {
@@ -70,6 +75,7 @@ fn hub_code(e: &HubError) -> u16 {
         HubError::NotSubscribed => code::NOT_SUBSCRIBED,
         HubError::LimitExceeded => code::LIMIT_EXCEEDED,
         HubError::NotAvailable => code::NOT_AVAILABLE,
+        HubError::Unavailable => code::UNAVAILABLE,
     }
 }
 
@@ -300,7 +306,7 @@ pub async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authen
         };
         metrics.commands.fetch_add(1, Ordering::Relaxed);
         metrics.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
-        let reply = handle(&text, &hub, &*auth, &sender, &mut session);
+        let reply = handle(&text, &hub, &*auth, &sender, &mut session).await;
         if let Some(reply) = reply {
             if reply.error {
                 metrics.command_errors.fetch_add(1, Ordering::Relaxed);
@@ -331,7 +337,7 @@ struct Session {
 }
 
 /// Handles one command; returns the reply to send, if it was not queued already.
-fn handle(
+async fn handle(
     text: &str,
     hub: &Arc<Hub>,
     auth: &dyn Authenticator,
@@ -412,22 +418,24 @@ fn handle(
     }
     if let Some(s) = cmd.subscribe {
         let recover = s.recover.map(|r| StreamPosition { offset: r.offset, epoch: r.epoch.into() });
-        let queued = hub.subscribe(cid, &s.channel, recover, |sub| {
-            // Queued under the hub's lock: the reply and the missed publications go out
-            // before any newer event on this channel.
-            let mut body = String::from("{\"epoch\":");
-            push_str(&mut body, &sub.epoch);
-            let _ = write!(body, ",\"offset\":{}", sub.offset);
-            if sub.recovering {
-                let _ = write!(body, ",\"recovered\":{}", sub.recovered);
-                body.push_str(",\"publications\":");
-                body.push_str(&publications_json(&sub.publications));
-            }
-            body.push('}');
-            let reply = result(id, &body).text;
-            hub.metrics.bytes_out.fetch_add(reply.len() as u64, Ordering::Relaxed);
-            let _ = sender.start_send(Message::text(reply));
-        });
+        let queued = hub
+            .subscribe(cid, &s.channel, recover, |sub| {
+                // Queued under the hub's lock: the reply and the missed publications go out
+                // before any newer event on this channel.
+                let mut body = String::from("{\"epoch\":");
+                push_str(&mut body, &sub.epoch);
+                let _ = write!(body, ",\"offset\":{}", sub.offset);
+                if sub.recovering {
+                    let _ = write!(body, ",\"recovered\":{}", sub.recovered);
+                    body.push_str(",\"publications\":");
+                    body.push_str(&publications_json(&sub.publications));
+                }
+                body.push('}');
+                let reply = result(id, &body).text;
+                hub.metrics.bytes_out.fetch_add(reply.len() as u64, Ordering::Relaxed);
+                let _ = sender.start_send(Message::text(reply));
+            })
+            .await;
         return match queued {
             Ok(()) => None,
             Err(e) => Some(error(id, hub_code(&e), &e.to_string())),
@@ -441,7 +449,7 @@ fn handle(
     }
     if let Some(p) = cmd.publish {
         let data = Bytes::copy_from_slice(p.data.get().as_bytes());
-        return Some(match hub.publish_from(cid, &p.channel, data) {
+        return Some(match hub.publish_from(cid, &p.channel, data).await {
             Ok(pos) => {
                 let mut body = format!("{{\"offset\":{},\"epoch\":", pos.offset);
                 push_str(&mut body, &pos.epoch);
@@ -452,14 +460,14 @@ fn handle(
         });
     }
     if let Some(p) = cmd.presence {
-        return Some(match hub.presence(&p.channel, Some(cid)) {
+        return Some(match hub.presence(&p.channel, Some(cid)).await {
             Ok(list) => result(id, &format!("{{\"clients\":{}}}", clients_json(&list))),
             Err(e) => error(id, hub_code(&e), &e.to_string()),
         });
     }
     if let Some(h) = cmd.history {
         let limit = h.limit.unwrap_or(usize::MAX);
-        return Some(match hub.history(&h.channel, limit, h.since, Some(cid)) {
+        return Some(match hub.history(&h.channel, limit, h.since, Some(cid)).await {
             Ok((pos, events)) => {
                 let mut body = String::from("{\"epoch\":");
                 push_str(&mut body, &pos.epoch);

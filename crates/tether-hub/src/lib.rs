@@ -16,6 +16,8 @@ pub mod json;
 pub mod metrics;
 pub mod options;
 pub mod queue;
+#[cfg(feature = "redis")]
+pub mod redis_broker;
 pub mod server;
 pub mod stomp;
 pub mod web;
@@ -23,4 +25,6 @@ pub mod web;
 pub use auth::{Authenticator, Identity, Jwt, NoTokens};
 pub use hub::{Access, ClientInfo, Hub, HubError};
 pub use options::{HubOptions, NamespaceOptions};
+#[cfg(feature = "redis")]
+pub use redis_broker::RedisOptions;
 pub use server::{ServeOptions, Server};

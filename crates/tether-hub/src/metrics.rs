@@ -34,6 +34,10 @@ pub struct Metrics {
     pub recovery_failed: AtomicU64,
     /// Server API requests.
     pub api_requests: AtomicU64,
+    /// 1 while the broker is reachable, 0 while it is not (gauge; always 1 for memory).
+    pub broker_up: AtomicU64,
+    /// Commands refused because the broker could not be reached.
+    pub broker_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -73,6 +77,13 @@ impl Metrics {
             get(&self.recovery_failed),
         );
         metric("tether_api_requests_total", "counter", "Server API requests.", get(&self.api_requests));
+        metric("tether_broker_up", "gauge", "1 while the broker (Redis) is reachable.", get(&self.broker_up));
+        metric(
+            "tether_broker_errors_total",
+            "counter",
+            "Commands refused because the broker was unreachable.",
+            get(&self.broker_errors),
+        );
         out.push_str("# HELP tether_namespace_channels Channels in use per namespace.\n# TYPE tether_namespace_channels gauge\n");
         for (ns, channels, _) in per_namespace {
             let _ = writeln!(out, "tether_namespace_channels{{namespace=\"{ns}\"}} {channels}");

@@ -214,7 +214,7 @@ async fn connection(
     };
     let route = |req: HttpRequest| {
         let (hub, options) = (hub.clone(), options.clone());
-        async move { route(req, &hub, &options) }
+        async move { route(req, &hub, &options).await }
     };
     match incoming.serve(check, route).await {
         Ok(Some((ws, request))) => {
@@ -246,15 +246,16 @@ fn api_error(status: u16, message: &str) -> HttpResponse {
     json_response(status, format!("{{\"error\":{}}}", serde_json::to_string(message).unwrap_or_default()))
 }
 
-fn route(req: HttpRequest, hub: &Hub, options: &ServeOptions) -> HttpResponse {
+async fn route(req: HttpRequest, hub: &Hub, options: &ServeOptions) -> HttpResponse {
     let path = req.head.path.as_str();
     let method = req.head.method.as_str();
     if let Some(api) = path.strip_prefix("/api/") {
         hub.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
-        return server_api(api, &req, hub, options);
+        return server_api(api, &req, hub, options).await;
     }
     match (method, path) {
-        ("GET" | "HEAD", "/healthz") => HttpResponse::text(200, "ok"),
+        ("GET" | "HEAD", "/healthz") if hub.broker_up() => HttpResponse::text(200, "ok"),
+        ("GET" | "HEAD", "/healthz") => HttpResponse::text(503, "broker unavailable"),
         ("GET" | "HEAD", "/metrics") => {
             HttpResponse::new(200, "text/plain; version=0.0.4", hub.metrics.render(&hub.namespace_counts()))
         }
@@ -303,6 +304,7 @@ fn hub_status(e: &HubError) -> u16 {
     match e {
         HubError::UnknownChannel => 404,
         HubError::NotAvailable => 409,
+        HubError::Unavailable => 503,
         _ => 400,
     }
 }
@@ -312,7 +314,7 @@ fn position_json(offset: u64, epoch: &str) -> String {
 }
 
 /// The server API: POST JSON, `Authorization: apikey KEY`, JSON answers.
-fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOptions) -> HttpResponse {
+async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOptions) -> HttpResponse {
     let Some(key) = &options.api_key else {
         return api_error(403, "the server API is disabled: start the server with --api-key");
     };
@@ -337,7 +339,7 @@ fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOptions) 
     match name {
         "publish" => {
             let p = parse!(ApiPublish<'_>);
-            match hub.publish(&p.channel, Bytes::copy_from_slice(p.data.get().as_bytes()), None) {
+            match hub.publish(&p.channel, Bytes::copy_from_slice(p.data.get().as_bytes()), None).await {
                 Ok(pos) => {
                     json_response(200, format!("{{\"result\":{}}}", position_json(pos.offset, &pos.epoch)))
                 }
@@ -352,7 +354,7 @@ fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOptions) 
                 if i > 0 {
                     out.push(',');
                 }
-                match hub.publish(channel, data.clone(), None) {
+                match hub.publish(channel, data.clone(), None).await {
                     Ok(pos) => {
                         out.push_str(&format!("{{\"result\":{}}}", position_json(pos.offset, &pos.epoch)))
                     }
@@ -370,7 +372,7 @@ fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOptions) 
         }
         "presence" => {
             let p = parse!(ApiChannel);
-            match hub.presence(&p.channel, None) {
+            match hub.presence(&p.channel, None).await {
                 Ok(list) => json_response(
                     200,
                     format!("{{\"result\":{{\"clients\":{}}}}}", json::clients_json(&list)),
@@ -380,7 +382,7 @@ fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOptions) 
         }
         "history" => {
             let h = parse!(ApiHistory);
-            match hub.history(&h.channel, h.limit.unwrap_or(usize::MAX), h.since, None) {
+            match hub.history(&h.channel, h.limit.unwrap_or(usize::MAX), h.since, None).await {
                 Ok((pos, events)) => json_response(
                     200,
                     format!(

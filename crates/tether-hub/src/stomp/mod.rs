@@ -499,12 +499,12 @@ impl Session {
                 if let Some(tx) = frame.get("transaction") {
                     self.hold(tx.to_owned(), frame)?;
                 } else {
-                    self.apply(&frame)?;
+                    self.apply(&frame).await?;
                 }
                 Step::Continue
             }
             Command::Subscribe => {
-                self.subscribe(&frame)?;
+                self.subscribe(&frame).await?;
                 Step::Continue
             }
             Command::Unsubscribe => {
@@ -530,7 +530,7 @@ impl Session {
                 self.transaction_frames -= held.len();
                 if frame.command == Command::Commit {
                     for f in &held {
-                        self.apply(f)?;
+                        self.apply(f).await?;
                     }
                 }
                 Step::Continue
@@ -635,7 +635,7 @@ impl Session {
     }
 
     /// Carries out a SEND, ACK or NACK.
-    fn apply(&self, frame: &Frame) -> Result<(), Fail> {
+    async fn apply(&self, frame: &Frame) -> Result<(), Fail> {
         let (id, _) = self.client()?;
         match frame.command {
             Command::Send => match destination(frame)? {
@@ -643,6 +643,7 @@ impl Session {
                     let data = topic_data(frame)?;
                     self.hub
                         .publish_from(id, &ch, data)
+                        .await
                         .map_err(|e| hub_fail(&format!("cannot send to /topic/{ch}"), &e))?;
                 }
                 Dest::Queue(q) => {
@@ -676,7 +677,7 @@ impl Session {
         Ok(())
     }
 
-    fn subscribe(&mut self, frame: &Frame) -> Result<(), Fail> {
+    async fn subscribe(&mut self, frame: &Frame) -> Result<(), Fail> {
         let (client, outlet) = self.client()?;
         let dest = destination(frame)?;
         let sub_id = match frame.get("id") {
@@ -715,7 +716,7 @@ impl Session {
                 // subscribing (recovered from that position), then live ones.
                 let (recover, past) = match history {
                     0 => (None, Vec::new()),
-                    n => match self.hub.history(ch, n, None, None) {
+                    n => match self.hub.history(ch, n, None, None).await {
                         Ok((pos, events)) if !pos.epoch.is_empty() => (Some(pos), events),
                         Ok(_) | Err(HubError::NotAvailable) => (None, Vec::new()),
                         Err(e) => return Err(hub_fail(&what, &e)),
@@ -736,6 +737,7 @@ impl Session {
                             }
                         },
                     )
+                    .await
                     .map_err(|e| hub_fail(&what, &e))?;
             }
             Dest::Queue(q) => {

@@ -1,0 +1,479 @@
+//! Several `tether serve` nodes over one real `redis-server` (which the test script installs):
+//! cross-node fan-out and order, recovery on another node, presence after `kill -9`, and the
+//! fault run (a node killed and Redis restarted under a steady publisher).
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tether::{ClientConfig, Message};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tether");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A private `redis-server` on a loopback port, without persistence; killed on drop.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start() -> Self {
+        Self::on(free_port())
+    }
+
+    fn on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server; scripts/test.sh does)");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < WAIT, "redis-server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its data is gone: no persistence) and starts a new one on the
+    /// same port after `down`.
+    fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        *self = Self::on(self.port);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CONFIG: &str = r#"
+[namespaces.chat]
+history_size = 2000
+history_ttl_seconds = 600
+presence = true
+join_leave = true
+allow_publish = true
+allow_anonymous = true
+
+[redis]
+presence_ttl_ms = 1000
+max_backoff_ms = 300
+"#;
+
+/// A `tether serve --broker redis://…` process; killed on drop.
+struct Node {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    fn start(redis: &Redis, dir: &std::path::Path) -> Self {
+        let conf = dir.join("node.toml");
+        std::fs::write(&conf, CONFIG).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--broker", &redis.url(), "--config"])
+            .arg(&conf)
+            .env("TETHER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
+                }
+                keep.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx.recv_timeout(WAIT).expect("node did not start");
+        let node = Self { child, addr, log };
+        node.wait_log("redis: connected");
+        node
+    }
+
+    fn wait_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(start.elapsed() < WAIT, "no {needle:?} in {:?}", self.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tether-cluster-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A tether.json client.
+struct Client {
+    ws: tether::WebSocket,
+    next: u64,
+    pushes: VecDeque<Value>,
+}
+
+impl Client {
+    async fn connect(url: &str, name: &str) -> Result<Self, String> {
+        let config = ClientConfig::default().with_protocol("tether.json").with_proxy(tether::Proxy::None);
+        let (ws, _) = tether::connect_with(url, &config).await.map_err(|e| e.to_string())?;
+        let mut c = Self { ws, next: 1, pushes: VecDeque::new() };
+        c.ok("connect", json!({ "name": name })).await?;
+        Ok(c)
+    }
+
+    async fn recv(&mut self) -> Result<Value, String> {
+        match tokio::time::timeout(WAIT, self.ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => Ok(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Close(f)))) => Err(format!("closed: {f:?}")),
+            Ok(Some(Ok(_))) => Box::pin(self.recv()).await,
+            Ok(other) => Err(format!("connection ended: {other:?}")),
+            Err(_) => Err("nothing received in time".into()),
+        }
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        let id = self.next;
+        self.next += 1;
+        let cmd = json!({ "id": id, method: params }).to_string();
+        self.ws.send(Message::text(cmd)).await.map_err(|e| e.to_string())?;
+        loop {
+            let v = self.recv().await?;
+            if v.get("push").is_some() {
+                self.pushes.push_back(v["push"].clone());
+            } else {
+                assert_eq!(v["id"], id, "reply out of order: {v}");
+                return Ok(v);
+            }
+        }
+    }
+
+    async fn ok(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        let r = self.call(method, params).await?;
+        match r.get("error") {
+            Some(e) => Err(format!("{method}: {e}")),
+            None => Ok(r["result"].clone()),
+        }
+    }
+
+    async fn push(&mut self) -> Result<Value, String> {
+        if let Some(p) = self.pushes.pop_front() {
+            return Ok(p);
+        }
+        let v = self.recv().await?;
+        v.get("push").cloned().ok_or_else(|| format!("expected a push, got {v}"))
+    }
+
+    /// The next publication push in `channel` (skipping join and leave).
+    async fn publication(&mut self) -> Result<Value, String> {
+        loop {
+            let p = self.push().await?;
+            if p.get("pub").is_some() {
+                return Ok(p["pub"].clone());
+            }
+        }
+    }
+
+    async fn presence(&mut self, channel: &str) -> Vec<String> {
+        let r = self.ok("presence", json!({ "channel": channel })).await.unwrap();
+        let mut users: Vec<String> =
+            r["clients"].as_array().unwrap().iter().map(|c| c["user"].as_str().unwrap().to_owned()).collect();
+        users.sort();
+        users
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_cross_nodes_in_one_order_and_recover_on_another_node() {
+    let redis = Redis::start();
+    let dir = temp_dir("order");
+    let nodes: Vec<Node> = (0..3).map(|_| Node::start(&redis, &dir)).collect();
+    let mut subs = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let mut c = Client::connect(&n.url(), &format!("sub{i}")).await.unwrap();
+        let r = c.ok("subscribe", json!({ "channel": "chat:room" })).await.unwrap();
+        assert_eq!(r["offset"], 0, "{r}");
+        subs.push((c, r["epoch"].as_str().unwrap().to_owned()));
+    }
+    // Every node's subscriber was given the same epoch.
+    assert!(subs.iter().all(|(_, e)| *e == subs[0].1));
+    // Presence lists the subscribers of every node.
+    assert_eq!(subs[1].0.presence("chat:room").await, ["sub0", "sub1", "sub2"]);
+    // Two publishers on two nodes at once.
+    let publish = |url: String, who: &'static str| async move {
+        let mut p = Client::connect(&url, who).await.unwrap();
+        for i in 0..50 {
+            p.ok("publish", json!({ "channel": "chat:room", "data": { "who": who, "i": i } })).await.unwrap();
+        }
+    };
+    tokio::join!(publish(nodes[0].url(), "a"), publish(nodes[1].url(), "b"));
+    let mut orders = Vec::new();
+    for (c, _) in &mut subs {
+        let mut got = Vec::new();
+        for want in 1..=100u64 {
+            let p = c.publication().await.unwrap();
+            assert_eq!(p["offset"], want, "offsets run without gaps: {p}");
+            got.push(p["data"].clone());
+        }
+        for who in ["a", "b"] {
+            let seq: Vec<u64> =
+                got.iter().filter(|d| d["who"] == who).map(|d| d["i"].as_u64().unwrap()).collect();
+            assert_eq!(seq, (0..50).collect::<Vec<_>>(), "each publisher's order holds");
+        }
+        orders.push(got);
+    }
+    assert!(orders.iter().all(|o| *o == orders[0]), "every node delivers one order");
+    // sub0 leaves at offset 100; five more are published on node 2; it comes back on node 1.
+    let (c0, epoch) = subs.remove(0);
+    drop(c0);
+    let mut p = Client::connect(&nodes[2].url(), "late").await.unwrap();
+    for i in 0..5 {
+        let r = p.ok("publish", json!({ "channel": "chat:room", "data": { "late": i } })).await.unwrap();
+        assert_eq!(r["offset"], 101 + i);
+        assert_eq!(r["epoch"], epoch.as_str());
+    }
+    let mut back = Client::connect(&nodes[1].url(), "sub0").await.unwrap();
+    let r = back
+        .ok("subscribe", json!({ "channel": "chat:room", "recover": { "epoch": epoch, "offset": 100 } }))
+        .await
+        .unwrap();
+    assert_eq!(r["recovered"], true, "{r}");
+    let offsets: Vec<u64> =
+        r["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, [101, 102, 103, 104, 105]);
+    assert_eq!(r["publications"][4]["data"]["late"], 4);
+    // A position from another epoch cannot be recovered, and says so.
+    let mut other = Client::connect(&nodes[0].url(), "other").await.unwrap();
+    let r = other
+        .ok("subscribe", json!({ "channel": "chat:room", "recover": { "epoch": "nope", "offset": 3 } }))
+        .await
+        .unwrap();
+    assert_eq!((r["recovered"].clone(), r["offset"].clone()), (json!(false), json!(105)));
+    // History is shared too.
+    let h = other.ok("history", json!({ "channel": "chat:room", "limit": 2 })).await.unwrap();
+    assert_eq!(h["publications"][1]["offset"], 105);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_forgets_the_clients_of_a_killed_node() {
+    let redis = Redis::start();
+    let dir = temp_dir("presence");
+    let a = Node::start(&redis, &dir);
+    let mut b = Node::start(&redis, &dir);
+    let mut watcher = Client::connect(&a.url(), "watcher").await.unwrap();
+    watcher.ok("subscribe", json!({ "channel": "chat:p" })).await.unwrap();
+    let mut doomed = Client::connect(&b.url(), "doomed").await.unwrap();
+    doomed.ok("subscribe", json!({ "channel": "chat:p" })).await.unwrap();
+    // The join crosses nodes.
+    let join = watcher.push().await.unwrap();
+    assert_eq!(join["join"]["user"], "doomed", "{join}");
+    // Still listed after several refreshes (presence_ttl is 1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(watcher.presence("chat:p").await, ["doomed", "watcher"]);
+    b.kill9();
+    let killed = Instant::now();
+    loop {
+        if watcher.presence("chat:p").await == ["watcher"] {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(5), "presence still lists a client of a dead node");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Gone within the presence TTL (and its refresh period), not at once.
+    assert!(killed.elapsed() >= Duration::from_millis(200), "{:?}", killed.elapsed());
+    drop(doomed);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What one subscriber of the fault run saw.
+#[derive(Debug, Default)]
+struct Seen {
+    numbers: Vec<u64>,
+    reconnects: u32,
+    failures: Vec<String>,
+}
+
+/// Subscribes on node `first` and follows the channel to the `end` marker, moving to the
+/// next node (and recovering from its last position) whenever its connection ends.
+async fn follow(urls: Arc<Vec<String>>, first: usize, name: String, deadline: Instant) -> Seen {
+    let mut seen = Seen::default();
+    let mut node = first;
+    let mut position: Option<(String, u64)> = None;
+    while Instant::now() < deadline {
+        let mut c = match Client::connect(&urls[node], &name).await {
+            Ok(c) => c,
+            Err(_) => {
+                node = (node + 1) % urls.len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let params = match &position {
+            Some((epoch, offset)) => {
+                json!({ "channel": "chat:fault", "recover": { "epoch": epoch, "offset": offset } })
+            }
+            None => json!({ "channel": "chat:fault" }),
+        };
+        let r = match c.ok("subscribe", params).await {
+            Ok(r) => r,
+            Err(e) => {
+                seen.failures.push(format!("subscribe on node {node}: {e}"));
+                node = (node + 1) % urls.len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let epoch = r["epoch"].as_str().unwrap().to_owned();
+        let mut pubs: VecDeque<Value> = VecDeque::new();
+        if position.is_some() {
+            seen.reconnects += 1;
+            if r["recovered"] != true {
+                seen.failures.push(format!("not recovered on node {node}: {r}"));
+            }
+            pubs.extend(r["publications"].as_array().cloned().unwrap_or_default());
+        } else {
+            position = Some((epoch.clone(), r["offset"].as_u64().unwrap()));
+        }
+        loop {
+            let p = match pubs.pop_front() {
+                Some(p) => p,
+                None => match c.publication().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            if p["data"]["end"] == true {
+                return seen;
+            }
+            seen.numbers.push(p["data"]["n"].as_u64().unwrap());
+            let offset = p["offset"].as_u64().unwrap();
+            let epoch = position.as_ref().map_or(epoch.clone(), |(e, _)| e.clone());
+            position = Some((epoch, offset));
+        }
+        node = (node + 1) % urls.len();
+    }
+    seen.failures.push("deadline passed before the end marker".into());
+    seen
+}
+
+/// The issue's fault run: 3 nodes, 300 subscribers, a steady publisher; one node killed with
+/// SIGKILL, then Redis restarted. Every subscriber must see every accepted message exactly
+/// once, in order, and publishes during the outage must be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_and_a_redis_restart_lose_no_accepted_message() {
+    let mut redis = Redis::start();
+    let dir = temp_dir("fault");
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&redis, &dir)).collect();
+    let urls = Arc::new(nodes.iter().map(Node::url).collect::<Vec<_>>());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut followers = Vec::new();
+    for i in 0..300 {
+        followers.push(tokio::spawn(follow(urls.clone(), i % 3, format!("s{i}"), deadline)));
+    }
+    // Wait until all 300 are subscribed (presence lists them, across the nodes).
+    let mut publisher = Client::connect(&urls[0], "publisher").await.unwrap();
+    publisher.ok("subscribe", json!({ "channel": "chat:fault" })).await.unwrap();
+    let start = Instant::now();
+    while publisher.presence("chat:fault").await.len() < 301 {
+        assert!(start.elapsed() < WAIT, "the subscribers did not all subscribe");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publisher.ok("unsubscribe", json!({ "channel": "chat:fault" })).await.unwrap();
+    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+    let run = Instant::now();
+    let (mut killed, mut restarted) = (false, false);
+    let mut n = 0;
+    while run.elapsed() < Duration::from_millis(6500) {
+        n += 1;
+        let r =
+            publisher.call("publish", json!({ "channel": "chat:fault", "data": { "n": n } })).await.unwrap();
+        match r.get("error") {
+            None => accepted.push(n),
+            Some(e) => {
+                assert_eq!(e["code"], 112, "a refused publish says the broker is unavailable: {r}");
+                refused.push(n);
+            }
+        }
+        if !killed && run.elapsed() > Duration::from_millis(1500) {
+            nodes[2].kill9();
+            killed = true;
+        }
+        if !restarted && run.elapsed() > Duration::from_millis(3500) {
+            redis.restart(Duration::from_millis(500));
+            restarted = true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The end marker, once Redis is back for the publisher's node.
+    let start = Instant::now();
+    while publisher
+        .call("publish", json!({ "channel": "chat:fault", "data": { "end": true } }))
+        .await
+        .unwrap()
+        .get("error")
+        .is_some()
+    {
+        assert!(start.elapsed() < WAIT, "publishing never came back after the Redis restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut reconnected = 0;
+    for (i, f) in followers.into_iter().enumerate() {
+        let seen = f.await.unwrap();
+        assert!(seen.failures.is_empty(), "subscriber {i}: {:?}", seen.failures);
+        assert_eq!(seen.numbers, accepted, "subscriber {i} saw every accepted message once, in order");
+        reconnected += u32::from(seen.reconnects > 0);
+    }
+    eprintln!(
+        "fault run: {} published, {} accepted, {} refused during the Redis outage, {reconnected} subscribers moved nodes",
+        n,
+        accepted.len(),
+        refused.len()
+    );
+    assert!(!refused.is_empty(), "the Redis outage refused publishes");
+    assert!(reconnected >= 100, "the killed node's subscribers moved: {reconnected}");
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}

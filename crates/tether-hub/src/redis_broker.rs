@@ -1,0 +1,647 @@
+//! The `redis` broker: Redis holds what every node must agree on, and carries publications
+//! between nodes. This module only talks to Redis; the [`Hub`](crate::Hub) keeps each node's
+//! own subscribers and decides what reaches them.
+//!
+//! What lives in Redis, per channel `C` (with prefix `P`, `tether` by default):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `P:{C}:m` | hash | `e`: the epoch, `o`: the last offset; expires `meta_ttl` after the last use |
+//! | `P:{C}:h` | stream | history: entry id `offset-1`, fields `t` (ms), `i` (publisher), `d` (data) |
+//! | `P:{C}:p` | hash | presence: client id to publisher info |
+//! | `P:{C}:x` | sorted set | presence expiry: client id scored by its deadline (ms) |
+//!
+//! and a Pub/Sub channel `P.C` that carries every publication (with its offset and epoch),
+//! join and leave. One Lua script appends a publication to history, moves the offset and
+//! publishes it, so every node sees a channel's publications in offset order, and a client
+//! can recover on any node.
+//!
+//! Each node keeps one multiplexed RESP3 connection: commands, and Pub/Sub pushes for the
+//! channels this node has subscribers in. When it drops, the node reconnects with backoff,
+//! subscribes again, and the hub fills whatever it missed from history.
+
+use crate::hub::{ClientInfo, Hub, HubError, StreamPosition};
+use crate::options::NamespaceOptions;
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Script, Value};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// Settings of the `redis` broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Prefix of every key and Pub/Sub channel, so that several hubs can share a Redis.
+    pub prefix: String,
+    /// How long a client stays in presence after its node last refreshed it: a node that
+    /// dies takes its clients out of presence after this long.
+    pub presence_ttl: Duration,
+    /// How long a channel's epoch and offset outlive its last publication or subscription.
+    pub meta_ttl: Duration,
+    /// How long a command may take before it counts as failed.
+    pub command_timeout: Duration,
+    /// Longest wait between two attempts to reconnect.
+    pub max_backoff: Duration,
+}
+
+impl RedisOptions {
+    /// Defaults for `url`: prefix `tether`, presence 30 s, channel state 24 h, commands 2 s,
+    /// backoff up to 5 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "tether".into(),
+            presence_ttl: Duration::from_secs(30),
+            meta_ttl: Duration::from_secs(24 * 3600),
+            command_timeout: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A message from the channel's Pub/Sub stream.
+#[derive(Debug)]
+pub(crate) enum Remote {
+    /// A publication with its place in the channel.
+    Publication { epoch: Arc<str>, offset: u64, info: Option<Arc<ClientInfo>>, data: Bytes },
+    /// A client subscribed on some node.
+    Join(Arc<ClientInfo>),
+    /// A client left on some node.
+    Leave(Arc<ClientInfo>),
+}
+
+/// A publication read from history.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) offset: u64,
+    pub(crate) info: Option<Arc<ClientInfo>>,
+    pub(crate) data: Bytes,
+}
+
+/// A channel's position and the publications after a given offset.
+#[derive(Debug)]
+pub(crate) struct Read {
+    pub(crate) position: StreamPosition,
+    pub(crate) entries: Vec<Entry>,
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Since<'a> {
+    /// No publications, only the position.
+    Nothing,
+    /// After `offset`, whatever the epoch (the history API).
+    Offset(u64),
+    /// After `offset` if the epoch is still `epoch`; nothing if it changed (recovery).
+    Position(&'a str, u64),
+    /// After `offset` if the epoch is still `epoch`; from the start of the new epoch if it
+    /// changed (a node catching up after it lost its connection).
+    CatchUp(&'a str, u64),
+}
+
+/// Moves the offset, appends to history and publishes, in one step.
+const PUBLISH: &str = r"
+local epoch = redis.call('hget', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('hset', KEYS[1], 'e', epoch)
+  redis.call('del', KEYS[2])
+end
+local offset = redis.call('hincrby', KEYS[1], 'o', 1)
+redis.call('pexpire', KEYS[1], ARGV[5])
+local size = tonumber(ARGV[3])
+if size > 0 then
+  local t = redis.call('time')
+  local ms = t[1] * 1000 + math.floor(t[2] / 1000)
+  redis.call('xadd', KEYS[2], 'maxlen', size, offset .. '-1', 't', ms, 'i', ARGV[2], 'd', ARGV[1])
+  redis.call('pexpire', KEYS[2], ARGV[4])
+end
+redis.call('publish', ARGV[7], 'p' .. offset .. ' ' .. epoch .. ' ' .. string.len(ARGV[2]) .. ' ' .. ARGV[2] .. ARGV[1])
+return {epoch, offset}
+";
+
+/// The position (creating the channel's epoch if it has none) and history after an offset:
+/// `{epoch, offset, o1, i1, d1, o2, …}`.
+const READ: &str = r"
+local m = redis.call('hmget', KEYS[1], 'e', 'o')
+local epoch, offset = m[1], tonumber(m[2] or '0')
+if not epoch then
+  epoch = ARGV[5]
+  offset = 0
+  redis.call('hset', KEYS[1], 'e', epoch, 'o', 0)
+  redis.call('del', KEYS[2])
+end
+redis.call('pexpire', KEYS[1], ARGV[6])
+local out = {epoch, offset}
+local mode, from = ARGV[1], tonumber(ARGV[3]) + 1
+if mode == 'none' then return out end
+if mode ~= 'any' and ARGV[2] ~= epoch then
+  if mode == 'catchup' then from = 1 else return out end
+end
+local t = redis.call('time')
+local oldest = t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(ARGV[4])
+for _, e in ipairs(redis.call('xrange', KEYS[2], from .. '-0', '+')) do
+  local f = e[2]
+  if tonumber(f[2]) >= oldest then
+    local id = e[1]
+    out[#out + 1] = string.sub(id, 1, string.find(id, '-') - 1)
+    out[#out + 1] = f[4]
+    out[#out + 1] = f[6]
+  end
+end
+return out
+";
+
+/// Adds or refreshes presence entries: ARGV = ttl ms, then client id and info pairs.
+const PRESENCE_ADD: &str = r"
+local t = redis.call('time')
+local ttl = tonumber(ARGV[1])
+local deadline = t[1] * 1000 + math.floor(t[2] / 1000) + ttl
+for i = 2, #ARGV, 2 do
+  redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('zadd', KEYS[2], deadline, ARGV[i])
+end
+redis.call('pexpire', KEYS[1], ttl)
+redis.call('pexpire', KEYS[2], ttl)
+return 1
+";
+
+/// Drops expired presence entries and returns the rest as `{client, info, …}`.
+const PRESENCE_GET: &str = r"
+local t = redis.call('time')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local gone = redis.call('zrangebyscore', KEYS[2], '-inf', now)
+for _, c in ipairs(gone) do redis.call('hdel', KEYS[1], c) end
+redis.call('zremrangebyscore', KEYS[2], '-inf', now)
+return redis.call('hgetall', KEYS[1])
+";
+
+/// The connection to Redis, shared by the hub's tasks.
+pub struct RedisBroker {
+    options: RedisOptions,
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    /// Channels this connection is subscribed to; subscription changes go one at a time.
+    subscribed: tokio::sync::Mutex<HashSet<Arc<str>>>,
+    up: AtomicBool,
+    lost: tokio::sync::Notify,
+    publish: Script,
+    read: Script,
+    presence_add: Script,
+    presence_get: Script,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> HubError {
+    tracing::debug!("redis: {e}");
+    HubError::Unavailable
+}
+
+impl RedisBroker {
+    /// Checks the URL; connecting happens in [`start`](Self::start), in the background.
+    pub(crate) fn new(options: RedisOptions) -> Result<Self, String> {
+        let info: redis::ConnectionInfo =
+            redis::IntoConnectionInfo::into_connection_info(options.url.as_str())
+                .map_err(|e| format!("invalid Redis URL {:?}: {e}", options.url))?;
+        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings)).map_err(|e| e.to_string())?;
+        Ok(Self {
+            options,
+            client,
+            conn: Mutex::new(None),
+            subscribed: tokio::sync::Mutex::new(HashSet::new()),
+            up: AtomicBool::new(false),
+            lost: tokio::sync::Notify::new(),
+            publish: Script::new(PUBLISH),
+            read: Script::new(READ),
+            presence_add: Script::new(PRESENCE_ADD),
+            presence_get: Script::new(PRESENCE_GET),
+        })
+    }
+
+    /// The options.
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    /// Whether the connection to Redis is up.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Starts the task that keeps the connection up (and presence fresh) while `hub` lives.
+    pub(crate) fn start(self: &Arc<Self>, hub: Weak<Hub>) {
+        let broker = self.clone();
+        tokio::spawn(async move { broker.supervise(hub).await });
+    }
+
+    async fn supervise(self: Arc<Self>, hub: Weak<Hub>) {
+        let mut backoff = Duration::from_millis(50);
+        let refresh = (self.options.presence_ttl / 3).max(Duration::from_millis(100));
+        loop {
+            if hub.strong_count() == 0 {
+                return;
+            }
+            match self.connect(hub.clone()).await {
+                Ok(conn) => {
+                    backoff = Duration::from_millis(50);
+                    self.subscribed.lock().await.clear();
+                    *self.lock_conn() = Some(conn);
+                    self.up.store(true, Ordering::Relaxed);
+                    tracing::info!("redis: connected to {}", self.redacted_url());
+                    let Some(h) = hub.upgrade() else { return };
+                    h.metrics.broker_up.store(1, Ordering::Relaxed);
+                    h.broker_connected();
+                    drop(h);
+                    // Refresh presence until the connection drops.
+                    loop {
+                        tokio::select! {
+                            () = self.lost.notified() => break,
+                            () = tokio::time::sleep(refresh) => {
+                                let Some(h) = hub.upgrade() else { return };
+                                let entries = h.presence_entries();
+                                drop(h);
+                                for (channel, list) in entries {
+                                    if self.presence_add(&channel, &list).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        if !self.is_up() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("redis: cannot connect to {}: {e}", self.redacted_url()),
+            }
+            self.mark_down(&hub);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.options.max_backoff);
+        }
+    }
+
+    fn mark_down(&self, hub: &Weak<Hub>) {
+        *self.lock_conn() = None;
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!("redis: connection to {} lost", self.redacted_url());
+        }
+        if let Some(h) = hub.upgrade() {
+            h.metrics.broker_up.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn redacted_url(&self) -> String {
+        match self.options.url.split_once('@') {
+            Some((scheme_user, host)) => {
+                let scheme = scheme_user.split("://").next().unwrap_or("redis");
+                format!("{scheme}://…@{host}")
+            }
+            None => self.options.url.clone(),
+        }
+    }
+
+    async fn connect(self: &Arc<Self>, hub: Weak<Hub>) -> redis::RedisResult<MultiplexedConnection> {
+        let prefix = format!("{}.", self.options.prefix);
+        let broker = Arc::downgrade(self);
+        let pushes = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
+            match push.kind {
+                PushKind::Message => {
+                    if let (Some(h), [Value::BulkString(ch), Value::BulkString(payload), ..]) =
+                        (hub.upgrade(), push.data.as_slice())
+                    {
+                        let channel =
+                            std::str::from_utf8(ch).ok().and_then(|c| c.strip_prefix(prefix.as_str()));
+                        match (channel, decode_remote(payload)) {
+                            (Some(channel), Some(remote)) => h.on_remote(channel, remote),
+                            _ => tracing::warn!("redis: unreadable Pub/Sub message"),
+                        }
+                    }
+                }
+                PushKind::Disconnection => {
+                    if let Some(b) = broker.upgrade() {
+                        b.up.store(false, Ordering::Relaxed);
+                        b.lost.notify_one();
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.options.command_timeout))
+            .set_response_timeout(Some(self.options.command_timeout))
+            .set_push_sender(pushes);
+        self.client.get_multiplexed_async_connection_with_config(&config).await
+    }
+
+    fn lock_conn(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn conn(&self) -> Result<MultiplexedConnection, HubError> {
+        if !self.is_up() {
+            return Err(HubError::Unavailable);
+        }
+        self.lock_conn().clone().ok_or(HubError::Unavailable)
+    }
+
+    fn key(&self, channel: &str, kind: &str) -> String {
+        format!("{}:{{{channel}}}:{kind}", self.options.prefix)
+    }
+
+    fn topic(&self, channel: &str) -> String {
+        format!("{}.{channel}", self.options.prefix)
+    }
+
+    /// Subscribes this node to `channel`'s Pub/Sub stream, unless it is already.
+    pub(crate) async fn ensure_subscribed(&self, channel: &Arc<str>) -> Result<(), HubError> {
+        let mut subscribed = self.subscribed.lock().await;
+        if subscribed.contains(channel) {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        conn.subscribe(self.topic(channel)).await.map_err(unavailable)?;
+        subscribed.insert(channel.clone());
+        Ok(())
+    }
+
+    /// Subscribes this node to every channel in `channels` (after a reconnect).
+    pub(crate) async fn subscribe_all(&self, channels: &[Arc<str>]) -> Result<(), HubError> {
+        let mut subscribed = self.subscribed.lock().await;
+        let mut conn = self.conn()?;
+        for chunk in channels.chunks(512) {
+            let topics: Vec<String> = chunk.iter().map(|c| self.topic(c)).collect();
+            conn.subscribe(&topics).await.map_err(unavailable)?;
+            subscribed.extend(chunk.iter().cloned());
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes this node from `channel` if `still_unused` says no one here wants it any
+    /// more (checked while no other subscription change runs).
+    pub(crate) async fn release(&self, channel: &Arc<str>, still_unused: impl FnOnce() -> bool) {
+        let mut subscribed = self.subscribed.lock().await;
+        if !subscribed.contains(channel) || !still_unused() {
+            return;
+        }
+        subscribed.remove(channel);
+        if let Ok(mut conn) = self.conn() {
+            if let Err(e) = conn.unsubscribe(self.topic(channel)).await {
+                tracing::debug!("redis: unsubscribe {channel}: {e}");
+            }
+        }
+    }
+
+    /// Publishes to `channel`: a new offset, history (where the namespace keeps it), and
+    /// every node's subscribers.
+    pub(crate) async fn publish(
+        &self,
+        channel: &str,
+        data: &[u8],
+        info: Option<&ClientInfo>,
+        ns: &NamespaceOptions,
+    ) -> Result<StreamPosition, HubError> {
+        let mut conn = self.conn()?;
+        let reply: Value = self
+            .publish
+            .key(self.key(channel, "m"))
+            .key(self.key(channel, "h"))
+            .arg(data)
+            .arg(encode_info(info))
+            .arg(ns.history_size)
+            .arg(millis(ns.history_ttl))
+            .arg(millis(self.options.meta_ttl.max(ns.history_ttl)))
+            .arg(&*crate::hub::new_epoch())
+            .arg(self.topic(channel))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let items = as_array(&reply).ok_or(HubError::Unavailable)?;
+        match items {
+            [epoch, offset] => Ok(StreamPosition {
+                epoch: as_str(epoch).ok_or(HubError::Unavailable)?.into(),
+                offset: as_u64(offset).ok_or(HubError::Unavailable)?,
+            }),
+            _ => Err(HubError::Unavailable),
+        }
+    }
+
+    /// Reads `channel`'s position and the publications `since` says, oldest first.
+    pub(crate) async fn read(
+        &self,
+        channel: &str,
+        since: Since<'_>,
+        ns: &NamespaceOptions,
+    ) -> Result<Read, HubError> {
+        let (mode, epoch, offset) = match since {
+            Since::Nothing => ("none", "", 0),
+            Since::Offset(o) => ("any", "", o),
+            Since::Position(e, o) => ("position", e, o),
+            Since::CatchUp(e, o) => ("catchup", e, o),
+        };
+        let mode = if ns.history_size == 0 { "none" } else { mode };
+        let mut conn = self.conn()?;
+        let reply: Value = self
+            .read
+            .key(self.key(channel, "m"))
+            .key(self.key(channel, "h"))
+            .arg(mode)
+            .arg(epoch)
+            .arg(offset)
+            .arg(millis(ns.history_ttl))
+            .arg(&*crate::hub::new_epoch())
+            .arg(millis(self.options.meta_ttl.max(ns.history_ttl)))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let items = as_array(&reply).ok_or(HubError::Unavailable)?;
+        let [epoch, offset, rest @ ..] = items else { return Err(HubError::Unavailable) };
+        let position = StreamPosition {
+            epoch: as_str(epoch).ok_or(HubError::Unavailable)?.into(),
+            offset: as_u64(offset).ok_or(HubError::Unavailable)?,
+        };
+        let mut entries = Vec::with_capacity(rest.len() / 3);
+        for e in rest.chunks_exact(3) {
+            let offset = as_u64(&e[0]).ok_or(HubError::Unavailable)?;
+            let info = decode_info(as_bytes(&e[1]).ok_or(HubError::Unavailable)?);
+            let data = Bytes::copy_from_slice(as_bytes(&e[2]).ok_or(HubError::Unavailable)?);
+            entries.push(Entry { offset, info, data });
+        }
+        Ok(Read { position, entries })
+    }
+
+    /// Announces a join or leave to every node (best effort: a node that misses it shows
+    /// presence correctly anyway).
+    pub(crate) async fn announce(&self, channel: &str, join: bool, info: &ClientInfo) {
+        let Ok(mut conn) = self.conn() else { return };
+        let mut payload = vec![if join { b'j' } else { b'l' }];
+        payload.extend_from_slice(&encode_info(Some(info)));
+        let r: redis::RedisResult<Value> =
+            redis::cmd("PUBLISH").arg(self.topic(channel)).arg(payload).query_async(&mut conn).await;
+        if let Err(e) = r {
+            tracing::debug!("redis: announce on {channel}: {e}");
+        }
+    }
+
+    /// Adds (or refreshes) clients in `channel`'s presence.
+    pub(crate) async fn presence_add(
+        &self,
+        channel: &str,
+        clients: &[Arc<ClientInfo>],
+    ) -> Result<(), HubError> {
+        if clients.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let mut call = self.presence_add.key(self.key(channel, "p"));
+        call.key(self.key(channel, "x")).arg(millis(self.options.presence_ttl));
+        for c in clients {
+            call.arg(&c.client).arg(encode_info(Some(c)));
+        }
+        let _: Value = call.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Takes a client out of `channel`'s presence.
+    pub(crate) async fn presence_remove(&self, channel: &str, client: &str) {
+        let Ok(mut conn) = self.conn() else { return };
+        let mut pipe = redis::pipe();
+        pipe.cmd("HDEL").arg(self.key(channel, "p")).arg(client).ignore();
+        pipe.cmd("ZREM").arg(self.key(channel, "x")).arg(client).ignore();
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::debug!("redis: presence remove on {channel}: {e}");
+        }
+    }
+
+    /// Everyone in `channel`'s presence, on every node.
+    pub(crate) async fn presence(&self, channel: &str) -> Result<Vec<Arc<ClientInfo>>, HubError> {
+        let mut conn = self.conn()?;
+        let reply: Value = self
+            .presence_get
+            .key(self.key(channel, "p"))
+            .key(self.key(channel, "x"))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut list = Vec::new();
+        match &reply {
+            Value::Map(pairs) => {
+                for (_, v) in pairs {
+                    list.extend(as_bytes(v).and_then(decode_info));
+                }
+            }
+            other => {
+                for pair in as_array(other).unwrap_or_default().chunks_exact(2) {
+                    list.extend(as_bytes(&pair[1]).and_then(decode_info));
+                }
+            }
+        }
+        list.sort_by(|a, b| a.client.cmp(&b.client));
+        Ok(list)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn as_array(v: &Value) -> Option<&[Value]> {
+    match v {
+        Value::Array(items) | Value::Set(items) => Some(items),
+        _ => None,
+    }
+}
+
+fn as_bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn as_str(v: &Value) -> Option<&str> {
+    as_bytes(v).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => as_str(other)?.parse().ok(),
+    }
+}
+
+/// A publisher as stored and sent: `client\nuser`, empty for none (client ids hold no
+/// newline; user names may hold anything).
+fn encode_info(info: Option<&ClientInfo>) -> Vec<u8> {
+    match info {
+        Some(i) => [i.client.as_bytes(), b"\n", i.user.as_bytes()].concat(),
+        None => Vec::new(),
+    }
+}
+
+fn decode_info(b: &[u8]) -> Option<Arc<ClientInfo>> {
+    let s = std::str::from_utf8(b).ok()?;
+    let (client, user) = s.split_once('\n')?;
+    Some(Arc::new(ClientInfo { client: client.to_owned(), user: user.to_owned() }))
+}
+
+/// Decodes a Pub/Sub payload: `p<offset> <epoch> <info length> <info><data>`, `j<info>` or
+/// `l<info>`.
+fn decode_remote(payload: &[u8]) -> Option<Remote> {
+    let (&kind, rest) = payload.split_first()?;
+    match kind {
+        b'p' => {
+            let mut fields = rest.splitn(3, |b| *b == b' ');
+            let offset = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+            let epoch: Arc<str> = std::str::from_utf8(fields.next()?).ok()?.into();
+            let rest = fields.next()?;
+            let space = rest.iter().position(|b| *b == b' ')?;
+            let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+            let body = &rest[space + 1..];
+            if body.len() < len {
+                return None;
+            }
+            let info = if len == 0 { None } else { Some(decode_info(&body[..len])?) };
+            Some(Remote::Publication { epoch, offset, info, data: Bytes::copy_from_slice(&body[len..]) })
+        }
+        b'j' => Some(Remote::Join(decode_info(rest)?)),
+        b'l' => Some(Remote::Leave(decode_info(rest)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pubsub_payloads_decode() {
+        let info = ClientInfo { client: "n1.c7".into(), user: "ann\nbob".into() };
+        let i = encode_info(Some(&info));
+        let mut p = format!("p42 ep0ch {} ", i.len()).into_bytes();
+        p.extend_from_slice(&i);
+        p.extend_from_slice(b"{\"x\": 1}");
+        match decode_remote(&p) {
+            Some(Remote::Publication { epoch, offset, info: Some(got), data }) => {
+                assert_eq!((&*epoch, offset, &*got, &data[..]), ("ep0ch", 42, &info, &b"{\"x\": 1}"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode_remote(b"p1 e 0 data"), Some(Remote::Publication { info: None, .. })));
+        assert!(matches!(decode_remote(b"jc1\nu"), Some(Remote::Join(_))));
+        assert!(decode_remote(b"p1 e 99 short").is_none());
+        assert!(decode_remote(b"x").is_none());
+        assert!(decode_remote(b"").is_none());
+    }
+}
