@@ -83,6 +83,10 @@ pub(crate) struct Args {
     /// tether.json.
     #[arg(long)]
     pub(crate) stomp: bool,
+    /// Fan-out: spread the subscribers over these hub nodes' URLs (repeatable; the
+    /// publisher stays on URL) [default: URL].
+    #[arg(long = "subscribe-url", value_name = "URL")]
+    pub(crate) subscribe_urls: Vec<String>,
     /// Fan-out: the hub's server API key.
     #[arg(long, env = "TETHER_API_KEY", hide_env_values = true)]
     pub(crate) api_key: Option<String>,
@@ -165,13 +169,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let shared = Arc::new(Shared::default());
     let configs = Configs::new(config, &args.local_addrs);
+    if !args.subscribe_urls.is_empty() && !matches!(args.mode, Mode::Fanout) {
+        bail!("--subscribe-url is for --mode fanout");
+    }
     match args.mode {
         Mode::Fanout => return crate::fanout::run(&args, configs, shared).await,
         Mode::Handshake => return crate::handshake::run(&args, configs, shared).await,
         Mode::Ramp => return crate::ramp::run(&args, configs, shared).await,
         Mode::Echo => {}
     }
-    let (sockets, open_time) = open_all(&args.url, &configs, args.connections, &shared).await?;
+    let (sockets, open_time) =
+        open_all(std::slice::from_ref(&args.url), &configs, args.connections, &shared).await?;
 
     let duration = Duration::from_secs_f64(args.duration);
     let start = Instant::now();
@@ -243,7 +251,7 @@ pub(crate) type Socket = tether::WebSocketStream<tether::Transport>;
 
 /// Opens `n` connections (at most 64 handshakes at a time), counting failures by kind.
 pub(crate) async fn open_all(
-    url: &str,
+    urls: &[String],
     configs: &Configs,
     n: usize,
     shared: &Arc<Shared>,
@@ -252,7 +260,8 @@ pub(crate) async fn open_all(
     let opening = Instant::now();
     let mut connecting = Vec::with_capacity(n);
     for i in 0..n {
-        let (url, config, gate, shared) = (url.to_owned(), configs.get(i), gate.clone(), shared.clone());
+        let url = urls[i % urls.len()].clone();
+        let (config, gate, shared) = (configs.get(i), gate.clone(), shared.clone());
         connecting.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.ok()?;
             match tether::connect_direct(&url, &config).await {
@@ -275,7 +284,7 @@ pub(crate) async fn open_all(
     }
     if sockets.is_empty() {
         let errors = shared.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        bail!("no connection could be opened to {url} ({})", describe_errors(&errors));
+        bail!("no connection could be opened to {} ({})", urls.join(", "), describe_errors(&errors));
     }
     Ok((sockets, opening.elapsed()))
 }

@@ -42,7 +42,9 @@ pub(crate) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> a
     }
     let stomp = args.stomp;
     let configs = configs.map(|c| c.with_protocol(if stomp { "v12.stomp" } else { "tether.json" }));
-    let (sockets, open_time) = open_all(&args.url, &configs, args.connections, &shared).await?;
+    let urls =
+        if args.subscribe_urls.is_empty() { vec![args.url.clone()] } else { args.subscribe_urls.clone() };
+    let (sockets, open_time) = open_all(&urls, &configs, args.connections, &shared).await?;
 
     // Every subscriber: connect, subscribe to its channel, wait for both replies.
     let latency =

@@ -477,3 +477,66 @@ async fn a_killed_node_and_a_redis_restart_lose_no_accepted_message() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `GET path` on `addr`: the status and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_report_redis_down_and_publishes_are_refused() {
+    let mut redis = Redis::start();
+    let dir = temp_dir("health");
+    let node = Node::start(&redis, &dir);
+    assert_eq!(http_get(&node.addr, "/healthz"), (200, "ok\n".into()));
+    assert!(http_get(&node.addr, "/metrics").1.contains("\ntether_broker_up 1\n"));
+    let mut c = Client::connect(&node.url(), "c").await.unwrap();
+    c.ok("subscribe", json!({ "channel": "chat:h" })).await.unwrap();
+    // Redis goes away (no restart yet).
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    let start = Instant::now();
+    while http_get(&node.addr, "/healthz").0 != 503 {
+        assert!(start.elapsed() < WAIT, "healthz never reported the lost broker");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(http_get(&node.addr, "/healthz").1, "broker unavailable\n");
+    let r = c.call("publish", json!({ "channel": "chat:h", "data": 1 })).await.unwrap();
+    assert_eq!(r["error"]["code"], 112, "{r}");
+    let r = c.call("subscribe", json!({ "channel": "chat:other" })).await.unwrap();
+    assert_eq!(r["error"]["code"], 112, "{r}");
+    let r = c.call("presence", json!({ "channel": "chat:h" })).await.unwrap();
+    assert_eq!(r["error"]["code"], 112, "{r}");
+    let metrics = http_get(&node.addr, "/metrics").1;
+    assert!(metrics.contains("\ntether_broker_up 0\n"), "{metrics}");
+    assert!(metrics.contains("\ntether_broker_errors_total 3\n"), "{metrics}");
+    // The connection stayed open; Redis comes back and so does the node.
+    c.ok("ping", json!({})).await.unwrap();
+    redis = Redis::on(redis.port);
+    let start = Instant::now();
+    while http_get(&node.addr, "/healthz").0 != 200 {
+        assert!(start.elapsed() < WAIT, "healthz never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = c.ok("publish", json!({ "channel": "chat:h", "data": 2 })).await.unwrap();
+    assert_eq!(r["offset"], 1, "Redis lost its data: a new epoch starts at 1");
+    let p = c.publication().await.unwrap();
+    assert_eq!(p["data"], 2);
+    drop(redis);
+    // A broker that is not a Redis URL stops the start.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--broker", "http://x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must be \"memory\" or a redis:// or rediss:// URL"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
