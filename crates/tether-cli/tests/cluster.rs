@@ -66,7 +66,14 @@ impl Drop for Redis {
     }
 }
 
+const KEY: &str = "cluster-test-key-0123456789";
+
 const CONFIG: &str = r#"
+api_key = "cluster-test-key-0123456789"
+
+[namespaces.ticker]
+allow_anonymous = true
+
 [namespaces.chat]
 history_size = 2000
 history_ttl_seconds = 600
@@ -538,5 +545,30 @@ async fn health_and_metrics_report_redis_down_and_publishes_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("must be \"memory\" or a redis:// or rediss:// URL"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_fanout_spreads_subscribers_over_nodes() {
+    let redis = Redis::start();
+    let dir = temp_dir("bench");
+    let nodes: Vec<Node> = (0..2).map(|_| Node::start(&redis, &dir)).collect();
+    let (a, b) = (nodes[0].url(), nodes[1].url());
+    let out = Command::new(BIN)
+        .args(["bench", &a, "--mode", "fanout", "--subscribe-url", &a, "--subscribe-url", &b, "-c", "6"])
+        .args(["--rate", "40", "-d", "0.5", "--api-key", KEY, "--json", "-q"])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(&json).unwrap();
+    // Every publication (posted on node a) reaches all six subscribers, three on each node.
+    assert!(v["published"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["delivered"], v["published"].as_u64().unwrap() * 6, "{v}");
+    assert_eq!(v["errors"], json!({}), "{v}");
+    // The option is for fan-out only.
+    let out = Command::new(BIN).args(["bench", &a, "--subscribe-url", &b]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "error: --subscribe-url is for --mode fanout");
     let _ = std::fs::remove_dir_all(&dir);
 }

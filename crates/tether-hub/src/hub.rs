@@ -186,6 +186,7 @@ struct Channel {
     /// Subscribers waiting for the broker, and what arrived for them meanwhile.
     pending: HashMap<ClientId, Pending>,
     /// While this node fills a gap from the broker's history: what arrived meanwhile.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     syncing: Option<Vec<Arc<Event>>>,
 }
 
@@ -229,6 +230,7 @@ impl Subscriber {
 }
 
 /// A subscriber waiting for the broker's answer.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct Pending {
     info: Arc<ClientInfo>,
     outlet: Arc<dyn Outlet>,
@@ -278,6 +280,7 @@ pub struct Hub {
     /// Prefix of client ids (empty without a broker; the node's id with one).
     node: String,
     /// This hub, for the tasks it starts (set when made with a broker).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     me: Weak<Hub>,
     #[cfg(feature = "redis")]
     redis: Option<Arc<crate::redis_broker::RedisBroker>>,
