@@ -446,7 +446,7 @@ impl Hub {
     /// Tells the broker (if any) that `info` left `channel`.
     fn left(&self, _channel: &Arc<str>, _info: Arc<ClientInfo>) {
         #[cfg(feature = "redis")]
-        self.left_redis(_channel, _info);
+        self.left_redis(_channel, Some(_info));
     }
 
     /// Drops a channel with no subscribers and no history left: its next use starts a new

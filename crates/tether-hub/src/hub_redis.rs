@@ -113,7 +113,9 @@ impl Hub {
                 }
                 self.maybe_drop_channel(&mut state, &name);
                 drop(state);
-                self.left_redis(&name, info);
+                // It never joined: no leave to announce, only the node's own subscription
+                // to give up if no one else here wants the channel.
+                self.left_redis(&name, None);
                 return Err(e);
             }
         };
@@ -209,17 +211,19 @@ impl Hub {
 
     /// After `info` left `channel` here: tells other nodes, takes it out of presence, and
     /// unsubscribes the node when no one here is left.
-    pub(super) fn left_redis(&self, channel: &Arc<str>, info: Arc<ClientInfo>) {
+    pub(super) fn left_redis(&self, channel: &Arc<str>, info: Option<Arc<ClientInfo>>) {
         let (Some(broker), Some(hub)) = (self.redis.clone(), self.me.upgrade()) else { return };
         let Some(ns) = self.options.namespace_of(channel) else { return };
         let (presence, join_leave) = (ns.presence, ns.join_leave);
         let channel = channel.clone();
         tokio::spawn(async move {
-            if presence {
-                broker.presence_remove(&channel, &info.client).await;
-            }
-            if join_leave {
-                broker.announce(&channel, false, &info).await;
+            if let Some(info) = info {
+                if presence {
+                    broker.presence_remove(&channel, &info.client).await;
+                }
+                if join_leave {
+                    broker.announce(&channel, false, &info).await;
+                }
             }
             broker.release(&channel, || !hub.lock().channels.contains_key(&channel)).await;
         });
