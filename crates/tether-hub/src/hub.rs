@@ -496,16 +496,7 @@ impl Hub {
         let ns = self.namespace(channel)?;
         let mut state = self.lock();
         let state = &mut *state;
-        let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
-        if !Self::allowed(&c.access, ns, channel) {
-            return Err(HubError::PermissionDenied);
-        }
-        if c.channels.contains(channel) {
-            return Err(HubError::AlreadySubscribed);
-        }
-        if c.channels.len() >= self.options.max_channels_per_connection {
-            return Err(HubError::LimitExceeded);
-        }
+        let c = self.may_subscribe(state, client, ns, channel)?;
         let sub = Subscriber { info: c.info.clone(), outlet: c.outlet.clone(), base: None };
         let (name, ch) = state.open_channel(channel);
         expire(ch, ns, Instant::now());
@@ -530,9 +521,7 @@ impl Hub {
                     result.recovered = true;
                 }
             }
-            let counter =
-                if result.recovered { &self.metrics.recovered } else { &self.metrics.recovery_failed };
-            counter.fetch_add(1, Ordering::Relaxed);
+            self.count_recovery(result.recovered);
         }
         let slow = if ns.join_leave {
             let event = Event::new(name.clone(), Push::Join(sub.info.clone()));
@@ -563,6 +552,40 @@ impl Hub {
         Ok(())
     }
 
+    /// The client, if it may subscribe to `channel` (in namespace `ns`): allowed, not
+    /// subscribed already, under the channel limit.
+    fn may_subscribe<'a>(
+        &self,
+        state: &'a State,
+        client: ClientId,
+        ns: &NamespaceOptions,
+        channel: &str,
+    ) -> Result<&'a Client, HubError> {
+        let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
+        if !Self::allowed(&c.access, ns, channel) {
+            return Err(HubError::PermissionDenied);
+        }
+        if c.channels.contains(channel) {
+            return Err(HubError::AlreadySubscribed);
+        }
+        if c.channels.len() >= self.options.max_channels_per_connection {
+            return Err(HubError::LimitExceeded);
+        }
+        Ok(c)
+    }
+
+    fn count_recovery(&self, recovered: bool) {
+        let counter = if recovered { &self.metrics.recovered } else { &self.metrics.recovery_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The publishing client's info, if it may publish to `channel`.
+    fn publisher(&self, state: &State, client: ClientId, channel: &str) -> Result<Arc<ClientInfo>, HubError> {
+        let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
+        self.may_publish(c, channel)?;
+        Ok(c.info.clone())
+    }
+
     fn may_publish(&self, c: &Client, channel: &str) -> Result<(), HubError> {
         let ns = self.namespace(channel)?;
         if !ns.allow_publish || !Self::allowed(&c.access, ns, channel) {
@@ -577,9 +600,7 @@ impl Hub {
     ///
     /// [`HubError::UnknownChannel`] or [`HubError::PermissionDenied`].
     pub fn check_publish(&self, client: ClientId, channel: &str) -> Result<(), HubError> {
-        let state = self.lock();
-        let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
-        self.may_publish(c, channel)
+        self.publisher(&self.lock(), client, channel).map(|_| ())
     }
 
     /// Publishes `data` to `channel` for a client: checked against the namespace and the
@@ -594,13 +615,14 @@ impl Hub {
         channel: &str,
         data: Bytes,
     ) -> Result<StreamPosition, HubError> {
-        let info = {
-            let state = self.lock();
-            let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
-            self.may_publish(c, channel)?;
-            c.info.clone()
-        };
-        self.publish(channel, data, Some(info)).await
+        #[cfg(feature = "redis")]
+        if let Some(broker) = &self.redis {
+            let info = self.publisher(&self.lock(), client, channel)?;
+            return self.publish_redis(broker, channel, data, Some(info)).await;
+        }
+        let mut state = self.lock();
+        let info = self.publisher(&state, client, channel)?;
+        self.publish_locked(&mut state, channel, data, Some(info))
     }
 
     /// Counts a broker failure.
@@ -713,12 +735,13 @@ impl Hub {
         if !self.namespace(channel)?.presence {
             return Err(HubError::NotAvailable);
         }
-        Self::check_asker(&self.lock(), asker, channel)?;
         #[cfg(feature = "redis")]
         if let Some(broker) = &self.redis {
+            Self::check_asker(&self.lock(), asker, channel)?;
             return self.counted(broker.presence(channel).await);
         }
         let state = self.lock();
+        Self::check_asker(&state, asker, channel)?;
         let mut list: Vec<Arc<ClientInfo>> = state
             .channels
             .get(channel)
@@ -747,12 +770,13 @@ impl Hub {
         if ns.history_size == 0 {
             return Err(HubError::NotAvailable);
         }
-        Self::check_asker(&self.lock(), asker, channel)?;
         #[cfg(feature = "redis")]
         if let Some(broker) = &self.redis {
+            Self::check_asker(&self.lock(), asker, channel)?;
             return self.history_redis(broker, channel, limit, since, ns).await;
         }
         let mut state = self.lock();
+        Self::check_asker(&state, asker, channel)?;
         let Some(ch) = state.channels.get_mut(channel) else {
             return Ok((StreamPosition { offset: 0, epoch: "".into() }, Vec::new()));
         };

@@ -70,16 +70,7 @@ impl Hub {
         let (name, info) = {
             let mut guard = self.lock();
             let state = &mut *guard;
-            let c = state.clients.get(&client).ok_or(HubError::PermissionDenied)?;
-            if !Self::allowed(&c.access, ns, channel) {
-                return Err(HubError::PermissionDenied);
-            }
-            if c.channels.contains(channel) {
-                return Err(HubError::AlreadySubscribed);
-            }
-            if c.channels.len() >= self.options.max_channels_per_connection {
-                return Err(HubError::LimitExceeded);
-            }
+            let c = self.may_subscribe(state, client, ns, channel)?;
             let (info, outlet) = (c.info.clone(), c.outlet.clone());
             let (name, ch) = state.open_channel(channel);
             ch.pending.insert(client, Pending { info: info.clone(), outlet, buffer: Vec::new() });
@@ -160,9 +151,7 @@ impl Hub {
                     read.entries.into_iter().map(|e| entry_event(name, &pos.epoch, e)).collect();
                 result.recovered = true;
             }
-            let counter =
-                if result.recovered { &self.metrics.recovered } else { &self.metrics.recovery_failed };
-            counter.fetch_add(1, Ordering::Relaxed);
+            self.count_recovery(result.recovered);
         }
         on_subscribed(&result);
         let sub =

@@ -103,8 +103,17 @@ pub(crate) enum Since<'a> {
     CatchUp(&'a str, u64),
 }
 
+/// Lua: `now`, Redis's clock in milliseconds (the nodes' clocks never matter).
+macro_rules! lua_now_ms {
+    () => {
+        "local t = redis.call('time')\nlocal now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+    };
+}
+
 /// Moves the offset, appends to history and publishes, in one step.
-const PUBLISH: &str = r"
+const PUBLISH: &str = concat!(
+    lua_now_ms!(),
+    r"
 local epoch = redis.call('hget', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[6]
@@ -115,18 +124,19 @@ local offset = redis.call('hincrby', KEYS[1], 'o', 1)
 redis.call('pexpire', KEYS[1], ARGV[5])
 local size = tonumber(ARGV[3])
 if size > 0 then
-  local t = redis.call('time')
-  local ms = t[1] * 1000 + math.floor(t[2] / 1000)
-  redis.call('xadd', KEYS[2], 'maxlen', size, offset .. '-1', 't', ms, 'i', ARGV[2], 'd', ARGV[1])
+  redis.call('xadd', KEYS[2], 'maxlen', size, offset .. '-1', 't', now, 'i', ARGV[2], 'd', ARGV[1])
   redis.call('pexpire', KEYS[2], ARGV[4])
 end
 redis.call('publish', ARGV[7], 'p' .. offset .. ' ' .. epoch .. ' ' .. string.len(ARGV[2]) .. ' ' .. ARGV[2] .. ARGV[1])
 return {epoch, offset}
-";
+"
+);
 
 /// The position (creating the channel's epoch if it has none) and history after an offset:
 /// `{epoch, offset, o1, i1, d1, o2, …}`.
-const READ: &str = r"
+const READ: &str = concat!(
+    lua_now_ms!(),
+    r"
 local m = redis.call('hmget', KEYS[1], 'e', 'o')
 local epoch, offset = m[1], tonumber(m[2] or '0')
 if not epoch then
@@ -142,8 +152,7 @@ if mode == 'none' then return out end
 if mode ~= 'any' and ARGV[2] ~= epoch then
   if mode == 'catchup' then from = 1 else return out end
 end
-local t = redis.call('time')
-local oldest = t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(ARGV[4])
+local oldest = now - tonumber(ARGV[4])
 for _, e in ipairs(redis.call('xrange', KEYS[2], from .. '-0', '+')) do
   local f = e[2]
   if tonumber(f[2]) >= oldest then
@@ -154,13 +163,15 @@ for _, e in ipairs(redis.call('xrange', KEYS[2], from .. '-0', '+')) do
   end
 end
 return out
-";
+"
+);
 
 /// Adds or refreshes presence entries: ARGV = ttl ms, then client id and info pairs.
-const PRESENCE_ADD: &str = r"
-local t = redis.call('time')
+const PRESENCE_ADD: &str = concat!(
+    lua_now_ms!(),
+    r"
 local ttl = tonumber(ARGV[1])
-local deadline = t[1] * 1000 + math.floor(t[2] / 1000) + ttl
+local deadline = now + ttl
 for i = 2, #ARGV, 2 do
   redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('zadd', KEYS[2], deadline, ARGV[i])
@@ -168,17 +179,19 @@ end
 redis.call('pexpire', KEYS[1], ttl)
 redis.call('pexpire', KEYS[2], ttl)
 return 1
-";
+"
+);
 
 /// Drops expired presence entries and returns the rest as `{client, info, …}`.
-const PRESENCE_GET: &str = r"
-local t = redis.call('time')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
+const PRESENCE_GET: &str = concat!(
+    lua_now_ms!(),
+    r"
 local gone = redis.call('zrangebyscore', KEYS[2], '-inf', now)
 for _, c in ipairs(gone) do redis.call('hdel', KEYS[1], c) end
 redis.call('zremrangebyscore', KEYS[2], '-inf', now)
 return redis.call('hgetall', KEYS[1])
-";
+"
+);
 
 /// The connection to Redis, shared by the hub's tasks.
 pub struct RedisBroker {
@@ -426,12 +439,8 @@ impl RedisBroker {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let items = as_array(&reply).ok_or(HubError::Unavailable)?;
-        match items {
-            [epoch, offset] => Ok(StreamPosition {
-                epoch: as_str(epoch).ok_or(HubError::Unavailable)?.into(),
-                offset: as_u64(offset).ok_or(HubError::Unavailable)?,
-            }),
+        match as_array(&reply) {
+            Some([epoch, offset]) => position(epoch, offset),
             _ => Err(HubError::Unavailable),
         }
     }
@@ -466,10 +475,7 @@ impl RedisBroker {
             .map_err(unavailable)?;
         let items = as_array(&reply).ok_or(HubError::Unavailable)?;
         let [epoch, offset, rest @ ..] = items else { return Err(HubError::Unavailable) };
-        let position = StreamPosition {
-            epoch: as_str(epoch).ok_or(HubError::Unavailable)?.into(),
-            offset: as_u64(offset).ok_or(HubError::Unavailable)?,
-        };
+        let position = position(epoch, offset)?;
         let mut entries = Vec::with_capacity(rest.len() / 3);
         for e in rest.chunks_exact(3) {
             let offset = as_u64(&e[0]).ok_or(HubError::Unavailable)?;
@@ -549,6 +555,14 @@ impl RedisBroker {
         list.sort_by(|a, b| a.client.cmp(&b.client));
         Ok(list)
     }
+}
+
+/// A position from a script's `epoch, offset` answer.
+fn position(epoch: &Value, offset: &Value) -> Result<StreamPosition, HubError> {
+    Ok(StreamPosition {
+        epoch: as_str(epoch).ok_or(HubError::Unavailable)?.into(),
+        offset: as_u64(offset).ok_or(HubError::Unavailable)?,
+    })
 }
 
 fn millis(d: Duration) -> u64 {
