@@ -146,6 +146,10 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test shows what each node logged.
+        if std::thread::panicking() {
+            eprintln!("node {} log:\n{}", self.addr, self.log.lock().unwrap().join("\n"));
+        }
     }
 }
 

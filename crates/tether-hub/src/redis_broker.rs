@@ -26,7 +26,7 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Script, Value};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -200,7 +200,12 @@ pub struct RedisBroker {
     conn: Mutex<Option<MultiplexedConnection>>,
     /// Channels this connection is subscribed to; subscription changes go one at a time.
     subscribed: tokio::sync::Mutex<HashSet<Arc<str>>>,
-    up: AtomicBool,
+    /// Connections are numbered; `live` is the one in use (0: none) and `ended` the newest
+    /// that has closed. The connection is up while `ended < live`: a connection that ends
+    /// late, or reports its end twice, cannot mark its successor lost.
+    generation: AtomicU64,
+    live: AtomicU64,
+    ended: AtomicU64,
     lost: tokio::sync::Notify,
     publish: Script,
     read: Script,
@@ -232,7 +237,9 @@ impl RedisBroker {
             client,
             conn: Mutex::new(None),
             subscribed: tokio::sync::Mutex::new(HashSet::new()),
-            up: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            live: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
             lost: tokio::sync::Notify::new(),
             publish: Script::new(PUBLISH),
             read: Script::new(READ),
@@ -248,7 +255,8 @@ impl RedisBroker {
 
     /// Whether the connection to Redis is up.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        let live = self.live.load(Ordering::Relaxed);
+        live != 0 && self.ended.load(Ordering::Relaxed) < live
     }
 
     /// Starts the task that keeps the connection up (and presence fresh) while `hub` lives.
@@ -265,11 +273,11 @@ impl RedisBroker {
                 return;
             }
             match self.connect(hub.clone()).await {
-                Ok(conn) => {
+                Ok((generation, conn)) => {
                     backoff = Duration::from_millis(50);
                     self.subscribed.lock().await.clear();
                     *self.lock_conn() = Some(conn);
-                    self.up.store(true, Ordering::Relaxed);
+                    self.live.store(generation, Ordering::Relaxed);
                     tracing::info!("redis: connected to {}", self.redacted_url());
                     let Some(h) = hub.upgrade() else { return };
                     h.metrics.broker_up.store(1, Ordering::Relaxed);
@@ -278,7 +286,7 @@ impl RedisBroker {
                     // Refresh presence until the connection drops.
                     loop {
                         tokio::select! {
-                            () = self.lost.notified() => break,
+                            () = self.lost.notified() => {}
                             () = tokio::time::sleep(refresh) => {
                                 let Some(h) = hub.upgrade() else { return };
                                 let entries = h.presence_entries();
@@ -305,7 +313,7 @@ impl RedisBroker {
 
     fn mark_down(&self, hub: &Weak<Hub>) {
         *self.lock_conn() = None;
-        if self.up.swap(false, Ordering::Relaxed) {
+        if self.live.swap(0, Ordering::Relaxed) != 0 {
             tracing::warn!("redis: connection to {} lost", self.redacted_url());
         }
         if let Some(h) = hub.upgrade() {
@@ -323,9 +331,11 @@ impl RedisBroker {
         }
     }
 
-    async fn connect(self: &Arc<Self>, hub: Weak<Hub>) -> redis::RedisResult<MultiplexedConnection> {
+    /// A new connection and its number.
+    async fn connect(self: &Arc<Self>, hub: Weak<Hub>) -> redis::RedisResult<(u64, MultiplexedConnection)> {
         let prefix = format!("{}.", self.options.prefix);
         let broker = Arc::downgrade(self);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let pushes = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
             match push.kind {
                 PushKind::Message => {
@@ -342,7 +352,7 @@ impl RedisBroker {
                 }
                 PushKind::Disconnection => {
                     if let Some(b) = broker.upgrade() {
-                        b.up.store(false, Ordering::Relaxed);
+                        b.ended.fetch_max(generation, Ordering::Relaxed);
                         b.lost.notify_one();
                     }
                 }
@@ -354,7 +364,7 @@ impl RedisBroker {
             .set_connection_timeout(Some(self.options.command_timeout))
             .set_response_timeout(Some(self.options.command_timeout))
             .set_push_sender(pushes);
-        self.client.get_multiplexed_async_connection_with_config(&config).await
+        Ok((generation, self.client.get_multiplexed_async_connection_with_config(&config).await?))
     }
 
     fn lock_conn(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
