@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tether::{ClientConfig, Message};
+use tether_hub::stomp::frame::{Command as Verb, Decoder, Frame, Limits, Version};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether");
 const WAIT: Duration = Duration::from_secs(10);
@@ -101,7 +102,7 @@ impl Node {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--broker", &redis.url(), "--config"])
             .arg(&conf)
-            .env("TETHER_LOG", "info")
+            .env("TETHER_LOG", "tether_hub=debug,info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -336,6 +337,189 @@ async fn presence_forgets_the_clients_of_a_killed_node() {
     // Gone within the presence TTL (and its refresh period), not at once.
     assert!(killed.elapsed() >= Duration::from_millis(200), "{:?}", killed.elapsed());
     drop(doomed);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A STOMP 1.2 client (frames by hand, with the hub's own codec).
+struct Stomp {
+    ws: tether::WebSocket,
+    decoder: Decoder,
+    frames: VecDeque<Frame>,
+}
+
+impl Stomp {
+    async fn connect(url: &str) -> Self {
+        let config = ClientConfig::default().with_protocol("v12.stomp").with_proxy(tether::Proxy::None);
+        let (ws, _) = tether::connect_with(url, &config).await.unwrap();
+        let mut c =
+            Self { ws, decoder: Decoder::new(Version::V1_2, Limits::default()), frames: VecDeque::new() };
+        c.send(Frame::new(Verb::Connect).header("accept-version", "1.2").header("host", "localhost")).await;
+        let reply = c.recv().await.unwrap();
+        assert_eq!(reply.command, Verb::Connected, "{reply:?}");
+        c
+    }
+
+    async fn send(&mut self, f: Frame) {
+        let bytes = f.to_bytes(Version::V1_2);
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next frame, or `None` when nothing comes within `within`.
+    async fn recv_within(&mut self, within: Duration) -> Option<Frame> {
+        loop {
+            if let Some(f) = self.frames.pop_front() {
+                return Some(f);
+            }
+            match tokio::time::timeout(within, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => self.decoder.push(t.as_bytes()),
+                Ok(Some(Ok(Message::Binary(b)))) => self.decoder.push(&b),
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("STOMP connection ended: {other:?}"),
+                Err(_) => return None,
+            }
+            while let Some(f) = self.decoder.next_frame().unwrap() {
+                self.frames.push_back(f);
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Frame> {
+        self.recv_within(WAIT).await
+    }
+
+    /// Sends `f` with a receipt and waits for it; frames that come first stay for `recv`.
+    async fn sync(&mut self, f: Frame, receipt: &str) {
+        self.send(f.header("receipt", receipt)).await;
+        let mut before = Vec::new();
+        loop {
+            let r = self.recv().await.expect("no RECEIPT");
+            assert_ne!(r.command, Verb::Error, "{r:?}");
+            if r.command == Verb::Receipt && r.get("receipt-id") == Some(receipt) {
+                break;
+            }
+            before.push(r);
+        }
+        for f in before.into_iter().rev() {
+            self.frames.push_front(f);
+        }
+    }
+
+    /// Messages until none comes for `quiet`: (body, ack id, redelivered).
+    async fn messages(&mut self, quiet: Duration) -> Vec<(String, String, bool)> {
+        let mut out = Vec::new();
+        while let Some(f) = self.recv_within(quiet).await {
+            assert_eq!(f.command, Verb::Message, "{f:?}");
+            out.push((
+                String::from_utf8(f.body.to_vec()).unwrap(),
+                f.get("ack").unwrap().to_owned(),
+                f.get("redelivered") == Some("true"),
+            ));
+        }
+        out
+    }
+}
+
+fn stomp_send(queue: &str, body: &str) -> Frame {
+    Frame::new(Verb::Send).header("destination", format!("/queue/{queue}")).body(body.as_bytes().to_vec())
+}
+
+fn stomp_subscribe(queue: &str, id: &str, ack: &str) -> Frame {
+    Frame::new(Verb::Subscribe)
+        .header("destination", format!("/queue/{queue}"))
+        .header("id", id)
+        .header("ack", ack)
+}
+
+fn bodies(got: &[(String, String, bool)]) -> Vec<String> {
+    got.iter().map(|g| g.0.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_messages_go_to_one_consumer_and_a_dead_nodes_go_to_another() {
+    let redis = Redis::start();
+    let dir = temp_dir("queue");
+    let mut a = Node::start(&redis, &dir);
+    let b = Node::start(&redis, &dir);
+    let c = Node::start(&redis, &dir);
+    let mut producer = Stomp::connect(&c.url()).await;
+    // Sent before anyone consumes: the messages wait in Redis.
+    for i in 1..=4 {
+        producer.send(stomp_send("chat:jobs", &format!("m{i}"))).await;
+    }
+    producer.sync(stomp_send("chat:jobs", "m5"), "sent").await;
+    let mut first = Stomp::connect(&a.url()).await;
+    first.sync(stomp_subscribe("chat:jobs", "w", "client-individual"), "s").await;
+    let got_a = first.messages(Duration::from_millis(500)).await;
+    assert_eq!(bodies(&got_a), ["m1", "m2", "m3", "m4", "m5"]);
+    assert!(got_a.iter().all(|g| !g.2));
+
+    // Two consumers on two nodes: every message goes to exactly one of them.
+    let mut second = Stomp::connect(&b.url()).await;
+    second.sync(stomp_subscribe("chat:jobs", "w", "client-individual"), "s").await;
+    for i in 6..=24 {
+        producer.send(stomp_send("chat:jobs", &format!("m{i}"))).await;
+    }
+    producer.sync(stomp_send("chat:jobs", "m25"), "sent").await;
+    let more_a = first.messages(Duration::from_millis(500)).await;
+    let got_b = second.messages(Duration::from_millis(300)).await;
+    let mut all: Vec<String> = bodies(&more_a);
+    all.extend(bodies(&got_b));
+    all.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+    let want: Vec<String> = (6..=25).map(|i| format!("m{i}")).collect();
+    assert_eq!(all, want, "a got {:?}, b got {:?}", bodies(&more_a), bodies(&got_b));
+    // The first consumer ACKs one message; it holds the rest when its node dies.
+    first.sync(Frame::new(Verb::Ack).header("id", got_a[0].1.as_str()), "k").await;
+    let held: Vec<String> = bodies(&got_a)[1..].iter().chain(&bodies(&more_a)).cloned().collect();
+
+    a.kill9();
+    let killed = Instant::now();
+    let mut again = Vec::new();
+    while again.len() < held.len() && killed.elapsed() < Duration::from_secs(10) {
+        again.extend(second.messages(Duration::from_millis(300)).await);
+    }
+    let mut redelivered = bodies(&again);
+    redelivered.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+    let mut held_sorted = held.clone();
+    held_sorted.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+    assert_eq!(redelivered, held_sorted, "after {:?}", killed.elapsed());
+    assert!(again.iter().all(|g| g.2), "taken over from a dead node: redelivered {again:?}");
+    // Not before the dead node's heartbeat expired (presence_ttl is 1 s).
+    assert!(killed.elapsed() >= Duration::from_millis(300), "{:?}", killed.elapsed());
+
+    // The second consumer ACKs all but three and goes away: a consumer on the third node
+    // gets those three, redelivered, and nothing else.
+    let mut third = Stomp::connect(&c.url()).await;
+    third.sync(stomp_subscribe("chat:jobs", "w", "auto"), "s").await;
+    let mine: Vec<&(String, String, bool)> = got_b.iter().chain(&again).collect();
+    let (acked, unacked) = mine.split_at(mine.len() - 3);
+    let (last, acked) = acked.split_last().unwrap();
+    for m in acked {
+        second.send(Frame::new(Verb::Ack).header("id", m.1.as_str())).await;
+    }
+    second.sync(Frame::new(Verb::Ack).header("id", last.1.as_str()), "acked").await;
+    assert!(third.messages(Duration::from_millis(300)).await.is_empty());
+    second.sync(Frame::new(Verb::Disconnect), "bye").await;
+    let moved = third.messages(Duration::from_millis(1500)).await;
+    let mut moved_bodies = bodies(&moved);
+    moved_bodies.sort();
+    let mut want: Vec<String> = unacked.iter().map(|m| m.0.clone()).collect();
+    want.sort();
+    assert_eq!(moved_bodies, want);
+    assert!(moved.iter().all(|g| g.2), "{moved:?}");
+    // Everything was handled: nothing is left in Redis for anyone.
+    let mut late = Stomp::connect(&b.url()).await;
+    late.sync(stomp_subscribe("chat:jobs", "w", "auto"), "s").await;
+    assert!(late.messages(Duration::from_millis(1500)).await.is_empty());
+
+    // With Redis down, a send is refused with an ERROR frame, not dropped.
+    drop(redis);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    producer.send(stomp_send("chat:jobs", "lost?").header("receipt", "r")).await;
+    let e = producer.recv().await.unwrap();
+    assert_eq!(e.command, Verb::Error, "{e:?}");
+    assert!(e.get("message").unwrap().contains("broker unavailable"), "{e:?}");
+    drop((third, late));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -7,7 +7,7 @@
 
 use crate::metrics::Metrics;
 use crate::options::{HubOptions, NamespaceOptions};
-use crate::queue::Queues;
+use crate::queue::{QueueError, Queues};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -284,6 +284,8 @@ pub struct Hub {
     me: Weak<Hub>,
     #[cfg(feature = "redis")]
     redis: Option<Arc<crate::redis_broker::RedisBroker>>,
+    #[cfg(feature = "redis")]
+    redis_queues: Option<Arc<crate::redis_queue::RedisQueues>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -341,6 +343,8 @@ impl Hub {
             me: Weak::new(),
             #[cfg(feature = "redis")]
             redis: None,
+            #[cfg(feature = "redis")]
+            redis_queues: None,
         }
     }
 
@@ -390,6 +394,38 @@ impl Hub {
     /// The work queues.
     pub fn queues(&self) -> &Queues {
         &self.queues
+    }
+
+    /// Adds a message to the work queue `queue` (in Redis, with that broker, for a consumer
+    /// on any node).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Full`], [`QueueError::TooManyQueues`] or [`QueueError::Unavailable`].
+    pub async fn queue_send(
+        &self,
+        queue: &str,
+        body: Bytes,
+        headers: Vec<(String, String)>,
+    ) -> Result<(), QueueError> {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis_queues {
+            let r = redis.send(queue, &body, &headers, self.options.queue_limits.max_messages).await;
+            if r == Err(QueueError::Unavailable) {
+                self.metrics.broker_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            return r;
+        }
+        self.queues.send(queue, body, headers)
+    }
+
+    /// Returns once every ACK and NACK so far has reached the broker (at once with the
+    /// memory broker).
+    pub async fn queues_settled(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis_queues {
+            redis.flush().await;
+        }
     }
 
     /// Whether `client` may consume from (or, with `send`, send to) the queue `name`.

@@ -16,6 +16,7 @@
 
 use super::*;
 use crate::redis_broker::{Entry, RedisBroker, RedisOptions, Remote, Since};
+use crate::redis_queue::RedisQueues;
 
 /// Whether `entries` are exactly the publications `from + 1 ..= to`.
 fn contiguous(entries: &[Entry], from: u64, to: u64) -> bool {
@@ -40,16 +41,20 @@ impl Hub {
     pub fn with_redis(options: HubOptions, redis: RedisOptions) -> Result<Arc<Self>, String> {
         let broker = Arc::new(RedisBroker::new(redis)?);
         let node = new_epoch();
+        let queues = RedisQueues::new(broker.clone(), &node[..8]);
         let hub = Arc::new_cyclic(|me| {
             let mut hub = Self::new(options);
             hub.me = me.clone();
             hub.node = format!("{}.", &node[..8]);
             hub.redis = Some(broker.clone());
+            hub.queues.set_store(queues.store());
+            hub.redis_queues = Some(queues.clone());
             hub.lock().brokered = true;
             hub.metrics.broker_up.store(0, Ordering::Relaxed);
             hub
         });
         broker.start(Arc::downgrade(&hub));
+        queues.start(Arc::downgrade(&hub));
         Ok(hub)
     }
 

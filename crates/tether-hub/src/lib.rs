@@ -18,6 +18,8 @@ pub mod options;
 pub mod queue;
 #[cfg(feature = "redis")]
 pub mod redis_broker;
+#[cfg(feature = "redis")]
+mod redis_queue;
 pub mod server;
 pub mod stomp;
 pub mod web;

@@ -4,10 +4,14 @@
 //!
 //! Like channels, queues know no wire format: a front-end (STOMP) hands in a
 //! [`QueueOutlet`] per consumer and encodes each delivery itself.
+//!
+//! With a [`Store`] (the Redis broker), messages live in the store, shared by every node:
+//! this node holds only what it took for its own consumers, tells the store which messages
+//! were handled, and hands back what no consumer here wants any more.
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::hub::ClientId;
 
@@ -47,6 +51,30 @@ pub struct QueueMessage {
     pub body: Bytes,
     /// Headers the sender gave that travel with the message (such as `content-type`).
     pub headers: Vec<(String, String)>,
+    /// Where the message is kept in the [`Store`] (none in memory).
+    pub(crate) key: Option<Arc<str>>,
+}
+
+/// A message taken from the [`Store`] for this node's consumers.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct Arrival {
+    pub(crate) key: Arc<str>,
+    pub(crate) body: Bytes,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) redelivered: bool,
+}
+
+/// Where queue messages are kept when several nodes share them (the Redis broker). Calls
+/// come under the queues' lock, in order, and must not block.
+pub(crate) trait Store: Send + Sync {
+    /// This node starts (`true`) or stops consuming `queue`.
+    fn consume(&self, queue: &Arc<str>, on: bool);
+    /// These messages were handled: the store forgets them.
+    fn done(&self, queue: &Arc<str>, keys: Vec<Arc<str>>);
+    /// No consumer here wants these messages any more (with whether each was delivered
+    /// before): the store gives them to other nodes.
+    fn give_back(&self, queue: &Arc<str>, messages: Vec<(Arc<QueueMessage>, bool)>);
 }
 
 /// One delivery of a message to a consumer.
@@ -87,6 +115,10 @@ pub enum QueueError {
     /// The tag is not a message this connection holds unacknowledged.
     #[error("no unacknowledged message {0}")]
     UnknownTag(u64),
+    /// The broker (Redis) that keeps the queue cannot be reached: the message was not
+    /// taken; try again.
+    #[error("broker unavailable")]
+    Unavailable,
 }
 
 struct Pending {
@@ -109,6 +141,8 @@ struct Queue {
     consumers: Vec<Consumer>,
     /// The consumer that gets the next message.
     next: usize,
+    /// Whether the [`Store`] was told that this node consumes the queue.
+    consumed: bool,
 }
 
 impl Queue {
@@ -131,6 +165,7 @@ struct State {
 pub struct Queues {
     state: Mutex<State>,
     limits: QueueLimits,
+    store: OnceLock<Arc<dyn Store>>,
 }
 
 impl std::fmt::Debug for Queues {
@@ -142,7 +177,17 @@ impl std::fmt::Debug for Queues {
 impl Queues {
     /// Empty queues with `limits`.
     pub fn new(limits: QueueLimits) -> Self {
-        Self { state: Mutex::new(State::default()), limits }
+        Self { state: Mutex::new(State::default()), limits, store: OnceLock::new() }
+    }
+
+    /// Keeps messages in `store` from now on (set once, before any use).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set_store(&self, store: Arc<dyn Store>) {
+        let _ = self.store.set(store);
+    }
+
+    fn store(&self) -> Option<&dyn Store> {
+        self.store.get().map(|s| &**s)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -179,10 +224,42 @@ impl Queues {
             }
             return Err(QueueError::Full(queue.to_owned(), max));
         }
-        q.pending
-            .push_back(Pending { message: Arc::new(QueueMessage { id, body, headers }), redelivered: false });
-        Self::dispatch(state, &name);
+        q.pending.push_back(Pending {
+            message: Arc::new(QueueMessage { id, body, headers, key: None }),
+            redelivered: false,
+        });
+        self.dispatch(state, &name);
         Ok(())
+    }
+
+    /// Hands messages taken from the store to this node's consumers of `queue`; gives them
+    /// straight back when there are none (any more).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn arrive(&self, queue: &str, messages: Vec<Arrival>) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let first = state.next_id + 1;
+        state.next_id += messages.len() as u64;
+        let pending = messages.into_iter().zip(first..).map(|(a, id)| Pending {
+            message: Arc::new(QueueMessage { id, body: a.body, headers: a.headers, key: Some(a.key) }),
+            redelivered: a.redelivered,
+        });
+        let name = state
+            .queues
+            .get_key_value(queue)
+            .filter(|(_, q)| !q.consumers.is_empty())
+            .map(|(k, _)| k.clone());
+        match name.and_then(|n| Some((state.queues.get_mut(&n)?, n))) {
+            Some((q, name)) => {
+                q.pending.extend(pending);
+                self.dispatch(state, &name);
+            }
+            None => {
+                if let Some(store) = self.store() {
+                    store.give_back(&queue.into(), pending.map(|p| (p.message, p.redelivered)).collect());
+                }
+            }
+        }
     }
 
     /// Adds a consumer of `queue` for `client`'s `subscription`.
@@ -212,8 +289,12 @@ impl Queues {
             outlet,
             unacked: BTreeMap::new(),
         });
+        if let (false, Some(store)) = (q.consumed, self.store()) {
+            q.consumed = true;
+            store.consume(&name, true);
+        }
         state.subscriptions.insert((client, subscription), name.clone());
-        Self::dispatch(state, &name);
+        self.dispatch(state, &name);
         Ok(())
     }
 
@@ -229,7 +310,7 @@ impl Queues {
             .subscriptions
             .remove(&key)
             .ok_or_else(|| QueueError::NoSubscription(subscription.to_owned()))?;
-        Self::remove_consumer(&mut state, &name, client, subscription);
+        self.remove_consumer(&mut state, &name, client, subscription);
         Ok(())
     }
 
@@ -244,11 +325,11 @@ impl Queues {
             .collect();
         for (sub, queue) in mine {
             state.subscriptions.remove(&(client, sub.clone()));
-            Self::remove_consumer(&mut state, &queue, client, &sub);
+            self.remove_consumer(&mut state, &queue, client, &sub);
         }
     }
 
-    fn remove_consumer(state: &mut State, queue: &Arc<str>, client: ClientId, subscription: &str) {
+    fn remove_consumer(&self, state: &mut State, queue: &Arc<str>, client: ClientId, subscription: &str) {
         let Some(q) = state.queues.get_mut(queue) else { return };
         let Some(i) = q.consumers.iter().position(|c| c.client == client && &*c.subscription == subscription)
         else {
@@ -262,7 +343,7 @@ impl Queues {
             state.tags.remove(&tag);
             q.pending.push_front(Pending { message, redelivered: true });
         }
-        Self::dispatch(state, queue);
+        self.dispatch(state, queue);
     }
 
     /// Acknowledges the delivery `tag` of `client` (and, for a cumulative consumer, every
@@ -302,19 +383,28 @@ impl Queues {
             }
             _ => consumer.unacked.remove_entry(&tag).into_iter().collect(),
         };
+        let mut done = Vec::new();
         for (t, message) in settled.into_iter().rev() {
             state.tags.remove(&t);
             if requeue {
                 q.pending.push_front(Pending { message, redelivered: true });
+            } else {
+                done.extend(message.key.clone());
             }
         }
-        Self::dispatch(state, &name);
+        if let (false, Some(store)) = (done.is_empty(), self.store()) {
+            store.done(&name, done);
+        }
+        self.dispatch(state, &name);
         Ok(())
     }
 
     /// Hands waiting messages to consumers in turn; drops the queue when it is left empty.
-    fn dispatch(state: &mut State, name: &Arc<str>) {
+    /// With a store, a queue left without consumers gives its messages back to the store.
+    fn dispatch(&self, state: &mut State, name: &Arc<str>) {
         let Some(q) = state.queues.get_mut(name) else { return };
+        let store = self.store();
+        let mut done = Vec::new();
         while !q.pending.is_empty() && !q.consumers.is_empty() {
             let i = q.next % q.consumers.len();
             q.next = i + 1;
@@ -326,7 +416,11 @@ impl Queues {
                 consumer.unacked.insert(delivery.tag, delivery.message.clone());
                 state.tags.insert(delivery.tag, name.clone());
             }
-            if !consumer.outlet.deliver(&consumer.subscription, &delivery) {
+            let delivered = consumer.outlet.deliver(&consumer.subscription, &delivery);
+            if delivered && consumer.mode == AckMode::Auto {
+                done.extend(delivery.message.key.clone());
+            }
+            if !delivered {
                 // The connection is going: the message goes to someone else, and the
                 // consumer stops getting any until its session removes it.
                 let gone = q.consumers.remove(i);
@@ -339,6 +433,21 @@ impl Queues {
                         state.tags.remove(&tag);
                         q.pending.push_front(Pending { message, redelivered: true });
                     }
+                }
+            }
+        }
+        if let Some(store) = store {
+            if !done.is_empty() {
+                store.done(name, done);
+            }
+            if q.consumers.is_empty() {
+                if q.consumed {
+                    q.consumed = false;
+                    store.consume(name, false);
+                }
+                let back: Vec<_> = q.pending.drain(..).map(|p| (p.message, p.redelivered)).collect();
+                if !back.is_empty() {
+                    store.give_back(name, back);
                 }
             }
         }
@@ -452,6 +561,62 @@ mod tests {
             send(&q, "jobs", body);
         }
         assert_eq!(bodies(&b), ["1", "2", "3"]);
+    }
+
+    /// What the queues told their store.
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+
+    impl Store for Log {
+        fn consume(&self, queue: &Arc<str>, on: bool) {
+            self.0.lock().unwrap().push(format!("consume {queue} {on}"));
+        }
+        fn done(&self, queue: &Arc<str>, keys: Vec<Arc<str>>) {
+            self.0.lock().unwrap().push(format!("done {queue} {}", keys.join(",")));
+        }
+        fn give_back(&self, queue: &Arc<str>, messages: Vec<(Arc<QueueMessage>, bool)>) {
+            let m: Vec<String> = messages
+                .iter()
+                .map(|(m, r)| format!("{}{}", m.key.as_deref().unwrap_or("?"), if *r { "r" } else { "" }))
+                .collect();
+            self.0.lock().unwrap().push(format!("back {queue} {}", m.join(",")));
+        }
+    }
+
+    fn arrival(key: &str, redelivered: bool) -> Arrival {
+        Arrival { key: key.into(), body: Bytes::from(key.to_owned()), headers: Vec::new(), redelivered }
+    }
+
+    #[test]
+    fn a_store_hears_what_was_handled_and_gets_back_what_no_one_here_wants() {
+        let q = Queues::new(QueueLimits::default());
+        let log = Arc::new(Log::default());
+        q.set_store(log.clone());
+        let taken = |log: &Log| std::mem::take(&mut *log.0.lock().unwrap());
+        // Nobody here consumes: what arrives goes straight back, as it came.
+        q.arrive("jobs", vec![arrival("1-0", false), arrival("2-0", true)]);
+        assert_eq!(taken(&log), ["back jobs 1-0,2-0r"]);
+        let (a, b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+        q.subscribe(1, "s", "jobs", AckMode::Auto, a.clone()).unwrap();
+        q.subscribe(2, "s", "jobs", AckMode::Individual, b.clone()).unwrap();
+        assert_eq!(taken(&log), ["consume jobs true"]);
+        // Round robin: an auto consumer's message is done when sent, the other's when ACKed.
+        q.arrive("jobs", vec![arrival("3-0", false), arrival("4-0", true), arrival("5-0", false)]);
+        assert_eq!(bodies(&a), ["3-0", "5-0"]);
+        assert_eq!(bodies(&b), ["4-0"]);
+        assert!(b.got.lock().unwrap()[0].3, "redelivered travels with the message");
+        assert_eq!(taken(&log), ["done jobs 3-0,5-0"]);
+        q.arrive("jobs", vec![arrival("6-0", false)]);
+        assert_eq!(bodies(&b), ["4-0", "6-0"]);
+        let tags: Vec<u64> = b.got.lock().unwrap().iter().map(|g| g.1).collect();
+        q.ack(2, tags[0]).unwrap();
+        assert_eq!(taken(&log), ["done jobs 4-0"]);
+        // The last consumers leave: the held message goes back, marked delivered before.
+        q.unsubscribe(1, "s").unwrap();
+        assert!(taken(&log).is_empty());
+        q.disconnect(2);
+        assert_eq!(taken(&log), ["consume jobs false", "back jobs 6-0r"]);
+        assert_eq!(q.waiting("jobs"), 0);
     }
 
     #[test]

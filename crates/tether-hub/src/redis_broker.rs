@@ -253,6 +253,11 @@ impl RedisBroker {
         &self.options
     }
 
+    /// The client, for connections of their own.
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     /// Whether the connection to Redis is up.
     pub fn is_up(&self) -> bool {
         let live = self.live.load(Ordering::Relaxed);
@@ -371,7 +376,8 @@ impl RedisBroker {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn conn(&self) -> Result<MultiplexedConnection, HubError> {
+    /// The command connection, while it is up.
+    pub(crate) fn conn(&self) -> Result<MultiplexedConnection, HubError> {
         if !self.is_up() {
             return Err(HubError::Unavailable);
         }
@@ -575,18 +581,18 @@ fn position(epoch: &Value, offset: &Value) -> Result<StreamPosition, HubError> {
     })
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn as_array(v: &Value) -> Option<&[Value]> {
+pub(crate) fn as_array(v: &Value) -> Option<&[Value]> {
     match v {
         Value::Array(items) | Value::Set(items) => Some(items),
         _ => None,
     }
 }
 
-fn as_bytes(v: &Value) -> Option<&[u8]> {
+pub(crate) fn as_bytes(v: &Value) -> Option<&[u8]> {
     match v {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.as_bytes()),
@@ -594,7 +600,7 @@ fn as_bytes(v: &Value) -> Option<&[u8]> {
     }
 }
 
-fn as_str(v: &Value) -> Option<&str> {
+pub(crate) fn as_str(v: &Value) -> Option<&str> {
     as_bytes(v).and_then(|b| std::str::from_utf8(b).ok())
 }
 

@@ -221,7 +221,10 @@ fn hub_fail(what: &str, e: &HubError) -> Fail {
 }
 
 fn queue_fail(what: &str, e: &QueueError) -> Fail {
-    let close = if matches!(e, QueueError::Full(..) | QueueError::TooManyQueues(_)) { 1008 } else { 1002 };
+    let close = match e {
+        QueueError::Full(..) | QueueError::TooManyQueues(_) | QueueError::Unavailable => 1008,
+        _ => 1002,
+    };
     Fail { message: format!("{what}: {e}"), detail: String::new(), close, headers: Vec::new() }
 }
 
@@ -416,6 +419,11 @@ pub async fn serve_connection(
                     }
                 }
                 Ok(Step::Disconnect) => {
+                    // The session ends here: its queue messages go back now, not when the
+                    // client gets round to closing.
+                    if let Some((id, _)) = session.client.take() {
+                        session.hub.disconnect(id);
+                    }
                     let _ = sender.send_close(CloseCode::NORMAL, "");
                     closing = true;
                     break;
@@ -491,6 +499,7 @@ impl Session {
 
     async fn handle(&mut self, frame: Frame) -> Result<Step, Fail> {
         let receipt = frame.get("receipt").map(str::to_owned);
+        let settles = matches!(frame.command, Command::Ack | Command::Nack | Command::Commit);
         let step = match frame.command {
             Command::Connect | Command::Stomp => return self.connect(&frame).await.map(|()| Step::Connected),
             Command::Disconnect => Step::Disconnect,
@@ -540,6 +549,10 @@ impl Session {
             }
         };
         if let Some(r) = receipt {
+            if settles {
+                // The receipt says the ACK or NACK took effect, in Redis too.
+                self.hub.queues_settled().await;
+            }
             self.send(&Frame::new(Command::Receipt).header("receipt-id", r)).await;
         }
         Ok(step)
@@ -650,8 +663,8 @@ impl Session {
                     let what = format!("cannot send to /queue/{q}");
                     self.hub.check_queue(id, &q, true).map_err(|e| hub_fail(&what, &e))?;
                     self.hub
-                        .queues()
-                        .send(&q, frame.body.clone(), forwarded(frame))
+                        .queue_send(&q, frame.body.clone(), forwarded(frame))
+                        .await
                         .map_err(|e| queue_fail(&what, &e))?;
                 }
             },
