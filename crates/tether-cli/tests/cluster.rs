@@ -83,6 +83,9 @@ join_leave = true
 allow_publish = true
 allow_anonymous = true
 
+[queues]
+max_messages = 30
+
 [redis]
 presence_ttl_ms = 1000
 max_backoff_ms = 300
@@ -511,6 +514,17 @@ async fn queue_messages_go_to_one_consumer_and_a_dead_nodes_go_to_another() {
     let mut late = Stomp::connect(&b.url()).await;
     late.sync(stomp_subscribe("chat:jobs", "w", "auto"), "s").await;
     assert!(late.messages(Duration::from_millis(1500)).await.is_empty());
+
+    // A full queue (30 messages, counted in Redis) refuses a send with an ERROR frame.
+    let mut filler = Stomp::connect(&b.url()).await;
+    for i in 1..30 {
+        filler.send(stomp_send("chat:full", &format!("f{i}"))).await;
+    }
+    filler.sync(stomp_send("chat:full", "f30"), "30").await;
+    filler.send(stomp_send("chat:full", "f31")).await;
+    let e = filler.recv().await.unwrap();
+    assert_eq!(e.command, Verb::Error, "{e:?}");
+    assert!(e.get("message").unwrap().contains("is full"), "{e:?}");
 
     // With Redis down, a send is refused with an ERROR frame, not dropped.
     drop(redis);
