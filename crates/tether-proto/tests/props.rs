@@ -142,7 +142,7 @@ proptest! {
     }
 
     #[test]
-    fn mask_equals_naive(data in proptest::collection::vec(any::<u8>(), 0..100), key in any::<[u8; 4]>(), offset in 0usize..16) {
+    fn mask_equals_naive(data in proptest::collection::vec(any::<u8>(), 0..300), key in any::<[u8; 4]>(), offset in 0usize..16) {
         let (mut a, mut b) = (data.clone(), data);
         apply_mask(&mut a, key, offset);
         apply_mask_naive(&mut b, key, offset);

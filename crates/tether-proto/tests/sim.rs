@@ -296,3 +296,87 @@ fn ping_flood_keeps_at_most_32_pongs() {
         vec![Ok(Event::Pong(Bytes::from_static(&[98]))), Ok(Event::Pong(Bytes::from_static(&[99])))]
     );
 }
+
+#[test]
+fn split_transmit_writes_the_same_bytes_without_copying_large_payloads() {
+    let big = Bytes::from(vec![7u8; 20_000]);
+    let queue = |s: &mut Connection| {
+        s.send_text(Utf8Bytes::from_static("small")).unwrap();
+        s.send_binary(big.clone()).unwrap();
+        s.send_ping(Bytes::from_static(b"p")).unwrap();
+        s.send_binary(Bytes::from(vec![1u8; 100])).unwrap();
+        s.send_binary(big.clone()).unwrap();
+    };
+    let mut whole = Connection::server(Config::default());
+    queue(&mut whole);
+    let want = transmit(&mut whole);
+
+    let mut split = Connection::server(Config::default());
+    queue(&mut split);
+    let (mut got, mut tails) = (Vec::new(), 0);
+    loop {
+        let mut buf = Vec::new();
+        let (any, tail) = split.poll_transmit_split(&mut buf, 8192);
+        if !any {
+            break;
+        }
+        got.extend_from_slice(&buf);
+        if let Some(t) = tail {
+            // The payload itself, not a copy.
+            assert_eq!(t.as_ptr(), big.as_ptr());
+            got.extend_from_slice(&t);
+            tails += 1;
+        }
+    }
+    assert_eq!(tails, 2);
+    assert_eq!(got, want);
+    assert_eq!(split.stats().bytes_sent, whole.stats().bytes_sent);
+    assert_eq!(split.buffered_amount(), 0);
+
+    // A client masks every frame: nothing is written in place.
+    let mut c = client(Config::default());
+    c.send_binary(big.clone()).unwrap();
+    let mut buf = Vec::new();
+    let (any, tail) = c.poll_transmit_split(&mut buf, 8192);
+    assert!(any && tail.is_none() && buf.len() > 20_000);
+}
+
+#[test]
+fn reading_in_place_hands_out_a_large_binary_message_without_copying() {
+    // A client's masked 20,000-byte binary frame, fed to a server in three reads straight
+    // into its input buffer.
+    let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let mut c = client(Config::default());
+    c.send_binary(Bytes::from(payload.clone())).unwrap();
+    let wire = transmit(&mut c);
+    let mut s = Connection::server(Config::default());
+    let mut fed = 0;
+    let mut start = None;
+    for part in [&wire[..1000], &wire[1000..12_000], &wire[12_000..]] {
+        let want = if fed == 0 { wire.len() } else { s.input_wanted() };
+        assert!(want >= wire.len() - fed, "{want} {fed}");
+        let buf = s.input_buffer(want);
+        start.get_or_insert(buf.as_ptr() as usize);
+        buf.extend_from_slice(part);
+        s.input_added(part.len());
+        fed += part.len();
+        let ev = events(&mut s);
+        if fed < wire.len() {
+            assert!(ev.is_empty(), "{ev:?}");
+        } else {
+            match &ev[..] {
+                [Ok(Event::Binary(b))] => {
+                    assert_eq!(&b[..], &payload[..]);
+                    // In the buffer it was read into, after the frame header.
+                    let at = b.as_ptr() as usize;
+                    assert!(at > start.unwrap() && at - start.unwrap() <= MAX_HEADER_LEN, "copied");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(s.stats().bytes_received, wire.len() as u64);
+    assert_eq!(s.input_wanted(), 0);
+    s.release_input();
+    assert_eq!(s.input_buffer(0).capacity(), 0);
+}

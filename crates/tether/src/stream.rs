@@ -3,6 +3,7 @@
 
 use crate::message::{close_parts, from_event};
 use crate::{driver, Error, Message, WebSocket};
+use bytes::{Buf, Bytes};
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::cell::RefCell;
@@ -11,8 +12,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
-use tether_proto::{CloseCode, Closed, Connection, Stats, UsageError};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tether_proto::frame::MAX_HEADER_LEN;
+use tether_proto::{CloseCode, Closed, Connection, Event, Stats, UsageError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Reads go into one buffer per thread, so an idle connection holds no read buffer: only
@@ -20,6 +22,12 @@ use tokio::net::TcpStream;
 const SCRATCH: usize = 64 * 1024;
 /// Above this, the write buffer is given back once written out.
 const KEEP_WRITE_BUF: usize = 64 * 1024;
+/// A frame this large is read straight into the connection's input buffer (no copy from
+/// the scratch buffer), at most this much ahead of what has arrived.
+const READ_IN_PLACE: usize = 8 * 1024;
+/// Payloads this large are written from where they are (a vectored write after their
+/// frame header), not copied into the write buffer.
+const WRITE_IN_PLACE: usize = 8 * 1024;
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
@@ -46,10 +54,13 @@ where
     pub(crate) fn direct(mut self) -> WebSocketStream<S> {
         self.conn.handle_bytes(&self.leftover);
         WebSocketStream {
+            vectored: self.io.is_write_vectored(),
             io: self.io,
             conn: self.conn,
             out: Vec::new(),
             written: 0,
+            tail: None,
+            read_hint: 0,
             eof: false,
             shut: false,
             done: false,
@@ -80,6 +91,13 @@ pub struct WebSocketStream<S> {
     /// Encoded frames; `out[written..]` is not written yet.
     out: Vec<u8>,
     written: usize,
+    /// A payload written in place, after `out` (what is left of it).
+    tail: Option<Bytes>,
+    /// Whether the socket writes several buffers at once (plain TCP does; TLS does not).
+    vectored: bool,
+    /// The size of the last message with its header when it was large (0 otherwise): the
+    /// next one is likely as large, and read in place.
+    read_hint: usize,
     eof: bool,
     shut: bool,
     /// The stream has ended (`None` was returned).
@@ -106,7 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     /// Bytes queued and not yet written to the socket, like the browser's `bufferedAmount`.
     pub fn buffered_amount(&self) -> usize {
-        self.conn.buffered_amount() + self.out.len() - self.written
+        self.conn.buffered_amount() + self.out.len() - self.written + self.tail.as_ref().map_or(0, Bytes::len)
     }
 
     /// How the connection ended, once it has.
@@ -122,26 +140,71 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Writes queued frames; `Ready(Ok)` once everything is written and flushed.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if self.written == self.out.len() {
+            if self.written == self.out.len() && self.tail.is_none() {
                 self.written = 0;
                 self.out.clear();
                 if self.out.capacity() > KEEP_WRITE_BUF {
                     self.out = Vec::new();
                 }
-                if !self.conn.poll_transmit(&mut self.out) {
+                let any = if self.vectored {
+                    let (any, tail) = self.conn.poll_transmit_split(&mut self.out, WRITE_IN_PLACE);
+                    self.tail = tail;
+                    any
+                } else {
+                    self.conn.poll_transmit(&mut self.out)
+                };
+                if !any {
                     return Pin::new(&mut self.io).poll_flush(cx);
                 }
             }
-            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..])) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.written += n,
-                Err(e) => return Poll::Ready(Err(e)),
+            let head = &self.out[self.written..];
+            let io = Pin::new(&mut self.io);
+            let n = match (&self.tail, head.is_empty()) {
+                (None, _) => ready!(io.poll_write(cx, head)),
+                (Some(tail), true) => ready!(io.poll_write(cx, tail)),
+                (Some(tail), false) => {
+                    ready!(io.poll_write_vectored(cx, &[io::IoSlice::new(head), io::IoSlice::new(tail)]))
+                }
+            }?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let from_head = n.min(head.len());
+            self.written += from_head;
+            if let Some(tail) = &mut self.tail {
+                tail.advance(n - from_head);
+                if tail.is_empty() {
+                    self.tail = None;
+                }
             }
         }
     }
 
-    /// Reads once into the thread's scratch buffer and feeds the core; `Ok(0)` at the end.
+    /// Reads once and feeds the core; `Ok(0)` at the end. A large frame is read straight
+    /// into the core's buffer; anything else into the thread's scratch buffer.
     fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let want = self.conn.input_wanted().max(self.read_hint);
+        let r = if want >= READ_IN_PLACE {
+            self.poll_read_in_place(cx, want)
+        } else {
+            self.poll_read_scratch(cx)
+        };
+        if r.is_pending() {
+            // Between messages: an idle connection keeps no input buffer.
+            self.conn.release_input();
+        }
+        r
+    }
+
+    fn poll_read_in_place(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        let buf = self.conn.input_buffer(want.min(SCRATCH));
+        let read = std::pin::pin!(self.io.read_buf(buf));
+        let n = ready!(read.poll(cx))?;
+        self.conn.input_added(n);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_read_scratch(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let (io, conn) = (&mut self.io, &mut self.conn);
         let mut read = |buf: &mut [u8]| {
             let mut rb = ReadBuf::new(buf);
@@ -183,10 +246,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 self.conn.handle_timeout(*now.get_or_insert_with(Instant::now));
             }
             match self.conn.poll_event() {
-                Ok(Some(event)) => match from_event(event) {
-                    Some(msg) => return Poll::Ready(Some(Ok(msg))),
-                    None => continue,
-                },
+                Ok(Some(event)) => {
+                    let size = match &event {
+                        Event::Binary(b) => Some(b.len()),
+                        Event::Text(t) => Some(t.len()),
+                        _ => None,
+                    };
+                    if let Some(n) = size {
+                        self.read_hint = if n >= READ_IN_PLACE { n + MAX_HEADER_LEN } else { 0 };
+                    }
+                    match from_event(event) {
+                        Some(msg) => return Poll::Ready(Some(Ok(msg))),
+                        None => continue,
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => {
                     self.send_failure_close(cx);
@@ -362,6 +435,22 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

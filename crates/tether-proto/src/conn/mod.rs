@@ -273,6 +273,45 @@ impl Connection {
         self.inbuf.extend_from_slice(data);
     }
 
+    /// For a shell that reads straight into the connection, saving the copy that
+    /// [`handle_bytes`](Self::handle_bytes) makes: the input buffer, with room for at least
+    /// `additional` more bytes. Only append to it, then report how much with
+    /// [`input_added`](Self::input_added).
+    pub fn input_buffer(&mut self, additional: usize) -> &mut BytesMut {
+        self.inbuf.reserve(additional);
+        &mut self.inbuf
+    }
+
+    /// `n` bytes were appended to the [`input_buffer`](Self::input_buffer) (dropped again
+    /// when the connection reads no more, as with [`handle_bytes`](Self::handle_bytes)).
+    pub fn input_added(&mut self, n: usize) {
+        if !matches!(self.state, State::Open | State::CloseSent) {
+            let keep = self.inbuf.len().saturating_sub(n);
+            self.inbuf.truncate(keep);
+            return;
+        }
+        if n > 0 {
+            self.activity = true;
+            self.stats.bytes_received += n as u64;
+        }
+    }
+
+    /// Bytes still missing from the frame being received, once its header is here (0
+    /// before): how much room a shell reading straight into the connection should make.
+    pub fn input_wanted(&self) -> usize {
+        self.frame.as_ref().map_or(0, |f| {
+            usize::try_from(f.remaining).unwrap_or(usize::MAX).saturating_sub(self.inbuf.len())
+        })
+    }
+
+    /// Lets go of the input buffer's memory when it holds nothing (between messages, so
+    /// that an idle connection keeps no buffer).
+    pub fn release_input(&mut self) {
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
+            self.inbuf = BytesMut::new();
+        }
+    }
+
     /// The peer closed its side of TCP. Without a close handshake this ends the connection
     /// with 1006 (RFC 6455 7.1.5).
     pub fn handle_eof(&mut self) {

@@ -144,6 +144,19 @@ impl Connection {
             }
             return self.deliver(header.opcode == OpCode::Text, payload);
         }
+        // A binary single-frame message waits until it is all here, then goes out in one
+        // piece without copying (text is checked for UTF-8 as it comes, to fail fast).
+        if self.message.is_none()
+            && header.fin
+            && !header.rsv1
+            && header.opcode == OpCode::Binary
+            && frame.remaining == header.payload_len
+        {
+            // Room for what is missing, but no more than 64 KiB ahead of what has arrived:
+            // a peer that announces a large frame and sends nothing gets no large buffer.
+            self.inbuf.reserve((len - self.inbuf.len()).min(64 * 1024));
+            return Ok(None);
+        }
         let take = (frame.remaining as usize).min(self.inbuf.len());
         if take == 0 && frame.remaining > 0 {
             return Ok(None);

@@ -159,39 +159,66 @@ impl Connection {
     /// Appends the next frames to send to `buf` (a pending pong first, then queued frames in
     /// order), stopping once `buf` holds 64 KiB or more. Returns whether it appended anything.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> bool {
+        self.transmit(buf, usize::MAX).0
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), for a shell with vectored writes: it
+    /// stops at the first frame whose payload is `min_split` bytes or more and needs no
+    /// masking (a server's, or one encoded once for many connections), appends only that
+    /// frame's header, and returns its payload uncopied, to be written right after `buf`.
+    /// Returns whether there is anything to write, and that payload.
+    pub fn poll_transmit_split(&mut self, buf: &mut Vec<u8>, min_split: usize) -> (bool, Option<Bytes>) {
+        self.transmit(buf, min_split)
+    }
+
+    fn transmit(&mut self, buf: &mut Vec<u8>, min_split: usize) -> (bool, Option<Bytes>) {
         const SOFT_LIMIT: usize = 64 * 1024;
         let start = buf.len();
         while let Some(pong) = self.pending_pongs.pop_front() {
             self.buffered -= pong.len() + MAX_HEADER_LEN;
             self.encode(OpCode::Pong, false, &pong, buf);
         }
+        let mut split = None;
         while buf.len() < SOFT_LIMIT {
             let Some(frame) = self.out.pop_front() else { break };
             self.buffered -= frame.wire_len(self.role == Role::Client);
+            let whole = frame.payload.len() >= min_split && (frame.prepared || self.mask.is_none());
+            if whole {
+                if !frame.prepared {
+                    self.encode_header(frame.opcode, frame.rsv1, None, frame.payload.len(), buf);
+                }
+                split = Some(frame.payload);
+                break;
+            }
             if frame.prepared {
                 buf.extend_from_slice(&frame.payload);
             } else {
                 self.encode(frame.opcode, frame.rsv1, &frame.payload, buf);
             }
         }
-        self.stats.bytes_sent += (buf.len() - start) as u64;
-        buf.len() > start
+        let tail = split.as_ref().map_or(0, Bytes::len);
+        self.stats.bytes_sent += (buf.len() - start + tail) as u64;
+        (buf.len() > start || split.is_some(), split)
+    }
+
+    fn encode_header(
+        &self,
+        opcode: OpCode,
+        rsv1: bool,
+        mask: Option<[u8; 4]>,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) {
+        let header =
+            FrameHeader { fin: true, rsv1, rsv2: false, rsv3: false, opcode, mask, payload_len: len as u64 };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        buf.extend_from_slice(&head[..n]);
     }
 
     fn encode(&mut self, opcode: OpCode, rsv1: bool, payload: &[u8], buf: &mut Vec<u8>) {
         let mask = self.mask.as_mut().map(|m| m());
-        let header = FrameHeader {
-            fin: true,
-            rsv1,
-            rsv2: false,
-            rsv3: false,
-            opcode,
-            mask,
-            payload_len: payload.len() as u64,
-        };
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let n = header.encode(&mut head);
-        buf.extend_from_slice(&head[..n]);
+        self.encode_header(opcode, rsv1, mask, payload.len(), buf);
         let at = buf.len();
         buf.extend_from_slice(payload);
         if let Some(key) = mask {
