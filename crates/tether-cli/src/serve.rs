@@ -54,7 +54,8 @@ pub(crate) struct Args {
     #[arg(long, env = "TETHER_TOKEN_RSA_PUBLIC_KEY", value_name = "FILE")]
     token_rsa_public_key: Option<PathBuf>,
     /// Share channels, history and presence with other nodes through Redis:
-    /// redis://[user:password@]host:port[/db] or rediss:// (TLS) [default: memory, one node].
+    /// redis://[user:password@]host:port[/db], rediss:// (TLS), or
+    /// redis+sentinel://host:port[,host:port…]/service[/db] [default: memory, one node].
     #[arg(long, env = "TETHER_BROKER", value_name = "URL")]
     broker: Option<String>,
     /// Publish demo prices to ticker:prices twice a second.
@@ -322,8 +323,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let hub = match &broker {
         None => Arc::new(Hub::new(hub_options)),
         Some(url) => {
-            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-                bail!("broker {url:?} must be \"memory\" or a redis:// or rediss:// URL");
+            if !["redis://", "rediss://", "redis+sentinel://"].iter().any(|s| url.starts_with(s)) {
+                bail!("broker {url:?} must be \"memory\" or a redis://, rediss:// or redis+sentinel:// URL");
             }
             let redis = file.redis.as_ref().map_or(Ok(tether_hub::RedisOptions::new(url.clone())), |r| {
                 r.apply(tether_hub::RedisOptions::new(url.clone()))

@@ -32,8 +32,18 @@ impl Redis {
     }
 
     fn on(port: u16) -> Self {
+        Self::with(port, &[])
+    }
+
+    /// A replica of the server on `master`.
+    fn replica_of(master: u16) -> Self {
+        Self::with(free_port(), &["--replicaof", "127.0.0.1", &master.to_string()])
+    }
+
+    fn with(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -100,10 +110,14 @@ struct Node {
 
 impl Node {
     fn start(redis: &Redis, dir: &std::path::Path) -> Self {
+        Self::start_url(&redis.url(), dir)
+    }
+
+    fn start_url(broker: &str, dir: &std::path::Path) -> Self {
         let conf = dir.join("node.toml");
         std::fs::write(&conf, CONFIG).unwrap();
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--broker", &redis.url(), "--config"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--broker", broker, "--config"])
             .arg(&conf)
             .env("TETHER_LOG", "tether_hub=debug,info")
             .stdin(Stdio::null())
@@ -537,6 +551,103 @@ async fn queue_messages_go_to_one_consumer_and_a_dead_nodes_go_to_another() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `redis-cli -p PORT ARGS…`, its output.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `redis-server --sentinel` watching the master on `master` as `tether-test`, with a
+/// quick failover; killed on drop.
+struct Sentinel {
+    port: u16,
+    child: Child,
+}
+
+impl Sentinel {
+    fn start(master: u16, dir: &std::path::Path) -> Self {
+        let port = free_port();
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\nsentinel monitor tether-test 127.0.0.1 {master} 1\n\
+             sentinel down-after-milliseconds tether-test 500\nsentinel failover-timeout tether-test 2000\n"
+        );
+        std::fs::write(&conf, text).unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < WAIT, "redis sentinel did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, child }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_follows_a_sentinel_failover_to_the_new_master() {
+    let dir = temp_dir("sentinel");
+    let master = Redis::start();
+    let replica = Redis::replica_of(master.port);
+    let sentinel = Sentinel::start(master.port, &dir);
+    // Sentinel must know the replica before it can promote it.
+    let start = Instant::now();
+    while !redis_cli(sentinel.port, &["SENTINEL", "REPLICAS", "tether-test"])
+        .contains(&replica.port.to_string())
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "sentinel never saw the replica");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let node = Node::start_url(&format!("redis+sentinel://127.0.0.1:{}/tether-test", sentinel.port), &dir);
+    let mut c = Client::connect(&node.url(), "s").await.unwrap();
+    c.ok("subscribe", json!({ "channel": "chat:s" })).await.unwrap();
+    c.ok("publish", json!({ "channel": "chat:s", "data": "before" })).await.unwrap();
+    assert_eq!(c.publication().await.unwrap()["data"], "before");
+
+    drop(master);
+    let killed = Instant::now();
+    // Refused while there is no master; accepted again once Sentinel has promoted the
+    // replica and the node has asked it where the master is.
+    let mut refused = 0;
+    loop {
+        match c.call("publish", json!({ "channel": "chat:s", "data": "after" })).await {
+            Ok(r) if r.get("error").is_none() => break,
+            Ok(r) => {
+                assert_eq!(r["error"]["code"], 112, "{r}");
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "no new master after {:?}", killed.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(refused > 0);
+    assert!(
+        redis_cli(replica.port, &["ROLE"]).starts_with("master"),
+        "{}",
+        redis_cli(replica.port, &["ROLE"])
+    );
+    // The subscriber gets the new publication, whether its node kept it or it must resubscribe.
+    let mut fresh = Client::connect(&node.url(), "t").await.unwrap();
+    fresh.ok("subscribe", json!({ "channel": "chat:s" })).await.unwrap();
+    fresh.ok("publish", json!({ "channel": "chat:s", "data": "later" })).await.unwrap();
+    assert_eq!(fresh.publication().await.unwrap()["data"], "later");
+    drop((c, node, sentinel));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// What one subscriber of the fault run saw.
 #[derive(Debug, Default)]
 struct Seen {
@@ -746,7 +857,7 @@ async fn health_and_metrics_report_redis_down_and_publishes_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("must be \"memory\" or a redis:// or rediss:// URL"), "{err}");
+    assert!(err.contains("must be \"memory\" or a redis://, rediss:// or redis+sentinel:// URL"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -33,7 +33,9 @@ use std::time::Duration;
 /// Settings of the `redis` broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, or
+    /// `redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]` for the master
+    /// that Redis Sentinel names (asked again at every reconnect, so a failover is followed).
     pub url: String,
     /// Prefix of every key and Pub/Sub channel, so that several hubs can share a Redis.
     pub prefix: String,
@@ -193,10 +195,61 @@ return redis.call('hgetall', KEYS[1])
 "
 );
 
+/// Where the broker finds Redis.
+enum Target {
+    /// One server.
+    Direct(redis::Client),
+    /// The master of `service`, as the first Sentinel that answers says.
+    Sentinel { sentinels: Vec<String>, service: String, redis: redis::RedisConnectionInfo },
+}
+
+/// Reads a `redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]` URL;
+/// `None` for any other scheme.
+fn sentinel_target(url: &str) -> Option<Result<Target, String>> {
+    let rest = url.strip_prefix("redis+sentinel://")?;
+    let usage = "expected redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB]";
+    Some((|| {
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((auth, rest)) => (Some(auth), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest.split_once('/').ok_or(usage)?;
+        let mut path = path.split('/');
+        let service = path.next().filter(|s| !s.is_empty()).ok_or(usage)?;
+        let db = match path.next().filter(|d| !d.is_empty()) {
+            Some(d) => Some(d.parse::<i64>().map_err(|_| format!("bad database number {d:?}: {usage}"))?),
+            None => None,
+        };
+        let sentinels: Vec<String> =
+            hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("redis://{h}")).collect();
+        if sentinels.is_empty() {
+            return Err(usage.to_owned());
+        }
+        for s in &sentinels {
+            redis::IntoConnectionInfo::into_connection_info(s.as_str())
+                .map_err(|e| format!("bad Sentinel address {s:?}: {e}"))?;
+        }
+        let mut redis = redis::RedisConnectionInfo::default().set_protocol(redis::ProtocolVersion::RESP3);
+        if let Some(auth) = auth {
+            let (user, password) = auth.split_once(':').unwrap_or(("", auth));
+            if !user.is_empty() {
+                redis = redis.set_username(user);
+            }
+            redis = redis.set_password(password);
+        }
+        if let Some(db) = db {
+            redis = redis.set_db(db);
+        }
+        Ok(Target::Sentinel { sentinels, service: service.to_owned(), redis })
+    })())
+}
+
 /// The connection to Redis, shared by the hub's tasks.
 pub struct RedisBroker {
     options: RedisOptions,
-    client: redis::Client,
+    target: Target,
+    /// The client of the server connected to last (for connections of their own).
+    client: Mutex<Option<redis::Client>>,
     conn: Mutex<Option<MultiplexedConnection>>,
     /// Channels this connection is subscribed to; subscription changes go one at a time.
     subscribed: tokio::sync::Mutex<HashSet<Arc<str>>>,
@@ -227,14 +280,22 @@ fn unavailable(e: redis::RedisError) -> HubError {
 impl RedisBroker {
     /// Checks the URL; connecting happens in [`start`](Self::start), in the background.
     pub(crate) fn new(options: RedisOptions) -> Result<Self, String> {
-        let info: redis::ConnectionInfo =
-            redis::IntoConnectionInfo::into_connection_info(options.url.as_str())
-                .map_err(|e| format!("invalid Redis URL {:?}: {e}", options.url))?;
-        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings)).map_err(|e| e.to_string())?;
+        let target = match sentinel_target(&options.url) {
+            Some(t) => t.map_err(|e| format!("invalid Redis URL {:?}: {e}", options.url))?,
+            None => {
+                let info: redis::ConnectionInfo =
+                    redis::IntoConnectionInfo::into_connection_info(options.url.as_str())
+                        .map_err(|e| format!("invalid Redis URL {:?}: {e}", options.url))?;
+                let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+                Target::Direct(
+                    redis::Client::open(info.set_redis_settings(settings)).map_err(|e| e.to_string())?,
+                )
+            }
+        };
         Ok(Self {
             options,
-            client,
+            target,
+            client: Mutex::new(None),
             conn: Mutex::new(None),
             subscribed: tokio::sync::Mutex::new(HashSet::new()),
             generation: AtomicU64::new(0),
@@ -253,9 +314,37 @@ impl RedisBroker {
         &self.options
     }
 
-    /// The client, for connections of their own.
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// The client of the server connected to last, for connections of their own.
+    pub(crate) fn client(&self) -> Option<redis::Client> {
+        self.client.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The server to connect to: the one configured, or the master Sentinel names now.
+    async fn server(&self) -> redis::RedisResult<redis::Client> {
+        let client = match &self.target {
+            Target::Direct(client) => client.clone(),
+            Target::Sentinel { sentinels, service, redis } => {
+                let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(redis.clone());
+                let mut sentinel = redis::sentinel::SentinelClient::build(
+                    sentinels.clone(),
+                    service.as_str(),
+                    Some(node),
+                    redis::sentinel::SentinelServerType::Master,
+                )?;
+                match tokio::time::timeout(self.options.command_timeout, sentinel.async_get_client()).await {
+                    Ok(client) => client?,
+                    Err(_) => {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "no Sentinel answered in time",
+                        )))
+                    }
+                }
+            }
+        };
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
+        Ok(client)
     }
 
     /// Whether the connection to Redis is up.
@@ -369,7 +458,8 @@ impl RedisBroker {
             .set_connection_timeout(Some(self.options.command_timeout))
             .set_response_timeout(Some(self.options.command_timeout))
             .set_push_sender(pushes);
-        Ok((generation, self.client.get_multiplexed_async_connection_with_config(&config).await?))
+        let client = self.server().await?;
+        Ok((generation, client.get_multiplexed_async_connection_with_config(&config).await?))
     }
 
     fn lock_conn(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
@@ -654,6 +744,27 @@ fn decode_remote(payload: &[u8]) -> Option<Remote> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sentinel_urls() {
+        assert!(sentinel_target("redis://127.0.0.1:6379").is_none());
+        match sentinel_target("redis+sentinel://u:p@127.0.0.1:26379,127.0.0.2:26380/main/2") {
+            Some(Ok(Target::Sentinel { sentinels, service, redis })) => {
+                assert_eq!(sentinels, ["redis://127.0.0.1:26379", "redis://127.0.0.2:26380"]);
+                assert_eq!(service, "main");
+                assert_eq!((redis.username(), redis.password(), redis.db()), (Some("u"), Some("p"), 2));
+            }
+            _ => panic!("not read"),
+        }
+        for bad in [
+            "redis+sentinel://127.0.0.1:26379",
+            "redis+sentinel://127.0.0.1:26379/",
+            "redis+sentinel:///main",
+            "redis+sentinel://h:1/main/x",
+        ] {
+            assert!(matches!(sentinel_target(bad), Some(Err(_))), "{bad}");
+        }
+    }
 
     #[test]
     fn pubsub_payloads_decode() {

@@ -437,7 +437,11 @@ impl RedisQueues {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.command_timeout))
             .set_response_timeout(Some(options.command_timeout + BLOCK));
-        let mut c = self.broker.client().get_multiplexed_async_connection_with_config(&config).await?;
+        let client = self
+            .broker
+            .client()
+            .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "not connected to Redis yet")))?;
+        let mut c = client.get_multiplexed_async_connection_with_config(&config).await?;
         // Alive before reading: no other node may take what this one is about to read.
         self.heartbeat_on(&mut c).await?;
         let id: u64 = redis::cmd("CLIENT").arg("ID").query_async(&mut c).await?;
