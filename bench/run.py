@@ -21,7 +21,7 @@ the servers apart. Cases are repeated (--repeats, default 3) with the servers in
 inside each repeat; the report gives medians and min-max and each server's ratio to
 tether. Writes bench/RESULTS.md and bench/results/compare.raw.jsonl.
 
-usage: bench/run.py [--repeats N] [--duration SECS] [--only echo,memory,handshake]
+usage: bench/run.py [--repeats N] [--duration SECS] [--only echo,memory,handshake] [--report-only]
 """
 import argparse
 import datetime
@@ -163,7 +163,7 @@ def ratio(values, base):
     return f"{statistics.median(values) / statistics.median(base):.2f}"
 
 
-def report(rows, opts, vers):
+def report(rows, opts, vers, date=None):
     names = list(SERVERS)
     pick = lambda case, name, key, **kw: [
         r[key] for r in rows if r["case"] == case and r["server"] == name
@@ -176,7 +176,7 @@ def report(rows, opts, vers):
     lines = [
         "# tether beside other WebSocket servers",
         "",
-        f"Measured {datetime.date.today()} on {platform.machine()} ({cpu}), {os.cpu_count()} cores, "
+        f"Measured {date or datetime.date.today()} on {platform.machine()} ({cpu}), {os.cpu_count()} cores, "
         f"Linux {platform.release()}, loopback. Each server pinned to core 0, the loader (`tether bench`) "
         f"to core 1. {opts.repeats} repeats, servers interleaved within each repeat, a fresh server "
         "process per measurement; median (min-max). Compare ratios within this run, not numbers "
@@ -237,10 +237,63 @@ def report(rows, opts, vers):
                          f"{pct('handshake', n, 'server_cpu_s', 'seconds'):.0f} | "
                          f"{pct('handshake', n, 'loader_cpu_s', 'seconds'):.0f} | {errs} |")
         lines.append("")
-    lines += ["Raw results (one JSON object per measurement): `bench/results/compare.raw.jsonl`."]
+    lines += ["Raw results (one JSON object per measurement): `bench/results/compare.raw.jsonl`. "
+              "Chart of the echo cases: `bench/results/echo.svg`."]
     with open(os.path.join(ROOT, "bench/RESULTS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def chart(rows, names):
+    """bench/results/echo.svg: the echo cases as grouped bars (median, with a min-max line),
+    throughput on top and messages per server CPU-second below. Plain SVG, no plotting library."""
+    panels = [("messages/s", "messages_per_s"), ("messages per server CPU-second", "per_server_cpu_s")]
+    bar, gap, left, top, height = 14, 18, 70, 40, 200
+    group = bar * len(names) + gap
+    width = left + group * len(ECHO_CASES) + 20
+    total = top + len(panels) * (height + 70) + 20 * len(names)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" '
+           'font-family="sans-serif" font-size="11">',
+           f'<rect width="{width}" height="{total}" fill="white"/>',
+           f'<text x="{left}" y="18" font-size="14">Echo: tether beside other servers (bench/RESULTS.md)</text>']
+    for p, (title, key) in enumerate(panels):
+        y0 = top + p * (height + 70)
+        vals = {(c, n): [r[key] for r in rows if r["case"] == "echo" and r["server"] == n
+                         and (r["connections"], r["size"]) == c and r.get(key)]
+                for c in ECHO_CASES for n in names}
+        peak = max((max(v) for v in vals.values() if v), default=1)
+        out.append(f'<text x="{left}" y="{y0 + 12}">{title} (median, line: min-max)</text>')
+        base = y0 + 20 + height
+        out.append(f'<line x1="{left}" y1="{base}" x2="{width - 10}" y2="{base}" stroke="black"/>')
+        for tick in range(0, 5):
+            v = peak * tick / 4
+            y = base - height * tick / 4
+            out.append(f'<text x="{left - 6}" y="{y + 4:.0f}" text-anchor="end">{v / 1000:,.0f}k</text>')
+        for i, c in enumerate(ECHO_CASES):
+            x0 = left + 10 + i * group
+            for j, n in enumerate(names):
+                v = vals[(c, n)]
+                if not v:
+                    continue
+                x = x0 + j * bar
+                h = height * statistics.median(v) / peak
+                out.append(f'<rect x="{x}" y="{base - h:.1f}" width="{bar - 2}" height="{h:.1f}" '
+                           f'fill="{COLORS[j % len(COLORS)]}"><title>{n}: {statistics.median(v):,.0f}</title></rect>')
+                lo, hi = (base - height * m / peak for m in (min(v), max(v)))
+                mid = x + (bar - 2) / 2
+                out.append(f'<line x1="{mid}" y1="{lo:.1f}" x2="{mid}" y2="{hi:.1f}" stroke="black"/>')
+            out.append(f'<text x="{x0 + bar * len(names) / 2:.0f}" y="{base + 14}" text-anchor="middle">'
+                       f'{c[0]} x {c[1]} B</text>')
+    y = top + len(panels) * (height + 70) - 30
+    for j, n in enumerate(names):
+        out.append(f'<rect x="{left}" y="{y + 20 * j}" width="12" height="12" fill="{COLORS[j % len(COLORS)]}"/>'
+                   f'<text x="{left + 18}" y="{y + 20 * j + 10}">{n}</text>')
+    out.append("</svg>")
+    with open(os.path.join(ROOT, "bench/results/echo.svg"), "w") as f:
+        f.write("\n".join(out) + "\n")
 
 
 def main():
@@ -250,29 +303,48 @@ def main():
     ap.add_argument("--only", default="echo,memory,handshake")
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write RESULTS.md and the chart again from bench/results/compare.raw.jsonl")
     opts = ap.parse_args()
+    raw = os.path.join(ROOT, "bench/results/compare.raw.jsonl")
+    if opts.report_only:
+        rows = [json.loads(line) for line in open(raw)]
+        opts.repeats = 1 + max(r.get("repeat", 0) for r in rows)
+        opts.duration = next((r["duration_s"] for r in rows if r["case"] == "echo"), opts.duration)
+        report(rows, opts, rows[0].get("versions") or versions(), rows[0].get("date"))
+        chart(rows, [n for n in SERVERS if any(r["server"] == n for r in rows)])
+        return
     only = set(opts.only.split(","))
     names = [n for n in SERVERS if n in opts.servers.split(",")]
     if not opts.no_build:
         build()
     vers = versions()
     rows = []
+    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
+    # Rows go to a side file as they come, so that a run cut short still leaves its data.
+    partial = open(raw + ".partial", "w")
+
+    def keep(row):
+        row.update(versions=vers, date=str(datetime.date.today()))
+        rows.append(row)
+        partial.write(json.dumps(row) + "\n")
+        partial.flush()
+
     for rep in range(opts.repeats):
         print(f"--- repeat {rep + 1} of {opts.repeats}", flush=True)
         for n in names:
             if "echo" in only:
                 for conns, size in ECHO_CASES:
-                    rows.append(dict(echo_case(n, conns, size, opts.duration), repeat=rep))
+                    keep(dict(echo_case(n, conns, size, opts.duration), repeat=rep))
             if "memory" in only:
                 for conns in MEMORY_CASES:
-                    rows.append(dict(memory_case(n, conns), repeat=rep))
+                    keep(dict(memory_case(n, conns), repeat=rep))
             if "handshake" in only:
-                rows.append(dict(handshake_case(n, opts.duration), repeat=rep))
-    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench/results/compare.raw.jsonl"), "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+                keep(dict(handshake_case(n, opts.duration), repeat=rep))
+    partial.close()
+    os.replace(raw + ".partial", raw)
     report(rows, opts, vers)
+    chart(rows, names)
 
 
 if __name__ == "__main__":
