@@ -19,7 +19,8 @@ kernel's rusage of the finished loader process), and work per server CPU-second:
 cores the loader can saturate before the server does, and then only CPU per message tells
 the servers apart. Cases are repeated (--repeats, default 3) with the servers interleaved
 inside each repeat; the report gives medians and min-max and each server's ratio to
-tether. Writes bench/RESULTS.md and bench/results/compare.raw.jsonl.
+tether. Writes bench/RESULTS.md, bench/results/echo.svg, bench/results/compare.raw.jsonl
+and the console output to bench/results/compare.log.
 
 usage: bench/run.py [--repeats N] [--duration SECS] [--only echo,memory,handshake] [--report-only]
 """
@@ -296,6 +297,21 @@ def chart(rows, names):
         f.write("\n".join(out) + "\n")
 
 
+class Tee:
+    """Writes to several files at once."""
+
+    def __init__(self, *files):
+        self.files = files
+
+    def write(self, text):
+        for f in self.files:
+            f.write(text)
+
+    def flush(self):
+        for f in self.files:
+            f.flush()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
@@ -318,9 +334,11 @@ def main():
     names = [n for n in SERVERS if n in opts.servers.split(",")]
     if not opts.no_build:
         build()
+    # The console output goes to bench/results/compare.log as well: the raw record of the run.
+    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
+    sys.stdout = Tee(sys.stdout, open(os.path.join(ROOT, "bench/results/compare.log"), "w"))
     vers = versions()
     rows = []
-    os.makedirs(os.path.join(ROOT, "bench/results"), exist_ok=True)
     # Rows go to a side file as they come, so that a run cut short still leaves its data.
     partial = open(raw + ".partial", "w")
 
@@ -344,7 +362,8 @@ def main():
     partial.close()
     os.replace(raw + ".partial", raw)
     report(rows, opts, vers)
-    chart(rows, names)
+    if any(r["case"] == "echo" for r in rows):
+        chart(rows, names)
 
 
 if __name__ == "__main__":
