@@ -146,13 +146,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 if self.out.capacity() > KEEP_WRITE_BUF {
                     self.out = Vec::new();
                 }
-                let any = if self.vectored {
-                    let (any, tail) = self.conn.poll_transmit_split(&mut self.out, WRITE_IN_PLACE);
-                    self.tail = tail;
-                    any
-                } else {
-                    self.conn.poll_transmit(&mut self.out)
-                };
+                // Without vectored writes (TLS), nothing is split off: one buffer per write.
+                let split = if self.vectored { WRITE_IN_PLACE } else { usize::MAX };
+                let (any, tail) = self.conn.poll_transmit_split(&mut self.out, split);
+                self.tail = tail;
                 if !any {
                     return Pin::new(&mut self.io).poll_flush(cx);
                 }
