@@ -19,6 +19,13 @@ pub(crate) struct Args {
     /// Accept only these Origins (repeatable); default: any origin.
     #[arg(long = "allow-origin")]
     allow_origins: Vec<String>,
+    /// Open TCP connections at most; more are answered 503 and closed [default: the
+    /// open-files limit less 1088].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Connections not yet upgraded at most; more are closed at once.
+    #[arg(long, default_value_t = tether::ServerConfig::default().max_handshakes)]
+    max_handshakes: usize,
     #[command(flatten)]
     tls: crate::tls::TlsArgs,
     #[command(flatten)]
@@ -28,6 +35,12 @@ pub(crate) struct Args {
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config =
         ServerConfig::default().with_config(args.limits.to_config()?).with_protocols(args.subprotocols);
+    if let Some(n) = args.max_connections {
+        anyhow::ensure!(n > 0, "--max-connections must be at least 1");
+        config = config.with_max_connections(n);
+    }
+    anyhow::ensure!(args.max_handshakes > 0, "--max-handshakes must be at least 1");
+    config = config.with_max_handshakes(args.max_handshakes);
     if !args.allow_origins.is_empty() {
         config = config.with_origin(OriginPolicy::AllowList(args.allow_origins));
     }

@@ -30,12 +30,24 @@ pub(crate) struct Args {
     /// [default: the page's own host].
     #[arg(long = "allow-origin", env = "TETHER_ALLOW_ORIGIN", value_delimiter = ',')]
     allow_origins: Vec<String>,
-    /// Open WebSocket connections at most; more are closed at once [default: 10000].
+    /// Open TCP connections at most (WebSocket or HTTP); more are answered 503 and
+    /// closed [default: the open-files limit less 1088].
     #[arg(long, env = "TETHER_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Connections not yet upgraded (reading a request, plain HTTP) at most; more are
+    /// closed at once [default: 1024].
+    #[arg(long, env = "TETHER_MAX_HANDSHAKES")]
+    max_handshakes: Option<usize>,
     /// WebSocket connections per client IP at most [default: 1000].
     #[arg(long, env = "TETHER_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
+    /// Seconds between WebSocket pings to each client (0: off) [default: 25].
+    #[arg(long, env = "TETHER_PING_INTERVAL", value_name = "SECS")]
+    ping_interval: Option<f64>,
+    /// Seconds without anything from a client (not even a pong) before it is closed with
+    /// 1001 (0: off) [default: 60].
+    #[arg(long, env = "TETHER_IDLE_TIMEOUT", value_name = "SECS")]
+    idle_timeout: Option<f64>,
     /// Channels one connection may subscribe to [default: 128].
     #[arg(long, env = "TETHER_MAX_CHANNELS_PER_CONNECTION")]
     max_channels_per_connection: Option<usize>,
@@ -73,7 +85,10 @@ struct FileConfig {
     api_key: Option<String>,
     allow_origins: Option<Vec<String>>,
     max_connections: Option<usize>,
+    max_handshakes: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    ping_interval: Option<f64>,
+    idle_timeout: Option<f64>,
     max_channels_per_connection: Option<usize>,
     max_message_size: Option<usize>,
     max_queued_bytes: Option<usize>,
@@ -199,6 +214,14 @@ fn default_namespaces() -> HashMap<String, NamespaceOptions> {
     HashMap::from([("chat".to_owned(), NamespaceOptions::chat()), ("ticker".to_owned(), ticker)])
 }
 
+/// A number of seconds from a flag or the file, `default` without one; 0 turns it off.
+fn seconds(name: &str, v: Option<f64>, default: Duration) -> anyhow::Result<Option<Duration>> {
+    let Some(v) = v else { return Ok(Some(default)) };
+    let d = Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("{name} must be a non-negative number of seconds"))?;
+    Ok(Some(d).filter(|d| !d.is_zero()))
+}
+
 fn positive(name: &str, v: usize) -> anyhow::Result<usize> {
     if v == 0 {
         bail!("{name} must be at least 1");
@@ -230,8 +253,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         [any] if any == "*" => OriginPolicy::Any,
         list => OriginPolicy::AllowList(list.to_vec()),
     };
-    let max_connections =
-        positive("max connections", args.max_connections.or(file.max_connections).unwrap_or(10_000))?;
+    let defaults = tether::ServerConfig::default();
+    let max_connections = positive(
+        "max connections",
+        args.max_connections.or(file.max_connections).unwrap_or(defaults.max_connections),
+    )?;
+    let max_handshakes = positive(
+        "max handshakes",
+        args.max_handshakes.or(file.max_handshakes).unwrap_or(defaults.max_handshakes),
+    )?;
     let max_per_ip = positive(
         "max connections per ip",
         args.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(1_000),
@@ -277,11 +307,24 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..HubOptions::default()
     };
 
-    let limits = Config::default().with_max_message_size(max_message).with_max_frame_size(max_message);
+    let ping = seconds(
+        "ping interval",
+        args.ping_interval.or(file.ping_interval),
+        tether_hub::server::PING_INTERVAL,
+    )?;
+    let idle =
+        seconds("idle timeout", args.idle_timeout.or(file.idle_timeout), tether_hub::server::IDLE_TIMEOUT)?;
+    let limits = Config::default()
+        .with_max_message_size(max_message)
+        .with_max_frame_size(max_message)
+        .with_ping_interval(ping)
+        .with_idle_timeout(idle);
     let mut server = tether::ServerConfig::default()
         .with_config(limits)
         .with_protocols(tether_hub::server::PROTOCOLS)
-        .with_origin(origin);
+        .with_origin(origin)
+        .with_max_connections(max_connections)
+        .with_max_handshakes(max_handshakes);
     let scheme = match args.tls.server_tls()? {
         Some(tls) => {
             server = server.with_tls(tls.config);
@@ -313,7 +356,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         listen: listen.clone(),
         server,
         api_key,
-        max_connections,
         max_connections_per_ip: max_per_ip,
         auth,
         stomp,

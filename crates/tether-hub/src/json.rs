@@ -329,6 +329,53 @@ async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Why a client command could not be read: the reply's id (when one could be read), error
+/// code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
+    /// The command's `id`, if the text had a readable one.
+    pub id: Option<u64>,
+    /// The error code of the reply (107 bad request, 104 method not found).
+    pub code: u16,
+    /// The reply's message.
+    pub message: String,
+}
+
+/// Reads a client command as the hub does: the JSON shape, then the one-method rule.
+fn decode_command(text: &str) -> Result<Command<'_>, CommandError> {
+    let cmd: Command<'_> = serde_json::from_str(text).map_err(|e| {
+        let id = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v.get("id")?.as_u64());
+        let unknown = e.to_string().starts_with("unknown field");
+        let code = if unknown { code::METHOD_NOT_FOUND } else { code::BAD_REQUEST };
+        CommandError { id, code, message: format!("invalid command: {e}") }
+    })?;
+    let methods = [
+        cmd.connect.is_some(),
+        cmd.subscribe.is_some(),
+        cmd.unsubscribe.is_some(),
+        cmd.publish.is_some(),
+        cmd.presence.is_some(),
+        cmd.history.is_some(),
+        cmd.ping.is_some(),
+        cmd.refresh.is_some(),
+    ];
+    if methods.iter().filter(|m| **m).count() != 1 {
+        let message = "a command has exactly one method".to_owned();
+        return Err(CommandError { id: cmd.id, code: code::BAD_REQUEST, message });
+    }
+    Ok(cmd)
+}
+
+/// Checks a client command's text the way the hub reads it, without running it (for the
+/// fuzz target and tests): its `id` when it is a valid command.
+///
+/// # Errors
+///
+/// The [`CommandError`] the client would be answered with.
+pub fn check_command(text: &str) -> Result<Option<u64>, CommandError> {
+    decode_command(text).map(|c| c.id)
+}
+
 /// A connection's state between commands.
 struct Session {
     client: Option<(ClientId, Arc<ClientInfo>)>,
@@ -344,29 +391,11 @@ async fn handle(
     sender: &Sender,
     session: &mut Session,
 ) -> Option<Reply> {
-    let cmd: Command<'_> = match serde_json::from_str(text) {
+    let cmd = match decode_command(text) {
         Ok(c) => c,
-        Err(e) => {
-            let id = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v.get("id")?.as_u64());
-            let unknown = e.to_string().starts_with("unknown field");
-            let code = if unknown { code::METHOD_NOT_FOUND } else { code::BAD_REQUEST };
-            return Some(error(id, code, &format!("invalid command: {e}")));
-        }
+        Err(e) => return Some(error(e.id, e.code, &e.message)),
     };
     let id = cmd.id;
-    let methods = [
-        cmd.connect.is_some(),
-        cmd.subscribe.is_some(),
-        cmd.unsubscribe.is_some(),
-        cmd.publish.is_some(),
-        cmd.presence.is_some(),
-        cmd.history.is_some(),
-        cmd.ping.is_some(),
-        cmd.refresh.is_some(),
-    ];
-    if methods.iter().filter(|m| **m).count() != 1 {
-        return Some(error(id, code::BAD_REQUEST, "a command has exactly one method"));
-    }
     if cmd.ping.is_some() {
         return Some(result(id, "{}"));
     }

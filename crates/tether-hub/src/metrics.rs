@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// The hub's counters and gauges.
 #[derive(Debug, Default)]
@@ -10,8 +11,10 @@ pub struct Metrics {
     pub connections: AtomicU64,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
-    /// Connections refused at the handshake or by a limit.
+    /// Connections refused at the handshake or by the hub's limits (per IP).
     pub refused: AtomicU64,
+    /// The listener's counts: connections refused with 503 or closed over its limits.
+    pub listener: OnceLock<Arc<tether::ListenerStats>>,
     /// Subscriptions (gauge).
     pub subscriptions: AtomicU64,
     /// Publications accepted (clients and server API).
@@ -55,7 +58,17 @@ impl Metrics {
             "Hub connections accepted.",
             get(&self.connections_total),
         );
-        metric("tether_connections_refused_total", "counter", "Connections refused.", get(&self.refused));
+        let (busy, dropped, held) = self
+            .listener
+            .get()
+            .map_or((0, 0, 0), |l| (l.refused_busy(), l.dropped(), l.connections() as u64));
+        metric(
+            "tether_connections_refused_total",
+            "counter",
+            "Connections refused (handshake refusals, per-IP and connection limits).",
+            get(&self.refused) + busy + dropped,
+        );
+        metric("tether_tcp_connections", "gauge", "TCP connections held, upgraded or not.", held);
         metric("tether_subscriptions", "gauge", "Channel subscriptions.", get(&self.subscriptions));
         metric("tether_publications_total", "counter", "Publications accepted.", get(&self.published));
         metric("tether_messages_out_total", "counter", "Events queued to subscribers.", get(&self.delivered));

@@ -23,12 +23,12 @@ use tether::{HttpRequest, HttpResponse, Listener, Reject, ServerConfig};
 pub struct ServeOptions {
     /// Address to listen on.
     pub listen: String,
-    /// WebSocket and TLS settings (limits, origin policy, certificates).
+    /// WebSocket and TLS settings (limits, origin policy, certificates), and the
+    /// listener's limits: `max_connections` (TCP connections, beyond them 503) and
+    /// `max_handshakes`.
     pub server: ServerConfig,
     /// Key for the server API (`Authorization: apikey KEY`); `None` disables the API.
     pub api_key: Option<String>,
-    /// Open WebSocket connections at most; beyond it new TCP connections are closed at once.
-    pub max_connections: usize,
     /// WebSocket connections per client IP address at most (503 beyond).
     pub max_connections_per_ip: usize,
     /// How long shutdown waits for connections to close after sending 1001.
@@ -39,6 +39,15 @@ pub struct ServeOptions {
     pub stomp: StompOptions,
 }
 
+/// How often the hub pings each WebSocket client by default: browsers and libraries answer
+/// on their own, and the answer keeps a live but quiet connection from the idle timeout.
+pub const PING_INTERVAL: Duration = Duration::from_secs(25);
+
+/// How long a client may send nothing at all (not even a pong) before it is closed with
+/// 1001 by default: a peer that vanished without a FIN, or one that holds a connection
+/// open without speaking, is let go.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The WebSocket subprotocols the hub speaks, preferred first: `tether.json`, then STOMP
 /// 1.2, 1.1 and 1.0.
 pub const PROTOCOLS: [&str; 4] = [json::PROTOCOL, "v12.stomp", "v11.stomp", "v10.stomp"];
@@ -48,7 +57,7 @@ impl std::fmt::Debug for ServeOptions {
         f.debug_struct("ServeOptions")
             .field("listen", &self.listen)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
-            .field("max_connections", &self.max_connections)
+            .field("max_connections", &self.server.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .finish_non_exhaustive()
     }
@@ -59,10 +68,14 @@ impl Default for ServeOptions {
         Self {
             listen: "127.0.0.1:8080".into(),
             server: ServerConfig::default()
+                .with_config(
+                    tether::Config::default()
+                        .with_ping_interval(Some(PING_INTERVAL))
+                        .with_idle_timeout(Some(IDLE_TIMEOUT)),
+                )
                 .with_protocols(PROTOCOLS)
                 .with_origin(tether::OriginPolicy::SameHost),
             api_key: None,
-            max_connections: 10_000,
             max_connections_per_ip: 1_000,
             shutdown_timeout: Duration::from_secs(5),
             auth: Arc::new(crate::auth::NoTokens),
@@ -126,6 +139,7 @@ impl Server {
     /// When the address cannot be bound.
     pub async fn bind(hub: Arc<Hub>, options: ServeOptions) -> Result<Self, tether::Error> {
         let listener = Listener::bind(&options.listen, options.server.clone()).await?;
+        let _ = hub.metrics.listener.set(listener.stats());
         Ok(Self { listener, hub, options: Arc::new(options) })
     }
 
@@ -166,12 +180,6 @@ impl Server {
                     continue;
                 }
             };
-            if counts.total.load(Ordering::Acquire) >= self.options.max_connections {
-                self.hub.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %incoming.remote_addr(), "connection refused: max connections reached");
-                drop(incoming);
-                continue;
-            }
             let (hub, options, counts) = (self.hub.clone(), self.options.clone(), counts.clone());
             tokio::spawn(connection(incoming, hub, options, counts));
         }
@@ -327,18 +335,13 @@ async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOpt
     if req.head.method != "POST" {
         return api_error(405, "the server API takes POST with a JSON body").with_header("Allow", "POST");
     }
-    let body = if req.body.is_empty() { &b"{}"[..] } else { &req.body[..] };
-    macro_rules! parse {
-        ($t:ty) => {
-            match serde_json::from_slice::<$t>(body) {
-                Ok(v) => v,
-                Err(e) => return api_error(400, &format!("invalid body: {e}")),
-            }
-        };
-    }
-    match name {
-        "publish" => {
-            let p = parse!(ApiPublish<'_>);
+    let call = match parse_api(name, &req.body) {
+        Ok(call) => call,
+        Err(ApiParseError::UnknownMethod) => return api_error(404, UNKNOWN_API_METHOD),
+        Err(ApiParseError::Body(e)) => return api_error(400, &format!("invalid body: {e}")),
+    };
+    match call {
+        ApiCall::Publish(p) => {
             match hub.publish(&p.channel, Bytes::copy_from_slice(p.data.get().as_bytes()), None).await {
                 Ok(pos) => {
                     json_response(200, format!("{{\"result\":{}}}", position_json(pos.offset, &pos.epoch)))
@@ -346,8 +349,7 @@ async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOpt
                 Err(e) => api_error(hub_status(&e), &e.to_string()),
             }
         }
-        "broadcast" => {
-            let b = parse!(ApiBroadcast<'_>);
+        ApiCall::Broadcast(b) => {
             let data = Bytes::copy_from_slice(b.data.get().as_bytes());
             let mut out = String::from("{\"result\":{\"responses\":[");
             for (i, channel) in b.channels.iter().enumerate() {
@@ -370,18 +372,13 @@ async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOpt
             out.push_str("]}}");
             json_response(200, out)
         }
-        "presence" => {
-            let p = parse!(ApiChannel);
-            match hub.presence(&p.channel, None).await {
-                Ok(list) => json_response(
-                    200,
-                    format!("{{\"result\":{{\"clients\":{}}}}}", json::clients_json(&list)),
-                ),
-                Err(e) => api_error(hub_status(&e), &e.to_string()),
+        ApiCall::Presence(p) => match hub.presence(&p.channel, None).await {
+            Ok(list) => {
+                json_response(200, format!("{{\"result\":{{\"clients\":{}}}}}", json::clients_json(&list)))
             }
-        }
-        "history" => {
-            let h = parse!(ApiHistory);
+            Err(e) => api_error(hub_status(&e), &e.to_string()),
+        },
+        ApiCall::History(h) => {
             match hub.history(&h.channel, h.limit.unwrap_or(usize::MAX), h.since, None).await {
                 Ok((pos, events)) => json_response(
                     200,
@@ -395,12 +392,11 @@ async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOpt
                 Err(e) => api_error(hub_status(&e), &e.to_string()),
             }
         }
-        "disconnect" => {
-            let d = parse!(ApiDisconnect);
+        ApiCall::Disconnect(d) => {
             let n = hub.disconnect_user(&d.user, json::close::DISCONNECTED, "disconnected by the server");
             json_response(200, format!("{{\"result\":{{\"disconnected\":{n}}}}}"))
         }
-        "channels" => {
+        ApiCall::Channels => {
             let mut out = String::from("{\"result\":{\"channels\":[");
             for (i, (channel, subs)) in hub.channels().iter().enumerate() {
                 if i > 0 {
@@ -415,10 +411,56 @@ async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOpt
             out.push_str("]}}");
             json_response(200, out)
         }
-        _ => {
-            api_error(404, "unknown API method (publish, broadcast, presence, history, disconnect, channels)")
-        }
     }
+}
+
+const UNKNOWN_API_METHOD: &str =
+    "unknown API method (publish, broadcast, presence, history, disconnect, channels)";
+
+/// A server API call with its parsed body.
+enum ApiCall<'a> {
+    Publish(ApiPublish<'a>),
+    Broadcast(ApiBroadcast<'a>),
+    Presence(ApiChannel),
+    History(ApiHistory),
+    Disconnect(ApiDisconnect),
+    Channels,
+}
+
+/// Why a server API request could not be read.
+#[derive(Debug)]
+pub enum ApiParseError {
+    /// No such method (HTTP 404).
+    UnknownMethod,
+    /// The body is not the method's JSON shape (HTTP 400).
+    Body(serde_json::Error),
+}
+
+/// Reads a server API request body for method `name` (an empty body is `{}`).
+fn parse_api<'a>(name: &str, body: &'a [u8]) -> Result<ApiCall<'a>, ApiParseError> {
+    fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiParseError> {
+        let body = if body.is_empty() { &b"{}"[..] } else { body };
+        serde_json::from_slice(body).map_err(ApiParseError::Body)
+    }
+    Ok(match name {
+        "publish" => ApiCall::Publish(json(body)?),
+        "broadcast" => ApiCall::Broadcast(json(body)?),
+        "presence" => ApiCall::Presence(json(body)?),
+        "history" => ApiCall::History(json(body)?),
+        "disconnect" => ApiCall::Disconnect(json(body)?),
+        "channels" => ApiCall::Channels,
+        _ => return Err(ApiParseError::UnknownMethod),
+    })
+}
+
+/// Reads a server API request body the way the hub does, without running it (for the fuzz
+/// target and tests).
+///
+/// # Errors
+///
+/// [`ApiParseError`]: the method is unknown or the body is not its JSON shape.
+pub fn check_api_body(name: &str, body: &[u8]) -> Result<(), ApiParseError> {
+    parse_api(name, body).map(|_| ())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -352,12 +352,14 @@ async fn every_subscriber_gets_each_publication_once() {
 
 #[tokio::test]
 async fn max_connections_and_channel_name_length() {
-    let hub = start_with(namespaces(), |o| o.max_connections = 2).await;
+    let hub = start_with(namespaces(), |o| o.server.max_connections = 2).await;
     let mut a = Client::connect(hub.addr, "a").await;
     let _b = Client::connect(hub.addr, "b").await;
     let config = ClientConfig::default().with_protocol("tether.json").with_proxy(tether::Proxy::None);
-    assert!(tether::connect_with(&format!("ws://{}/ws", hub.addr), &config).await.is_err());
-    assert_eq!(hub.hub.metrics.refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let err = tether::connect_with(&format!("ws://{}/ws", hub.addr), &config).await.unwrap_err();
+    assert!(matches!(&err, tether::Error::Handshake(e) if e.to_string().contains("503")), "{err}");
+    let metrics = hub.hub.metrics.render(&[]);
+    assert!(metrics.contains("tether_connections_refused_total 1\n"), "{metrics}");
     let long = format!("chat:{}", "x".repeat(251));
     assert_eq!(a.call("subscribe", json!({"channel": long})).await["error"]["code"], 102);
     a.ok("subscribe", json!({"channel": &long[..255]})).await;

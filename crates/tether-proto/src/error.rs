@@ -150,6 +150,17 @@ pub enum HandshakeError {
     /// A `Sec-WebSocket-Extensions` header that does not parse.
     #[error("malformed sec-websocket-extensions header")]
     MalformedExtensions,
+    /// A header the client was asked to send cannot be sent as it is: a name that is not
+    /// an RFC 9110 token, a value with a line break or another control character, a
+    /// subprotocol that is not a token, or a header the handshake sets itself (client
+    /// side; nothing was sent).
+    #[error("cannot send header {name:?}: {why}")]
+    InvalidRequestHeader {
+        /// The header's name, as given.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The URL is not a usable ws:// or wss:// URL (client side).
     #[error("invalid url: {0}")]
     InvalidUrl(&'static str),

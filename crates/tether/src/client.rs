@@ -5,7 +5,7 @@ use crate::tls::{self, ClientTrust};
 use crate::{dial, Error, Proxy, WebSocket, WebSocketStream};
 use std::net::IpAddr;
 use std::time::Duration;
-use tether_proto::handshake::{ClientHandshake, ClientOptions, Response, Url};
+use tether_proto::handshake::{find_head_end, ClientHandshake, ClientOptions, Response, Url};
 use tether_proto::{Config, Connection, HandshakeError, MaskSource};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -138,6 +138,8 @@ async fn connect_upgraded(
     config: &ClientConfig,
 ) -> Result<(Upgraded<Transport>, Response), Error> {
     let mut url = Url::parse(url)?;
+    // Bad headers are the caller's error, found before anything is dialled or sent.
+    config.options.check()?;
     let mut hops = 0;
     loop {
         let err = match connect_once(&url, config).await {
@@ -197,16 +199,22 @@ where
 {
     let mut options = config.options.clone();
     options.deflate = config.config.deflate.clone();
-    let (handshake, request) = ClientHandshake::new(url, random_nonce(), options);
+    let (handshake, request) = ClientHandshake::new(url, random_nonce(), options)?;
     let exchange = async {
         stream.write_all(&request).await?;
         let mut buf = Vec::new();
+        let mut searched = 0;
+        let max = config.options.limits.max_bytes;
         loop {
             buf.reserve(2048);
             if stream.read_buf(&mut buf).await? == 0 {
                 return Err(Error::Handshake(HandshakeError::MalformedHttp(
                     "connection closed during handshake",
                 )));
+            }
+            // Parsed once whole (or at the limit), as the server does.
+            if find_head_end(&buf, &mut searched).is_none() && buf.len() < max {
+                continue;
             }
             if let Some((response, len)) = handshake.parse_response(&buf)? {
                 return Ok((response, buf.split_off(len)));
@@ -219,7 +227,7 @@ where
     let conn =
         Connection::client(config.config.clone(), mask_source()).with_deflate(response.deflate.clone());
     let protocol = response.protocol.clone();
-    Ok((Upgraded { io: stream, conn, leftover, protocol }, response))
+    Ok((Upgraded { io: stream, conn, leftover, protocol, permit: None }, response))
 }
 
 fn random_nonce() -> [u8; 16] {

@@ -29,7 +29,13 @@ const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 64 * 1024;
 
 /// Starts the driver for an upgraded stream; `leftover` holds bytes read past the handshake.
-pub(crate) fn spawn<S>(io: S, conn: Connection, leftover: &[u8], protocol: Option<String>) -> WebSocket
+pub(crate) fn spawn<S>(
+    io: S,
+    conn: Connection,
+    leftover: &[u8],
+    protocol: Option<String>,
+    permit: Option<crate::limit::Permit>,
+) -> WebSocket
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -48,6 +54,7 @@ where
     driver.conn.handle_bytes(leftover);
     tokio::spawn(async move {
         driver.run(io).await;
+        drop(permit);
         driver.shared.pending.store(0, Ordering::Release);
         driver.shared.queued.store(0, Ordering::Release);
         driver.shared.finished.store(true, Ordering::Release);

@@ -28,6 +28,7 @@ mod client;
 mod dial;
 mod driver;
 mod error;
+mod limit;
 mod message;
 mod server;
 mod socket;
@@ -37,6 +38,7 @@ pub mod tls;
 pub use client::{client_handshake, connect, connect_direct, connect_with, ClientConfig};
 pub use dial::Proxy;
 pub use error::{ConnectError, ConnectErrorKind, Error};
+pub use limit::ListenerStats;
 pub use message::Message;
 pub use server::{
     accept, accept_direct, accept_with, HttpRequest, HttpResponse, Incoming, Listener, Reject, ServerConfig,

@@ -1,5 +1,6 @@
 //! The server side: upgrading accepted streams, and a listener helper.
 
+use crate::limit::{self, Kind, ListenerStats, Permit};
 use crate::stream::{Transport, Upgraded};
 use crate::{Error, WebSocket, WebSocketStream};
 use bytes::Bytes;
@@ -7,8 +8,9 @@ use http::HeaderMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tether_proto::handshake::{
-    accept_response, http_response, parse_http_request, reject_response, select_protocol,
+    accept_response, find_head_end, http_response, parse_http_request, reject_response, select_protocol,
     HttpRequest as HttpHead, OriginPolicy, Request,
 };
 use tether_proto::{deflate, Config, Connection, HandshakeError};
@@ -33,6 +35,23 @@ pub struct ServerConfig {
     /// Largest body of a plain HTTP request handled by [`Incoming::serve`]; larger ones get
     /// 413. Default 1 MiB.
     pub max_body_size: usize,
+    /// Connections a [`Listener`] holds at most, upgraded or not; a connection beyond them
+    /// is answered `503 Service Unavailable` and closed, and the open ones keep working.
+    /// Default: the process's open-files limit less `max_handshakes` and 64 (10,000 where
+    /// that limit cannot be read).
+    pub max_connections: usize,
+    /// Connections a [`Listener`] holds that are not upgraded yet (reading a request head,
+    /// serving plain HTTP, or being refused) at most; beyond them a new connection is
+    /// closed at once, without an answer. Bounds what slow or silent clients can hold.
+    /// Default 1024.
+    pub max_handshakes: usize,
+    /// After an early refusal (400, 403, 404, 405, 408, 413, 426, 431, 503, ...), how long
+    /// the server keeps reading and discarding what the client still sends before it
+    /// closes ("lingering close"): closing with unread bytes would make the client's
+    /// kernel see a reset and drop the answer unread. Default 2 s.
+    pub linger_time: Duration,
+    /// How many bytes a lingering close reads and discards at most. Default 16 MiB.
+    pub linger_bytes: usize,
     /// `config`, shared by every connection of a [`Listener`] (set when it binds).
     shared: Option<Arc<Config>>,
 }
@@ -45,6 +64,10 @@ impl Default for ServerConfig {
             origin: OriginPolicy::default(),
             tls: None,
             max_body_size: 1 << 20,
+            max_connections: limit::default_max_connections(),
+            max_handshakes: limit::DEFAULT_MAX_HANDSHAKES,
+            linger_time: Duration::from_secs(2),
+            linger_bytes: 16 << 20,
             shared: None,
         }
     }
@@ -74,6 +97,23 @@ impl ServerConfig {
     /// Sets the largest body of a plain HTTP request.
     pub fn with_max_body_size(mut self, bytes: usize) -> Self {
         self.max_body_size = bytes;
+        self
+    }
+    /// Sets the most connections a listener holds.
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// Sets the most connections a listener holds that are not upgraded yet.
+    pub fn with_max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n;
+        self
+    }
+    /// Sets how long, and for how many bytes at most, a refused connection is drained
+    /// before it is closed.
+    pub fn with_linger(mut self, time: Duration, bytes: usize) -> Self {
+        self.linger_time = time;
+        self.linger_bytes = bytes;
         self
     }
 }
@@ -206,11 +246,11 @@ where
     };
     let (request, len) = match tokio::time::timeout(timeout, read).await {
         Ok(Ok(read)) => read,
-        Ok(Err(Error::Handshake(e))) => return Err(refuse(&mut stream, e).await),
+        Ok(Err(Error::Handshake(e))) => return Err(refuse(&mut stream, e, config).await),
         Ok(Err(e)) => return Err(e),
         Err(_) => {
-            let _ = stream.write_all(&reject_response(408, "handshake timed out", &HeaderMap::new())).await;
-            let _ = stream.shutdown().await;
+            let e = HandshakeError::Rejected { status: 408, reason: "handshake timed out".into() };
+            refuse(&mut stream, e, config).await;
             return Err(Error::Timeout);
         }
     };
@@ -234,11 +274,11 @@ where
 {
     request.remote_addr = remote_addr;
     if let Err(e) = config.origin.check(&request) {
-        return Err(refuse(&mut stream, e).await);
+        return Err(refuse(&mut stream, e, config).await);
     }
     if let Err(r) = check(&request) {
         let e = HandshakeError::Rejected { status: r.status, reason: r.reason };
-        return Err(refuse(&mut stream, e).await);
+        return Err(refuse(&mut stream, e, config).await);
     }
     let protocol = select_protocol(&request.protocols, &config.protocols).map(str::to_owned);
     let deflate = config.config.deflate.as_ref().and_then(|d| deflate::server_accept(&request.extensions, d));
@@ -247,7 +287,7 @@ where
     stream.write_all(&response).await?;
     let shared = config.shared.clone().unwrap_or_else(|| Arc::new(config.config.clone()));
     let conn = Connection::server(shared).with_deflate(deflate.map(|(params, _)| params));
-    Ok((Upgraded { io: stream, conn, leftover, protocol }, request))
+    Ok((Upgraded { io: stream, conn, leftover, protocol, permit: None }, request))
 }
 
 /// Serves plain HTTP requests on a connection (keep-alive), until one asks for an upgrade
@@ -275,30 +315,34 @@ where
             // The peer closed between requests, or stayed idle after one: a normal end.
             Ok(Ok(None)) => return Ok(None),
             Err(_) if served > 0 && buf.is_empty() => return Ok(None),
-            Ok(Err(Error::Handshake(e))) => return Err(refuse(&mut stream, e).await),
+            Ok(Err(Error::Handshake(e))) => return Err(refuse(&mut stream, e, config).await),
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                let _ = stream.write_all(&reject_response(408, "request timed out", &HeaderMap::new())).await;
-                let _ = stream.shutdown().await;
+                let e = HandshakeError::Rejected { status: 408, reason: "request timed out".into() };
+                refuse(&mut stream, e, config).await;
                 return Err(Error::Timeout);
             }
         };
         let rest = buf.split_off(len);
         buf = rest;
-        if head.is_upgrade() {
+        // A request with `Sec-WebSocket-Key` or `-Version` is a handshake attempt even
+        // without `Upgrade: websocket`: it is checked as one (and refused with 426 or 400)
+        // rather than answered with whatever page lives at its path.
+        if head.is_websocket_attempt() {
             let request = match head.into_upgrade() {
                 Ok(r) => r,
-                Err(e) => return Err(refuse(&mut stream, e).await),
+                Err(e) => return Err(refuse(&mut stream, e, config).await),
             };
             return upgrade_parsed(stream, request, buf, remote_addr, config, check).await.map(Some);
         }
         let body_len = match head.content_length() {
             Ok(n) if n > config.max_body_size => {
                 let why = format!("request body of {n} bytes over the limit of {}", config.max_body_size);
-                return Err(refuse(&mut stream, HandshakeError::Rejected { status: 413, reason: why }).await);
+                let e = HandshakeError::Rejected { status: 413, reason: why };
+                return Err(refuse(&mut stream, e, config).await);
             }
             Ok(n) => n,
-            Err(e) => return Err(refuse(&mut stream, e).await),
+            Err(e) => return Err(refuse(&mut stream, e, config).await),
         };
         let read_body = async {
             while buf.len() < body_len {
@@ -317,7 +361,13 @@ where
         let rest = buf.split_off(body_len);
         let body = Bytes::from(std::mem::replace(&mut buf, rest));
         let (keep_alive, head_only) = (head.keep_alive(), head.method == "HEAD");
-        let response = route(HttpRequest { head, body, remote_addr }).await;
+        let mut response = route(HttpRequest { head, body, remote_addr }).await;
+        if let Some((name, _)) = response.headers.iter().find(|(n, v)| !sendable_header(n, v)) {
+            // A header built from user input with a line break in it would split the
+            // response (CWE-113): nothing of it is sent.
+            tracing::error!(header = %name.escape_debug(), "route answered with a header that cannot be sent; answering 500");
+            response = HttpResponse::text(500, "internal error: the response had an invalid header");
+        }
         let headers: Vec<(&str, &str)> =
             response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         stream
@@ -338,9 +388,16 @@ async fn read_head<S: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     config: &ServerConfig,
 ) -> Result<Option<(HttpHead, usize)>, Error> {
+    let limits = &config.config.handshake;
+    let mut searched = 0;
     loop {
-        if let Some(parsed) = parse_http_request(buf, &config.config.handshake)? {
-            return Ok(Some(parsed));
+        // Parsed only once whole (or at the limit): a head trickling in a byte per read
+        // costs linear work, not a parse per read.
+        let whole = find_head_end(buf, &mut searched).is_some() || buf.len() >= limits.max_bytes;
+        if whole {
+            if let Some(parsed) = parse_http_request(buf, limits)? {
+                return Ok(Some(parsed));
+            }
         }
         // Straight into the heap buffer: a stack array here would be part of every
         // connection task's future, for the connection's whole life.
@@ -360,14 +417,50 @@ async fn read_head<S: AsyncRead + Unpin>(
     }
 }
 
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, e: HandshakeError) -> Error {
+/// Whether a header may be written as it is: an RFC 9110 token for a name, and a value
+/// without CR, LF, NUL or another control character but tab.
+fn sendable_header(name: &str, value: &str) -> bool {
+    http::HeaderName::from_bytes(name.as_bytes()).is_ok() && http::HeaderValue::from_str(value).is_ok()
+}
+
+/// Answers an early refusal with its status, then closes the way the client can read it:
+/// see [`linger`].
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    e: HandshakeError,
+    config: &ServerConfig,
+) -> Error {
     let reason = match &e {
         HandshakeError::Rejected { reason, .. } => reason.clone(),
         other => other.to_string(),
     };
+    // The reason may quote the request; a body cannot split the head, but keep it one line.
+    let reason = reason.replace(['\r', '\n'], " ");
     let _ = stream.write_all(&reject_response(e.status(), &reason, &HeaderMap::new())).await;
-    let _ = stream.shutdown().await;
+    linger(stream, config).await;
     Error::Handshake(e)
+}
+
+/// Lingering close: shuts the write side (the answer is followed by a FIN), then reads and
+/// discards what the client is still sending, for at most `linger_time` and `linger_bytes`,
+/// until it closes its side. Closing at once while request bytes are still arriving makes
+/// the kernel send a reset, and the client's kernel then drops our answer unread (the
+/// client of a 1 MiB header line would see "connection reset" instead of 431).
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, config: &ServerConfig) {
+    let drain = async {
+        let _ = stream.shutdown().await;
+        // Allocated only here, on the refusal path: a buffer in the future would be part
+        // of every connection's state.
+        let mut scratch = vec![0u8; READ_CHUNK * 4];
+        let mut left = config.linger_bytes;
+        while left > 0 {
+            match stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(config.linger_time, drain).await;
 }
 
 /// A TCP listener that hands out connections ready to upgrade.
@@ -387,10 +480,15 @@ async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, e: HandshakeError) -> Err
 /// }
 /// # }
 /// ```
+///
+/// It enforces [`ServerConfig::max_connections`] and [`ServerConfig::max_handshakes`]:
+/// a connection over the first is answered 503 and closed by the listener itself, one over
+/// the second is closed at once, and neither is handed out.
 #[derive(Debug)]
 pub struct Listener {
     inner: TcpListener,
     config: std::sync::Arc<ServerConfig>,
+    stats: Arc<ListenerStats>,
 }
 
 impl Listener {
@@ -402,7 +500,13 @@ impl Listener {
     pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> Result<Self, Error> {
         let mut config = config;
         config.shared = Some(Arc::new(config.config.clone()));
-        Ok(Self { inner: TcpListener::bind(addr).await?, config: Arc::new(config) })
+        let inner = TcpListener::bind(addr).await?;
+        Ok(Self { inner, config: Arc::new(config), stats: Arc::default() })
+    }
+
+    /// The counts of connections held and refused, live.
+    pub fn stats(&self) -> Arc<ListenerStats> {
+        self.stats.clone()
     }
 
     /// The bound address.
@@ -421,10 +525,41 @@ impl Listener {
     ///
     /// [`Error::Io`] from `accept` (for example, out of file descriptors).
     pub async fn accept(&self) -> Result<Incoming, Error> {
-        let (stream, addr) = self.inner.accept().await?;
-        let _ = stream.set_nodelay(true);
-        Ok(Incoming { stream, addr, config: self.config.clone() })
+        let config = &self.config;
+        loop {
+            let (stream, addr) = self.inner.accept().await?;
+            let Some(handshake) = Permit::try_take(&self.stats, Kind::Handshake, config.max_handshakes)
+            else {
+                // Nothing more may be held, not even to answer: close at once.
+                limit::count_dropped(&self.stats);
+                tracing::warn!(peer = %addr, max = config.max_handshakes, "connection closed: too many handshakes in progress");
+                continue;
+            };
+            let Some(permit) = Permit::try_take(&self.stats, Kind::Connection, config.max_connections) else {
+                limit::count_refused_busy(&self.stats);
+                tracing::warn!(peer = %addr, max = config.max_connections, "connection refused with 503: too many connections");
+                tokio::spawn(refuse_busy(stream, handshake, config.clone()));
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            return Ok(Incoming { stream, addr, config: config.clone(), permit, handshake });
+        }
     }
+}
+
+/// Answers a connection over `max_connections` with 503 and closes it with a lingering
+/// close, holding a handshake place meanwhile (so that refusals, too, are bounded). Over
+/// TLS there is no answer short of a TLS handshake, which a server at its limit should not
+/// spend: the connection is closed.
+async fn refuse_busy(mut stream: TcpStream, handshake: Permit, config: Arc<ServerConfig>) {
+    if config.tls.is_none() {
+        let mut extra = HeaderMap::new();
+        extra.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        let answer = reject_response(503, "too many connections, try again later", &extra);
+        let _ = tokio::time::timeout(config.linger_time, stream.write_all(&answer)).await;
+        linger(&mut stream, &config).await;
+    }
+    drop(handshake);
 }
 
 /// An accepted TCP connection, not yet upgraded.
@@ -433,6 +568,10 @@ pub struct Incoming {
     stream: TcpStream,
     addr: SocketAddr,
     config: std::sync::Arc<ServerConfig>,
+    /// The connection's place under `max_connections`, for its whole life.
+    permit: Permit,
+    /// Its place under `max_handshakes`, given back once upgraded.
+    handshake: Permit,
 }
 
 impl Incoming {
@@ -498,8 +637,10 @@ impl Incoming {
         Fut: Future<Output = HttpResponse>,
     {
         let (addr, config) = (Some(self.addr), self.config.clone());
-        let stream = self.transport().await?;
-        serve_stream(stream, addr, &config, check, route).await
+        let (stream, permit, handshake) = self.transport().await?;
+        let served = serve_stream(stream, addr, &config, check, route).await?;
+        drop(handshake);
+        Ok(served.map(|(upgraded, request)| (upgraded.with_permit(permit), request)))
     }
 
     /// Runs the handshake; `check` may refuse the request.
@@ -535,15 +676,19 @@ impl Incoming {
         F: FnOnce(&Request) -> Result<(), Reject>,
     {
         let (addr, config) = (Some(self.addr), self.config.clone());
-        let stream = self.transport().await?;
-        accept_upgraded(stream, addr, &config, check).await
+        let (stream, permit, handshake) = self.transport().await?;
+        let (upgraded, request) = accept_upgraded(stream, addr, &config, check).await?;
+        drop(handshake);
+        Ok((upgraded.with_permit(permit), request))
     }
 
-    /// The socket, after the TLS handshake when the listener has TLS.
-    async fn transport(self) -> Result<Transport, Error> {
-        let Some(tls) = self.config.tls.clone() else { return Ok(Transport::Plain(self.stream)) };
+    /// The socket, after the TLS handshake when the listener has TLS, with its places.
+    async fn transport(self) -> Result<(Transport, Permit, Permit), Error> {
+        let Some(tls) = self.config.tls.clone() else {
+            return Ok((Transport::Plain(self.stream), self.permit, self.handshake));
+        };
         let stream = tls_accept(self.stream, self.addr, tls, self.config.config.handshake_timeout).await?;
-        Ok(Transport::Tls(Box::new(tokio_rustls::TlsStream::Server(stream))))
+        Ok((Transport::Tls(Box::new(tokio_rustls::TlsStream::Server(stream))), self.permit, self.handshake))
     }
 }
 

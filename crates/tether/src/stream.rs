@@ -1,6 +1,7 @@
 //! [`WebSocketStream`]: a WebSocket driven by the task that polls it, and [`Transport`],
 //! the plain-or-TLS socket it runs on.
 
+use crate::limit::Permit;
 use crate::message::{close_parts, from_event};
 use crate::{driver, Error, Message, WebSocket};
 use bytes::{Buf, Bytes};
@@ -39,15 +40,24 @@ pub(crate) struct Upgraded<S> {
     pub(crate) conn: Connection,
     pub(crate) leftover: Vec<u8>,
     pub(crate) protocol: Option<String>,
+    /// The connection's place under a listener's `max_connections`, held until the
+    /// connection is dropped.
+    pub(crate) permit: Option<Permit>,
 }
 
 impl<S> Upgraded<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// The same, holding a listener's place.
+    pub(crate) fn with_permit(mut self, permit: Permit) -> Self {
+        self.permit = Some(permit);
+        self
+    }
+
     /// A [`WebSocket`] with its own driver task.
     pub(crate) fn spawn(self) -> WebSocket {
-        driver::spawn(self.io, self.conn, &self.leftover, self.protocol)
+        driver::spawn(self.io, self.conn, &self.leftover, self.protocol, self.permit)
     }
 
     /// A [`WebSocketStream`] driven by its caller.
@@ -66,6 +76,7 @@ where
             done: false,
             protocol: self.protocol,
             timer: None,
+            _permit: self.permit,
         }
     }
 }
@@ -104,6 +115,8 @@ pub struct WebSocketStream<S> {
     done: bool,
     protocol: Option<String>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A listener's place, given back when the stream is dropped.
+    _permit: Option<Permit>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {

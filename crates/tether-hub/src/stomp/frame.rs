@@ -194,12 +194,17 @@ impl Frame {
 }
 
 /// Appends `name:value\n`, escaped as `version` requires (`None`: verbatim).
+///
+/// Header text may come from peers (a token's user name, a channel, an error quoting a
+/// frame), so nothing in it can end the header or the frame: where there is no escape for
+/// it (STOMP 1.0, CONNECTED, a NUL in any version), a line break, a NUL or (in a name) a
+/// colon is written as a space.
 pub fn write_header(out: &mut BytesMut, name: &str, value: &str, escape: Option<Version>) {
     match escape {
         None => {
-            out.extend_from_slice(name.as_bytes());
+            write_verbatim(out, name, b":");
             out.extend_from_slice(b":");
-            out.extend_from_slice(value.as_bytes());
+            write_verbatim(out, value, b"");
         }
         Some(v) => {
             escape_into(out, name, v);
@@ -210,8 +215,18 @@ pub fn write_header(out: &mut BytesMut, name: &str, value: &str, escape: Option<
     out.extend_from_slice(b"\n");
 }
 
+/// Writes `s` with CR, LF, NUL and the bytes of `also` replaced by spaces.
+fn write_verbatim(out: &mut BytesMut, s: &str, also: &[u8]) {
+    let unsafe_byte = |b: u8| matches!(b, b'\r' | b'\n' | 0) || also.contains(&b);
+    if !s.bytes().any(unsafe_byte) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    out.extend(s.bytes().map(|b| if unsafe_byte(b) { b' ' } else { b }));
+}
+
 fn escape_into(out: &mut BytesMut, s: &str, version: Version) {
-    let needs = |b: u8| matches!(b, b'\\' | b'\n' | b':') || (b == b'\r' && version >= Version::V1_2);
+    let needs = |b: u8| matches!(b, b'\\' | b'\n' | b':' | 0) || (b == b'\r' && version >= Version::V1_2);
     if !s.bytes().any(needs) {
         out.extend_from_slice(s.as_bytes());
         return;
@@ -222,6 +237,8 @@ fn escape_into(out: &mut BytesMut, s: &str, version: Version) {
             b'\n' => out.extend_from_slice(b"\\n"),
             b':' => out.extend_from_slice(b"\\c"),
             b'\r' if version >= Version::V1_2 => out.extend_from_slice(b"\\r"),
+            // No escape exists for NUL, which would end the frame.
+            0 => out.extend_from_slice(b" "),
             b => out.extend_from_slice(&[b]),
         }
     }
@@ -476,6 +493,24 @@ mod tests {
         assert_eq!(f[0].get("accept-version"), Some("1.1,1.2"));
         // No unescaping in CONNECT.
         assert_eq!(f[0].get("host"), Some("a\\cb"));
+    }
+
+    /// Header injection: a value from a peer (a token's `sub`, a channel name) with a line
+    /// break or a NUL cannot add a header or end the frame in any version.
+    #[test]
+    fn header_values_cannot_add_headers_or_end_the_frame() {
+        let evil = "ann\nadmin:true\r\n\0MESSAGE";
+        for v in [Version::V1_0, Version::V1_1, Version::V1_2] {
+            for command in [Command::Message, Command::Connected] {
+                let frame = Frame::new(command).header("user-name", evil);
+                let wire = frame.to_bytes(v);
+                assert_eq!(wire.iter().filter(|&&b| b == 0).count(), 1, "{v:?} {command}: {wire:?}");
+                let back = decode_all(v, &wire).unwrap();
+                assert_eq!(back.len(), 1);
+                assert_eq!(back[0].headers.len(), 1, "{v:?} {command}: {:?}", back[0].headers);
+                assert!(back[0].get("admin").is_none());
+            }
+        }
     }
 
     #[test]

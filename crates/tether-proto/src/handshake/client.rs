@@ -24,6 +24,58 @@ pub struct ClientOptions {
     pub deflate: Option<DeflateConfig>,
 }
 
+/// Headers the handshake writes itself: a second copy from the caller would make the
+/// request ambiguous (two `Host`s is the classic smuggling shape), so it is refused.
+const HANDSHAKE_HEADERS: [&str; 7] = [
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+];
+
+impl ClientOptions {
+    /// Checks that every subprotocol, the origin and every extra header can be written into
+    /// a request as they are (RFC 9110 5: a name is a token; a value has no CR, LF, NUL or
+    /// other control character but tab; RFC 6455 4.1: a subprotocol is a token). A value
+    /// from user input with a line break in it would otherwise add headers of the user's
+    /// choosing to the request (CWE-93).
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::InvalidRequestHeader`] naming the first bad one.
+    pub fn check(&self) -> Result<(), HandshakeError> {
+        let bad = |name: &str, why| Err(HandshakeError::InvalidRequestHeader { name: name.to_owned(), why });
+        for p in &self.protocols {
+            if p.is_empty() || http::HeaderName::from_bytes(p.as_bytes()).is_err() {
+                return bad(
+                    "Sec-WebSocket-Protocol",
+                    "a subprotocol must be a non-empty token (RFC 6455 4.1)",
+                );
+            }
+        }
+        if let Some(origin) = &self.origin {
+            if http::HeaderValue::from_str(origin).is_err() {
+                return bad("Origin", "the value holds a line break or another control character");
+            }
+        }
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return bad(name, "the name is not a token (RFC 9110 5.1)");
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                return bad(name, "the value holds a line break or another control character");
+            }
+            if HANDSHAKE_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                return bad(name, "the handshake sets this header itself");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The server's accepted answer.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -47,7 +99,19 @@ pub struct ClientHandshake {
 impl ClientHandshake {
     /// Builds the upgrade request for `url`. `nonce` must be 16 fresh random bytes
     /// (RFC 6455 4.1); the caller supplies them so the core has no randomness of its own.
-    pub fn new(url: &Url, nonce: [u8; 16], options: ClientOptions) -> (Self, Vec<u8>) {
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::InvalidUrl`] or [`HandshakeError::InvalidRequestHeader`] when the
+    /// URL's fields or the options hold something that cannot be written into a request
+    /// as it is (see [`ClientOptions::check`]); no request is built then.
+    pub fn new(
+        url: &Url,
+        nonce: [u8; 16],
+        options: ClientOptions,
+    ) -> Result<(Self, Vec<u8>), HandshakeError> {
+        url.check()?;
+        options.check()?;
         let key = encode_key(nonce);
         let mut out = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -73,11 +137,11 @@ impl ClientHandshake {
         for (name, value) in &options.headers {
             out.push_str(name);
             out.push_str(": ");
-            out.push_str(value);
+            out.push_str(value.trim());
             out.push_str("\r\n");
         }
         out.push_str("\r\n");
-        (Self { key, options }, out.into_bytes())
+        Ok((Self { key, options }, out.into_bytes()))
     }
 
     /// Parses and checks the server's answer from the start of `buf`.
@@ -152,7 +216,7 @@ mod tests {
             headers: vec![("Authorization".into(), "Bearer t".into())],
             ..Default::default()
         };
-        let (hs, bytes) = ClientHandshake::new(&url, NONCE, options);
+        let (hs, bytes) = ClientHandshake::new(&url, NONCE, options).unwrap();
         (hs, String::from_utf8(bytes).unwrap())
     }
 
@@ -176,6 +240,50 @@ mod tests {
         assert!(parsed.unwrap().is_some());
     }
 
+    /// CWE-93: a value with a line break, from user input, must not add request headers.
+    #[test]
+    fn header_injection_is_refused_before_a_request_is_built() {
+        let url = Url::parse("ws://h/").unwrap();
+        let bad_options = [
+            ClientOptions {
+                headers: vec![("X-Name".into(), "a\r\nX-Injected: 1".into())],
+                ..Default::default()
+            },
+            ClientOptions {
+                headers: vec![("X-Name".into(), "a\nX-Injected: 1".into())],
+                ..Default::default()
+            },
+            ClientOptions { headers: vec![("X-Name".into(), "a\0b".into())], ..Default::default() },
+            ClientOptions { headers: vec![("X-Bad\r\nX-Injected".into(), "1".into())], ..Default::default() },
+            ClientOptions { headers: vec![("X Bad".into(), "1".into())], ..Default::default() },
+            ClientOptions { headers: vec![("".into(), "1".into())], ..Default::default() },
+            ClientOptions { headers: vec![("Host".into(), "evil.example".into())], ..Default::default() },
+            ClientOptions { origin: Some("http://a\r\nX-Injected: 1".into()), ..Default::default() },
+            ClientOptions { protocols: vec!["chat\r\nX-Injected: 1".into()], ..Default::default() },
+            ClientOptions { protocols: vec!["chat, superchat".into()], ..Default::default() },
+            ClientOptions { protocols: vec!["".into()], ..Default::default() },
+        ];
+        for options in bad_options {
+            let err = ClientHandshake::new(&url, NONCE, options.clone()).unwrap_err();
+            assert!(matches!(err, HandshakeError::InvalidRequestHeader { .. }), "{options:?}: {err}");
+        }
+        let mut url = Url::parse("ws://h/").unwrap();
+        url.resource = "/\r\nX-Injected: 1".into();
+        let err = ClientHandshake::new(&url, NONCE, ClientOptions::default()).unwrap_err();
+        assert!(matches!(err, HandshakeError::InvalidUrl(_)), "{err}");
+        // What is allowed still goes through: tabs and non-ASCII-free visible text, tokens.
+        let fine = ClientOptions {
+            headers: vec![("X-Trace".into(), "a\tb c=d; e".into())],
+            protocols: vec!["v12.stomp".into()],
+            ..Default::default()
+        };
+        assert!(ClientHandshake::new(&url_ok(), NONCE, fine).is_ok());
+    }
+
+    fn url_ok() -> Url {
+        Url::parse("ws://h/").unwrap()
+    }
+
     #[test]
     fn accepts_valid_answer() {
         let (hs, _) = handshake(&["chat", "superchat"]);
@@ -192,7 +300,7 @@ mod tests {
         let url = Url::parse("ws://h/").unwrap();
         let options =
             ClientOptions { limits: HandshakeLimits { max_bytes: 64, max_headers: 8 }, ..Default::default() };
-        let (hs, _) = ClientHandshake::new(&url, NONCE, options);
+        let (hs, _) = ClientHandshake::new(&url, NONCE, options).unwrap();
         assert_eq!(hs.parse_response(answer("").as_bytes()).unwrap_err(), HandshakeError::TooLarge(64));
     }
 

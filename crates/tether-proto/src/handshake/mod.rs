@@ -82,6 +82,25 @@ fn to_header_map(raw: &[httparse::Header<'_>]) -> Result<HeaderMap, HandshakeErr
     Ok(map)
 }
 
+/// Finds the end of an HTTP head (the empty line: `\n\r\n` or `\n\n`) in `buf`,
+/// searching only from where the last call stopped (`searched`, 0 at first) less the two
+/// bytes a terminator may straddle. A shell calls it after every read and parses the head
+/// only once it is complete (or at the size limit), so the work for a head that arrives
+/// one byte per read is linear in its size rather than quadratic.
+pub fn find_head_end(buf: &[u8], searched: &mut usize) -> Option<usize> {
+    let start = (*searched).saturating_sub(2).min(buf.len());
+    let mut at = start;
+    while let Some(i) = buf[at..].iter().position(|&b| b == b'\n').map(|i| at + i) {
+        match (buf.get(i + 1), buf.get(i + 2)) {
+            (Some(b'\n'), _) => return Some(i + 2),
+            (Some(b'\r'), Some(b'\n')) => return Some(i + 3),
+            _ => at = i + 1,
+        }
+    }
+    *searched = buf.len();
+    None
+}
+
 /// Applies the size limit to httparse's verdict on a request or response head: its length
 /// once complete, `None` while more bytes may still complete it within the limit.
 fn head_len(
@@ -106,6 +125,29 @@ mod tests {
     #[test]
     fn rfc6455_1_3_accept_key() {
         assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    /// Header parsing cost: a 16 KiB head that arrives one byte per read is searched in
+    /// linear time (each byte looked at a few times), not re-parsed from the start at
+    /// every read.
+    #[test]
+    fn head_end_search_is_linear_for_a_head_sent_byte_by_byte() {
+        let mut head = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        while head.len() < 16 * 1024 {
+            head.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        let (mut searched, mut examined) = (0usize, 0usize);
+        for len in 1..=head.len() {
+            examined += len - searched.saturating_sub(2).min(len);
+            let found = find_head_end(&head[..len], &mut searched);
+            assert_eq!(found, (len == head.len()).then_some(head.len()), "at {len}");
+        }
+        assert!(examined <= 3 * head.len(), "{examined} bytes examined for a {}-byte head", head.len());
+        // Bare LF line ends too, and a terminator split over reads.
+        let mut searched = 0;
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: h\n", &mut searched), None);
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: h\n\n", &mut searched), Some(24));
     }
 
     #[test]

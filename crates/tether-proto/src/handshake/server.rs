@@ -65,6 +65,16 @@ impl HttpRequest {
         has_token(&self.headers, "upgrade", "websocket")
     }
 
+    /// Whether the request is a WebSocket handshake attempt: `Upgrade: websocket`, or a
+    /// `Sec-WebSocket-Key` or `Sec-WebSocket-Version` header without it. An attempt is
+    /// checked as a handshake ([`into_upgrade`](Self::into_upgrade): 426 without
+    /// `Upgrade`, 400 for a bad key) and is never answered as a plain request.
+    pub fn is_websocket_attempt(&self) -> bool {
+        self.is_upgrade()
+            || self.headers.contains_key("sec-websocket-key")
+            || self.headers.contains_key("sec-websocket-version")
+    }
+
     /// Whether the connection stays open after the answer: HTTP/1.1 without
     /// `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`.
     pub fn keep_alive(&self) -> bool {

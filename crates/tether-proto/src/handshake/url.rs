@@ -16,64 +16,75 @@ pub struct Url {
 }
 
 impl Url {
-    /// Parses `ws[s]://host[:port][/path][?query]`.
+    /// Parses `ws[s]://host[:port][/path][?query]` with a real URI parser (`http::Uri`,
+    /// RFC 3986): a character that may not appear in a URL (a space, CR, LF or another
+    /// control character) is an error, so nothing from a URL can add a line to the request.
     ///
     /// # Errors
     ///
     /// [`HandshakeError::InvalidUrl`] naming what is wrong: a scheme other than ws/wss, a
-    /// missing host, a bad port, or a fragment (RFC 6455 3 forbids them).
+    /// missing host, a bad port, a character outside RFC 3986, or a fragment (RFC 6455 3
+    /// forbids them).
     pub fn parse(s: &str) -> Result<Self, HandshakeError> {
-        let (scheme, rest) =
-            s.split_once("://").ok_or(HandshakeError::InvalidUrl("missing scheme (ws:// or wss://)"))?;
-        let secure = match scheme.to_ascii_lowercase().as_str() {
-            "ws" => false,
-            "wss" => true,
-            _ => return Err(HandshakeError::InvalidUrl("scheme must be ws or wss")),
-        };
-        if rest.contains('#') {
+        // RFC 6455 3: "Fragment identifiers are meaningless in the context of WebSocket URIs
+        // and MUST NOT be used". http::Uri drops a fragment silently, so look first.
+        if s.contains('#') {
             return Err(HandshakeError::InvalidUrl("fragments are not allowed"));
         }
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, resource) = rest.split_at(split);
-        let resource = if resource.is_empty() {
-            "/".to_owned()
-        } else if resource.starts_with('?') {
-            format!("/{resource}")
-        } else {
-            resource.to_owned()
+        if !s.contains("://") {
+            return Err(HandshakeError::InvalidUrl("missing scheme (ws:// or wss://)"));
+        }
+        let uri: http::Uri = s.parse().map_err(|_| {
+            HandshakeError::InvalidUrl(
+                "not a valid URL (spaces, line breaks and other control characters must be percent-encoded)",
+            )
+        })?;
+        let secure = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("ws") => false,
+            Some(s) if s.eq_ignore_ascii_case("wss") => true,
+            _ => return Err(HandshakeError::InvalidUrl("scheme must be ws or wss")),
         };
-        if authority.contains('@') {
+        let authority = uri.authority().ok_or(HandshakeError::InvalidUrl("missing host"))?;
+        if authority.as_str().contains('@') {
             return Err(HandshakeError::InvalidUrl("user info is not supported"));
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or(HandshakeError::InvalidUrl("unclosed ["))?;
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':').ok_or(HandshakeError::InvalidUrl("bad port"))?),
-            };
-            (host, port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
+        let host = authority.host();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         if host.is_empty() {
             return Err(HandshakeError::InvalidUrl("missing host"));
         }
-        let port = match port {
-            None => {
-                if secure {
-                    443
-                } else {
-                    80
-                }
-            }
-            Some(p) => {
-                p.parse::<u16>().ok().filter(|&p| p != 0).ok_or(HandshakeError::InvalidUrl("bad port"))?
-            }
+        // The port's text after the host (http's `port()` hides one that is out of range).
+        let port_text = authority.as_str()[authority.host().len()..].strip_prefix(':');
+        let port = match port_text {
+            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0),
+            None => Some(if secure { 443 } else { 80 }),
+        };
+        let port = port.ok_or(HandshakeError::InvalidUrl("bad port"))?;
+        let resource = match uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("") {
+            "" => "/".to_owned(),
+            q if q.starts_with('?') => format!("/{q}"),
+            pq => pq.to_owned(),
         };
         Ok(Self { secure, host: host.to_owned(), port, resource })
+    }
+
+    /// Checks fields that may have been set by hand: the resource must be an RFC 3986 path
+    /// and query starting with `/`, the host a valid authority.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::InvalidUrl`].
+    pub fn check(&self) -> Result<(), HandshakeError> {
+        let resource_ok = self.resource.starts_with('/')
+            && !self.resource.contains('#')
+            && self.resource.parse::<http::uri::PathAndQuery>().is_ok();
+        if !resource_ok {
+            return Err(HandshakeError::InvalidUrl("the path and query are not a valid URL resource"));
+        }
+        if self.host.is_empty() || self.host_header().parse::<http::uri::Authority>().is_err() {
+            return Err(HandshakeError::InvalidUrl("the host is not a valid host name or address"));
+        }
+        Ok(())
     }
 
     /// Where a redirect's `Location` leads from this URL: an absolute `ws`/`wss`/`http`/
@@ -98,6 +109,9 @@ impl Url {
             Url::parse(&mapped)
                 .map_err(|e| HandshakeError::Redirect(format!("unusable location {location:?}: {e}")))?
         };
+        target
+            .check()
+            .map_err(|e| HandshakeError::Redirect(format!("unusable location {location:?}: {e}")))?;
         if self.secure && !target.secure {
             return Err(HandshakeError::Redirect(format!("from wss:// to ws:// ({location})")));
         }
@@ -149,6 +163,17 @@ mod tests {
     }
 
     #[test]
+    fn hand_made_fields_are_checked() {
+        let mut u = Url::parse("ws://h/ok").unwrap();
+        assert!(u.check().is_ok());
+        u.resource = "/a\r\nX-Injected: 1".into();
+        assert!(u.check().is_err());
+        let mut u = Url::parse("ws://h/ok").unwrap();
+        u.host = "h\r\nX-Injected: 1".into();
+        assert!(u.check().is_err());
+    }
+
+    #[test]
     fn redirects() {
         let here = Url::parse("ws://a.example:8080/x?y").unwrap();
         assert_eq!(here.redirect("/z").unwrap().to_url_string(), "ws://a.example:8080/z");
@@ -174,6 +199,11 @@ mod tests {
             "ws://h/#f",
             "ws://u@h",
             "ws://[::1",
+            "ws://h:",
+            "ws://h/a b",
+            "ws://h/\r\nX-Injected: 1",
+            "ws://h/?q=\nX-Injected: 1",
+            "ws://h\r\nX: 1/",
         ] {
             assert!(matches!(Url::parse(bad), Err(HandshakeError::InvalidUrl(_))), "{bad}");
         }
