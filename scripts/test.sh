@@ -5,9 +5,10 @@
 #   - redis-server (apt): the multi-node hub tests start their own on private loopback ports
 #   - Chromium (apt), Node `ws` and `playwright-core` (npm ci in interop/), Python `websockets`
 #     (pip, into target/interop-venv)
+#   - cargo-fuzz (crates.io, when missing), run on the nightly toolchain every machine has
 # Steps: format and lint, cargo tests (unit, vectors, properties, simulation, integration,
-# CLI), Autobahn|Testsuite in both roles with a drift check, interop with Node, Python and
-# Chromium, and the hub's demo page in Chromium.
+# CLI), every fuzz target for a bounded time, Autobahn|Testsuite in both roles with a drift
+# check, interop with Node, Python and Chromium, and the hub's demo page in Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -29,6 +30,9 @@ export TETHER_TEST_PROXIES=required
 
 step "cargo test --workspace"
 cargo test --workspace --locked
+
+step "fuzz: every target for ${FUZZ_SECONDS:-30} s (cargo-fuzz, nightly)"
+./scripts/fuzz.sh
 
 step "autobahn|testsuite, server (fuzzingclient) and client (fuzzingserver)"
 ./autobahn/run.sh

@@ -11,6 +11,6 @@ fuzz_target!(|data: &[u8]| {
         deflate: Some(DeflateConfig::default()),
         ..Default::default()
     };
-    let (hs, _) = ClientHandshake::new(&url, *b"the sample nonce", options);
+    let (hs, _) = ClientHandshake::new(&url, *b"the sample nonce", options).unwrap();
     let _ = hs.parse_response(data);
 });

@@ -49,15 +49,21 @@ impl Url {
             return Err(HandshakeError::InvalidUrl("user info is not supported"));
         }
         let host = authority.host();
+        let after_host = &authority.as_str()[host.len()..];
+        let bracketed = host.starts_with('[');
         let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         if host.is_empty() {
             return Err(HandshakeError::InvalidUrl("missing host"));
         }
+        if !valid_host(host) || (bracketed && !host.contains(':')) {
+            return Err(HandshakeError::InvalidUrl(
+                "bad host (a name, an IPv4 address or a bracketed IPv6 address)",
+            ));
+        }
         // The port's text after the host (http's `port()` hides one that is out of range).
-        let port_text = authority.as_str()[authority.host().len()..].strip_prefix(':');
-        let port = match port_text {
-            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0),
-            None => Some(if secure { 443 } else { 80 }),
+        let port = match after_host {
+            "" => Some(if secure { 443 } else { 80 }),
+            p => p.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|&p| p != 0),
         };
         let port = port.ok_or(HandshakeError::InvalidUrl("bad port"))?;
         let resource = match uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("") {
@@ -81,7 +87,7 @@ impl Url {
         if !resource_ok {
             return Err(HandshakeError::InvalidUrl("the path and query are not a valid URL resource"));
         }
-        if self.host.is_empty() || self.host_header().parse::<http::uri::Authority>().is_err() {
+        if !valid_host(&self.host) || self.host_header().parse::<http::uri::Authority>().is_err() {
             return Err(HandshakeError::InvalidUrl("the host is not a valid host name or address"));
         }
         Ok(())
@@ -145,6 +151,18 @@ impl Url {
     }
 }
 
+/// A host a WebSocket URL may name: an IPv6 address (kept without brackets), or a DNS name
+/// or IPv4 address made of letters, digits, `-`, `.`, `_` and `~`. RFC 3986's reg-name
+/// allows more (percent-encoding, sub-delims), none of which names a host a socket can
+/// reach, and all of which would have to be written into `Host` as they are.
+fn valid_host(host: &str) -> bool {
+    if host.contains(':') {
+        host.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +222,14 @@ mod tests {
             "ws://h/\r\nX-Injected: 1",
             "ws://h/?q=\nX-Injected: 1",
             "ws://h\r\nX: 1/",
+            // Found by the `url` fuzz target: text after a bracketed host that is not a port,
+            // and hosts that cannot be written into `Host`.
+            "ws://[%%%hhhhh!]0&5/%%%%%%%%hhh0~q",
+            "ws://[%0%hh!]:45/05/0",
+            "ws://%41/",
+            "ws://a!b/",
+            "ws://[::1]x/",
+            "ws://[not-v6]/",
         ] {
             assert!(matches!(Url::parse(bad), Err(HandshakeError::InvalidUrl(_))), "{bad}");
         }
