@@ -3,6 +3,7 @@
 
 use crate::socket::{Shared, WebSocket};
 use crate::{Error, Message};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,6 +95,11 @@ impl Driver {
         let mut pending: Option<Result<Message, Error>> = None;
         let mut eof = false;
         let mut commands_open = true;
+        // One timer for the connection's life, moved only when the core's deadline moves: a
+        // timer made afresh on every wake-up would be registered and dropped again for
+        // every message (every delivery of a fan-out, with pings or an idle timeout on).
+        let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
             self.conn.handle_timeout(Instant::now());
             // Events, until the inbox is full.
@@ -166,6 +172,15 @@ impl Driver {
                 }
             }
             let deadline = self.conn.poll_timeout().map(tokio::time::Instant::from_std);
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    match &mut timer {
+                        Some(t) => t.as_mut().reset(d),
+                        None => timer = Some(Box::pin(tokio::time::sleep_until(d))),
+                    }
+                }
+                armed = deadline;
+            }
             let can_read = !eof && pending.is_none();
             let wake = tokio::select! {
                 biased;
@@ -181,7 +196,7 @@ impl Driver {
                 },
                 cmd = self.cmd_rx.recv(), if commands_open => Wake::Command(cmd),
                 res = rd.read(&mut read_buf), if can_read => Wake::Read(res),
-                () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
+                () = poll_timer(&mut timer), if armed.is_some() => Wake::Timer,
             };
             match wake {
                 Wake::Wrote(Ok(0)) => {
@@ -219,7 +234,9 @@ impl Driver {
                     commands_open = false;
                     self.abandoned();
                 }
-                Wake::Delivered | Wake::Timer => {}
+                // Armed again at the next deadline, even if it is the same instant.
+                Wake::Timer => armed = None,
+                Wake::Delivered => {}
             }
         }
     }
@@ -323,9 +340,9 @@ impl Driver {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+async fn poll_timer(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
         None => std::future::pending().await,
     }
 }
