@@ -13,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
-step() { printf '\n==== %s\n' "$*"; }
 started=$SECONDS
+step() { printf '\n==== %s (at %d s)\n' "$*" "$((SECONDS - started))"; }
 
 step "format and lint"
 cargo fmt --all --check
