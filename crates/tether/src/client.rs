@@ -5,7 +5,7 @@ use crate::tls::{self, ClientTrust};
 use crate::{dial, Error, Proxy, WebSocket, WebSocketStream};
 use std::net::IpAddr;
 use std::time::Duration;
-use tether_proto::handshake::{find_head_end, ClientHandshake, ClientOptions, Response, Url};
+use tether_proto::handshake::{head_ready, ClientHandshake, ClientOptions, Response, Url};
 use tether_proto::{Config, Connection, HandshakeError, MaskSource};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -204,7 +204,6 @@ where
         stream.write_all(&request).await?;
         let mut buf = Vec::new();
         let mut searched = 0;
-        let max = config.options.limits.max_bytes;
         loop {
             buf.reserve(2048);
             if stream.read_buf(&mut buf).await? == 0 {
@@ -213,7 +212,7 @@ where
                 )));
             }
             // Parsed once whole (or at the limit), as the server does.
-            if find_head_end(&buf, &mut searched).is_none() && buf.len() < max {
+            if !head_ready(&buf, &mut searched, &config.options.limits) {
                 continue;
             }
             if let Some((response, len)) = handshake.parse_response(&buf)? {

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tether_proto::handshake::{
-    accept_response, find_head_end, http_response, parse_http_request, reject_response, select_protocol,
-    HttpRequest as HttpHead, OriginPolicy, Request,
+    accept_response, check_field, head_ready, http_response, parse_http_request, reject_response,
+    select_protocol, HttpRequest as HttpHead, OriginPolicy, Request,
 };
 use tether_proto::{deflate, Config, Connection, HandshakeError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -362,7 +362,7 @@ where
         let body = Bytes::from(std::mem::replace(&mut buf, rest));
         let (keep_alive, head_only) = (head.keep_alive(), head.method == "HEAD");
         let mut response = route(HttpRequest { head, body, remote_addr }).await;
-        if let Some((name, _)) = response.headers.iter().find(|(n, v)| !sendable_header(n, v)) {
+        if let Some((name, _)) = response.headers.iter().find(|(n, v)| check_field(n, v).is_err()) {
             // A header built from user input with a line break in it would split the
             // response (CWE-113): nothing of it is sent.
             tracing::error!(header = %name.escape_debug(), "route answered with a header that cannot be sent; answering 500");
@@ -393,8 +393,7 @@ async fn read_head<S: AsyncRead + Unpin>(
     loop {
         // Parsed only once whole (or at the limit): a head trickling in a byte per read
         // costs linear work, not a parse per read.
-        let whole = find_head_end(buf, &mut searched).is_some() || buf.len() >= limits.max_bytes;
-        if whole {
+        if head_ready(buf, &mut searched, limits) {
             if let Some(parsed) = parse_http_request(buf, limits)? {
                 return Ok(Some(parsed));
             }
@@ -415,12 +414,6 @@ async fn read_head<S: AsyncRead + Unpin>(
             return Err(HandshakeError::MalformedHttp("connection closed during the request head").into());
         }
     }
-}
-
-/// Whether a header may be written as it is: an RFC 9110 token for a name, and a value
-/// without CR, LF, NUL or another control character but tab.
-fn sendable_header(name: &str, value: &str) -> bool {
-    http::HeaderName::from_bytes(name.as_bytes()).is_ok() && http::HeaderValue::from_str(value).is_ok()
 }
 
 /// Answers an early refusal with its status, then closes the way the client can read it:

@@ -1,8 +1,8 @@
 //! Client side of the opening handshake (RFC 6455 4.1).
 
 use super::{
-    accept_key, encode_key, has_token, head_len, parse_extensions, to_header_map, Extension, HandshakeLimits,
-    Url,
+    accept_key, check_field, encode_key, has_token, head_len, parse_extensions, to_header_map, Extension,
+    HandshakeLimits, Url,
 };
 use crate::deflate::{self, DeflateConfig, DeflateParams};
 use crate::error::HandshakeError;
@@ -57,16 +57,13 @@ impl ClientOptions {
             }
         }
         if let Some(origin) = &self.origin {
-            if http::HeaderValue::from_str(origin).is_err() {
-                return bad("Origin", "the value holds a line break or another control character");
+            if let Err(why) = check_field("Origin", origin) {
+                return bad("Origin", why);
             }
         }
         for (name, value) in &self.headers {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return bad(name, "the name is not a token (RFC 9110 5.1)");
-            }
-            if http::HeaderValue::from_str(value).is_err() {
-                return bad(name, "the value holds a line break or another control character");
+            if let Err(why) = check_field(name, value) {
+                return bad(name, why);
             }
             if HANDSHAKE_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
                 return bad(name, "the handshake sets this header itself");

@@ -82,6 +82,30 @@ fn to_header_map(raw: &[httparse::Header<'_>]) -> Result<HeaderMap, HandshakeErr
     Ok(map)
 }
 
+/// Checks that a header can be written into a request or response as it is (RFC 9110 5):
+/// the name is a token, and the value has no CR, LF, NUL or other control character but
+/// tab. A value from user input with a line break in it would otherwise add headers of that
+/// user's choosing (CWE-93, CWE-113).
+///
+/// # Errors
+///
+/// What is wrong, in a few words.
+pub fn check_field(name: &str, value: &str) -> Result<(), &'static str> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err("the name is not a token (RFC 9110 5.1)");
+    }
+    if http::HeaderValue::from_str(value).is_err() {
+        return Err("the value holds a line break or another control character");
+    }
+    Ok(())
+}
+
+/// Whether a head in `buf` is worth parsing: its end has arrived ([`find_head_end`], from
+/// `searched` on) or it has reached the size limit (the parse then refuses it).
+pub fn head_ready(buf: &[u8], searched: &mut usize, limits: &HandshakeLimits) -> bool {
+    find_head_end(buf, searched).is_some() || buf.len() >= limits.max_bytes
+}
+
 /// Finds the end of an HTTP head (the empty line: `\n\r\n` or `\n\n`) in `buf`,
 /// searching only from where the last call stopped (`searched`, 0 at first) less the two
 /// bytes a terminator may straddle. A shell calls it after every read and parses the head
