@@ -10,9 +10,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tether::{Config, OriginPolicy};
-use tether_hub::queue::QueueLimits;
-use tether_hub::stomp::StompOptions;
-use tether_hub::{Hub, HubOptions, NamespaceOptions, ServeOptions, Server};
+use tether_hub::broker::redis::RedisOptions;
+use tether_hub::{Hub, HubOptions, NamespaceOptions, QueueLimits, ServeOptions, Server, StompOptions};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -120,7 +119,7 @@ struct FileRedis {
 }
 
 impl FileRedis {
-    fn apply(&self, mut o: tether_hub::RedisOptions) -> anyhow::Result<tether_hub::RedisOptions> {
+    fn apply(&self, mut o: RedisOptions) -> anyhow::Result<RedisOptions> {
         let ms = |name: &str, v: Option<u64>, d: Duration| -> anyhow::Result<Duration> {
             match v {
                 Some(0) => bail!("redis {name} must be at least 1"),
@@ -307,13 +306,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..HubOptions::default()
     };
 
-    let ping = seconds(
-        "ping interval",
-        args.ping_interval.or(file.ping_interval),
-        tether_hub::server::PING_INTERVAL,
-    )?;
+    let ping =
+        seconds("ping interval", args.ping_interval.or(file.ping_interval), tether_hub::http::PING_INTERVAL)?;
     let idle =
-        seconds("idle timeout", args.idle_timeout.or(file.idle_timeout), tether_hub::server::IDLE_TIMEOUT)?;
+        seconds("idle timeout", args.idle_timeout.or(file.idle_timeout), tether_hub::http::IDLE_TIMEOUT)?;
     let limits = Config::default()
         .with_max_message_size(max_message)
         .with_max_frame_size(max_message)
@@ -321,7 +317,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_idle_timeout(idle);
     let mut server = tether::ServerConfig::default()
         .with_config(limits)
-        .with_protocols(tether_hub::server::PROTOCOLS)
+        .with_protocols(tether_hub::http::protocols())
         .with_origin(origin)
         .with_max_connections(max_connections)
         .with_max_handshakes(max_handshakes);
@@ -368,10 +364,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if !["redis://", "rediss://", "redis+sentinel://"].iter().any(|s| url.starts_with(s)) {
                 bail!("broker {url:?} must be \"memory\" or a redis://, rediss:// or redis+sentinel:// URL");
             }
-            let redis = file.redis.as_ref().map_or(Ok(tether_hub::RedisOptions::new(url.clone())), |r| {
-                r.apply(tether_hub::RedisOptions::new(url.clone()))
-            })?;
-            Hub::with_redis(hub_options, redis).map_err(|e| anyhow::anyhow!("broker: {e}"))?
+            let redis = file
+                .redis
+                .as_ref()
+                .map_or(Ok(RedisOptions::new(url.clone())), |r| r.apply(RedisOptions::new(url.clone())))?;
+            let broker =
+                tether_hub::broker::redis::broker(redis).map_err(|e| anyhow::anyhow!("broker: {e}"))?;
+            Arc::new(Hub::with_broker(hub_options, broker))
         }
     };
     let api_on = options.api_key.is_some();

@@ -1,6 +1,6 @@
 //! Namespaces and their options, and the hub's limits.
 
-use crate::queue::QueueLimits;
+use crate::hub::QueueLimits;
 use std::collections::HashMap;
 use std::time::Duration;
 

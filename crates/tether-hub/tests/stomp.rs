@@ -397,7 +397,7 @@ async fn heart_beats_both_ways() {
     // A client that promised beats every 60 ms and goes silent is closed.
     let (mut b, _) = Stomp::connect(hub.addr, &[("heart-beat", "60,0")]).await;
     let (e, code) = b.error().await;
-    assert_eq!((e.get("message"), code), (Some("heart-beat timeout"), 4011));
+    assert_eq!((e.get("message"), code), (Some("heart-beat timeout"), 4012));
 
     // One that keeps beating stays.
     let (mut c, _) = Stomp::connect(hub.addr, &[("heart-beat", "100,0")]).await;

@@ -6,7 +6,6 @@
 //! connection may use).
 
 use crate::hub::Access;
-use crate::json::code;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -23,15 +22,31 @@ pub struct Identity {
     pub expires: Option<SystemTime>,
 }
 
+/// Why a token was refused. Front-ends map it to their codes ([`crate::codes::auth_code`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct AuthError {
+    /// Whether the token was valid but has expired.
+    pub expired: bool,
+    /// What is wrong, for the client.
+    pub message: String,
+}
+
+impl AuthError {
+    /// A refused token (not an expired one).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self { expired: false, message: message.into() }
+    }
+}
+
 /// Decides who a token belongs to.
 pub trait Authenticator: Send + Sync {
     /// Checks a token.
     ///
     /// # Errors
     ///
-    /// An error code (`code::UNAUTHORIZED`, or `code::TOKEN_EXPIRED` for an expired token)
-    /// and a message.
-    fn authenticate(&self, token: &str) -> Result<Identity, (u16, String)>;
+    /// An [`AuthError`]: invalid, or expired.
+    fn authenticate(&self, token: &str) -> Result<Identity, AuthError>;
 }
 
 /// Refuses every token (no key configured): only anonymous clients.
@@ -39,8 +54,8 @@ pub trait Authenticator: Send + Sync {
 pub struct NoTokens;
 
 impl Authenticator for NoTokens {
-    fn authenticate(&self, _token: &str) -> Result<Identity, (u16, String)> {
-        Err((code::UNAUTHORIZED, "this server accepts no tokens (no token key configured)".into()))
+    fn authenticate(&self, _token: &str) -> Result<Identity, AuthError> {
+        Err(AuthError::invalid("this server accepts no tokens (no token key configured)"))
     }
 }
 
@@ -91,22 +106,22 @@ impl Jwt {
 }
 
 impl Authenticator for Jwt {
-    fn authenticate(&self, token: &str) -> Result<Identity, (u16, String)> {
+    fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| (code::UNAUTHORIZED, format!("invalid token: {e}")))?;
+            .map_err(|e| AuthError::invalid(format!("invalid token: {e}")))?;
         let Some((alg, key)) = self.keys.iter().find(|(a, _)| *a == header.alg) else {
-            return Err((
-                code::UNAUTHORIZED,
-                format!("invalid token: algorithm {:?} not accepted", header.alg),
-            ));
+            return Err(AuthError::invalid(format!(
+                "invalid token: algorithm {:?} not accepted",
+                header.alg
+            )));
         };
         let mut validation = Validation::new(*alg);
         validation.leeway = 0;
         validation.required_spec_claims.clear();
         validation.required_spec_claims.insert("sub".into());
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => (code::TOKEN_EXPIRED, "token expired".to_owned()),
-            _ => (code::UNAUTHORIZED, format!("invalid token: {e}")),
+            ErrorKind::ExpiredSignature => AuthError { expired: true, message: "token expired".to_owned() },
+            _ => AuthError::invalid(format!("invalid token: {e}")),
         })?;
         let claims = data.claims;
         Ok(Identity {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::hub::ClientId;
+use super::event::ClientId;
 
 /// Limits of the queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,7 @@ impl Default for QueueLimits {
 
 /// How a consumer acknowledges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckMode {
+pub(crate) enum AckMode {
     /// A message counts as handled once sent.
     Auto,
     /// An ACK or NACK covers that message and every earlier one of the consumer.
@@ -44,9 +44,10 @@ pub enum AckMode {
 
 /// A message in a queue.
 #[derive(Debug)]
-pub struct QueueMessage {
-    /// The queue's own sequence number (unique in the hub).
-    pub id: u64,
+pub(crate) struct QueueMessage {
+    /// The queue's own sequence number (unique in the hub; for logs).
+    #[allow(dead_code)]
+    pub(crate) id: u64,
     /// The body.
     pub body: Bytes,
     /// Headers the sender gave that travel with the message (such as `content-type`).
@@ -57,7 +58,6 @@ pub struct QueueMessage {
 
 /// A message taken from the [`Store`] for this node's consumers.
 #[derive(Debug)]
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct Arrival {
     pub(crate) key: Arc<str>,
     pub(crate) body: Bytes,
@@ -79,7 +79,7 @@ pub(crate) trait Store: Send + Sync {
 
 /// One delivery of a message to a consumer.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// The delivery tag, unique in the hub: what the consumer ACKs or NACKs.
     pub tag: u64,
     /// The queue.
@@ -91,7 +91,7 @@ pub struct Delivery {
 }
 
 /// Where a queue sends a consumer's messages.
-pub trait QueueOutlet: Send + Sync {
+pub(crate) trait QueueOutlet: Send + Sync {
     /// Sends `delivery` to the subscription `subscription`. Returns `false` when the
     /// connection is gone or closing; the message then goes to another consumer.
     fn deliver(&self, subscription: &str, delivery: &Delivery) -> bool;
@@ -99,7 +99,7 @@ pub trait QueueOutlet: Send + Sync {
 
 /// Why a queue operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueueError {
+pub(crate) enum QueueError {
     /// The queue holds `max_messages` already.
     #[error("queue {0} is full ({1} messages)")]
     Full(String, usize),
@@ -162,7 +162,7 @@ struct State {
 }
 
 /// The hub's work queues (in memory).
-pub struct Queues {
+pub(crate) struct Queues {
     state: Mutex<State>,
     limits: QueueLimits,
     store: OnceLock<Arc<dyn Store>>,
@@ -176,12 +176,11 @@ impl std::fmt::Debug for Queues {
 
 impl Queues {
     /// Empty queues with `limits`.
-    pub fn new(limits: QueueLimits) -> Self {
+    pub(crate) fn new(limits: QueueLimits) -> Self {
         Self { state: Mutex::new(State::default()), limits, store: OnceLock::new() }
     }
 
     /// Keeps messages in `store` from now on (set once, before any use).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_store(&self, store: Arc<dyn Store>) {
         let _ = self.store.set(store);
     }
@@ -210,7 +209,12 @@ impl Queues {
     /// # Errors
     ///
     /// [`QueueError::Full`] or [`QueueError::TooManyQueues`].
-    pub fn send(&self, queue: &str, body: Bytes, headers: Vec<(String, String)>) -> Result<(), QueueError> {
+    pub(crate) fn send(
+        &self,
+        queue: &str,
+        body: Bytes,
+        headers: Vec<(String, String)>,
+    ) -> Result<(), QueueError> {
         let mut state = self.lock();
         let state = &mut *state;
         state.next_id += 1;
@@ -234,7 +238,6 @@ impl Queues {
 
     /// Hands messages taken from the store to this node's consumers of `queue`; gives them
     /// straight back when there are none (any more).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn arrive(&self, queue: &str, messages: Vec<Arrival>) {
         let mut state = self.lock();
         let state = &mut *state;
@@ -267,7 +270,7 @@ impl Queues {
     /// # Errors
     ///
     /// [`QueueError::DuplicateSubscription`] or [`QueueError::TooManyQueues`].
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         client: ClientId,
         subscription: &str,
@@ -303,7 +306,7 @@ impl Queues {
     /// # Errors
     ///
     /// [`QueueError::NoSubscription`].
-    pub fn unsubscribe(&self, client: ClientId, subscription: &str) -> Result<(), QueueError> {
+    pub(crate) fn unsubscribe(&self, client: ClientId, subscription: &str) -> Result<(), QueueError> {
         let mut state = self.lock();
         let key = (client, Arc::<str>::from(subscription));
         let name = state
@@ -315,7 +318,7 @@ impl Queues {
     }
 
     /// Removes every consumer of `client` (it disconnected).
-    pub fn disconnect(&self, client: ClientId) {
+    pub(crate) fn disconnect(&self, client: ClientId) {
         let mut state = self.lock();
         let mine: Vec<(Arc<str>, Arc<str>)> = state
             .subscriptions
@@ -352,7 +355,7 @@ impl Queues {
     /// # Errors
     ///
     /// [`QueueError::UnknownTag`] when the client holds no such delivery.
-    pub fn ack(&self, client: ClientId, tag: u64) -> Result<(), QueueError> {
+    pub(crate) fn ack(&self, client: ClientId, tag: u64) -> Result<(), QueueError> {
         self.settle(client, tag, false)
     }
 
@@ -362,7 +365,7 @@ impl Queues {
     /// # Errors
     ///
     /// [`QueueError::UnknownTag`] when the client holds no such delivery.
-    pub fn nack(&self, client: ClientId, tag: u64) -> Result<(), QueueError> {
+    pub(crate) fn nack(&self, client: ClientId, tag: u64) -> Result<(), QueueError> {
         self.settle(client, tag, true)
     }
 
@@ -457,7 +460,7 @@ impl Queues {
     }
 
     /// Messages waiting (not delivered) in `queue`.
-    pub fn waiting(&self, queue: &str) -> usize {
+    pub(crate) fn waiting(&self, queue: &str) -> usize {
         self.lock().queues.get(queue).map_or(0, |q| q.pending.len())
     }
 }

@@ -1,11 +1,14 @@
 //! The hub's network side on one port: the demo page, the WebSocket endpoint (`/ws`), the
 //! server API (`/api/*`), `/healthz` and `/metrics`; connection limits; graceful shutdown.
 
-use crate::auth::Authenticator;
-use crate::hub::{Hub, HubError};
-use crate::json;
-use crate::stomp::{self, StompOptions};
-use crate::web;
+pub(crate) mod web;
+
+use crate::codes::{close, http_status};
+use crate::frontend::json::{clients_json, publications_json};
+use crate::frontend::stomp::StompOptions;
+use crate::frontend::{self, Context};
+use crate::hub::Hub;
+use crate::session::auth::{Authenticator, NoTokens};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -48,9 +51,11 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 /// open without speaking, is let go.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The WebSocket subprotocols the hub speaks, preferred first: `tether.json`, then STOMP
-/// 1.2, 1.1 and 1.0.
-pub const PROTOCOLS: [&str; 4] = [json::PROTOCOL, "v12.stomp", "v11.stomp", "v10.stomp"];
+/// The WebSocket subprotocols the hub speaks, preferred first (every front-end's, in the
+/// order they are registered: `tether.json`, then STOMP 1.2, 1.1 and 1.0).
+pub fn protocols() -> Vec<&'static str> {
+    frontend::subprotocols()
+}
 
 impl std::fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,12 +78,12 @@ impl Default for ServeOptions {
                         .with_ping_interval(Some(PING_INTERVAL))
                         .with_idle_timeout(Some(IDLE_TIMEOUT)),
                 )
-                .with_protocols(PROTOCOLS)
+                .with_protocols(protocols())
                 .with_origin(tether::OriginPolicy::SameHost),
             api_key: None,
             max_connections_per_ip: 1_000,
             shutdown_timeout: Duration::from_secs(5),
-            auth: Arc::new(crate::auth::NoTokens),
+            auth: Arc::new(NoTokens),
             stomp: StompOptions::default(),
         }
     }
@@ -206,7 +211,7 @@ async fn connection(
     let peer = incoming.remote_addr();
     let mut slot = None;
     let check = |req: &tether::Request| {
-        if req.path != "/ws" && req.path != stomp::PATH {
+        if !frontend::registered().iter().any(|f| f.path() == req.path) {
             return Err(Reject::new(404, "the WebSocket endpoints are /ws and /stomp"));
         }
         match counts.take_ip(peer.ip(), options.max_connections_per_ip) {
@@ -229,15 +234,9 @@ async fn connection(
             hub.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, path = %request.path, "websocket connected");
             let protocol = ws.protocol().map(str::to_owned);
-            let is_stomp = match protocol.as_deref() {
-                Some(p) => p != json::PROTOCOL,
-                None => request.path == stomp::PATH,
-            };
-            if is_stomp {
-                let (auth, opts) = (options.auth.clone(), options.stomp);
-                stomp::serve_connection(ws, hub.clone(), auth, opts, protocol.as_deref()).await;
-            } else {
-                json::serve_connection(ws, hub.clone(), options.auth.clone()).await;
+            if let Some(front) = frontend::pick(protocol.as_deref(), &request.path) {
+                let cx = Context { hub: hub.clone(), auth: options.auth.clone(), stomp: options.stomp };
+                front.serve(ws, cx, protocol).await;
             }
             drop(slot);
         }
@@ -308,15 +307,6 @@ struct ApiDisconnect {
     user: String,
 }
 
-fn hub_status(e: &HubError) -> u16 {
-    match e {
-        HubError::UnknownChannel => 404,
-        HubError::NotAvailable => 409,
-        HubError::Unavailable => 503,
-        _ => 400,
-    }
-}
-
 fn position_json(offset: u64, epoch: &str) -> String {
     format!("{{\"offset\":{offset},\"epoch\":{}}}", serde_json::to_string(epoch).unwrap_or_default())
 }
@@ -346,7 +336,7 @@ async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOpt
                 Ok(pos) => {
                     json_response(200, format!("{{\"result\":{}}}", position_json(pos.offset, &pos.epoch)))
                 }
-                Err(e) => api_error(hub_status(&e), &e.to_string()),
+                Err(e) => api_error(http_status(&e), &e.to_string()),
             }
         }
         ApiCall::Broadcast(b) => {
@@ -373,10 +363,8 @@ async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOpt
             json_response(200, out)
         }
         ApiCall::Presence(p) => match hub.presence(&p.channel, None).await {
-            Ok(list) => {
-                json_response(200, format!("{{\"result\":{{\"clients\":{}}}}}", json::clients_json(&list)))
-            }
-            Err(e) => api_error(hub_status(&e), &e.to_string()),
+            Ok(list) => json_response(200, format!("{{\"result\":{{\"clients\":{}}}}}", clients_json(&list))),
+            Err(e) => api_error(http_status(&e), &e.to_string()),
         },
         ApiCall::History(h) => {
             match hub.history(&h.channel, h.limit.unwrap_or(usize::MAX), h.since, None).await {
@@ -386,14 +374,14 @@ async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOpt
                         "{{\"result\":{{\"offset\":{},\"epoch\":{},\"publications\":{}}}}}",
                         pos.offset,
                         serde_json::to_string(&*pos.epoch).unwrap_or_default(),
-                        json::publications_json(&events)
+                        publications_json(&events)
                     ),
                 ),
-                Err(e) => api_error(hub_status(&e), &e.to_string()),
+                Err(e) => api_error(http_status(&e), &e.to_string()),
             }
         }
         ApiCall::Disconnect(d) => {
-            let n = hub.disconnect_user(&d.user, json::close::DISCONNECTED, "disconnected by the server");
+            let n = hub.disconnect_user(&d.user, close::DISCONNECTED, "disconnected by the server");
             json_response(200, format!("{{\"result\":{{\"disconnected\":{n}}}}}"))
         }
         ApiCall::Channels => {

@@ -8,18 +8,22 @@
 
 pub mod frame;
 
-use crate::auth::Authenticator;
-use crate::gate::SendGate;
-use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, StreamPosition};
-use crate::metrics::Metrics;
-use crate::queue::{AckMode, Delivery, QueueError, QueueOutlet};
+use super::{Context, FrontEnd};
+use crate::broker::BoxFuture;
+use crate::codes::close;
+use crate::hub::event::PartEncoding;
+use crate::hub::queue::{AckMode, Delivery, QueueError, QueueOutlet};
+use crate::hub::{Event, Hub, HubError, Outlet, StreamPosition};
+use crate::session::auth::Authenticator;
+use crate::session::gate::SendGate;
+use crate::session::{sleep_until_or_forever, Session, EXPIRED};
 use bytes::{Bytes, BytesMut};
 use frame::{write_header, Command, Decoder, Frame, FrameError, Limits, Version};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tether::{CloseCode, Message, Sender, Utf8Bytes, WebSocket};
 
 /// The WebSocket subprotocols of STOMP, newest first.
@@ -27,9 +31,6 @@ pub const PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 
 /// The path where a connection without a subprotocol speaks STOMP.
 pub const PATH: &str = "/stomp";
-
-/// Close code for a peer that stopped sending heart-beats.
-pub const HEARTBEAT_TIMEOUT: u16 = 4011;
 
 /// Settings of the STOMP front-end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +51,16 @@ impl Default for StompOptions {
     }
 }
 
-/// The event part slot for a version.
-fn slot(version: Version) -> usize {
+/// This front-end's encodings: the shared part of a topic `MESSAGE`, one per version
+/// (header escaping differs).
+static ENCODINGS: [PartEncoding; 3] =
+    [PartEncoding::new("stomp 1.0"), PartEncoding::new("stomp 1.1"), PartEncoding::new("stomp 1.2")];
+
+fn encoding(version: Version) -> &'static PartEncoding {
     match version {
-        Version::V1_0 => 0,
-        Version::V1_1 => 1,
-        Version::V1_2 => 2,
+        Version::V1_0 => &ENCODINGS[0],
+        Version::V1_1 => &ENCODINGS[1],
+        Version::V1_2 => &ENCODINGS[2],
     }
 }
 
@@ -103,7 +108,7 @@ fn encode_topic_part(event: &Event, version: Version) -> Bytes {
 
 /// Delivers topic events and queue messages to one STOMP connection, disconnecting it
 /// (close code 4008) when it falls behind.
-pub struct StompOutlet {
+struct StompOutlet {
     gate: SendGate,
     version: Version,
     /// Topic subscriptions: channel, then the subscription ids on it.
@@ -111,8 +116,8 @@ pub struct StompOutlet {
 }
 
 impl StompOutlet {
-    fn new(sender: Sender, version: Version, max_queued: usize, metrics: Arc<Metrics>) -> Self {
-        Self { gate: SendGate::new(sender, max_queued, metrics), version, topics: Mutex::new(HashMap::new()) }
+    fn new(gate: SendGate, version: Version) -> Self {
+        Self { gate, version, topics: Mutex::new(HashMap::new()) }
     }
 
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Arc<str>>>> {
@@ -126,16 +131,18 @@ impl StompOutlet {
 
     /// Sends a topic event to one subscription.
     fn send_event(&self, subscription: &str, event: &Event) -> bool {
-        let part = event.encoded_part(slot(self.version), |e| encode_topic_part(e, self.version));
-        let mut out = BytesMut::with_capacity(part.len() + subscription.len() + 24);
-        out.extend_from_slice(b"MESSAGE\n");
-        write_header(
-            &mut out,
-            "subscription",
-            subscription,
-            (self.version >= Version::V1_1).then_some(self.version),
+        let out = event.with_part(
+            encoding(self.version),
+            |e| encode_topic_part(e, self.version),
+            |part| {
+                let mut out = BytesMut::with_capacity(part.len() + subscription.len() + 24);
+                out.extend_from_slice(b"MESSAGE\n");
+                let esc = (self.version >= Version::V1_1).then_some(self.version);
+                write_header(&mut out, "subscription", subscription, esc);
+                out.extend_from_slice(part);
+                out
+            },
         );
-        out.extend_from_slice(part);
         self.send(out.freeze())
     }
 }
@@ -191,11 +198,16 @@ struct Fail {
 
 impl Fail {
     fn protocol(message: impl Into<String>) -> Self {
-        Self { message: message.into(), detail: String::new(), close: 1002, headers: Vec::new() }
+        Self {
+            message: message.into(),
+            detail: String::new(),
+            close: close::PROTOCOL_ERROR,
+            headers: Vec::new(),
+        }
     }
 
     fn policy(message: impl Into<String>) -> Self {
-        Self { message: message.into(), detail: String::new(), close: 1008, headers: Vec::new() }
+        Self { message: message.into(), detail: String::new(), close: close::POLICY, headers: Vec::new() }
     }
 
     fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -209,8 +221,8 @@ impl From<FrameError> for Fail {
         let close = match e {
             FrameError::TooLarge { .. }
             | FrameError::TooManyHeaders { .. }
-            | FrameError::HeaderTooLong { .. } => 1009,
-            _ => 1002,
+            | FrameError::HeaderTooLong { .. } => close::TOO_BIG,
+            _ => close::PROTOCOL_ERROR,
         };
         Self { message: e.to_string(), detail: String::new(), close, headers: Vec::new() }
     }
@@ -222,8 +234,8 @@ fn hub_fail(what: &str, e: &HubError) -> Fail {
 
 fn queue_fail(what: &str, e: &QueueError) -> Fail {
     let close = match e {
-        QueueError::Full(..) | QueueError::TooManyQueues(_) | QueueError::Unavailable => 1008,
-        _ => 1002,
+        QueueError::Full(..) | QueueError::TooManyQueues(_) | QueueError::Unavailable => close::POLICY,
+        _ => close::PROTOCOL_ERROR,
     };
     Fail { message: format!("{what}: {e}"), detail: String::new(), close, headers: Vec::new() }
 }
@@ -299,28 +311,42 @@ fn forwarded(frame: &Frame) -> Vec<(String, String)> {
 }
 
 /// A connection's state.
-struct Session {
-    hub: Arc<Hub>,
-    auth: Arc<dyn Authenticator>,
+struct Conn {
+    session: Session,
     options: StompOptions,
     sender: Sender,
     /// The newest version the subprotocol allows.
     cap: Version,
     version: Version,
-    client: Option<(ClientId, Arc<ClientInfo>)>,
     outlet: Option<Arc<StompOutlet>>,
     /// Subscription ids and where they lead.
     subscriptions: HashMap<String, Dest>,
     transactions: HashMap<String, Vec<Frame>>,
     transaction_frames: usize,
-    expires: Option<SystemTime>,
     heart_beat_in: Option<Duration>,
     heart_beat_out: Option<Duration>,
 }
 
+/// The STOMP front-end: its subprotocols anywhere, and `/stomp` without one.
+pub(crate) struct Stomp;
+
+impl FrontEnd for Stomp {
+    fn subprotocols(&self) -> &'static [&'static str] {
+        &PROTOCOLS
+    }
+
+    fn path(&self) -> &'static str {
+        PATH
+    }
+
+    fn serve(&self, ws: WebSocket, cx: Context, subprotocol: Option<String>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { serve_connection(ws, cx.hub, cx.auth, cx.stomp, subprotocol.as_deref()).await })
+    }
+}
+
 /// Runs one STOMP connection until it closes. `subprotocol` is the negotiated one (it caps
 /// the version), `None` on the `/stomp` path without one.
-pub async fn serve_connection(
+async fn serve_connection(
     ws: WebSocket,
     hub: Arc<Hub>,
     auth: Arc<dyn Authenticator>,
@@ -332,19 +358,16 @@ pub async fn serve_connection(
     let sender = write.sender();
     let metrics = hub.metrics.clone();
     let mut decoder = Decoder::new(Version::V1_2, options.limits);
-    let mut session = Session {
-        hub,
-        auth,
+    let mut session = Conn {
+        session: Session::new(hub, auth),
         options,
         sender: sender.clone(),
         cap,
         version: Version::V1_2,
-        client: None,
         outlet: None,
         subscriptions: HashMap::new(),
         transactions: HashMap::new(),
         transaction_frames: 0,
-        expires: None,
         heart_beat_in: None,
         heart_beat_out: None,
     };
@@ -353,22 +376,19 @@ pub async fn serve_connection(
     let mut beat: Option<tokio::time::Interval> = None;
     loop {
         let silent_after = session.heart_beat_in.filter(|_| !closing).map(|d| last_read + d * 2);
-        let expiry = session
-            .expires
-            .filter(|_| !closing)
-            .map(|t| tokio::time::Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default());
+        let expiry = session.session.deadline().filter(|_| !closing);
         let item = tokio::select! {
             item = read.next() => item,
             () = sleep_until_or_forever(silent_after) => {
                 let ms = session.heart_beat_in.map_or(0, |d| d.as_millis());
-                let fail = Fail { close: HEARTBEAT_TIMEOUT, ..Fail::protocol("heart-beat timeout") }
+                let fail = Fail { close: close::HEARTBEAT_TIMEOUT, ..Fail::protocol("heart-beat timeout") }
                     .detail(format!("nothing received for twice the heart-beat interval of {ms} ms"));
                 session.error(fail, None).await;
                 closing = true;
                 continue;
             }
             () = sleep_until_or_forever(expiry) => {
-                let fail = Fail { close: crate::json::close::TOKEN_EXPIRED, ..Fail::policy("token expired") };
+                let fail = Fail { close: EXPIRED.0, ..Fail::policy(EXPIRED.1) };
                 session.error(fail, None).await;
                 closing = true;
                 continue;
@@ -421,9 +441,7 @@ pub async fn serve_connection(
                 Ok(Step::Disconnect) => {
                     // The session ends here: its queue messages go back now, not when the
                     // client gets round to closing.
-                    if let Some((id, _)) = session.client.take() {
-                        session.hub.disconnect(id);
-                    }
+                    session.session.end();
                     let _ = sender.send_close(CloseCode::NORMAL, "");
                     closing = true;
                     break;
@@ -436,9 +454,6 @@ pub async fn serve_connection(
             }
         }
     }
-    if let Some((id, _)) = session.client {
-        session.hub.disconnect(id);
-    }
 }
 
 async fn tick(beat: &mut Option<tokio::time::Interval>) {
@@ -450,13 +465,6 @@ async fn tick(beat: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// What the loop does after a frame.
 enum Step {
     Continue,
@@ -464,16 +472,16 @@ enum Step {
     Disconnect,
 }
 
-impl Session {
+impl Conn {
     async fn send(&self, frame: &Frame) {
         let bytes = frame.to_bytes(self.version);
-        self.hub.metrics.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.session.metrics().bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let _ = self.sender.send(message(bytes)).await;
     }
 
     /// Sends an ERROR frame, then closes.
     async fn error(&self, fail: Fail, receipt: Option<String>) {
-        self.hub.metrics.command_errors.fetch_add(1, Ordering::Relaxed);
+        self.session.metrics().command_errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(message = %fail.message, "STOMP error");
         let mut f = Frame::new(Command::Error).header("message", fail.message.clone());
         if let Some(r) = receipt {
@@ -490,11 +498,8 @@ impl Session {
         let _ = self.sender.send_close(CloseCode(fail.close), reason);
     }
 
-    fn client(&self) -> Result<(ClientId, Arc<StompOutlet>), Fail> {
-        match (&self.client, &self.outlet) {
-            (Some((id, _)), Some(o)) => Ok((*id, o.clone())),
-            _ => Err(Fail::protocol("send CONNECT first")),
-        }
+    fn client(&self) -> Result<Arc<StompOutlet>, Fail> {
+        self.outlet.clone().ok_or_else(|| Fail::protocol("send CONNECT first"))
     }
 
     async fn handle(&mut self, frame: Frame) -> Result<Step, Fail> {
@@ -551,7 +556,7 @@ impl Session {
         if let Some(r) = receipt {
             if settles {
                 // The receipt says the ACK or NACK took effect, in Redis too.
-                self.hub.queues_settled().await;
+                self.session.settled().await;
             }
             self.send(&Frame::new(Command::Receipt).header("receipt-id", r)).await;
         }
@@ -559,7 +564,7 @@ impl Session {
     }
 
     async fn connect(&mut self, frame: &Frame) -> Result<(), Fail> {
-        if self.client.is_some() {
+        if self.outlet.is_some() {
             return Err(Fail::protocol("already connected"));
         }
         let offered: Vec<Version> = match frame.get("accept-version") {
@@ -581,19 +586,10 @@ impl Session {
                 .or_else(|| frame.get("authorization"))
                 .map(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).unwrap_or(a).trim())
         });
-        let (user, access) = match token {
-            Some(token) => match self.auth.authenticate(token) {
-                Ok(identity) => {
-                    self.expires = identity.expires;
-                    (identity.user, identity.access)
-                }
-                Err((_, message)) => return Err(Fail::policy("authentication failed").detail(message)),
-            },
-            None => (
-                frame.get("login").unwrap_or_default().to_owned(),
-                Access { anonymous: true, channels: None },
-            ),
-        };
+        let identity = self
+            .session
+            .authenticate(token, frame.get("login").unwrap_or_default())
+            .map_err(|e| Fail::policy("authentication failed").detail(e.message))?;
         let (sx, sy) = self.options.heart_beat;
         if version >= Version::V1_1 {
             if let Some(hb) = frame.get("heart-beat") {
@@ -608,14 +604,8 @@ impl Session {
                 self.heart_beat_in = rate(cx, sy);
             }
         }
-        let hub = &self.hub;
-        let outlet = Arc::new(StompOutlet::new(
-            self.sender.clone(),
-            version,
-            hub.options().max_queued_bytes,
-            hub.metrics.clone(),
-        ));
-        let (id, info) = hub.connect(user, access, outlet.clone());
+        let outlet = Arc::new(StompOutlet::new(self.session.gate(self.sender.clone()), version));
+        let info = self.session.connect(identity, outlet.clone());
         let mut reply = Frame::new(Command::Connected);
         if version >= Version::V1_1 {
             reply = reply.header("version", version.as_str()).header("heart-beat", format!("{sx},{sy}"));
@@ -626,7 +616,6 @@ impl Session {
         if !info.user.is_empty() {
             reply = reply.header("user-name", info.user.clone());
         }
-        self.client = Some((id, info));
         self.outlet = Some(outlet);
         self.send(&reply).await;
         Ok(())
@@ -649,22 +638,22 @@ impl Session {
 
     /// Carries out a SEND, ACK or NACK.
     async fn apply(&self, frame: &Frame) -> Result<(), Fail> {
-        let (id, _) = self.client()?;
+        self.client()?;
         match frame.command {
             Command::Send => match destination(frame)? {
                 Dest::Topic(ch) => {
                     let data = topic_data(frame)?;
-                    self.hub
-                        .publish_from(id, &ch, data)
+                    self.session
+                        .publish(&ch, data)
                         .await
                         .map_err(|e| hub_fail(&format!("cannot send to /topic/{ch}"), &e))?;
                 }
                 Dest::Queue(q) => {
                     let what = format!("cannot send to /queue/{q}");
-                    self.hub.check_queue(id, &q, true).map_err(|e| hub_fail(&what, &e))?;
-                    self.hub
+                    self.session
                         .queue_send(&q, frame.body.clone(), forwarded(frame))
                         .await
+                        .map_err(|e| hub_fail(&what, &e))?
                         .map_err(|e| queue_fail(&what, &e))?;
                 }
             },
@@ -674,12 +663,7 @@ impl Session {
                     .or_else(|| frame.get("message-id"))
                     .ok_or_else(|| Fail::protocol(format!("{} frame without an id header", frame.command)))?;
                 if let Some(tag) = ack_id.strip_prefix('q').and_then(|t| t.parse::<u64>().ok()) {
-                    let queues = self.hub.queues();
-                    let r = if frame.command == Command::Ack {
-                        queues.ack(id, tag)
-                    } else {
-                        queues.nack(id, tag)
-                    };
+                    let r = self.session.queue_settle(tag, frame.command == Command::Ack);
                     r.map_err(|e| queue_fail(&format!("cannot {}", frame.command), &e))?;
                 } else if !ack_id.starts_with('t') {
                     return Err(Fail::protocol(format!("{} of unknown message {ack_id:?}", frame.command)));
@@ -691,7 +675,7 @@ impl Session {
     }
 
     async fn subscribe(&mut self, frame: &Frame) -> Result<(), Fail> {
-        let (client, outlet) = self.client()?;
+        let outlet = self.client()?;
         let dest = destination(frame)?;
         let sub_id = match frame.get("id") {
             Some(id) => id.to_owned(),
@@ -701,7 +685,7 @@ impl Session {
         if self.subscriptions.contains_key(&sub_id) {
             return Err(Fail::protocol(format!("subscription id {sub_id:?} is already in use")));
         }
-        let limit = self.hub.options().max_channels_per_connection;
+        let limit = self.session.max_channels();
         if self.subscriptions.len() >= limit {
             return Err(Fail::policy(format!("too many subscriptions (limit {limit})")));
         }
@@ -729,16 +713,15 @@ impl Session {
                 // subscribing (recovered from that position), then live ones.
                 let (recover, past) = match history {
                     0 => (None, Vec::new()),
-                    n => match self.hub.history(ch, n, None, None).await {
+                    n => match self.session.replay(ch, n).await {
                         Ok((pos, events)) if !pos.epoch.is_empty() => (Some(pos), events),
                         Ok(_) | Err(HubError::NotAvailable) => (None, Vec::new()),
                         Err(e) => return Err(hub_fail(&what, &e)),
                     },
                 };
                 let recovering = recover.is_some();
-                self.hub
+                self.session
                     .subscribe(
-                        client,
                         ch,
                         recover.map(|p| StreamPosition { offset: p.offset, epoch: p.epoch }),
                         |s| {
@@ -755,10 +738,9 @@ impl Session {
             }
             Dest::Queue(q) => {
                 let what = format!("cannot subscribe to /queue/{q}");
-                self.hub.check_queue(client, q, false).map_err(|e| hub_fail(&what, &e))?;
-                self.hub
-                    .queues()
-                    .subscribe(client, &sub_id, q, mode, outlet)
+                self.session
+                    .queue_subscribe(&sub_id, q, mode, outlet)
+                    .map_err(|e| hub_fail(&what, &e))?
                     .map_err(|e| queue_fail(&what, &e))?;
             }
         }
@@ -767,7 +749,7 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, frame: &Frame) -> Result<(), Fail> {
-        let (client, outlet) = self.client()?;
+        let outlet = self.client()?;
         let sub_id = match frame.get("id") {
             Some(id) => id.to_owned(),
             // 1.0 may name the subscription by its destination.
@@ -791,12 +773,12 @@ impl Session {
                     last
                 };
                 if last {
-                    let _ = self.hub.unsubscribe(client, &ch);
+                    let _ = self.session.unsubscribe(&ch);
                 }
             }
             Dest::Queue(_) => {
                 // The queue may have dropped the consumer already (its connection closing).
-                let _ = self.hub.queues().unsubscribe(client, &sub_id);
+                let _ = self.session.queue_unsubscribe(&sub_id);
             }
         }
         Ok(())

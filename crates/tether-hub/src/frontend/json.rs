@@ -2,10 +2,14 @@
 //! (docs/PROTOCOL.md). One task per connection reads commands; pushes come from the hub
 //! through a [`JsonOutlet`], each event encoded once for every JSON subscriber.
 
-use crate::auth::Authenticator;
-use crate::gate::SendGate;
-use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, Push, StreamPosition};
-use crate::metrics::Metrics;
+use super::{Context, FrontEnd};
+use crate::broker::BoxFuture;
+use crate::codes::{auth_code, reply as code, reply_code};
+use crate::hub::event::FrameEncoding;
+use crate::hub::{ClientInfo, Event, Hub, Outlet, Push, StreamPosition};
+use crate::session::auth::Authenticator;
+use crate::session::gate::SendGate;
+use crate::session::{sleep_until_or_forever, Session, EXPIRED};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -19,81 +23,17 @@ use tether::{CloseCode, Message, PreparedFrame, Sender, WebSocket};
 /// The subprotocol name.
 pub const PROTOCOL: &str = "tether.json";
 
-/// The event cache slot of this front-end.
-const SLOT: usize = 0;
-
-/// Close codes the hub uses (4000-4999 are for applications, RFC 6455 7.4.2).
-pub mod close {
-    /// The connection fell behind: more than `max_queued_bytes` unsent.
-    pub const SLOW_CONSUMER: u16 = 4008;
-    /// Disconnected through the server API.
-    pub const DISCONNECTED: u16 = 4010;
-    /// The token is invalid.
-    pub const INVALID_TOKEN: u16 = 4001;
-    /// The token expired and was not refreshed in time.
-    pub const TOKEN_EXPIRED: u16 = 4002;
-    /// This node missed publications it cannot fill from history (after losing its
-    /// connection to the broker): reconnect and resubscribe with recovery.
-    pub const INSUFFICIENT_STATE: u16 = 4011;
-}
-
-/// Error codes of replies.
-pub mod code {
-    /// Something failed inside the server.
-    pub const INTERNAL: u16 = 100;
-    /// No `connect` yet, or a bad token.
-    pub const UNAUTHORIZED: u16 = 101;
-    /// The channel's namespace does not exist, or the name is empty or too long.
-    pub const UNKNOWN_CHANNEL: u16 = 102;
-    /// The namespace or the token does not allow this.
-    pub const PERMISSION_DENIED: u16 = 103;
-    /// No such command.
-    pub const METHOD_NOT_FOUND: u16 = 104;
-    /// Already subscribed.
-    pub const ALREADY_SUBSCRIBED: u16 = 105;
-    /// A limit was reached (channels per connection).
-    pub const LIMIT_EXCEEDED: u16 = 106;
-    /// The command is not valid JSON or misses a field.
-    pub const BAD_REQUEST: u16 = 107;
-    /// Not available in this namespace (presence or history off).
-    pub const NOT_AVAILABLE: u16 = 108;
-    /// The token has expired.
-    pub const TOKEN_EXPIRED: u16 = 109;
-    /// Not subscribed to the channel.
-    pub const NOT_SUBSCRIBED: u16 = 110;
-    /// `connect` sent twice.
-    pub const ALREADY_CONNECTED: u16 = 111;
-    /// The broker (Redis) cannot be reached: nothing was done; try again later.
-    pub const UNAVAILABLE: u16 = 112;
-}
-
-fn hub_code(e: &HubError) -> u16 {
-    match e {
-        HubError::UnknownChannel => code::UNKNOWN_CHANNEL,
-        HubError::PermissionDenied => code::PERMISSION_DENIED,
-        HubError::AlreadySubscribed => code::ALREADY_SUBSCRIBED,
-        HubError::NotSubscribed => code::NOT_SUBSCRIBED,
-        HubError::LimitExceeded => code::LIMIT_EXCEEDED,
-        HubError::NotAvailable => code::NOT_AVAILABLE,
-        HubError::Unavailable => code::UNAVAILABLE,
-    }
-}
+/// This front-end's encoding: one frame per event, shared by every JSON subscriber.
+static ENCODING: FrameEncoding = FrameEncoding::new("tether.json");
 
 /// Delivers hub events to one JSON connection, disconnecting it when it falls behind.
-pub struct JsonOutlet {
+struct JsonOutlet {
     gate: SendGate,
-}
-
-impl JsonOutlet {
-    /// An outlet over `sender` that tolerates `max_queued` unsent bytes.
-    pub fn new(sender: Sender, max_queued: usize, metrics: Arc<Metrics>) -> Self {
-        Self { gate: SendGate::new(sender, max_queued, metrics) }
-    }
 }
 
 impl Outlet for JsonOutlet {
     fn push(&self, event: &Arc<Event>) -> bool {
-        self.gate.send_prepared(event.encoded(SLOT, |e| PreparedFrame::text(&encode_push(e))))
+        event.with_frame(&ENCODING, |e| PreparedFrame::text(&encode_push(e)), |f| self.gate.send_prepared(f))
     }
 
     fn disconnect(&self, code: u16, reason: &str) {
@@ -128,7 +68,7 @@ fn push_publication(out: &mut String, event: &Event) {
 }
 
 /// The push message of an event.
-pub fn encode_push(event: &Event) -> String {
+pub(crate) fn encode_push(event: &Event) -> String {
     let mut out = String::with_capacity(96 + event.publication().map_or(0, |p| p.data.len()));
     out.push_str("{\"push\":{\"channel\":");
     push_str(&mut out, &event.channel);
@@ -159,7 +99,7 @@ fn push_expires(out: &mut String, expires: Option<SystemTime>) {
 }
 
 /// A list of publications as a JSON array.
-pub fn publications_json(events: &[Arc<Event>]) -> String {
+pub(crate) fn publications_json(events: &[Arc<Event>]) -> String {
     let mut out = String::from("[");
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
@@ -172,7 +112,7 @@ pub fn publications_json(events: &[Arc<Event>]) -> String {
 }
 
 /// Presence as a JSON array of client infos.
-pub fn clients_json(clients: &[Arc<ClientInfo>]) -> String {
+pub(crate) fn clients_json(clients: &[Arc<ClientInfo>]) -> String {
     let mut out = String::from("[");
     for (i, c) in clients.iter().enumerate() {
         if i > 0 {
@@ -266,23 +206,36 @@ fn error(id: Option<u64>, code: u16, message: &str) -> Reply {
     Reply { text, error: true }
 }
 
+/// The `tether.json` front-end: on `/ws`, and the default there without a subprotocol.
+pub(crate) struct Json;
+
+impl FrontEnd for Json {
+    fn subprotocols(&self) -> &'static [&'static str] {
+        &[PROTOCOL]
+    }
+
+    fn path(&self) -> &'static str {
+        "/ws"
+    }
+
+    fn serve(&self, ws: WebSocket, cx: Context, _subprotocol: Option<String>) -> BoxFuture<'static, ()> {
+        Box::pin(serve_connection(ws, cx.hub, cx.auth))
+    }
+}
+
 /// Runs one `tether.json` connection until it closes.
-pub async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authenticator>) {
+async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authenticator>) {
     let (write, mut read) = ws.split();
     let sender = write.sender();
-    let mut session = Session { client: None, expires: None };
-    let metrics = hub.metrics.clone();
+    let mut session = Session::new(hub, auth);
+    let metrics = session.metrics().clone();
     loop {
         // A connection whose token expires must refresh it in time.
-        let deadline = session.expires.map(|t| {
-            let left = t.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::Instant::now() + left
-        });
         let item = tokio::select! {
             item = read.next() => item,
-            () = sleep_until_or_forever(deadline) => {
-                let _ = sender.send_close(CloseCode(close::TOKEN_EXPIRED), "token expired");
-                session.expires = None;
+            () = sleep_until_or_forever(session.deadline()) => {
+                let _ = sender.send_close(CloseCode(EXPIRED.0), EXPIRED.1);
+                session.expiry_handled();
                 continue;
             }
         };
@@ -306,7 +259,7 @@ pub async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authen
         };
         metrics.commands.fetch_add(1, Ordering::Relaxed);
         metrics.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
-        let reply = handle(&text, &hub, &*auth, &sender, &mut session).await;
+        let reply = handle(&text, &sender, &mut session).await;
         if let Some(reply) = reply {
             if reply.error {
                 metrics.command_errors.fetch_add(1, Ordering::Relaxed);
@@ -316,16 +269,6 @@ pub async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authen
                 break;
             }
         }
-    }
-    if let Some((id, _)) = session.client {
-        hub.disconnect(id);
-    }
-}
-
-async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -376,21 +319,8 @@ pub fn check_command(text: &str) -> Result<Option<u64>, CommandError> {
     decode_command(text).map(|c| c.id)
 }
 
-/// A connection's state between commands.
-struct Session {
-    client: Option<(ClientId, Arc<ClientInfo>)>,
-    /// When the token runs out, unless refreshed.
-    expires: Option<SystemTime>,
-}
-
 /// Handles one command; returns the reply to send, if it was not queued already.
-async fn handle(
-    text: &str,
-    hub: &Arc<Hub>,
-    auth: &dyn Authenticator,
-    sender: &Sender,
-    session: &mut Session,
-) -> Option<Reply> {
+async fn handle(text: &str, sender: &Sender, session: &mut Session) -> Option<Reply> {
     let cmd = match decode_command(text) {
         Ok(c) => c,
         Err(e) => return Some(error(e.id, e.code, &e.message)),
@@ -400,55 +330,42 @@ async fn handle(
         return Some(result(id, "{}"));
     }
     if let Some(c) = cmd.connect {
-        if session.client.is_some() {
+        if session.info().is_some() {
             return Some(error(id, code::ALREADY_CONNECTED, "already connected"));
         }
-        let (user, access) = match c.token.as_deref() {
-            Some(token) => match auth.authenticate(token) {
-                Ok(identity) => {
-                    session.expires = identity.expires;
-                    (identity.user, identity.access)
-                }
-                Err((code, message)) => return Some(error(id, code, &message)),
-            },
-            None => (c.name.unwrap_or_default(), Access { anonymous: true, channels: None }),
+        let identity = match session.authenticate(c.token.as_deref(), c.name.as_deref().unwrap_or_default()) {
+            Ok(identity) => identity,
+            Err(e) => return Some(error(id, auth_code(&e), &e.message)),
         };
-        let outlet =
-            Arc::new(JsonOutlet::new(sender.clone(), hub.options().max_queued_bytes, hub.metrics.clone()));
-        let (cid, info) = hub.connect(user, access, outlet);
+        let outlet = Arc::new(JsonOutlet { gate: session.gate(sender.clone()) });
+        let info = session.connect(identity, outlet);
         let mut body = String::from("{\"client\":");
         push_str(&mut body, &info.client);
         body.push_str(",\"user\":");
         push_str(&mut body, &info.user);
         body.push_str(",\"version\":");
         push_str(&mut body, env!("CARGO_PKG_VERSION"));
-        push_expires(&mut body, session.expires);
+        push_expires(&mut body, session.expires());
         body.push('}');
-        session.client = Some((cid, info));
         return Some(result(id, &body));
     }
-    let Some((cid, info)) = session.client.clone() else {
+    if session.info().is_none() {
         return Some(error(id, code::UNAUTHORIZED, "send connect first"));
-    };
+    }
     if let Some(r) = cmd.refresh {
-        let identity = match auth.authenticate(&r.token) {
-            Ok(identity) => identity,
-            Err((code, message)) => return Some(error(id, code, &message)),
-        };
-        if identity.user != info.user || info.user.is_empty() {
-            return Some(error(id, code::UNAUTHORIZED, "the new token is for another user"));
+        if let Err(e) = session.refresh(&r.token) {
+            return Some(error(id, auth_code(&e), &e.message));
         }
-        hub.set_access(cid, identity.access);
-        session.expires = identity.expires;
         let mut body = String::from("{");
-        push_expires(&mut body, session.expires);
+        push_expires(&mut body, session.expires());
         body.push('}');
         return Some(result(id, &body.replacen("{,", "{", 1)));
     }
     if let Some(s) = cmd.subscribe {
         let recover = s.recover.map(|r| StreamPosition { offset: r.offset, epoch: r.epoch.into() });
-        let queued = hub
-            .subscribe(cid, &s.channel, recover, |sub| {
+        let metrics = session.metrics();
+        let queued = session
+            .subscribe(&s.channel, recover, |sub| {
                 // Queued under the hub's lock: the reply and the missed publications go out
                 // before any newer event on this channel.
                 let mut body = String::from("{\"epoch\":");
@@ -461,42 +378,42 @@ async fn handle(
                 }
                 body.push('}');
                 let reply = result(id, &body).text;
-                hub.metrics.bytes_out.fetch_add(reply.len() as u64, Ordering::Relaxed);
+                metrics.bytes_out.fetch_add(reply.len() as u64, Ordering::Relaxed);
                 let _ = sender.start_send(Message::text(reply));
             })
             .await;
         return match queued {
             Ok(()) => None,
-            Err(e) => Some(error(id, hub_code(&e), &e.to_string())),
+            Err(e) => Some(error(id, reply_code(&e), &e.to_string())),
         };
     }
     if let Some(u) = cmd.unsubscribe {
-        return Some(match hub.unsubscribe(cid, &u.channel) {
+        return Some(match session.unsubscribe(&u.channel) {
             Ok(()) => result(id, "{}"),
-            Err(e) => error(id, hub_code(&e), &e.to_string()),
+            Err(e) => error(id, reply_code(&e), &e.to_string()),
         });
     }
     if let Some(p) = cmd.publish {
         let data = Bytes::copy_from_slice(p.data.get().as_bytes());
-        return Some(match hub.publish_from(cid, &p.channel, data).await {
+        return Some(match session.publish(&p.channel, data).await {
             Ok(pos) => {
                 let mut body = format!("{{\"offset\":{},\"epoch\":", pos.offset);
                 push_str(&mut body, &pos.epoch);
                 body.push('}');
                 result(id, &body)
             }
-            Err(e) => error(id, hub_code(&e), &e.to_string()),
+            Err(e) => error(id, reply_code(&e), &e.to_string()),
         });
     }
     if let Some(p) = cmd.presence {
-        return Some(match hub.presence(&p.channel, Some(cid)).await {
+        return Some(match session.presence(&p.channel).await {
             Ok(list) => result(id, &format!("{{\"clients\":{}}}", clients_json(&list))),
-            Err(e) => error(id, hub_code(&e), &e.to_string()),
+            Err(e) => error(id, reply_code(&e), &e.to_string()),
         });
     }
     if let Some(h) = cmd.history {
         let limit = h.limit.unwrap_or(usize::MAX);
-        return Some(match hub.history(&h.channel, limit, h.since, Some(cid)).await {
+        return Some(match session.history(&h.channel, limit, h.since).await {
             Ok((pos, events)) => {
                 let mut body = String::from("{\"epoch\":");
                 push_str(&mut body, &pos.epoch);
@@ -508,7 +425,7 @@ async fn handle(
                 );
                 result(id, &body)
             }
-            Err(e) => error(id, hub_code(&e), &e.to_string()),
+            Err(e) => error(id, reply_code(&e), &e.to_string()),
         });
     }
     Some(error(id, code::INTERNAL, "unhandled command"))

@@ -11,7 +11,7 @@
 //! - A send appends to the stream (refused when it holds `max_messages`).
 //! - Each node reads (`XREADGROUP`, consumer name = its node id) only the queues it has
 //!   consumers of, on a connection of its own (the read blocks), and hands the messages to
-//!   its local [`Queues`](crate::queue::Queues), which deliver them round robin.
+//!   its local [`Queues`](crate::hub::queue::Queues), which deliver them round robin.
 //! - A handled message (ACK, or sent to an `auto` consumer) is acknowledged and deleted.
 //! - When a node's last consumer of a queue leaves, it gives back what it still holds: a
 //!   copy at the end of the stream (marked redelivered where it was delivered before) and
@@ -23,9 +23,10 @@
 //! `presence_ttl` may see its messages claimed by another while its own consumers still
 //! work on them.
 
-use crate::hub::{Hub, HubError};
-use crate::queue::{Arrival, QueueError, QueueMessage, Store};
-use crate::redis_broker::RedisBroker;
+use super::RedisBroker;
+use crate::broker::BrokerEvents;
+use crate::hub::event::HubError;
+use crate::hub::queue::{Arrival, QueueError, QueueMessage, Store};
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script, Value};
@@ -159,7 +160,7 @@ impl RedisQueues {
 
     /// Starts the tasks that move messages between Redis and `hub`'s queues while the hub
     /// lives (once).
-    pub(crate) fn start(self: &Arc<Self>, hub: Weak<Hub>) {
+    pub(crate) fn start(self: &Arc<Self>, hub: Weak<dyn BrokerEvents>) {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(jobs) = jobs {
             tokio::spawn(self.clone().work(jobs, hub.clone()));
@@ -211,7 +212,7 @@ impl RedisQueues {
 
     /// Carries out the queues' jobs in order; every `presence_ttl / 3` refreshes this node's
     /// heartbeat, retries what failed, and claims what dead nodes held.
-    async fn work(self: Arc<Self>, mut jobs: mpsc::UnboundedReceiver<Job>, hub: Weak<Hub>) {
+    async fn work(self: Arc<Self>, mut jobs: mpsc::UnboundedReceiver<Job>, hub: Weak<dyn BrokerEvents>) {
         let period = (self.broker.options().presence_ttl / 3).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(period);
         let mut failed: Vec<Job> = Vec::new();
@@ -243,7 +244,7 @@ impl RedisQueues {
     }
 
     /// One job; a job that Redis did not take is handed back to be retried.
-    async fn run(&self, job: Job, hub: &Weak<Hub>) -> Result<(), Job> {
+    async fn run(&self, job: Job, hub: &Weak<dyn BrokerEvents>) -> Result<(), Job> {
         match job {
             Job::Consume(queue, on) => {
                 {
@@ -315,7 +316,7 @@ impl RedisQueues {
     }
 
     /// Takes over what dead nodes held in `queue` and hands it to the local consumers.
-    async fn claim(&self, queue: &Arc<str>, hub: &Weak<Hub>) {
+    async fn claim(&self, queue: &Arc<str>, hub: &Weak<dyn BrokerEvents>) {
         loop {
             let Ok(mut conn) = self.broker.conn() else { return };
             let reply: redis::RedisResult<Value> = self
@@ -339,7 +340,7 @@ impl RedisQueues {
                 return;
             }
             tracing::info!("redis: queue {queue}: took over {n} messages of a node that is gone");
-            h.queues().arrive(queue, entries);
+            h.queue_arrivals(queue, entries);
             if n < BATCH {
                 return;
             }
@@ -359,7 +360,7 @@ impl RedisQueues {
             .arg(format!("{}{}", self.heartbeat_prefix(), self.node))
             .arg(1)
             .arg("PX")
-            .arg(crate::redis_broker::millis(self.broker.options().presence_ttl))
+            .arg(super::millis(self.broker.options().presence_ttl))
             .query_async(conn)
             .await
     }
@@ -379,7 +380,7 @@ impl RedisQueues {
 
     /// Reads new messages of the active queues, on a connection of its own, for as long as
     /// the hub lives.
-    async fn read(self: Arc<Self>, hub: Weak<Hub>) {
+    async fn read(self: Arc<Self>, hub: Weak<dyn BrokerEvents>) {
         let options = self.broker.options().clone();
         let mut conn: Option<MultiplexedConnection> = None;
         let mut ready: HashSet<Arc<str>> = HashSet::new();
@@ -418,7 +419,7 @@ impl RedisQueues {
                     let Some(h) = hub.upgrade() else { return };
                     for (queue, entries) in batches {
                         tracing::debug!("redis: queue {queue}: read {} messages", entries.len());
-                        h.queues().arrive(&queue, entries);
+                        h.queue_arrivals(&queue, entries);
                     }
                 }
                 Err(e) if e.code() == Some("NOGROUP") => ready.clear(),
@@ -433,7 +434,7 @@ impl RedisQueues {
         }
     }
 
-    async fn open_reader(&self, options: &crate::RedisOptions) -> redis::RedisResult<MultiplexedConnection> {
+    async fn open_reader(&self, options: &super::RedisOptions) -> redis::RedisResult<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.command_timeout))
             .set_response_timeout(Some(options.command_timeout + BLOCK));
@@ -477,7 +478,7 @@ impl RedisQueues {
         }
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(GROUP).arg(&self.node).arg("COUNT").arg(BATCH);
-        cmd.arg("BLOCK").arg(crate::redis_broker::millis(BLOCK)).arg("STREAMS");
+        cmd.arg("BLOCK").arg(super::millis(BLOCK)).arg("STREAMS");
         for q in queues {
             cmd.arg(self.key(q));
         }
@@ -489,7 +490,7 @@ impl RedisQueues {
             Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
             Value::Array(items) => items
                 .iter()
-                .filter_map(|i| match crate::redis_broker::as_array(i) {
+                .filter_map(|i| match super::as_array(i) {
                     Some([k, v]) => Some((k, v)),
                     _ => None,
                 })
@@ -498,9 +499,7 @@ impl RedisQueues {
         };
         let mut out = Vec::new();
         for (key, list) in per_stream {
-            let queue = crate::redis_broker::as_str(key)
-                .and_then(|k| queues.iter().find(|q| self.key(q) == k))
-                .cloned();
+            let queue = super::as_str(key).and_then(|k| queues.iter().find(|q| self.key(q) == k)).cloned();
             if let Some(queue) = queue {
                 out.push((queue, entries(list, false)));
             }
@@ -529,7 +528,7 @@ fn fields(
 /// Messages from stream entries `[[id, [field, value, …]], …]`; `claimed` marks them all
 /// redelivered (another node had them).
 fn entries(list: &Value, claimed: bool) -> Vec<Arrival> {
-    use crate::redis_broker::{as_array, as_bytes, as_str};
+    use crate::broker::redis::{as_array, as_bytes, as_str};
     let mut out = Vec::new();
     for e in as_array(list).unwrap_or_default() {
         let Some([id, f]) = as_array(e) else { continue };

@@ -1,6 +1,7 @@
-//! The `redis` broker: Redis holds what every node must agree on, and carries publications
-//! between nodes. This module only talks to Redis; the [`Hub`](crate::Hub) keeps each node's
-//! own subscribers and decides what reaches them.
+//! The `redis` broker (feature `redis`): Redis holds what every node must agree on, and
+//! carries publications between nodes. This module only talks to Redis; the hub core keeps
+//! each node's own subscribers and decides what reaches them (crate::hub::fanout), as
+//! with every broker.
 //!
 //! What lives in Redis, per channel `C` (with prefix `P`, `tether` by default):
 //!
@@ -20,9 +21,15 @@
 //! channels this node has subscribers in. When it drops, the node reconnects with backoff,
 //! subscribes again, and the hub fills whatever it missed from history.
 
-use crate::hub::{ClientInfo, Hub, HubError, StreamPosition};
-use crate::options::NamespaceOptions;
+pub(crate) mod queue;
+
+use super::{BoxFuture, Broker, BrokerEvents, Entry, Read, Since};
+use crate::hub::event::{new_epoch, ClientInfo, HubError, Publication, StreamPosition};
+use crate::hub::queue::{QueueError, Store};
+use crate::hub::BrokerHandle;
+use crate::options::{HubOptions, NamespaceOptions};
 use bytes::Bytes;
+use queue::RedisQueues;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Script, Value};
 use std::collections::HashSet;
@@ -67,7 +74,7 @@ impl RedisOptions {
 
 /// A message from the channel's Pub/Sub stream.
 #[derive(Debug)]
-pub(crate) enum Remote {
+enum Remote {
     /// A publication with its place in the channel.
     Publication { epoch: Arc<str>, offset: u64, info: Option<Arc<ClientInfo>>, data: Bytes },
     /// A client subscribed on some node.
@@ -76,33 +83,17 @@ pub(crate) enum Remote {
     Leave(Arc<ClientInfo>),
 }
 
-/// A publication read from history.
-#[derive(Debug)]
-pub(crate) struct Entry {
-    pub(crate) offset: u64,
-    pub(crate) info: Option<Arc<ClientInfo>>,
-    pub(crate) data: Bytes,
-}
-
-/// A channel's position and the publications after a given offset.
-#[derive(Debug)]
-pub(crate) struct Read {
-    pub(crate) position: StreamPosition,
-    pub(crate) entries: Vec<Entry>,
-}
-
-/// Where a read starts.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Since<'a> {
-    /// No publications, only the position.
-    Nothing,
-    /// After `offset`, whatever the epoch (the history API).
-    Offset(u64),
-    /// After `offset` if the epoch is still `epoch`; nothing if it changed (recovery).
-    Position(&'a str, u64),
-    /// After `offset` if the epoch is still `epoch`; from the start of the new epoch if it
-    /// changed (a node catching up after it lost its connection).
-    CatchUp(&'a str, u64),
+impl Remote {
+    /// Hands the message to the hub's local fan-out.
+    fn hand_to(self, events: &dyn BrokerEvents, channel: &str) {
+        match self {
+            Remote::Publication { epoch, offset, info, data } => {
+                events.publication(channel, Publication { offset, epoch, data, info });
+            }
+            Remote::Join(info) => events.join(channel, info),
+            Remote::Leave(info) => events.leave(channel, info),
+        }
+    }
 }
 
 /// Lua: `now`, Redis's clock in milliseconds (the nodes' clocks never matter).
@@ -245,7 +236,7 @@ fn sentinel_target(url: &str) -> Option<Result<Target, String>> {
 }
 
 /// The connection to Redis, shared by the hub's tasks.
-pub struct RedisBroker {
+pub(crate) struct RedisBroker {
     options: RedisOptions,
     target: Target,
     /// The client of the server connected to last (for connections of their own).
@@ -310,7 +301,7 @@ impl RedisBroker {
     }
 
     /// The options.
-    pub fn options(&self) -> &RedisOptions {
+    pub(crate) fn options(&self) -> &RedisOptions {
         &self.options
     }
 
@@ -348,18 +339,18 @@ impl RedisBroker {
     }
 
     /// Whether the connection to Redis is up.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         let live = self.live.load(Ordering::Relaxed);
         live != 0 && self.ended.load(Ordering::Relaxed) < live
     }
 
     /// Starts the task that keeps the connection up (and presence fresh) while `hub` lives.
-    pub(crate) fn start(self: &Arc<Self>, hub: Weak<Hub>) {
+    fn start(self: &Arc<Self>, hub: Weak<dyn BrokerEvents>) {
         let broker = self.clone();
         tokio::spawn(async move { broker.supervise(hub).await });
     }
 
-    async fn supervise(self: Arc<Self>, hub: Weak<Hub>) {
+    async fn supervise(self: Arc<Self>, hub: Weak<dyn BrokerEvents>) {
         let mut backoff = Duration::from_millis(50);
         let refresh = (self.options.presence_ttl / 3).max(Duration::from_millis(100));
         loop {
@@ -374,8 +365,7 @@ impl RedisBroker {
                     self.live.store(generation, Ordering::Relaxed);
                     tracing::info!("redis: connected to {}", self.redacted_url());
                     let Some(h) = hub.upgrade() else { return };
-                    h.metrics.broker_up.store(1, Ordering::Relaxed);
-                    h.broker_connected();
+                    h.connected();
                     drop(h);
                     // Refresh presence until the connection drops.
                     loop {
@@ -383,7 +373,7 @@ impl RedisBroker {
                             () = self.lost.notified() => {}
                             () = tokio::time::sleep(refresh) => {
                                 let Some(h) = hub.upgrade() else { return };
-                                let entries = h.presence_entries();
+                                let entries = h.local_presence();
                                 drop(h);
                                 for (channel, list) in entries {
                                     if self.presence_add(&channel, &list).await.is_err() {
@@ -405,13 +395,13 @@ impl RedisBroker {
         }
     }
 
-    fn mark_down(&self, hub: &Weak<Hub>) {
+    fn mark_down(&self, hub: &Weak<dyn BrokerEvents>) {
         *self.lock_conn() = None;
         if self.live.swap(0, Ordering::Relaxed) != 0 {
             tracing::warn!("redis: connection to {} lost", self.redacted_url());
         }
         if let Some(h) = hub.upgrade() {
-            h.metrics.broker_up.store(0, Ordering::Relaxed);
+            h.lost();
         }
     }
 
@@ -426,7 +416,10 @@ impl RedisBroker {
     }
 
     /// A new connection and its number.
-    async fn connect(self: &Arc<Self>, hub: Weak<Hub>) -> redis::RedisResult<(u64, MultiplexedConnection)> {
+    async fn connect(
+        self: &Arc<Self>,
+        hub: Weak<dyn BrokerEvents>,
+    ) -> redis::RedisResult<(u64, MultiplexedConnection)> {
         let prefix = format!("{}.", self.options.prefix);
         let broker = Arc::downgrade(self);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -439,7 +432,7 @@ impl RedisBroker {
                         let channel =
                             std::str::from_utf8(ch).ok().and_then(|c| c.strip_prefix(prefix.as_str()));
                         match (channel, decode_remote(payload)) {
-                            (Some(channel), Some(remote)) => h.on_remote(channel, remote),
+                            (Some(channel), Some(remote)) => remote.hand_to(&*h, channel),
                             _ => tracing::warn!("redis: unreadable Pub/Sub message"),
                         }
                     }
@@ -540,7 +533,7 @@ impl RedisBroker {
             .arg(ns.history_size)
             .arg(millis(ns.history_ttl))
             .arg(millis(self.options.meta_ttl.max(ns.history_ttl)))
-            .arg(&*crate::hub::new_epoch())
+            .arg(&*new_epoch())
             .arg(self.topic(channel))
             .invoke_async(&mut conn)
             .await
@@ -574,7 +567,7 @@ impl RedisBroker {
             .arg(epoch)
             .arg(offset)
             .arg(millis(ns.history_ttl))
-            .arg(&*crate::hub::new_epoch())
+            .arg(&*new_epoch())
             .arg(millis(self.options.meta_ttl.max(ns.history_ttl)))
             .invoke_async(&mut conn)
             .await
@@ -660,6 +653,124 @@ impl RedisBroker {
         }
         list.sort_by(|a, b| a.client.cmp(&b.client));
         Ok(list)
+    }
+}
+
+/// A hub broker over Redis: checks the URL now; connects in the background once the hub
+/// starts it (inside a tokio runtime), and again after every loss.
+///
+/// # Errors
+///
+/// An invalid Redis URL.
+pub fn broker(options: RedisOptions) -> Result<BrokerHandle, String> {
+    let conn = Arc::new(RedisBroker::new(options)?);
+    let node = new_epoch();
+    let queues = RedisQueues::new(conn.clone(), &node[..8]);
+    Ok(BrokerHandle(Arc::new(Redis { node: format!("{}.", &node[..8]), conn, queues })))
+}
+
+/// The Redis broker: channels on [`RedisBroker`], queues on [`RedisQueues`].
+struct Redis {
+    /// This node's client id prefix.
+    node: String,
+    conn: Arc<RedisBroker>,
+    queues: Arc<RedisQueues>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("node", &self.node).field("conn", &self.conn).finish_non_exhaustive()
+    }
+}
+
+impl Broker for Redis {
+    fn start(&self, events: Weak<dyn BrokerEvents>) {
+        if let Some(h) = events.upgrade() {
+            h.lost();
+        }
+        self.conn.start(events.clone());
+        self.queues.start(events);
+    }
+
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        data: Bytes,
+        info: Option<Arc<ClientInfo>>,
+        ns: &'a NamespaceOptions,
+    ) -> BoxFuture<'a, Result<StreamPosition, HubError>> {
+        Box::pin(async move { self.conn.publish(channel, &data, info.as_deref(), ns).await })
+    }
+
+    fn subscribe<'a>(&'a self, channel: &'a Arc<str>) -> BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(self.conn.ensure_subscribed(channel))
+    }
+
+    fn subscribe_all<'a>(&'a self, channels: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(self.conn.subscribe_all(channels))
+    }
+
+    fn unsubscribe<'a>(
+        &'a self,
+        channel: &'a Arc<str>,
+        still_unused: Box<dyn FnOnce() -> bool + Send + 'a>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.conn.release(channel, still_unused))
+    }
+
+    fn read<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Since<'a>,
+        ns: &'a NamespaceOptions,
+    ) -> BoxFuture<'a, Result<Read, HubError>> {
+        Box::pin(self.conn.read(channel, since, ns))
+    }
+
+    fn announce<'a>(&'a self, channel: &'a str, join: bool, info: &'a ClientInfo) -> BoxFuture<'a, ()> {
+        Box::pin(self.conn.announce(channel, join, info))
+    }
+
+    fn presence_add<'a>(
+        &'a self,
+        channel: &'a str,
+        clients: &'a [Arc<ClientInfo>],
+    ) -> BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(self.conn.presence_add(channel, clients))
+    }
+
+    fn presence_remove<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(self.conn.presence_remove(channel, client))
+    }
+
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Arc<ClientInfo>>, HubError>> {
+        Box::pin(self.conn.presence(channel))
+    }
+
+    fn queue_send<'a>(
+        &'a self,
+        queue: &'a str,
+        body: Bytes,
+        headers: Vec<(String, String)>,
+        max: usize,
+    ) -> BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move { self.queues.send(queue, &body, &headers, max).await })
+    }
+
+    fn queue_store(&self) -> Option<Arc<dyn Store>> {
+        Some(self.queues.store())
+    }
+
+    fn queues_settled(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.queues.flush())
+    }
+
+    fn sweep(&self, _options: &HubOptions) {
+        // Redis expires history and channel state itself.
     }
 }
 

@@ -2,14 +2,14 @@
 //! hub's slow-consumer policy. Past `max_queued_bytes` unsent, the connection gets close
 //! 4008 "slow consumer" and nothing more is queued; bytes sent count in the hub's metrics.
 
-use crate::json::close;
+use crate::codes::close;
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tether::{CloseCode, Message, PreparedFrame, Sender};
 
 /// A connection's sender with the slow-consumer policy.
-pub struct SendGate {
+pub(crate) struct SendGate {
     sender: Sender,
     max_queued: usize,
     closing: AtomicBool,
@@ -18,7 +18,7 @@ pub struct SendGate {
 
 impl SendGate {
     /// A gate over `sender` that tolerates `max_queued` unsent bytes.
-    pub fn new(sender: Sender, max_queued: usize, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(sender: Sender, max_queued: usize, metrics: Arc<Metrics>) -> Self {
         Self { sender, max_queued, closing: AtomicBool::new(false), metrics }
     }
 
@@ -45,18 +45,18 @@ impl SendGate {
 
     /// Queues a frame encoded once for many connections. `false` when the connection is
     /// closing, too slow, or gone.
-    pub fn send_prepared(&self, frame: &PreparedFrame) -> bool {
+    pub(crate) fn send_prepared(&self, frame: &PreparedFrame) -> bool {
         self.admit() && self.sent(self.sender.send_prepared(frame).is_ok(), frame.wire().len())
     }
 
     /// Queues a message without waiting. `false` as for [`send_prepared`](Self::send_prepared).
-    pub fn send(&self, msg: Message) -> bool {
+    pub(crate) fn send(&self, msg: Message) -> bool {
         let len = msg.len();
         self.admit() && self.sent(self.sender.start_send(msg).is_ok(), len)
     }
 
     /// Closes the connection with `code` and `reason`; nothing more is queued.
-    pub fn disconnect(&self, code: u16, reason: &str) {
+    pub(crate) fn disconnect(&self, code: u16, reason: &str) {
         self.closing.store(true, Ordering::Relaxed);
         let _ = self.sender.send_close(CloseCode(code), reason.to_owned());
     }

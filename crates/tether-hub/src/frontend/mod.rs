@@ -1,0 +1,50 @@
+//! Front-ends: each translates one wire format to session calls and back. A front-end
+//! knows no broker and no other front-end; it declares here which WebSocket subprotocols
+//! and which path it answers, and the HTTP layer hands it the connections that match.
+//! Adding one is an addition to [`registered`], not an edit elsewhere.
+
+pub mod json;
+pub mod stomp;
+
+use crate::broker::BoxFuture;
+use crate::hub::Hub;
+use crate::session::auth::Authenticator;
+use std::sync::Arc;
+use tether::WebSocket;
+
+/// What a front-end gets to serve a connection.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) auth: Arc<dyn Authenticator>,
+    pub(crate) stomp: stomp::StompOptions,
+}
+
+/// A wire format the hub speaks over WebSocket.
+pub(crate) trait FrontEnd: Send + Sync {
+    /// The subprotocols it speaks, preferred first.
+    fn subprotocols(&self) -> &'static [&'static str];
+    /// The path where a connection without a subprotocol speaks it.
+    fn path(&self) -> &'static str;
+    /// Runs one connection until it closes; `subprotocol` is the negotiated one.
+    fn serve(&self, ws: WebSocket, cx: Context, subprotocol: Option<String>) -> BoxFuture<'static, ()>;
+}
+
+/// Every front-end, the default (for `/ws` without a subprotocol) first.
+pub(crate) fn registered() -> &'static [&'static dyn FrontEnd] {
+    &[&json::Json, &stomp::Stomp]
+}
+
+/// Every subprotocol the hub speaks, in the order the front-ends are registered.
+pub fn subprotocols() -> Vec<&'static str> {
+    registered().iter().flat_map(|f| f.subprotocols().iter().copied()).collect()
+}
+
+/// The front-end for a connection: by its negotiated subprotocol, else by its path.
+pub(crate) fn pick(subprotocol: Option<&str>, path: &str) -> Option<&'static dyn FrontEnd> {
+    let all = registered();
+    match subprotocol {
+        Some(p) => all.iter().find(|f| f.subprotocols().contains(&p)).copied(),
+        None => all.iter().find(|f| f.path() == path).copied(),
+    }
+}

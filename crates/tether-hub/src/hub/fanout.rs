@@ -1,0 +1,558 @@
+//! The local fan-out: which connections of this node subscribe to what, and what reaches
+//! them, in order. Every publication, join and leave comes from the broker through
+//! [`BrokerEvents`], whichever broker it is; the hub never delivers its own publications
+//! directly, so every subscriber sees one order.
+//!
+//! - A subscriber is first *pending*: the node subscribes to the channel in the broker,
+//!   then reads the position (and what to recover). What arrives meanwhile is buffered; at
+//!   the end the reply goes out, then the buffered events after the position, then live
+//!   ones.
+//! - The node tracks the last offset it saw per channel. A publication that skips offsets,
+//!   or comes in a new epoch, or a reconnect to the broker, makes the node *sync* the
+//!   channel: it buffers new events, reads what it missed from history, delivers it in
+//!   order, then the buffer. If history cannot fill the gap, the channel's subscribers here
+//!   are closed with 4011 so that they resubscribe and recover (or learn they cannot).
+//!
+//! Lock order: a broker may hold its own lock while it calls [`BrokerEvents`], which take
+//! the hub's state lock; so the hub never calls the broker while it holds that lock, and
+//! broker calls that follow an event are run after it (see [`Shared::after`]).
+
+use super::event::{ClientId, ClientInfo, Event, HubError, Publication, Push, StreamPosition};
+use super::queue::{Arrival, QueueError, Queues};
+use super::{Access, Outlet, Subscribed};
+use crate::broker::{BoxFuture, Broker, BrokerEvents, Entry, Read, Since};
+use crate::codes::close;
+use crate::metrics::Metrics;
+use crate::options::HubOptions;
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+pub(super) struct Channel {
+    /// The epoch of the last publication this node saw ("" before the first).
+    pub(super) epoch: Arc<str>,
+    /// The last offset this node saw.
+    pub(super) offset: u64,
+    pub(super) subscribers: HashMap<ClientId, Subscriber>,
+    /// Subscribers waiting for the broker, and what arrived for them meanwhile.
+    pub(super) pending: HashMap<ClientId, Pending>,
+    /// While this node fills a gap from the broker's history: what arrived meanwhile.
+    syncing: Option<Vec<Arc<Event>>>,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Self {
+            epoch: "".into(),
+            offset: 0,
+            subscribers: HashMap::new(),
+            pending: HashMap::new(),
+            syncing: None,
+        }
+    }
+
+    pub(super) fn unused(&self) -> bool {
+        self.subscribers.is_empty() && self.pending.is_empty()
+    }
+}
+
+/// A subscription: who, and where its events go (so a fan-out needs no second lookup).
+pub(super) struct Subscriber {
+    pub(super) info: Arc<ClientInfo>,
+    outlet: Arc<dyn Outlet>,
+    /// The position the subscriber was told at subscribe time; it already has (or did not
+    /// ask for) publications up to it.
+    base: (Arc<str>, u64),
+}
+
+impl Subscriber {
+    /// Whether `event` is news to this subscriber: not its own join or leave, nor a
+    /// publication at or before its base.
+    fn wants(&self, event: &Event) -> bool {
+        match &event.push {
+            Push::Publication(p) => !(self.base.0 == p.epoch && p.offset <= self.base.1),
+            Push::Join(info) | Push::Leave(info) => info.client != self.info.client,
+        }
+    }
+}
+
+/// A subscriber waiting for the broker's answer.
+pub(super) struct Pending {
+    pub(super) info: Arc<ClientInfo>,
+    outlet: Arc<dyn Outlet>,
+    buffer: Vec<Arc<Event>>,
+}
+
+pub(super) struct Client {
+    pub(super) info: Arc<ClientInfo>,
+    pub(super) access: Access,
+    pub(super) outlet: Arc<dyn Outlet>,
+    pub(super) channels: HashSet<Arc<str>>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) channels: HashMap<Arc<str>, Channel>,
+    pub(super) clients: HashMap<ClientId, Client>,
+}
+
+impl State {
+    /// The channel named `name`, created if it does not exist, and its shared name.
+    pub(super) fn open_channel(&mut self, name: &str) -> (Arc<str>, &mut Channel) {
+        let key: Arc<str> = match self.channels.get_key_value(name) {
+            Some((k, _)) => k.clone(),
+            None => name.into(),
+        };
+        let ch = self.channels.entry(key.clone()).or_insert_with(Channel::new);
+        (key, ch)
+    }
+}
+
+/// A client that left a channel here: what the broker must hear after the lock is gone.
+pub(super) struct Leaving {
+    channel: Arc<str>,
+    /// `None` for a subscriber that never joined (its subscribe failed).
+    info: Option<Arc<ClientInfo>>,
+}
+
+/// Whether `entries` are exactly the publications `from + 1 ..= to`.
+fn contiguous(entries: &[Entry], from: u64, to: u64) -> bool {
+    to >= from
+        && entries.len() as u64 == to - from
+        && entries.iter().zip(from + 1..).all(|(e, want)| e.offset == want)
+}
+
+pub(super) fn entry_event(channel: &Arc<str>, epoch: &Arc<str>, e: Entry) -> Arc<Event> {
+    let p = Publication { offset: e.offset, epoch: epoch.clone(), data: e.data, info: e.info };
+    Event::new(channel.clone(), Push::Publication(p))
+}
+
+/// Pushes `event` to every subscriber that wants it; returns those too slow to take it
+/// (their outlet is already disconnecting them).
+fn deliver(
+    subscribers: &HashMap<ClientId, Subscriber>,
+    event: &Arc<Event>,
+    metrics: &Metrics,
+) -> Vec<ClientId> {
+    let mut slow = Vec::new();
+    let mut delivered = 0;
+    for (id, sub) in subscribers {
+        if !sub.wants(event) {
+            continue;
+        }
+        if sub.outlet.push(event) {
+            delivered += 1;
+        } else {
+            slow.push(*id);
+        }
+    }
+    metrics.delivered.fetch_add(delivered, Ordering::Relaxed);
+    slow
+}
+
+/// Polls a broker call once and, if it is not done, finishes it in a task (the memory
+/// broker is always done at once; a remote broker goes on in the background).
+fn run_soon(fut: BoxFuture<'static, ()>) {
+    let mut fut = fut;
+    if (&mut fut).now_or_never().is_none() {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(fut);
+        }
+    }
+}
+
+/// The hub's state, shared with the broker's tasks.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(super) options: HubOptions,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) broker: Arc<dyn Broker>,
+    pub(super) queues: Queues,
+    me: Weak<Shared>,
+}
+
+impl Shared {
+    /// The hub's state over `broker`; the broker starts handing events to it.
+    pub(super) fn start(options: HubOptions, broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let queues = Queues::new(options.queue_limits);
+        if let Some(store) = broker.queue_store() {
+            queues.set_store(store);
+        }
+        let shared = Arc::new_cyclic(|me| Self {
+            state: Mutex::new(State::default()),
+            options,
+            metrics,
+            broker: broker.clone(),
+            queues,
+            me: me.clone(),
+        });
+        let events: Weak<dyn BrokerEvents> = Arc::downgrade(&shared) as Weak<dyn BrokerEvents>;
+        broker.start(events);
+        shared
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a broker failure.
+    pub(super) fn counted<T>(&self, r: Result<T, HubError>) -> Result<T, HubError> {
+        if r.as_ref().is_err_and(|e| *e == HubError::Unavailable) {
+            self.metrics.broker_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    pub(super) fn count_recovery(&self, recovered: bool) {
+        let counter = if recovered { &self.metrics.recovered } else { &self.metrics.recovery_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Makes `client` a pending subscriber of `channel` (checked by the caller).
+    pub(super) fn add_pending(&self, state: &mut State, client: ClientId, channel: &str) -> Arc<str> {
+        let Some(c) = state.clients.get(&client) else { return channel.into() };
+        let (info, outlet) = (c.info.clone(), c.outlet.clone());
+        let (name, ch) = state.open_channel(channel);
+        ch.pending.insert(client, Pending { info, outlet, buffer: Vec::new() });
+        if let Some(c) = state.clients.get_mut(&client) {
+            c.channels.insert(name.clone());
+        }
+        name
+    }
+
+    /// Undoes [`add_pending`](Self::add_pending) after the broker failed.
+    pub(super) fn drop_pending(&self, client: ClientId, name: &Arc<str>) {
+        let mut state = self.lock();
+        if let Some(c) = state.clients.get_mut(&client) {
+            c.channels.remove(name);
+        }
+        if let Some(ch) = state.channels.get_mut(name) {
+            ch.pending.remove(&client);
+        }
+        let gone = self.maybe_drop_channel(&mut state, name);
+        drop(state);
+        // It never joined: no leave to announce, only the node's own subscription to give
+        // up if no one else here wants the channel.
+        if gone {
+            self.after(vec![Leaving { channel: name.clone(), info: None }], true);
+        }
+    }
+
+    /// The end of a subscribe: the reply, what waited, then live events. Returns false if
+    /// the client went away meanwhile.
+    pub(super) fn finish_subscribe(
+        &self,
+        client: ClientId,
+        name: &Arc<str>,
+        recover: Option<StreamPosition>,
+        read: Read,
+        on_subscribed: impl FnOnce(&Subscribed),
+    ) -> bool {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        // The client may have gone meanwhile; its disconnect cleaned up.
+        let Some(ch) = state.channels.get_mut(name) else { return false };
+        let Some(pending) = ch.pending.remove(&client) else { return false };
+        let pos = read.position;
+        if ch.epoch.is_empty() {
+            // Nothing arrived yet: every publication up to the position was answered before
+            // the read.
+            ch.epoch = pos.epoch.clone();
+            ch.offset = pos.offset;
+        }
+        let mut result = Subscribed {
+            epoch: pos.epoch.clone(),
+            offset: pos.offset,
+            recovered: false,
+            recovering: recover.is_some(),
+            publications: Vec::new(),
+        };
+        if let Some(want) = &recover {
+            if want.epoch == pos.epoch && contiguous(&read.entries, want.offset, pos.offset) {
+                result.publications =
+                    read.entries.into_iter().map(|e| entry_event(name, &pos.epoch, e)).collect();
+                result.recovered = true;
+            }
+            self.count_recovery(result.recovered);
+        }
+        on_subscribed(&result);
+        let sub = Subscriber { info: pending.info, outlet: pending.outlet, base: (pos.epoch, pos.offset) };
+        let mut slow = Vec::new();
+        for e in &pending.buffer {
+            if sub.wants(e) && !sub.outlet.push(e) {
+                slow.push(client);
+                break;
+            }
+        }
+        ch.subscribers.insert(client, sub);
+        self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
+        let leaving = self.drop_slow(state, slow);
+        drop(guard);
+        self.after(leaving, true);
+        true
+    }
+
+    /// Takes `client` out of `channel` here; what the broker must hear about it.
+    pub(super) fn leave(&self, state: &mut State, channel: &Arc<str>, client: ClientId) -> Option<Leaving> {
+        let ch = state.channels.get_mut(channel)?;
+        let info = match (ch.subscribers.remove(&client), ch.pending.remove(&client)) {
+            (Some(sub), _) => {
+                self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                sub.info
+            }
+            (None, Some(p)) => p.info,
+            (None, None) => return None,
+        };
+        self.maybe_drop_channel(state, channel);
+        Some(Leaving { channel: channel.clone(), info: Some(info) })
+    }
+
+    /// Drops connections that fell behind from every channel at once (no leave events for
+    /// them: their outlets are already closing them); presence no longer lists them.
+    pub(super) fn drop_slow(&self, state: &mut State, slow: Vec<ClientId>) -> Vec<Leaving> {
+        let mut leaving = Vec::new();
+        for id in slow {
+            let Some(c) = state.clients.remove(&id) else { continue };
+            self.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+            self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            for channel in c.channels {
+                leaving.extend(self.leave(state, &channel, id));
+            }
+        }
+        leaving
+    }
+
+    /// Drops a channel with no subscribers left; returns whether it did.
+    pub(super) fn maybe_drop_channel(&self, state: &mut State, channel: &Arc<str>) -> bool {
+        if state.channels.get(channel).is_some_and(Channel::unused) {
+            state.channels.remove(channel);
+            return true;
+        }
+        false
+    }
+
+    /// Tells the broker about clients that left (presence, leave events) and gives up
+    /// channels no one here wants. `now`: the caller holds no broker lock (not inside a
+    /// [`BrokerEvents`] call), so the memory broker's answers take effect before it returns.
+    pub(super) fn after(&self, leaving: Vec<Leaving>, now: bool) {
+        if leaving.is_empty() {
+            return;
+        }
+        let Some(shared) = self.me.upgrade() else { return };
+        let fut: BoxFuture<'static, ()> = Box::pin(async move {
+            for Leaving { channel, info } in leaving {
+                let ns = shared.options.namespace_of(&channel).cloned().unwrap_or_default();
+                if let Some(info) = info {
+                    if ns.presence {
+                        shared.broker.presence_remove(&channel, &info.client).await;
+                    }
+                    if ns.join_leave {
+                        shared.broker.announce(&channel, false, &info).await;
+                    }
+                }
+                let still_unused = Box::new(|| !shared.lock().channels.contains_key(&channel));
+                shared.broker.unsubscribe(&channel, still_unused).await;
+            }
+        });
+        if now {
+            run_soon(fut);
+        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(fut);
+        }
+    }
+
+    /// Delivers `event` here, unless the channel is syncing (then it waits) or it shows a
+    /// gap (then syncing starts). Returns the subscribers that fell behind.
+    fn apply(&self, state: &mut State, name: &Arc<str>, event: Arc<Event>) -> Vec<ClientId> {
+        let Some(ch) = state.channels.get_mut(name) else { return Vec::new() };
+        if let Some(buffer) = &mut ch.syncing {
+            buffer.push(event);
+            return Vec::new();
+        }
+        if let Some(p) = event.publication() {
+            if !ch.epoch.is_empty() {
+                if p.epoch == ch.epoch && p.offset <= ch.offset {
+                    return Vec::new();
+                }
+                if p.epoch != ch.epoch || p.offset != ch.offset + 1 {
+                    ch.syncing = Some(vec![event]);
+                    self.spawn_sync(name.clone());
+                    return Vec::new();
+                }
+            }
+            ch.epoch = p.epoch.clone();
+            ch.offset = p.offset;
+        }
+        for p in ch.pending.values_mut() {
+            p.buffer.push(event.clone());
+        }
+        deliver(&ch.subscribers, &event, &self.metrics)
+    }
+
+    /// An event from the broker for `channel`.
+    fn on_event(&self, channel: &str, push: Push) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some((name, _)) = state.channels.get_key_value(channel) else { return };
+        let name = name.clone();
+        let event = Event::new(name.clone(), push);
+        let slow = self.apply(state, &name, event);
+        let leaving = self.drop_slow(state, slow);
+        drop(guard);
+        self.after(leaving, false);
+    }
+
+    fn spawn_sync(&self, name: Arc<str>) {
+        if let (Some(shared), Ok(rt)) = (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move { shared.sync(name).await });
+        }
+    }
+
+    /// Fills what this node missed of `name` from history, then delivers what waited.
+    async fn sync(self: Arc<Self>, name: Arc<str>) {
+        let Some(ns) = self.options.namespace_of(&name).cloned() else { return };
+        let Some((epoch, offset)) = self.lock().channels.get(&name).map(|ch| (ch.epoch.clone(), ch.offset))
+        else {
+            return;
+        };
+        let since = if epoch.is_empty() { Since::Nothing } else { Since::CatchUp(&epoch, offset) };
+        let read = self.counted(self.broker.read(&name, since, &ns).await);
+        let (outlets, leaving) = self.finish_sync(&name, read);
+        self.after(leaving, true);
+        if let Some(outlets) = outlets {
+            for o in outlets {
+                o.disconnect(close::INSUFFICIENT_STATE, "missed publications; resubscribe and recover");
+            }
+            let still_unused = Box::new(|| !self.lock().channels.contains_key(&name));
+            self.broker.unsubscribe(&name, still_unused).await;
+        }
+    }
+
+    /// Delivers what a sync read, then what waited. If the read cannot fill the gap, drops
+    /// the channel here and returns its subscribers' outlets, to be closed.
+    fn finish_sync(
+        &self,
+        name: &Arc<str>,
+        read: Result<Read, HubError>,
+    ) -> (Option<Vec<Arc<dyn Outlet>>>, Vec<Leaving>) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(ch) = state.channels.get_mut(name) else { return (None, Vec::new()) };
+        // Another sync of this channel finished first.
+        let Some(waiting) = ch.syncing.take() else { return (None, Vec::new()) };
+        let filled = read.ok().and_then(|r| {
+            let pos = r.position;
+            if ch.epoch.is_empty() {
+                ch.epoch = pos.epoch.clone();
+                ch.offset = pos.offset;
+                return Some(Vec::new());
+            }
+            let from = if pos.epoch == ch.epoch { ch.offset } else { 0 };
+            let entries: Vec<Entry> = r.entries.into_iter().filter(|e| e.offset > from).collect();
+            contiguous(&entries, from, pos.offset).then(|| {
+                ch.epoch = pos.epoch.clone();
+                ch.offset = pos.offset;
+                entries.into_iter().map(|e| entry_event(name, &pos.epoch, e)).collect::<Vec<_>>()
+            })
+        });
+        let Some(missed) = filled else {
+            tracing::warn!(channel = %name, "missed publications that history cannot fill: closing subscribers");
+            let outlets: Vec<Arc<dyn Outlet>> = ch
+                .subscribers
+                .values()
+                .map(|s| s.outlet.clone())
+                .chain(ch.pending.values().map(|p| p.outlet.clone()))
+                .collect();
+            state.channels.remove(name);
+            return (Some(outlets), Vec::new());
+        };
+        let mut slow = Vec::new();
+        for event in missed {
+            for p in ch.pending.values_mut() {
+                p.buffer.push(event.clone());
+            }
+            slow.extend(deliver(&ch.subscribers, &event, &self.metrics));
+        }
+        for event in waiting {
+            slow.extend(self.apply(state, name, event));
+        }
+        (None, self.drop_slow(state, slow))
+    }
+
+    /// The ids of this node's clients start with the broker's node prefix.
+    pub(super) fn client_id(&self, id: ClientId) -> String {
+        format!("{}c{id}", self.broker.node())
+    }
+}
+
+impl BrokerEvents for Shared {
+    fn publication(&self, channel: &str, publication: Publication) {
+        self.on_event(channel, Push::Publication(publication));
+    }
+
+    fn join(&self, channel: &str, info: Arc<ClientInfo>) {
+        if self.options.namespace_of(channel).is_some_and(|ns| ns.join_leave) {
+            self.on_event(channel, Push::Join(info));
+        }
+    }
+
+    fn leave(&self, channel: &str, info: Arc<ClientInfo>) {
+        if self.options.namespace_of(channel).is_some_and(|ns| ns.join_leave) {
+            self.on_event(channel, Push::Leave(info));
+        }
+    }
+
+    fn connected(&self) {
+        self.metrics.broker_up.store(1, Ordering::Relaxed);
+        let names: Vec<Arc<str>> = {
+            let mut state = self.lock();
+            for ch in state.channels.values_mut() {
+                ch.syncing.get_or_insert_with(Vec::new);
+            }
+            state.channels.keys().cloned().collect()
+        };
+        if names.is_empty() {
+            return;
+        }
+        let (Some(shared), Ok(rt)) = (self.me.upgrade(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        rt.spawn(async move {
+            if let Err(e) = shared.broker.subscribe_all(&names).await {
+                tracing::warn!("broker: cannot subscribe again: {e}");
+            }
+            for name in names {
+                shared.clone().sync(name).await;
+            }
+        });
+    }
+
+    fn lost(&self) {
+        self.metrics.broker_up.store(0, Ordering::Relaxed);
+    }
+
+    fn local_presence(&self) -> Vec<(Arc<str>, Vec<Arc<ClientInfo>>)> {
+        let state = self.lock();
+        state
+            .channels
+            .iter()
+            .filter(|(name, _)| self.options.namespace_of(name).is_some_and(|ns| ns.presence))
+            .map(|(name, ch)| (name.clone(), ch.subscribers.values().map(|s| s.info.clone()).collect()))
+            .collect()
+    }
+
+    fn queue_message(
+        &self,
+        queue: &str,
+        body: Bytes,
+        headers: Vec<(String, String)>,
+    ) -> Result<(), QueueError> {
+        self.queues.send(queue, body, headers)
+    }
+
+    fn queue_arrivals(&self, queue: &str, arrivals: Vec<Arrival>) {
+        self.queues.arrive(queue, arrivals);
+    }
+}

@@ -1,0 +1,222 @@
+//! The session layer: one connection's life in the hub, whatever its wire format. Every
+//! front-end goes through a [`Session`] to authenticate (a token, or anonymous where the
+//! namespaces allow), to act on channels and queues under the hub's permissions, to keep
+//! its token fresh (expiry and refresh), and to send under the slow-consumer policy
+//! ([`gate`]); when the session ends, the hub forgets the connection. A front-end only
+//! translates its wire format to these calls and back.
+
+pub mod auth;
+pub(crate) mod gate;
+
+use crate::codes::close;
+use crate::hub::queue::{AckMode, QueueError, QueueOutlet};
+use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, StreamPosition, Subscribed};
+use crate::metrics::Metrics;
+use auth::{AuthError, Authenticator, Identity};
+use bytes::Bytes;
+use gate::SendGate;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tether::Sender;
+
+/// The close code and reason of a connection whose token ran out.
+pub(crate) const EXPIRED: (u16, &str) = (close::TOKEN_EXPIRED, "token expired");
+
+/// One connection's session. Dropping it takes the connection out of the hub (its
+/// channels, with leave events, and its queues, whose unacknowledged messages go back).
+pub(crate) struct Session {
+    hub: Arc<Hub>,
+    auth: Arc<dyn Authenticator>,
+    client: Option<(ClientId, Arc<ClientInfo>)>,
+    /// When the token runs out, unless refreshed.
+    expires: Option<SystemTime>,
+}
+
+impl Session {
+    /// A session not yet connected.
+    pub(crate) fn new(hub: Arc<Hub>, auth: Arc<dyn Authenticator>) -> Self {
+        Self { hub, auth, client: None, expires: None }
+    }
+
+    /// The hub's counters.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.hub.metrics
+    }
+
+    /// Channels one connection may use at once.
+    pub(crate) fn max_channels(&self) -> usize {
+        self.hub.options().max_channels_per_connection
+    }
+
+    /// A sender under the hub's slow-consumer policy.
+    pub(crate) fn gate(&self, sender: Sender) -> SendGate {
+        SendGate::new(sender, self.hub.options().max_queued_bytes, self.hub.metrics.clone())
+    }
+
+    /// Who the client is: from its token, or anonymous under `name` (what an anonymous
+    /// client may do is up to each namespace).
+    pub(crate) fn authenticate(&self, token: Option<&str>, name: &str) -> Result<Identity, AuthError> {
+        match token {
+            Some(token) => self.auth.authenticate(token),
+            None => Ok(Identity {
+                user: name.to_owned(),
+                access: Access { anonymous: true, channels: None },
+                expires: None,
+            }),
+        }
+    }
+
+    /// Joins the hub as `identity`, with `outlet` for what the hub pushes.
+    pub(crate) fn connect(&mut self, identity: Identity, outlet: Arc<dyn Outlet>) -> Arc<ClientInfo> {
+        self.expires = identity.expires;
+        let (id, info) = self.hub.connect(identity.user, identity.access, outlet);
+        self.client = Some((id, info.clone()));
+        info
+    }
+
+    /// The client, once connected.
+    pub(crate) fn info(&self) -> Option<&Arc<ClientInfo>> {
+        self.client.as_ref().map(|(_, info)| info)
+    }
+
+    fn id(&self) -> Result<ClientId, HubError> {
+        self.client.as_ref().map(|(id, _)| *id).ok_or(HubError::PermissionDenied)
+    }
+
+    /// When the token expires, if it does.
+    pub(crate) fn expires(&self) -> Option<SystemTime> {
+        self.expires
+    }
+
+    /// When the session must end unless refreshed, on tokio's clock.
+    pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.expires.map(|t| {
+            let left = t.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::Instant::now() + left
+        })
+    }
+
+    /// Forgets the expiry (once the front-end has begun closing the connection for it).
+    pub(crate) fn expiry_handled(&mut self) {
+        self.expires = None;
+    }
+
+    /// Replaces the token with a new one for the same user.
+    pub(crate) fn refresh(&mut self, token: &str) -> Result<(), AuthError> {
+        let identity = self.auth.authenticate(token)?;
+        let Some((id, info)) = &self.client else {
+            return Err(AuthError::invalid("not connected"));
+        };
+        if identity.user != info.user || info.user.is_empty() {
+            return Err(AuthError::invalid("the new token is for another user"));
+        }
+        self.hub.set_access(*id, identity.access);
+        self.expires = identity.expires;
+        Ok(())
+    }
+
+    /// Subscribes to `channel` (see [`Hub::subscribe`] for `on_subscribed`).
+    pub(crate) async fn subscribe(
+        &self,
+        channel: &str,
+        recover: Option<StreamPosition>,
+        on_subscribed: impl FnOnce(&Subscribed),
+    ) -> Result<(), HubError> {
+        self.hub.subscribe(self.id()?, channel, recover, on_subscribed).await
+    }
+
+    /// Unsubscribes from `channel`.
+    pub(crate) fn unsubscribe(&self, channel: &str) -> Result<(), HubError> {
+        self.hub.unsubscribe(self.id().map_err(|_| HubError::NotSubscribed)?, channel)
+    }
+
+    /// Publishes to `channel` as this client.
+    pub(crate) async fn publish(&self, channel: &str, data: Bytes) -> Result<StreamPosition, HubError> {
+        self.hub.publish_from(self.id()?, channel, data).await
+    }
+
+    /// Who is in `channel` (the client must be subscribed to it).
+    pub(crate) async fn presence(&self, channel: &str) -> Result<Vec<Arc<ClientInfo>>, HubError> {
+        self.hub.presence(channel, Some(self.id()?)).await
+    }
+
+    /// `channel`'s history (the client must be subscribed to it).
+    pub(crate) async fn history(
+        &self,
+        channel: &str,
+        limit: usize,
+        since: Option<u64>,
+    ) -> Result<(StreamPosition, Vec<Arc<Event>>), HubError> {
+        self.hub.history(channel, limit, since, Some(self.id()?)).await
+    }
+
+    /// `channel`'s latest publications, without being subscribed (what a front-end that
+    /// replays history on subscribe reads first).
+    pub(crate) async fn replay(
+        &self,
+        channel: &str,
+        limit: usize,
+    ) -> Result<(StreamPosition, Vec<Arc<Event>>), HubError> {
+        self.id()?;
+        self.hub.history(channel, limit, None, None).await
+    }
+
+    /// Adds a message to the work queue `queue`.
+    pub(crate) async fn queue_send(
+        &self,
+        queue: &str,
+        body: Bytes,
+        headers: Vec<(String, String)>,
+    ) -> Result<Result<(), QueueError>, HubError> {
+        self.hub.queue_send(self.id()?, queue, body, headers).await
+    }
+
+    /// Makes subscription `subscription` a consumer of `queue`.
+    pub(crate) fn queue_subscribe(
+        &self,
+        subscription: &str,
+        queue: &str,
+        mode: AckMode,
+        outlet: Arc<dyn QueueOutlet>,
+    ) -> Result<Result<(), QueueError>, HubError> {
+        self.hub.queue_subscribe(self.id()?, subscription, queue, mode, outlet)
+    }
+
+    /// Ends a queue subscription.
+    pub(crate) fn queue_unsubscribe(&self, subscription: &str) -> Result<(), QueueError> {
+        let id = self.id().map_err(|_| QueueError::NoSubscription(subscription.to_owned()))?;
+        self.hub.queue_unsubscribe(id, subscription)
+    }
+
+    /// Acknowledges (`ack`) or gives back a queue message.
+    pub(crate) fn queue_settle(&self, tag: u64, ack: bool) -> Result<(), QueueError> {
+        let id = self.id().map_err(|_| QueueError::UnknownTag(tag))?;
+        self.hub.queue_settle(id, tag, ack)
+    }
+
+    /// Returns once what this session settled has taken effect in the broker.
+    pub(crate) async fn settled(&self) {
+        self.hub.settled().await;
+    }
+
+    /// Leaves the hub now (the connection may still be closing).
+    pub(crate) fn end(&mut self) {
+        if let Some((id, _)) = self.client.take() {
+            self.hub.disconnect(id);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Waits until `deadline`, or forever without one (a `select!` arm for optional timers).
+pub(crate) async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
