@@ -57,7 +57,7 @@ pub mod reply {
     pub const NOT_SUBSCRIBED: u16 = 110;
     /// `connect` sent twice.
     pub const ALREADY_CONNECTED: u16 = 111;
-    /// The broker (Redis) cannot be reached: nothing was done; try again later.
+    /// The broker cannot be reached: nothing was done; try again later.
     pub const UNAVAILABLE: u16 = 112;
 }
 

@@ -90,7 +90,7 @@ impl Metrics {
             get(&self.recovery_failed),
         );
         metric("tether_api_requests_total", "counter", "Server API requests.", get(&self.api_requests));
-        metric("tether_broker_up", "gauge", "1 while the broker (Redis) is reachable.", get(&self.broker_up));
+        metric("tether_broker_up", "gauge", "1 while the broker is reachable.", get(&self.broker_up));
         metric(
             "tether_broker_errors_total",
             "counter",

@@ -175,6 +175,10 @@ impl Broker for MemoryBroker {
         ""
     }
 
+    fn presence_ttl(&self) -> Option<Duration> {
+        self.presence_ttl
+    }
+
     fn publish<'a>(
         &'a self,
         channel: &'a str,

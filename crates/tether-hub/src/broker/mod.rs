@@ -1,7 +1,7 @@
 //! Brokers: where channels' offsets, epochs, history and presence live, and how
 //! publications, joins and leaves reach every node. The hub core talks to a broker through
 //! [`Broker`] only, and a broker hands what it carries back through [`BrokerEvents`]; the
-//! memory broker (one process) and the Redis broker (many nodes) take the same path, so
+//! memory broker (one process) and a broker shared by many nodes take the same path, so
 //! delivery, gap detection and recovery are written once, in the hub core.
 //!
 //! A broker imports the hub's data types ([`crate::hub::event`]) and options, never the hub
@@ -18,6 +18,7 @@ use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 /// A broker's answer, later.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -61,6 +62,11 @@ pub(crate) trait Broker: Send + Sync + std::fmt::Debug {
 
     /// The prefix of this node's client ids ("" when there is one node).
     fn node(&self) -> &str;
+
+    /// How long a presence entry counts after it was last added: the hub core refreshes
+    /// its own subscribers' entries three times per period, so that the clients of a node
+    /// that dies drop out. `None`: entries count until removed.
+    fn presence_ttl(&self) -> Option<Duration>;
 
     /// Publishes to `channel`: a new offset, history (where the namespace keeps it), and
     /// [`BrokerEvents::publication`] on every node that subscribed to the channel, in
@@ -149,9 +155,6 @@ pub(crate) trait BrokerEvents: Send + Sync {
     fn connected(&self);
     /// The broker became unreachable.
     fn lost(&self);
-    /// This node's subscribers, by channel, in channels with presence (for a broker that
-    /// refreshes presence entries so that a dead node's clients expire).
-    fn local_presence(&self) -> Vec<(Arc<str>, Vec<Arc<ClientInfo>>)>;
     /// A message for a queue that this node alone holds (the memory broker).
     fn queue_message(
         &self,
@@ -162,3 +165,6 @@ pub(crate) trait BrokerEvents: Send + Sync {
     /// Messages a shared store handed to this node's consumers of `queue`.
     fn queue_arrivals(&self, queue: &str, arrivals: Vec<Arrival>);
 }
+
+#[cfg(test)]
+mod tests;

@@ -84,7 +84,7 @@ pub enum HubError {
     /// The namespace has presence (or history) off.
     #[error("not available in this namespace")]
     NotAvailable,
-    /// The broker (Redis) cannot be reached: nothing was done; try again.
+    /// The broker cannot be reached: nothing was done; try again.
     #[error("broker unavailable")]
     Unavailable,
 }

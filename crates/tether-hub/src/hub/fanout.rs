@@ -29,6 +29,7 @@ use futures_util::FutureExt as _;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 pub(super) struct Channel {
     /// The epoch of the last publication this node saw ("" before the first).
@@ -163,6 +164,25 @@ fn run_soon(fut: BoxFuture<'static, ()>) {
     }
 }
 
+/// Adds this node's subscribers to presence again, three times per `ttl`, while the hub
+/// lives, so that they stay listed while the clients of a node that died drop out.
+async fn refresh_presence(shared: Weak<Shared>, ttl: Duration) {
+    let period = (ttl / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(s) = shared.upgrade() else { return };
+        let broker = s.broker.clone();
+        let entries = s.local_presence();
+        drop(s);
+        for (channel, list) in entries {
+            if broker.presence_add(&channel, &list).await.is_err() {
+                // The broker is unreachable: the next round tries again.
+                break;
+            }
+        }
+    }
+}
+
 /// The hub's state, shared with the broker's tasks.
 pub(crate) struct Shared {
     state: Mutex<State>,
@@ -190,7 +210,26 @@ impl Shared {
         });
         let events: Weak<dyn BrokerEvents> = Arc::downgrade(&shared) as Weak<dyn BrokerEvents>;
         broker.start(events);
+        if let Some(ttl) = broker.presence_ttl() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(refresh_presence(Arc::downgrade(&shared), ttl));
+                }
+                Err(_) => tracing::warn!("no tokio runtime: presence entries will not be refreshed"),
+            }
+        }
         shared
+    }
+
+    /// This node's subscribers, by channel, in channels with presence.
+    fn local_presence(&self) -> Vec<(Arc<str>, Vec<Arc<ClientInfo>>)> {
+        let state = self.lock();
+        state
+            .channels
+            .iter()
+            .filter(|(name, _)| self.options.namespace_of(name).is_some_and(|ns| ns.presence))
+            .map(|(name, ch)| (name.clone(), ch.subscribers.values().map(|s| s.info.clone()).collect()))
+            .collect()
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
@@ -531,16 +570,6 @@ impl BrokerEvents for Shared {
 
     fn lost(&self) {
         self.metrics.broker_up.store(0, Ordering::Relaxed);
-    }
-
-    fn local_presence(&self) -> Vec<(Arc<str>, Vec<Arc<ClientInfo>>)> {
-        let state = self.lock();
-        state
-            .channels
-            .iter()
-            .filter(|(name, _)| self.options.namespace_of(name).is_some_and(|ns| ns.presence))
-            .map(|(name, ch)| (name.clone(), ch.subscribers.values().map(|s| s.info.clone()).collect()))
-            .collect()
     }
 
     fn queue_message(

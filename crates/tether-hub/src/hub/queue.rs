@@ -5,7 +5,7 @@
 //! Like channels, queues know no wire format: a front-end (STOMP) hands in a
 //! [`QueueOutlet`] per consumer and encodes each delivery itself.
 //!
-//! With a [`Store`] (the Redis broker), messages live in the store, shared by every node:
+//! With a [`Store`] (a broker shared by several nodes), messages live in the store, shared by every node:
 //! this node holds only what it took for its own consumers, tells the store which messages
 //! were handled, and hands back what no consumer here wants any more.
 
@@ -65,7 +65,7 @@ pub(crate) struct Arrival {
     pub(crate) redelivered: bool,
 }
 
-/// Where queue messages are kept when several nodes share them (the Redis broker). Calls
+/// Where queue messages are kept when several nodes share them (a shared broker). Calls
 /// come under the queues' lock, in order, and must not block.
 pub(crate) trait Store: Send + Sync {
     /// This node starts (`true`) or stops consuming `queue`.
@@ -115,7 +115,7 @@ pub(crate) enum QueueError {
     /// The tag is not a message this connection holds unacknowledged.
     #[error("no unacknowledged message {0}")]
     UnknownTag(u64),
-    /// The broker (Redis) that keeps the queue cannot be reached: the message was not
+    /// The broker that keeps the queue cannot be reached: the message was not
     /// taken; try again.
     #[error("broker unavailable")]
     Unavailable,

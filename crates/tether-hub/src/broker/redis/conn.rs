@@ -223,7 +223,6 @@ impl RedisBroker {
 
     async fn supervise(self: Arc<Self>, hub: Weak<dyn BrokerEvents>) {
         let mut backoff = Duration::from_millis(50);
-        let refresh = (self.options.presence_ttl / 3).max(Duration::from_millis(100));
         loop {
             if hub.strong_count() == 0 {
                 return;
@@ -238,18 +237,13 @@ impl RedisBroker {
                     let Some(h) = hub.upgrade() else { return };
                     h.connected();
                     drop(h);
-                    // Refresh presence until the connection drops.
+                    // Wait until the connection drops (or the hub is gone).
                     loop {
                         tokio::select! {
                             () = self.lost.notified() => {}
-                            () = tokio::time::sleep(refresh) => {
-                                let Some(h) = hub.upgrade() else { return };
-                                let entries = h.local_presence();
-                                drop(h);
-                                for (channel, list) in entries {
-                                    if self.presence_add(&channel, &list).await.is_err() {
-                                        break;
-                                    }
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                                if hub.strong_count() == 0 {
+                                    return;
                                 }
                             }
                         }

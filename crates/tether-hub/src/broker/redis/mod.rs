@@ -113,6 +113,10 @@ impl Broker for Redis {
         &self.node
     }
 
+    fn presence_ttl(&self) -> Option<Duration> {
+        Some(self.conn.options().presence_ttl)
+    }
+
     fn publish<'a>(
         &'a self,
         channel: &'a str,

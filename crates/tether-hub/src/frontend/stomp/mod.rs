@@ -555,7 +555,7 @@ impl Conn {
         };
         if let Some(r) = receipt {
             if settles {
-                // The receipt says the ACK or NACK took effect, in Redis too.
+                // The receipt says the ACK or NACK took effect, in the broker too.
                 self.session.settled().await;
             }
             self.send(&Frame::new(Command::Receipt).header("receipt-id", r)).await;
