@@ -6,10 +6,7 @@ use std::process::ExitCode;
 mod bench;
 mod connect;
 mod echo;
-mod fanout;
-mod handshake;
 mod limits;
-mod ramp;
 mod serve;
 mod tls;
 

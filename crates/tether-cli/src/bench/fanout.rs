@@ -2,9 +2,10 @@
 //! `--stomp`), one publisher through the server API, deliveries per second and
 //! publish-to-delivery latency.
 
-use crate::bench::{
+use super::args::Args;
+use super::load::{
     describe_errors, errors_json, json_string, kind, latency_json, latency_table, open_all, progress,
-    stop_progress, Args, Configs, Shared,
+    stop_progress, Configs, Shared,
 };
 use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
@@ -28,7 +29,7 @@ fn sent_at(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-pub(crate) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> anyhow::Result<ExitCode> {
     let url =
         tether::Url::parse(&args.url).map_err(|e| anyhow::anyhow!("invalid url {:?}: {e}", args.url))?;
     if url.secure {

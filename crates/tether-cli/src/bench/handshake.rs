@@ -3,9 +3,10 @@
 //! it with the close handshake, and starts again; handshakes/s and the opening handshake's
 //! latency (connect to 101), errors by kind.
 
-use crate::bench::{
+use super::args::Args;
+use super::load::{
     describe_errors, errors_json, json_string, kind, latency_json, latency_table, progress, stop_progress,
-    Args, Configs, Shared,
+    Configs, Shared,
 };
 use futures_util::SinkExt;
 use hdrhistogram::Histogram;
@@ -14,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub(crate) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> anyhow::Result<ExitCode> {
     let duration = Duration::from_secs_f64(args.duration);
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("{e}"))?));
     let start = Instant::now();

@@ -2,9 +2,10 @@
 //! them. With `--server-pid`, the server's resident memory before the ramp and with every
 //! connection held, and the growth per connection: what an idle connection costs the server.
 
-use crate::bench::{
+use super::args::Args;
+use super::load::{
     describe_errors, errors_json, json_string, kind, latency_json, latency_table, progress, stop_progress,
-    Args, Configs, Shared,
+    Configs, Shared,
 };
 use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
@@ -30,7 +31,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS line for process {pid}"))
 }
 
-pub(crate) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> anyhow::Result<ExitCode> {
     if !(args.open_rate.is_finite() && args.open_rate > 0.0) {
         bail!("--open-rate must be a positive number of connections per second");
     }
