@@ -1,24 +1,23 @@
-//! `tether serve`: the hub. Settings come from flags, then `TETHER_*` environment
-//! variables, then the `--config` TOML file, then the defaults (the first that sets a value
-//! wins), and are checked before anything starts.
+//! `tether serve`'s settings: the raw flags (with their `TETHER_*` environment variables,
+//! which clap reads) and the `--config` TOML file, resolved into one checked [`Settings`]
+//! by [`resolve`], a pure function (no files, no sockets), tested below. The first source
+//! that sets a value wins: flag or variable, then the file, then the default.
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
-use tether::{Config, OriginPolicy};
+use tether::OriginPolicy;
 use tether_hub::broker::redis::RedisOptions;
-use tether_hub::{Hub, HubOptions, NamespaceOptions, QueueLimits, ServeOptions, Server, StompOptions};
+use tether_hub::{HubOptions, NamespaceOptions, QueueLimits, StompOptions};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// TOML configuration file (see docs/OPERATIONS.md); flags and TETHER_* variables
     /// override what it sets.
     #[arg(long, env = "TETHER_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "TETHER_LISTEN")]
     listen: Option<String>,
@@ -79,7 +78,7 @@ pub(crate) struct Args {
 /// The `--config` file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub(crate) struct FileConfig {
     listen: Option<String>,
     api_key: Option<String>,
     allow_origins: Option<Vec<String>>,
@@ -228,15 +227,32 @@ fn positive(name: &str, v: usize) -> anyhow::Result<usize> {
     Ok(v)
 }
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let file: FileConfig = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config {}", path.display()))?;
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?
-        }
-        None => FileConfig::default(),
-    };
+/// Everything `tether serve` needs to start, checked.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) listen: String,
+    pub(crate) api_key: Option<String>,
+    pub(crate) origin: OriginPolicy,
+    pub(crate) max_connections: usize,
+    pub(crate) max_handshakes: usize,
+    pub(crate) max_connections_per_ip: usize,
+    pub(crate) max_message_size: usize,
+    /// `None`: off.
+    pub(crate) ping_interval: Option<Duration>,
+    /// `None`: off.
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) hub: HubOptions,
+    pub(crate) stomp: StompOptions,
+    pub(crate) demo: bool,
+    pub(crate) token_hmac_secret: Option<String>,
+    pub(crate) token_rsa_public_key: Option<PathBuf>,
+    /// The Redis broker's settings; `None` for the memory broker.
+    pub(crate) redis: Option<RedisOptions>,
+    pub(crate) tls: crate::tls::TlsArgs,
+}
+
+/// Resolves the flags and the file into checked settings.
+pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> {
     let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
     let api_key = args.api_key.or(file.api_key).filter(|k| !k.is_empty());
     if api_key.as_ref().is_some_and(|k| k.len() < 16) {
@@ -310,125 +326,130 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         seconds("ping interval", args.ping_interval.or(file.ping_interval), tether_hub::http::PING_INTERVAL)?;
     let idle =
         seconds("idle timeout", args.idle_timeout.or(file.idle_timeout), tether_hub::http::IDLE_TIMEOUT)?;
-    let limits = Config::default()
-        .with_max_message_size(max_message)
-        .with_max_frame_size(max_message)
-        .with_ping_interval(ping)
-        .with_idle_timeout(idle);
-    let mut server = tether::ServerConfig::default()
-        .with_config(limits)
-        .with_protocols(tether_hub::http::protocols())
-        .with_origin(origin)
-        .with_max_connections(max_connections)
-        .with_max_handshakes(max_handshakes);
-    let scheme = match args.tls.server_tls()? {
-        Some(tls) => {
-            server = server.with_tls(tls.config);
-            if let Some(store) = tls.store {
-                crate::tls::reload_on_sighup(store)?;
-            }
-            "https"
-        }
-        None => "http",
-    };
-    let hmac = args.token_hmac_secret.or(file.token_hmac_secret);
-    let rsa_file = args.token_rsa_public_key.or(file.token_rsa_public_key);
-    let rsa = match &rsa_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("cannot read token RSA public key {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let auth: Arc<dyn tether_hub::Authenticator> = if hmac.is_some() || rsa.is_some() {
-        Arc::new(
-            tether_hub::Jwt::new(hmac.as_deref().map(str::as_bytes), rsa.as_deref())
-                .map_err(|e| anyhow::anyhow!("connection tokens: {e}"))?,
-        )
-    } else {
-        Arc::new(tether_hub::NoTokens)
-    };
-    let options = ServeOptions {
-        listen: listen.clone(),
-        server,
-        api_key,
-        max_connections_per_ip: max_per_ip,
-        auth,
-        stomp,
-        ..ServeOptions::default()
-    };
     let broker = args.broker.or(file.broker).filter(|b| b != "memory");
-    let hub = match &broker {
-        None => Arc::new(Hub::new(hub_options)),
+    let redis = match broker {
+        None => None,
         Some(url) => {
             if !["redis://", "rediss://", "redis+sentinel://"].iter().any(|s| url.starts_with(s)) {
                 bail!("broker {url:?} must be \"memory\" or a redis://, rediss:// or redis+sentinel:// URL");
             }
-            let redis = file
-                .redis
-                .as_ref()
-                .map_or(Ok(RedisOptions::new(url.clone())), |r| r.apply(RedisOptions::new(url.clone())))?;
-            let broker =
-                tether_hub::broker::redis::broker(redis).map_err(|e| anyhow::anyhow!("broker: {e}"))?;
-            Arc::new(Hub::with_broker(hub_options, broker))
+            let options = RedisOptions::new(url);
+            Some(match &file.redis {
+                Some(r) => r.apply(options)?,
+                None => options,
+            })
         }
     };
-    let api_on = options.api_key.is_some();
-    let srv =
-        Server::bind(hub.clone(), options).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = srv.local_addr()?;
-    let ws = if scheme == "https" { "wss" } else { "ws" };
-    tracing::info!(
-        "tether hub listening on {scheme}://{addr}/ (demo page at /, WebSocket at {ws}://{addr}/ws, STOMP at {ws}://{addr}/stomp, server API {})",
-        if api_on { "on at /api/" } else { "off (no --api-key)" }
-    );
-    if demo {
-        tokio::spawn(demo_prices(hub.clone()));
-    }
-    srv.run(shutdown_signal()).await;
-    tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(Settings {
+        listen,
+        api_key,
+        origin,
+        max_connections,
+        max_handshakes,
+        max_connections_per_ip: max_per_ip,
+        max_message_size: max_message,
+        ping_interval: ping,
+        idle_timeout: idle,
+        hub: hub_options,
+        stomp,
+        demo,
+        token_hmac_secret: args.token_hmac_secret.or(file.token_hmac_secret),
+        token_rsa_public_key: args.token_rsa_public_key.or(file.token_rsa_public_key),
+        redis,
+        tls: args.tls,
+    })
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
 
-/// A random walk of a few prices, published to `ticker:prices`.
-async fn demo_prices(hub: Arc<Hub>) {
-    let mut prices = [("ACME", 100.0f64), ("GLOBEX", 42.0), ("INITECH", 7.5), ("UMBRELLA", 250.0)];
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        // xorshift: enough randomness for a demo.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let i = (seed % prices.len() as u64) as usize;
-        let step = ((seed >> 8) % 200) as f64 / 100.0 - 1.0;
-        let (symbol, price) = &mut prices[i];
-        *price = (*price * (1.0 + step / 100.0)).max(0.01);
-        let data = format!("{{\"symbol\":\"{symbol}\",\"price\":{:.2}}}", price);
-        let _ = hub.publish("ticker:prices", data.into(), None).await;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(flags: &[&str]) -> Args {
+        Cli::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).unwrap().args
+    }
+
+    fn file(toml_text: &str) -> FileConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn error(flags: &[&str], toml_text: &str) -> String {
+        resolve(args(flags), file(toml_text)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_without_flags_or_file() {
+        let s = resolve(args(&[]), FileConfig::default()).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080");
+        assert_eq!(s.api_key, None);
+        assert_eq!(s.origin, OriginPolicy::SameHost);
+        assert_eq!((s.max_connections_per_ip, s.max_message_size), (1_000, 64 * 1024));
+        assert_eq!(s.ping_interval, Some(tether_hub::http::PING_INTERVAL));
+        assert_eq!(s.idle_timeout, Some(tether_hub::http::IDLE_TIMEOUT));
+        assert_eq!(s.hub.max_channels_per_connection, 128);
+        assert_eq!(s.hub.max_queued_bytes, 4 << 20);
+        let mut names: Vec<&str> = s.hub.namespaces.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["chat", "ticker"]);
+        assert!(s.redis.is_none());
+        assert!(!s.demo);
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_file_and_the_file_over_the_default() {
+        let f = "listen = \"127.0.0.1:9001\"\nmax_channels_per_connection = 7\nping_interval = 5\n";
+        let s = resolve(args(&["--listen", "127.0.0.1:9002"]), file(f)).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9002");
+        assert_eq!(s.hub.max_channels_per_connection, 7);
+        assert_eq!(s.ping_interval, Some(Duration::from_secs(5)));
+        let s = resolve(args(&["--allow-origin", "https://a.example,https://b.example"]), file(f)).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9001");
+        assert_eq!(
+            s.origin,
+            OriginPolicy::AllowList(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        assert_eq!(
+            resolve(args(&["--allow-origin", "*"]), FileConfig::default()).unwrap().origin,
+            OriginPolicy::Any
+        );
+    }
+
+    #[test]
+    fn zero_turns_timers_off_and_bad_values_are_refused() {
+        let s =
+            resolve(args(&["--ping-interval", "0", "--idle-timeout", "0"]), FileConfig::default()).unwrap();
+        assert_eq!((s.ping_interval, s.idle_timeout), (None, None));
+        assert!(error(&["--ping-interval=-1"], "").contains("non-negative number of seconds"));
+        assert!(error(&["--max-message-size", "0"], "").contains("at least 1"));
+        assert!(error(&["--api-key", "short"], "").contains("at least 16 characters"));
+        assert!(error(&[], "[namespaces.\"a:b\"]\n").contains("without ':'"));
+        assert!(error(&[], "[stomp]\nmax_frame_size = 0\n").contains("stomp max_frame_size"));
+    }
+
+    #[test]
+    fn namespaces_in_the_file_replace_the_built_in_ones() {
+        let s =
+            resolve(args(&[]), file("[namespaces.news]\nhistory_size = 5\nallow_publish = true\n")).unwrap();
+        let names: Vec<&str> = s.hub.namespaces.keys().map(String::as_str).collect();
+        assert_eq!(names, ["news"]);
+        let news = &s.hub.namespaces["news"];
+        assert_eq!((news.history_size, news.allow_publish, news.presence), (5, true, false));
+    }
+
+    #[test]
+    fn brokers() {
+        assert!(resolve(args(&["--broker", "memory"]), FileConfig::default()).unwrap().redis.is_none());
+        let f = "[redis]\nprefix = \"app\"\npresence_ttl_ms = 900\n";
+        let redis = resolve(args(&["--broker", "redis://127.0.0.1:6390"]), file(f)).unwrap().redis.unwrap();
+        assert_eq!((redis.url.as_str(), redis.prefix.as_str()), ("redis://127.0.0.1:6390", "app"));
+        assert_eq!(redis.presence_ttl, Duration::from_millis(900));
+        assert!(error(&["--broker", "http://127.0.0.1"], "").contains("must be \"memory\""));
+        assert!(error(&["--broker", "redis://h"], "[redis]\nprefix = \"a b\"\n").contains("prefix"));
     }
 }
