@@ -5,8 +5,10 @@
 //! A channel's stream lives while this node subscribes to it or its history holds
 //! anything; after that, its next use starts a new epoch.
 
-use super::{BoxFuture, Broker, BrokerEvents, Entry, Read, Since};
-use crate::hub::event::{new_epoch, ClientInfo, HubError, Publication, StreamPosition};
+use super::{
+    Answer, BoxFuture, Broker, BrokerEvents, Entry, Headers, Ns, Outgoing, Queued, Read, Since, Unused,
+};
+use crate::hub::event::{new_epoch, ClientInfo, Publication, StreamPosition};
 use crate::hub::queue::{QueueError, Store};
 use crate::options::{HubOptions, NamespaceOptions};
 use bytes::Bytes;
@@ -179,22 +181,16 @@ impl Broker for MemoryBroker {
         self.presence_ttl
     }
 
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        data: Bytes,
-        info: Option<Arc<ClientInfo>>,
-        ns: &'a NamespaceOptions,
-    ) -> BoxFuture<'a, Result<StreamPosition, HubError>> {
-        Box::pin(ready(Ok(self.publish_now(channel, data, info, ns))))
+    fn publish<'a>(&'a self, channel: &'a str, msg: Outgoing, ns: Ns<'a>) -> Answer<'a, StreamPosition> {
+        Box::pin(ready(Ok(self.publish_now(channel, msg.data, msg.info, ns))))
     }
 
-    fn subscribe<'a>(&'a self, channel: &'a Arc<str>) -> BoxFuture<'a, Result<(), HubError>> {
+    fn subscribe<'a>(&'a self, channel: &'a Arc<str>) -> Answer<'a, ()> {
         lock(&self.streams).entry(channel.clone()).or_insert_with(Stream::new).subscribed = true;
         Box::pin(ready(Ok(())))
     }
 
-    fn subscribe_all<'a>(&'a self, channels: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), HubError>> {
+    fn subscribe_all<'a>(&'a self, channels: &'a [Arc<str>]) -> Answer<'a, ()> {
         let mut streams = lock(&self.streams);
         for channel in channels {
             streams.entry(channel.clone()).or_insert_with(Stream::new).subscribed = true;
@@ -202,11 +198,7 @@ impl Broker for MemoryBroker {
         Box::pin(ready(Ok(())))
     }
 
-    fn unsubscribe<'a>(
-        &'a self,
-        channel: &'a Arc<str>,
-        still_unused: Box<dyn FnOnce() -> bool + Send + 'a>,
-    ) -> BoxFuture<'a, ()> {
+    fn unsubscribe<'a>(&'a self, channel: &'a Arc<str>, still_unused: Unused<'a>) -> BoxFuture<'a, ()> {
         let mut streams = lock(&self.streams);
         if let Some(stream) = streams.get_mut(channel) {
             if stream.subscribed && still_unused() {
@@ -219,12 +211,7 @@ impl Broker for MemoryBroker {
         Box::pin(ready(()))
     }
 
-    fn read<'a>(
-        &'a self,
-        channel: &'a str,
-        since: Since<'a>,
-        ns: &'a NamespaceOptions,
-    ) -> BoxFuture<'a, Result<Read, HubError>> {
+    fn read<'a>(&'a self, channel: &'a str, since: Since<'a>, ns: Ns<'a>) -> Answer<'a, Read> {
         Box::pin(ready(Ok(self.read_now(channel, since, ns))))
     }
 
@@ -240,11 +227,7 @@ impl Broker for MemoryBroker {
         Box::pin(ready(()))
     }
 
-    fn presence_add<'a>(
-        &'a self,
-        channel: &'a str,
-        clients: &'a [Arc<ClientInfo>],
-    ) -> BoxFuture<'a, Result<(), HubError>> {
+    fn presence_add<'a>(&'a self, channel: &'a str, clients: &'a [Arc<ClientInfo>]) -> Answer<'a, ()> {
         if !clients.is_empty() {
             let deadline = self.presence_ttl.map(|ttl| Instant::now() + ttl);
             let mut presence = lock(&self.presence);
@@ -267,17 +250,11 @@ impl Broker for MemoryBroker {
         Box::pin(ready(()))
     }
 
-    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Arc<ClientInfo>>, HubError>> {
+    fn presence<'a>(&'a self, channel: &'a str) -> Answer<'a, Vec<Arc<ClientInfo>>> {
         Box::pin(ready(Ok(self.presence_now(channel))))
     }
 
-    fn queue_send<'a>(
-        &'a self,
-        queue: &'a str,
-        body: Bytes,
-        headers: Vec<(String, String)>,
-        _max: usize,
-    ) -> BoxFuture<'a, Result<(), QueueError>> {
+    fn queue_send<'a>(&'a self, queue: &'a str, body: Bytes, headers: Headers, _max: usize) -> Queued<'a> {
         // One node: the hub's own queues hold the messages (and apply the limit).
         let sent = match self.events() {
             Some(events) => events.queue_message(queue, body, headers),

@@ -23,6 +23,31 @@ use std::time::Duration;
 /// A broker's answer, later.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A broker's answer that may be a hub error.
+pub(crate) type Answer<'a, T> = BoxFuture<'a, Result<T, HubError>>;
+
+/// A broker's answer to a queue send.
+pub(crate) type Queued<'a> = BoxFuture<'a, Result<(), QueueError>>;
+
+/// The options of a channel's namespace.
+pub(crate) type Ns<'a> = &'a NamespaceOptions;
+
+/// Headers that travel with a queue message.
+pub(crate) type Headers = Vec<(String, String)>;
+
+/// Asked while no other subscription change runs: whether no one on this node wants a
+/// channel any more.
+pub(crate) type Unused<'a> = Box<dyn FnOnce() -> bool + Send + 'a>;
+
+/// What a publish carries.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    /// The data.
+    pub(crate) data: Bytes,
+    /// The publishing client, if a client published.
+    pub(crate) info: Option<Arc<ClientInfo>>,
+}
+
 /// A publication read from history.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -71,62 +96,37 @@ pub(crate) trait Broker: Send + Sync + std::fmt::Debug {
     /// Publishes to `channel`: a new offset, history (where the namespace keeps it), and
     /// [`BrokerEvents::publication`] on every node that subscribed to the channel, in
     /// offset order.
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        data: Bytes,
-        info: Option<Arc<ClientInfo>>,
-        ns: &'a NamespaceOptions,
-    ) -> BoxFuture<'a, Result<StreamPosition, HubError>>;
+    fn publish<'a>(&'a self, channel: &'a str, msg: Outgoing, ns: Ns<'a>) -> Answer<'a, StreamPosition>;
 
     /// Makes this node receive `channel`'s events, unless it does already.
-    fn subscribe<'a>(&'a self, channel: &'a Arc<str>) -> BoxFuture<'a, Result<(), HubError>>;
+    fn subscribe<'a>(&'a self, channel: &'a Arc<str>) -> Answer<'a, ()>;
 
     /// Makes this node receive every channel in `channels` (after a reconnect).
-    fn subscribe_all<'a>(&'a self, channels: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), HubError>>;
+    fn subscribe_all<'a>(&'a self, channels: &'a [Arc<str>]) -> Answer<'a, ()>;
 
     /// Stops this node receiving `channel`'s events if `still_unused` says no one here
     /// wants them (asked while no other subscription change of the node runs).
-    fn unsubscribe<'a>(
-        &'a self,
-        channel: &'a Arc<str>,
-        still_unused: Box<dyn FnOnce() -> bool + Send + 'a>,
-    ) -> BoxFuture<'a, ()>;
+    fn unsubscribe<'a>(&'a self, channel: &'a Arc<str>, still_unused: Unused<'a>) -> BoxFuture<'a, ()>;
 
     /// `channel`'s position (giving it an epoch if it has none) and the publications
     /// `since` asks for, oldest first.
-    fn read<'a>(
-        &'a self,
-        channel: &'a str,
-        since: Since<'a>,
-        ns: &'a NamespaceOptions,
-    ) -> BoxFuture<'a, Result<Read, HubError>>;
+    fn read<'a>(&'a self, channel: &'a str, since: Since<'a>, ns: Ns<'a>) -> Answer<'a, Read>;
 
     /// Announces a join (or a leave) to every node ([`BrokerEvents::join`]); best effort.
     fn announce<'a>(&'a self, channel: &'a str, join: bool, info: &'a ClientInfo) -> BoxFuture<'a, ()>;
 
     /// Adds (or refreshes) clients in `channel`'s presence.
-    fn presence_add<'a>(
-        &'a self,
-        channel: &'a str,
-        clients: &'a [Arc<ClientInfo>],
-    ) -> BoxFuture<'a, Result<(), HubError>>;
+    fn presence_add<'a>(&'a self, channel: &'a str, clients: &'a [Arc<ClientInfo>]) -> Answer<'a, ()>;
 
     /// Takes a client out of `channel`'s presence; best effort.
     fn presence_remove<'a>(&'a self, channel: &'a str, client: &'a str) -> BoxFuture<'a, ()>;
 
     /// Everyone in `channel`'s presence, on every node, by client id.
-    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Arc<ClientInfo>>, HubError>>;
+    fn presence<'a>(&'a self, channel: &'a str) -> Answer<'a, Vec<Arc<ClientInfo>>>;
 
     /// Adds a message to the work queue `queue` (for a consumer on any node; at most `max`
     /// held).
-    fn queue_send<'a>(
-        &'a self,
-        queue: &'a str,
-        body: Bytes,
-        headers: Vec<(String, String)>,
-        max: usize,
-    ) -> BoxFuture<'a, Result<(), QueueError>>;
+    fn queue_send<'a>(&'a self, queue: &'a str, body: Bytes, headers: Headers, max: usize) -> Queued<'a>;
 
     /// Where this node's queues keep messages that several nodes share, if anywhere.
     fn queue_store(&self) -> Option<Arc<dyn Store>>;

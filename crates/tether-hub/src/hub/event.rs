@@ -3,6 +3,7 @@
 //! Brokers, the hub core and front-ends all use these types; they depend on nothing else.
 
 use bytes::Bytes;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -102,24 +103,60 @@ pub(crate) fn new_epoch() -> Arc<str> {
 static FRAME_ENCODINGS: AtomicUsize = AtomicUsize::new(0);
 static PART_ENCODINGS: AtomicUsize = AtomicUsize::new(0);
 
-/// Takes the next number of a registry (once per encoding).
-fn register(slot: &OnceLock<usize>, registry: &AtomicUsize) -> usize {
-    *slot.get_or_init(|| registry.fetch_add(1, Ordering::Relaxed))
+/// What an encoding caches: whole frames or shared parts; each kind numbers its encodings.
+pub trait EncodingKind: sealed::Sealed {
+    /// The counter that hands out this kind's numbers.
+    #[doc(hidden)]
+    fn registry() -> &'static AtomicUsize;
 }
 
-/// A front-end's encoding of whole WebSocket frames: declared once, as a `static`, by the
-/// front-end; every event caches one frame per encoding, encoded by the first subscriber
-/// that needs it and shared by all the others.
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Whole WebSocket frames: an event encoded once, sent as is to every subscriber.
 #[derive(Debug)]
-pub struct FrameEncoding {
+pub enum Frame {}
+
+/// The part of a message that all subscribers share, for protocols where each
+/// subscriber's message differs in a few bytes (a STOMP `MESSAGE` names the subscription).
+#[derive(Debug)]
+pub enum Part {}
+
+impl sealed::Sealed for Frame {}
+impl sealed::Sealed for Part {}
+
+impl EncodingKind for Frame {
+    fn registry() -> &'static AtomicUsize {
+        &FRAME_ENCODINGS
+    }
+}
+
+impl EncodingKind for Part {
+    fn registry() -> &'static AtomicUsize {
+        &PART_ENCODINGS
+    }
+}
+
+/// A front-end's encoding: declared once, as a `static`, by the front-end; every event
+/// caches one encoding per declared encoding, made by the first subscriber that needs it
+/// and shared by all the others. Numbers are handed out on first use, not by hand.
+#[derive(Debug)]
+pub struct Encoding<K: EncodingKind> {
     name: &'static str,
     slot: OnceLock<usize>,
+    kind: PhantomData<K>,
 }
 
-impl FrameEncoding {
-    /// An encoding named `name` (for debugging; numbers are handed out on first use).
+/// An encoding of whole frames.
+pub type FrameEncoding = Encoding<Frame>;
+/// An encoding of shared parts.
+pub type PartEncoding = Encoding<Part>;
+
+impl<K: EncodingKind> Encoding<K> {
+    /// An encoding named `name` (for debugging).
     pub const fn new(name: &'static str) -> Self {
-        Self { name, slot: OnceLock::new() }
+        Self { name, slot: OnceLock::new(), kind: PhantomData }
     }
 
     /// The encoding's name.
@@ -128,32 +165,7 @@ impl FrameEncoding {
     }
 
     fn slot(&self) -> usize {
-        register(&self.slot, &FRAME_ENCODINGS)
-    }
-}
-
-/// A front-end's encoding of the part of a message that all subscribers share, for
-/// protocols where each subscriber's message differs in a few bytes (a STOMP `MESSAGE`
-/// names the subscription). Declared like a [`FrameEncoding`].
-#[derive(Debug)]
-pub struct PartEncoding {
-    name: &'static str,
-    slot: OnceLock<usize>,
-}
-
-impl PartEncoding {
-    /// An encoding named `name`.
-    pub const fn new(name: &'static str) -> Self {
-        Self { name, slot: OnceLock::new() }
-    }
-
-    /// The encoding's name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn slot(&self) -> usize {
-        register(&self.slot, &PART_ENCODINGS)
+        *self.slot.get_or_init(|| K::registry().fetch_add(1, Ordering::Relaxed))
     }
 }
 

@@ -20,7 +20,7 @@
 use super::event::{ClientId, ClientInfo, Event, HubError, Publication, Push, StreamPosition};
 use super::queue::{Arrival, QueueError, Queues};
 use super::{Access, Outlet, Subscribed};
-use crate::broker::{BoxFuture, Broker, BrokerEvents, Entry, Read, Since};
+use crate::broker::{BoxFuture, Broker, BrokerEvents, Entry, Read, Since, Unused};
 use crate::codes::close;
 use crate::metrics::Metrics;
 use crate::options::HubOptions;
@@ -391,7 +391,7 @@ impl Shared {
                         shared.broker.announce(&channel, false, &info).await;
                     }
                 }
-                let still_unused = Box::new(|| !shared.lock().channels.contains_key(&channel));
+                let still_unused: Unused<'_> = Box::new(|| !shared.lock().channels.contains_key(&channel));
                 shared.broker.unsubscribe(&channel, still_unused).await;
             }
         });
@@ -464,7 +464,7 @@ impl Shared {
             for o in outlets {
                 o.disconnect(close::INSUFFICIENT_STATE, "missed publications; resubscribe and recover");
             }
-            let still_unused = Box::new(|| !self.lock().channels.contains_key(&name));
+            let still_unused: Unused<'_> = Box::new(|| !self.lock().channels.contains_key(&name));
             self.broker.unsubscribe(&name, still_unused).await;
         }
     }

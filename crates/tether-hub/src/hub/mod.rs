@@ -11,7 +11,7 @@ mod fanout;
 pub(crate) mod queue;
 
 use crate::broker::memory::MemoryBroker;
-use crate::broker::{Broker, Since};
+use crate::broker::{Broker, Outgoing, Since};
 use crate::metrics::Metrics;
 use crate::options::{HubOptions, NamespaceOptions};
 use bytes::Bytes;
@@ -278,7 +278,8 @@ impl Hub {
         info: Option<Arc<ClientInfo>>,
     ) -> Result<StreamPosition, HubError> {
         let ns = self.namespace(channel)?;
-        let pos = self.shared.counted(self.shared.broker.publish(channel, data, info, ns).await)?;
+        let message = Outgoing { data, info };
+        let pos = self.shared.counted(self.shared.broker.publish(channel, message, ns).await)?;
         self.metrics.published.fetch_add(1, Ordering::Relaxed);
         Ok(pos)
     }

@@ -26,11 +26,11 @@ pub(crate) mod queue;
 mod sentinel;
 mod wire;
 
-use super::{BoxFuture, Broker, BrokerEvents, Read, Since};
-use crate::hub::event::{new_epoch, ClientInfo, HubError, StreamPosition};
-use crate::hub::queue::{QueueError, Store};
+use super::{Answer, BoxFuture, Broker, BrokerEvents, Headers, Ns, Outgoing, Queued, Read, Since, Unused};
+use crate::hub::event::{new_epoch, ClientInfo, StreamPosition};
+use crate::hub::queue::Store;
 use crate::hub::BrokerHandle;
-use crate::options::{HubOptions, NamespaceOptions};
+use crate::options::HubOptions;
 use bytes::Bytes;
 use conn::RedisBroker;
 use queue::RedisQueues;
@@ -117,38 +117,23 @@ impl Broker for Redis {
         Some(self.conn.options().presence_ttl)
     }
 
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        data: Bytes,
-        info: Option<Arc<ClientInfo>>,
-        ns: &'a NamespaceOptions,
-    ) -> BoxFuture<'a, Result<StreamPosition, HubError>> {
-        Box::pin(async move { self.conn.publish(channel, &data, info.as_deref(), ns).await })
+    fn publish<'a>(&'a self, channel: &'a str, msg: Outgoing, ns: Ns<'a>) -> Answer<'a, StreamPosition> {
+        Box::pin(async move { self.conn.publish(channel, &msg.data, msg.info.as_deref(), ns).await })
     }
 
-    fn subscribe<'a>(&'a self, channel: &'a Arc<str>) -> BoxFuture<'a, Result<(), HubError>> {
+    fn subscribe<'a>(&'a self, channel: &'a Arc<str>) -> Answer<'a, ()> {
         Box::pin(self.conn.ensure_subscribed(channel))
     }
 
-    fn subscribe_all<'a>(&'a self, channels: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), HubError>> {
+    fn subscribe_all<'a>(&'a self, channels: &'a [Arc<str>]) -> Answer<'a, ()> {
         Box::pin(self.conn.subscribe_all(channels))
     }
 
-    fn unsubscribe<'a>(
-        &'a self,
-        channel: &'a Arc<str>,
-        still_unused: Box<dyn FnOnce() -> bool + Send + 'a>,
-    ) -> BoxFuture<'a, ()> {
+    fn unsubscribe<'a>(&'a self, channel: &'a Arc<str>, still_unused: Unused<'a>) -> BoxFuture<'a, ()> {
         Box::pin(self.conn.release(channel, still_unused))
     }
 
-    fn read<'a>(
-        &'a self,
-        channel: &'a str,
-        since: Since<'a>,
-        ns: &'a NamespaceOptions,
-    ) -> BoxFuture<'a, Result<Read, HubError>> {
+    fn read<'a>(&'a self, channel: &'a str, since: Since<'a>, ns: Ns<'a>) -> Answer<'a, Read> {
         Box::pin(self.conn.read(channel, since, ns))
     }
 
@@ -156,11 +141,7 @@ impl Broker for Redis {
         Box::pin(self.conn.announce(channel, join, info))
     }
 
-    fn presence_add<'a>(
-        &'a self,
-        channel: &'a str,
-        clients: &'a [Arc<ClientInfo>],
-    ) -> BoxFuture<'a, Result<(), HubError>> {
+    fn presence_add<'a>(&'a self, channel: &'a str, clients: &'a [Arc<ClientInfo>]) -> Answer<'a, ()> {
         Box::pin(self.conn.presence_add(channel, clients))
     }
 
@@ -168,17 +149,11 @@ impl Broker for Redis {
         Box::pin(self.conn.presence_remove(channel, client))
     }
 
-    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<Arc<ClientInfo>>, HubError>> {
+    fn presence<'a>(&'a self, channel: &'a str) -> Answer<'a, Vec<Arc<ClientInfo>>> {
         Box::pin(self.conn.presence(channel))
     }
 
-    fn queue_send<'a>(
-        &'a self,
-        queue: &'a str,
-        body: Bytes,
-        headers: Vec<(String, String)>,
-        max: usize,
-    ) -> BoxFuture<'a, Result<(), QueueError>> {
+    fn queue_send<'a>(&'a self, queue: &'a str, body: Bytes, headers: Headers, max: usize) -> Queued<'a> {
         Box::pin(async move { self.queues.send(queue, &body, &headers, max).await })
     }
 
