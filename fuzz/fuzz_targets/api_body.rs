@@ -2,7 +2,7 @@
 //! or refused, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tether_hub::server::check_api_body;
+use tether_hub::http::check_api_body;
 
 const METHODS: [&str; 7] = ["publish", "broadcast", "presence", "history", "disconnect", "channels", "nope"];
 

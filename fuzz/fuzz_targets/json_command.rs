@@ -2,7 +2,7 @@
 //! reply the client would get (code 104 or 107), never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tether_hub::json::check_command;
+use tether_hub::frontend::json::check_command;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

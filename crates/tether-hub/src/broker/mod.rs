@@ -15,13 +15,11 @@ use crate::hub::event::{ClientInfo, HubError, Publication, StreamPosition};
 use crate::hub::queue::{Arrival, QueueError, Store};
 use crate::options::{HubOptions, NamespaceOptions};
 use bytes::Bytes;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// A broker's answer, later.
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) use futures_util::future::BoxFuture;
 
 /// A broker's answer that may be a hub error.
 pub(crate) type Answer<'a, T> = BoxFuture<'a, Result<T, HubError>>;

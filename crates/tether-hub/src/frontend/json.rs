@@ -3,7 +3,6 @@
 //! through a [`JsonOutlet`], each event encoded once for every JSON subscriber.
 
 use super::{Context, FrontEnd};
-use crate::broker::BoxFuture;
 use crate::codes::{auth_code, reply as code, reply_code};
 use crate::hub::event::FrameEncoding;
 use crate::hub::{ClientInfo, Event, Hub, Outlet, Push, StreamPosition};
@@ -11,6 +10,7 @@ use crate::session::auth::Authenticator;
 use crate::session::gate::SendGate;
 use crate::session::{sleep_until_or_forever, Session, EXPIRED};
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;

@@ -6,9 +6,9 @@
 pub mod json;
 pub mod stomp;
 
-use crate::broker::BoxFuture;
 use crate::hub::Hub;
 use crate::session::auth::Authenticator;
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use tether::WebSocket;
 

@@ -9,7 +9,6 @@
 pub mod frame;
 
 use super::{Context, FrontEnd};
-use crate::broker::BoxFuture;
 use crate::codes::close;
 use crate::hub::event::PartEncoding;
 use crate::hub::queue::{AckMode, Delivery, QueueError, QueueOutlet};
@@ -19,6 +18,7 @@ use crate::session::gate::SendGate;
 use crate::session::{sleep_until_or_forever, Session, EXPIRED};
 use bytes::{Bytes, BytesMut};
 use frame::{write_header, Command, Decoder, Frame, FrameError, Limits, Version};
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
