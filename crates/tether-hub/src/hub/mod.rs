@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Where the hub delivers a connection's events. Implemented by each front-end.
-pub trait Outlet: Send + Sync {
+pub(crate) trait Outlet: Send + Sync {
     /// Queues `event` for the connection. Returns `false` when the connection is too far
     /// behind (the outlet has then started disconnecting it) or gone.
     fn push(&self, event: &Arc<Event>) -> bool;
@@ -34,17 +34,17 @@ pub trait Outlet: Send + Sync {
 
 /// The hub's answer to a subscribe.
 #[derive(Debug, Clone)]
-pub struct Subscribed {
+pub(crate) struct Subscribed {
     /// The channel's epoch.
-    pub epoch: Arc<str>,
+    pub(crate) epoch: Arc<str>,
     /// The channel's current offset.
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// Whether the subscriber asked for recovery and got every missed publication.
-    pub recovered: bool,
+    pub(crate) recovered: bool,
     /// Whether recovery was asked for.
-    pub recovering: bool,
+    pub(crate) recovering: bool,
     /// The missed publications, oldest first (empty unless recovered).
-    pub publications: Vec<Arc<Event>>,
+    pub(crate) publications: Vec<Arc<Event>>,
 }
 
 /// A broker for [`Hub::with_broker`]: the memory broker ([`Default`]) or another one
