@@ -73,7 +73,9 @@ impl Subscriber {
     /// publication at or before its base.
     fn wants(&self, event: &Event) -> bool {
         match &event.push {
-            Push::Publication(p) => !(self.base.0 == p.epoch && p.offset <= self.base.1),
+            // The offset first: a live publication is past the base, so the epochs (strings)
+            // are compared only for what was read at subscribe time.
+            Push::Publication(p) => !(p.offset <= self.base.1 && self.base.0 == p.epoch),
             Push::Join(info) | Push::Leave(info) => info.client != self.info.client,
         }
     }

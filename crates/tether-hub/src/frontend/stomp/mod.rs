@@ -1,7 +1,7 @@
 //! STOMP 1.0, 1.1 and 1.2 over WebSocket (docs/PROTOCOL.md, "STOMP").
 //!
 //! `/topic/<channel>` is the hub channel `<channel>`: STOMP and `tether.json` clients share
-//! it, with its history and presence. `/queue/<name>` is a work queue ([`crate::queue`]).
+//! it, with its history and presence. `/queue/<name>` is a work queue (`hub::queue`).
 //! One task per connection reads frames; topic messages come from the hub through a
 //! [`StompOutlet`], whose shared part (everything but the `subscription` header) is encoded
 //! once per event and STOMP version.
