@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod bridge;
 mod connect;
 mod echo;
 mod limits;
@@ -29,6 +30,8 @@ enum Command {
     Connect(connect::Args),
     /// Load-test a WebSocket server: echo throughput and latency over many connections.
     Bench(bench::Args),
+    /// Bridge TCP or UDP sockets and WebSocket, either way (a websockify / websocat job).
+    Bridge(bridge::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             Command::Echo(args) => echo::run(args).await,
             Command::Connect(args) => connect::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Bridge(args) => bridge::run(args).await,
         }
     });
     match result {
