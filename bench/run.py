@@ -242,8 +242,12 @@ def report(rows, opts, vers, date=None):
         lines.append("")
     lines += ["Raw results (one JSON object per measurement): `bench/results/compare.raw.jsonl`. "
               "Chart of the echo cases: `bench/results/echo.svg`."]
-    with open(os.path.join(ROOT, "bench/RESULTS.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    path = os.path.join(ROOT, "bench/RESULTS.md")
+    # bench/bridge.py's section stays as it was.
+    old = open(path).read() if os.path.exists(path) else ""
+    kept = old[old.find("\n## Socket bridge"):] if "\n## Socket bridge" in old else ""
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n" + kept)
     print("\n".join(lines))
 
 

@@ -494,3 +494,29 @@ async fn a_slow_reader_pushes_back_on_the_target() {
     assert!(got.iter().all(|b| *b == 7));
     assert!(written.load(Ordering::Relaxed) > stalled);
 }
+
+#[test]
+fn a_udp_peer_s_queue_is_bounded() {
+    let echo = udp_echo();
+    let ws_side =
+        Bridge::start(&["--listen", "ws://127.0.0.1:0/", "--to", &format!("udp://127.0.0.1:{echo}")]);
+    // One datagram may wait while the WebSocket opens: a burst loses the rest.
+    let udp_side =
+        Bridge::start(&["--listen", "udp://127.0.0.1:0", "--to", &ws_side.url, "--udp-queue", "1"]);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(udp_side.addr()).unwrap();
+    for i in 0..50u8 {
+        client.send(&[i; 100]).unwrap();
+    }
+    udp_side.wait_log("datagrams dropped");
+}
+
+#[tokio::test]
+async fn text_mode_takes_text_as_bytes() {
+    let redis = Redis::start();
+    let to = format!("tcp://127.0.0.1:{}", redis.port);
+    let bridge = Bridge::start(&["--listen", "ws://127.0.0.1:0/", "--to", &to, "--text"]);
+    let mut ws = open(&bridge.url).await;
+    ws.send(Message::text("PING\r\n")).await.unwrap();
+    assert_eq!(read_until(&mut ws, |b| b.ends_with(b"\r\n")).await, b"+PONG\r\n");
+}

@@ -62,6 +62,10 @@ pub(crate) struct Args {
     /// instead of closing with 1003.
     #[arg(long)]
     pub(crate) text: bool,
+    /// Datagrams that may wait for one UDP peer's WebSocket (a udp:// listener); more are
+    /// dropped, as UDP may.
+    #[arg(long, default_value_t = 256, value_name = "DATAGRAMS")]
+    pub(crate) udp_queue: usize,
     /// Trust this PEM CA for wss:// targets (besides the built-in roots).
     #[arg(long, value_name = "FILE")]
     pub(crate) ca: Option<PathBuf>,
@@ -96,8 +100,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--connect-timeout must be more than 0");
     }
     let idle = seconds("idle-timeout", args.idle_timeout)?;
-    if args.max_message_size == 0 {
-        bail!("--max-message-size must be at least 1");
+    if args.max_message_size == 0 || args.udp_queue == 0 {
+        bail!("--max-message-size and --udp-queue must be at least 1");
     }
     let config = tether::Config::default()
         .with_max_message_size(args.max_message_size)

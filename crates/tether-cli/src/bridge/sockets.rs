@@ -18,15 +18,14 @@ use tether::{ClientConfig, Message};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-/// Datagrams waiting for one UDP peer's WebSocket; more are dropped, as UDP may.
-const UDP_QUEUE: usize = 256;
-
 /// How long a UDP peer's session lives without a datagram either way, when
 /// `--idle-timeout` is 0.
 const UDP_IDLE: Duration = Duration::from_secs(60);
 
 struct Side {
     url: String,
+    /// Datagrams waiting for one UDP peer's WebSocket; more are dropped.
+    udp_queue: usize,
     config: ClientConfig,
     common: Common,
 }
@@ -52,7 +51,7 @@ pub(super) async fn run(args: Args, common: Common) -> anyhow::Result<ExitCode> 
     if let Some(token) = &args.access_token {
         config = config.with_header("Authorization", format!("Bearer {token}"));
     }
-    let side = Arc::new(Side { url, config, common });
+    let side = Arc::new(Side { url, udp_queue: args.udp_queue, config, common });
     let (scheme, addr) = args.listen.split_once("://").unwrap_or(("tcp", &args.listen));
     if scheme == "tcp" {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -122,7 +121,7 @@ async fn udp_peers(sock: Arc<UdpSocket>, side: Arc<Side>) -> anyhow::Result<Exit
         let tx = match map.get(&peer) {
             Some(tx) => tx.clone(),
             None => {
-                let (tx, rx) = mpsc::channel(UDP_QUEUE);
+                let (tx, rx) = mpsc::channel(side.udp_queue);
                 map.insert(peer, tx.clone());
                 tokio::spawn(udp_session(peer, rx, sock.clone(), side.clone(), peers.clone()));
                 tx
