@@ -113,11 +113,11 @@ def versions(have):
     out = {}
     if "websockify" in have:
         out["websockify"] = WEBSOCKIFY_VERSION
-        out["python"] = subprocess.run([os.path.join(VENV, "bin/python"), "--version"], capture_output=True,
-                                       text=True).stdout.strip()
+        out["on"] = subprocess.run([os.path.join(VENV, "bin/python"), "--version"], capture_output=True,
+                                   text=True).stdout.strip()
     if "websocat" in have:
         out["websocat"] = subprocess.run(have["websocat"] + ["--version"], capture_output=True,
-                                         text=True).stdout.strip()
+                                         text=True).stdout.strip().removeprefix("websocat ")
     return out
 
 
@@ -192,7 +192,7 @@ def report(rows, names, opts, vers, missing):
     ]
     for case, conns, size, in_flight, unit in CASES:
         lines += [f"### {case}: {conns} connections, {size} B messages, {in_flight} in flight each", "",
-                  f"| bridge | {unit} | vs tether | per bridge CPU-second | vs tether | bridge CPU % | loader CPU % | p50 ms | errors |",
+                  f"| bridge | {unit} | vs tether | per bridge CPU-second | vs tether | bridge CPU s per run | loader CPU s per run | p50 ms | errors |",
                   "|---|---|---|---|---|---|---|---|---|"]
 
         def vals(name, f):
@@ -215,16 +215,17 @@ def report(rows, names, opts, vers, missing):
                 continue
             fmt = ",.1f" if unit == "MB/s" else ",.0f"
             ratio = lambda v, b: f"{statistics.median(v) / b:.2f}" if b else "-"
-            bcpu = statistics.median(vals(name, lambda r: r["bridge_cpu_s"] / r["duration_s"] * 100))
-            lcpu = statistics.median(vals(name, lambda r: r["loader_cpu_s"] / r["duration_s"] * 100))
+            bcpu = statistics.median(vals(name, lambda r: r["bridge_cpu_s"]))
+            lcpu = statistics.median(vals(name, lambda r: r["loader_cpu_s"]))
             p50 = statistics.median(vals(name, lambda r: r["latency_ms"]["p50"]))
             errs = sum(sum(r["errors"].values()) for r in rows if r["bridge"] == name and r["case"] == case)
             lines.append(f"| {name} | {spread(w, fmt)} | {ratio(w, base)} | {spread(c, fmt)} | {ratio(c, base_cpu)} | "
-                         f"{bcpu:.0f} | {lcpu:.0f} | {p50:.2f} | {errs} |")
+                         f"{bcpu:.2f} | {lcpu:.2f} | {p50:.2f} | {errs} |")
         lines.append("")
     lines.append("Work per bridge CPU-second is bulk MB (each way) or round trips per CPU-second of the bridge "
-                 "process (children included). Where the loader's core is full, throughput ties and that column "
-                 "tells the bridges apart.")
+                 "process, children included (websockify forks a worker per connection), from just before the "
+                 "loader starts to just after it ends (connection setup included). Where the loader's core is "
+                 "full, throughput ties and that column tells the bridges apart.")
     write_report(ROOT, "bridge", lines)
     # The same section in RESULTS.md (bench/run.py keeps it when it rewrites the file).
     path = os.path.join(ROOT, "bench/RESULTS.md")

@@ -520,3 +520,27 @@ async fn text_mode_takes_text_as_bytes() {
     ws.send(Message::text("PING\r\n")).await.unwrap();
     assert_eq!(read_until(&mut ws, |b| b.ends_with(b"\r\n")).await, b"+PONG\r\n");
 }
+
+/// A WebSocket close reaches the target as a FIN (after the bytes sent before it).
+#[tokio::test]
+async fn a_websocket_close_is_a_fin_at_the_target() {
+    use std::io::Read as _;
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = target.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut got = Vec::new();
+        // Ends at the FIN (Ok), or fails the test through the channel at the timeout.
+        let r = s.read_to_end(&mut got).map(|_| got);
+        let _ = tx.send(r.map_err(|e| e.to_string()));
+    });
+    let bridge =
+        Bridge::start(&["--listen", "ws://127.0.0.1:0/", "--to", &format!("tcp://127.0.0.1:{port}")]);
+    let mut ws = open(&bridge.url).await;
+    ws.send(Message::binary(&b"last words"[..])).await.unwrap();
+    ws.close().await.unwrap();
+    let got = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT)).await.unwrap().unwrap();
+    assert_eq!(got.unwrap(), b"last words");
+}
