@@ -544,3 +544,15 @@ async fn a_websocket_close_is_a_fin_at_the_target() {
     let got = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT)).await.unwrap().unwrap();
     assert_eq!(got.unwrap(), b"last words");
 }
+
+#[tokio::test]
+async fn connections_are_limited() {
+    let redis = Redis::start();
+    let to = format!("tcp://127.0.0.1:{}", redis.port);
+    let bridge = Bridge::start(&["--listen", "ws://127.0.0.1:0/", "--to", &to, "--max-connections", "1"]);
+    let mut held = open(&bridge.url).await;
+    let e = tether::connect_with(&bridge.url, &direct()).await.unwrap_err().to_string();
+    assert!(e.contains("503"), "{e}");
+    held.send(Message::binary(resp(&[b"PING"]))).await.unwrap();
+    assert_eq!(read_until(&mut held, |b| b.ends_with(b"\r\n")).await, b"+PONG\r\n");
+}

@@ -62,6 +62,10 @@ pub(crate) struct Args {
     /// instead of closing with 1003.
     #[arg(long)]
     pub(crate) text: bool,
+    /// WebSocket connections bridged at once (a ws:// or wss:// listener); more are answered
+    /// 503 [default: half the open-files limit less 1088: each uses two sockets].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
     /// Datagrams that may wait for one UDP peer's WebSocket (a udp:// listener); more are
     /// dropped, as UDP may.
     #[arg(long, default_value_t = 256, value_name = "DATAGRAMS")]
@@ -100,8 +104,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--connect-timeout must be more than 0");
     }
     let idle = seconds("idle-timeout", args.idle_timeout)?;
-    if args.max_message_size == 0 || args.udp_queue == 0 {
-        bail!("--max-message-size and --udp-queue must be at least 1");
+    if args.max_message_size == 0 || args.udp_queue == 0 || args.max_connections == Some(0) {
+        bail!("--max-message-size, --max-connections and --udp-queue must be at least 1");
     }
     let config = tether::Config::default()
         .with_max_message_size(args.max_message_size)

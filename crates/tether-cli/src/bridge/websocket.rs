@@ -167,7 +167,10 @@ pub(super) async fn run(args: Args, common: Common) -> anyhow::Result<ExitCode> 
         [any] if any == "*" => OriginPolicy::Any,
         list => OriginPolicy::AllowList(list.to_vec()),
     };
+    // Each bridged WebSocket holds a second socket, to its target.
+    let max = args.max_connections.unwrap_or(ServerConfig::default().max_connections / 2).max(1);
     let mut server = ServerConfig::default()
+        .with_max_connections(max)
         .with_config(common.config.clone())
         .with_protocols(["binary", "base64"])
         .with_origin(origin);
