@@ -44,16 +44,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.allow_origins.is_empty() {
         config = config.with_origin(OriginPolicy::AllowList(args.allow_origins));
     }
-    let scheme = match args.tls.server_tls()? {
-        Some(tls) => {
-            config = config.with_tls(tls.config);
-            if let Some(store) = tls.store {
-                crate::tls::reload_on_sighup(store)?;
-            }
-            "wss"
-        }
-        None => "ws",
-    };
+    let (config, tls) = args.tls.apply(config)?;
+    let scheme = if tls { "wss" } else { "ws" };
     let listener = Listener::bind(&args.listen, config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

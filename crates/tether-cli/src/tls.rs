@@ -31,6 +31,16 @@ pub(crate) struct ServerTls {
 }
 
 impl TlsArgs {
+    /// `config`, serving TLS when these flags ask for it (certificate files reloaded on
+    /// SIGHUP); and whether it does.
+    pub(crate) fn apply(&self, config: tether::ServerConfig) -> anyhow::Result<(tether::ServerConfig, bool)> {
+        let Some(tls) = self.server_tls()? else { return Ok((config, false)) };
+        if let Some(store) = tls.store {
+            reload_on_sighup(store)?;
+        }
+        Ok((config.with_tls(tls.config), true))
+    }
+
     pub(crate) fn server_tls(&self) -> anyhow::Result<Option<ServerTls>> {
         if self.tls_self_signed {
             return Ok(Some(ServerTls { config: self_signed()?, store: None }));

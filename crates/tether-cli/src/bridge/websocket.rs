@@ -169,20 +169,15 @@ pub(super) async fn run(args: Args, common: Common) -> anyhow::Result<ExitCode> 
     };
     // Each bridged WebSocket holds a second socket, to its target.
     let max = args.max_connections.unwrap_or(ServerConfig::default().max_connections / 2).max(1);
-    let mut server = ServerConfig::default()
+    let server = ServerConfig::default()
         .with_max_connections(max)
         .with_config(common.config.clone())
         .with_protocols(["binary", "base64"])
         .with_origin(origin);
-    if let Some(tls) = args.tls.server_tls()? {
-        server = server.with_tls(tls.config);
-        if let Some(store) = tls.store {
-            crate::tls::reload_on_sighup(store)?;
-        }
-    }
+    let (server, tls) = args.tls.apply(server)?;
     let (scheme, rest) = args.listen.split_once("://").unwrap_or(("ws", &args.listen));
     anyhow::ensure!(
-        (scheme == "wss") == server.tls.is_some(),
+        (scheme == "wss") == tls,
         "wss:// needs --tls-cert/--tls-key (or --tls-self-signed), and ws:// none"
     );
     let addr = rest.trim_end_matches('/');

@@ -45,22 +45,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_max_frame_size(s.max_message_size)
         .with_ping_interval(s.ping_interval)
         .with_idle_timeout(s.idle_timeout);
-    let mut server = tether::ServerConfig::default()
+    let server = tether::ServerConfig::default()
         .with_config(limits)
         .with_protocols(tether_hub::http::protocols())
         .with_origin(s.origin.clone())
         .with_max_connections(s.max_connections)
         .with_max_handshakes(s.max_handshakes);
-    let scheme = match s.tls.server_tls()? {
-        Some(tls) => {
-            server = server.with_tls(tls.config);
-            if let Some(store) = tls.store {
-                crate::tls::reload_on_sighup(store)?;
-            }
-            "https"
-        }
-        None => "http",
-    };
+    let (server, tls) = s.tls.apply(server)?;
+    let scheme = if tls { "https" } else { "http" };
     let options = ServeOptions {
         listen: s.listen.clone(),
         server,
