@@ -107,7 +107,7 @@ impl Moved {
 
 /// The data of a received message, `None` for a control frame; an `End` for what must
 /// end the connection.
-fn data(
+pub(crate) fn data(
     item: Option<Result<Message, tether::Error>>,
     framing: Framing,
     text: bool,
@@ -128,7 +128,7 @@ fn data(
 }
 
 /// The message carrying `chunk`.
-fn message(chunk: Bytes, framing: Framing) -> Message {
+pub(crate) fn message(chunk: Bytes, framing: Framing) -> Message {
     match framing {
         Framing::Binary => Message::Binary(chunk),
         Framing::Base64 => Message::text(STANDARD.encode(&chunk)),
@@ -166,7 +166,7 @@ where
 
 /// Closes the WebSocket as `end` says; after the peer's close (or a protocol error), sends
 /// what the connection queued (its close reply, or the error's close code).
-async fn finish(ws: &mut Ws, end: &End) {
+pub(crate) async fn finish(ws: &mut Ws, end: &End) {
     match end.close() {
         Some((code, reason)) => close_with(ws, code, &reason).await,
         None => {

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tether::tls::ClientTrust;
-use tether::{ClientConfig, Message};
+use tether::ClientConfig;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
@@ -154,14 +154,7 @@ async fn udp_session(
                 loop {
                     match tokio::time::timeout(idle, rx.recv()).await {
                         Ok(Some(d)) => {
-                            let msg = match framing {
-                                Framing::Binary => Message::Binary(d),
-                                Framing::Base64 => {
-                                    use base64::Engine as _;
-                                    Message::text(base64::engine::general_purpose::STANDARD.encode(&d))
-                                }
-                            };
-                            if let Err(e) = sink.send(msg).await {
+                            if let Err(e) = sink.send(pump::message(d, framing)).await {
                                 return End::WsFailed(e.to_string());
                             }
                         }
@@ -171,21 +164,19 @@ async fn udp_session(
                 }
             };
             let down = async {
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(Message::Binary(b)) => {
+                loop {
+                    match pump::data(stream.next().await, framing, side.common.text) {
+                        Ok(Some(b)) => {
                             let _ = sock.send_to(&b, peer).await;
                         }
-                        Ok(Message::Close(_)) => break,
-                        Ok(_) => {}
-                        Err(e) => return End::WsFailed(e.to_string()),
+                        Ok(None) => {}
+                        Err(end) => return end,
                     }
                 }
-                End::WsClosed
             };
             let end = tokio::select! { e = up => e, e = down => e };
-            if let (Some((code, reason)), Ok(mut ws)) = (end.close(), sink.reunite(stream)) {
-                pump::close_with(&mut ws, code, &reason).await;
+            if let Ok(mut ws) = sink.reunite(stream) {
+                pump::finish(&mut ws, &end).await;
             }
             Some(end)
         }

@@ -36,10 +36,6 @@ fn presented(req: &tether::Request) -> Option<&str> {
     header.or_else(|| req.query.as_deref()?.split('&').find_map(|kv| kv.strip_prefix("access_token=")))
 }
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 impl Access {
     /// Checks the request; the routes a JWT limits it to, if any.
     fn check(&self, req: &tether::Request) -> Result<Option<Vec<String>>, Reject> {
@@ -50,7 +46,7 @@ impl Access {
             Self::Open => Ok(None),
             Self::Token(want) => {
                 let got = presented(req).ok_or_else(missing)?;
-                if same(got.as_bytes(), want.as_bytes()) {
+                if tether_hub::session::auth::same_secret(got.as_bytes(), want.as_bytes()) {
                     Ok(None)
                 } else {
                     Err(Reject::new(401, "wrong token"))

@@ -8,7 +8,7 @@ use crate::frontend::json::{clients_json, publications_json};
 use crate::frontend::stomp::StompOptions;
 use crate::frontend::{self, Context};
 use crate::hub::Hub;
-use crate::session::auth::{Authenticator, NoTokens};
+use crate::session::auth::{same_secret, Authenticator, NoTokens};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -317,8 +317,7 @@ async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOpt
         return api_error(403, "the server API is disabled: start the server with --api-key");
     };
     let given = req.head.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let ok =
-        given.strip_prefix("apikey ").is_some_and(|k| constant_time_eq(k.trim().as_bytes(), key.as_bytes()));
+    let ok = given.strip_prefix("apikey ").is_some_and(|k| same_secret(k.trim().as_bytes(), key.as_bytes()));
     if !ok {
         return api_error(401, "missing or wrong API key (header Authorization: apikey KEY)");
     }
@@ -449,8 +448,4 @@ fn parse_api<'a>(name: &str, body: &'a [u8]) -> Result<ApiCall<'a>, ApiParseErro
 /// [`ApiParseError`]: the method is unknown or the body is not its JSON shape.
 pub fn check_api_body(name: &str, body: &[u8]) -> Result<(), ApiParseError> {
     parse_api(name, body).map(|_| ())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

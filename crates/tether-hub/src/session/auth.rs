@@ -22,6 +22,12 @@ pub struct Identity {
     pub expires: Option<SystemTime>,
 }
 
+/// Whether two secrets (API keys, static tokens) are equal, in a time that does not tell
+/// how much of a guess was right.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Why a token was refused. Front-ends map it to their codes ([`crate::codes::auth_code`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
