@@ -26,7 +26,7 @@ async fn publish_reaches_subscribers_with_offsets_and_publisher_info() {
         assert_eq!(p["channel"], "chat:lobby");
         assert_eq!(
             p["pub"],
-            json!({"offset": 1, "data": {"text": "hi", "n": [1, 2]}, "info": {"client": p["pub"]["info"]["client"], "user": "bob"}})
+            json!({"offset": 1, "data": {"text": "hi", "n": [1, 2]}, "info": {"client": p["pub"]["info"]["client"], "user": "bob", "anonymous": true}})
         );
     }
     // A publish through the server API reaches them the same way, without publisher info.
@@ -284,15 +284,56 @@ async fn server_api_auth_and_methods() {
         .contains(&json!({"channel": "chat:api", "subscribers": 1})));
     let (_, r) = api(hub.addr, "history", json!({"channel": "chat:api"}), Some(KEY)).await;
     assert_eq!(r["result"]["publications"][0]["data"], "b");
+    // `ann` connected anonymously: she is not the user "ann", whom the server API names.
+    let (_, r) = api(hub.addr, "disconnect", json!({"user": "ann"}), Some(KEY)).await;
+    assert_eq!(r["result"]["disconnected"], 0);
+    a.ok("presence", json!({"channel": "chat:api"})).await;
+}
+
+#[tokio::test]
+async fn anonymous_names_never_pass_for_users() {
+    let hub = start_with_tokens().await;
+    let mut guest = Client::connect(hub.addr, "ann").await;
+    let mut user = Client::open(hub.addr).await;
+    let r = user.ok("connect", json!({"token": token(json!({"sub": "ann"}))})).await;
+    assert_eq!((r["user"].clone(), r.get("anonymous")), (json!("ann"), None));
+    guest.ok("subscribe", json!({"channel": "chat:who"})).await;
+    user.ok("subscribe", json!({"channel": "chat:who"})).await;
+    // The guest is marked in join events, presence (client and server API) and publications.
+    let join = guest.push().await;
+    assert_eq!((join["join"]["user"].clone(), join["join"].get("anonymous")), (json!("ann"), None));
+    let mut marks: Vec<(String, bool)> = guest.ok("presence", json!({"channel": "chat:who"})).await
+        ["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["user"].as_str().unwrap().to_owned(), c["anonymous"] == json!(true)))
+        .collect();
+    marks.sort();
+    assert_eq!(marks, [("ann".to_owned(), false), ("ann".to_owned(), true)]);
+    let (_, r) = api(hub.addr, "presence", json!({"channel": "chat:who"}), Some(KEY)).await;
+    let anonymous =
+        r["result"]["clients"].as_array().unwrap().iter().filter(|c| c["anonymous"] == true).count();
+    assert_eq!(anonymous, 1, "{r}");
+    guest.ok("publish", json!({"channel": "chat:who", "data": "hi"})).await;
+    let p = user.push().await;
+    assert_eq!(
+        (p["pub"]["info"]["user"].clone(), p["pub"]["info"]["anonymous"].clone()),
+        (json!("ann"), json!(true))
+    );
+    // An anonymous connection cannot take over the user's identity by refreshing.
+    let r = guest.call("refresh", json!({"token": token(json!({"sub": "ann"}))})).await;
+    assert_eq!(r["error"]["code"], 101, "{r}");
+    // Disconnecting the user "ann" leaves the guest who chose that name.
     let (_, r) = api(hub.addr, "disconnect", json!({"user": "ann"}), Some(KEY)).await;
     assert_eq!(r["result"]["disconnected"], 1);
-    let code = a.closed().await.map(|(code, _)| code);
-    assert_eq!(code, Some(4010));
+    assert_eq!(user.closed().await.map(|(code, _)| code), Some(4010));
+    guest.ok("presence", json!({"channel": "chat:who"})).await;
 }
 
 #[tokio::test]
 async fn health_metrics_and_page() {
-    let hub = start().await;
+    let hub = start_with(namespaces(), |o| o.demo_page = true).await;
     let get = |path: &'static str| async move {
         let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
         s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
@@ -304,6 +345,13 @@ async fn health_metrics_and_page() {
     let page = get("/").await;
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("<script src=\"/app.js\">"));
     assert!(get("/app.js").await.contains("tether.json"));
+    // Without the demo page (the default), `/` says where the endpoints are.
+    let plain = start().await;
+    let mut s = tokio::net::TcpStream::connect(plain.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).await.unwrap();
+    assert!(page.starts_with("HTTP/1.1 404") && page.contains("served with --demo"), "{page}");
     let mut a = Client::connect(hub.addr, "ann").await;
     a.ok("subscribe", json!({"channel": "chat:m"})).await;
     let metrics = get("/metrics").await;

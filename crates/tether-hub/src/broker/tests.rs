@@ -183,7 +183,8 @@ async fn presence(hub: Arc<Hub>, broker: Arc<dyn Broker>) {
         assert!(start.elapsed() < WAIT, "bob still present: {now:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let ghost = Arc::new(crate::hub::ClientInfo { client: "zz.c1".into(), user: "ghost".into() });
+    let ghost =
+        Arc::new(crate::hub::ClientInfo { client: "zz.c1".into(), user: "ghost".into(), anonymous: false });
     broker.presence_add("room:who", std::slice::from_ref(&ghost)).await.unwrap();
     assert_eq!(users(hub.presence("room:who", None).await.unwrap()), ["ann", "ghost"]);
     tokio::time::sleep(PRESENCE_TTL + Duration::from_millis(200)).await;

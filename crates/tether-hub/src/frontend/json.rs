@@ -52,6 +52,9 @@ fn push_info(out: &mut String, info: &ClientInfo) {
     push_str(out, &info.client);
     out.push_str(",\"user\":");
     push_str(out, &info.user);
+    if info.anonymous {
+        out.push_str(",\"anonymous\":true");
+    }
     out.push('}');
 }
 
@@ -343,6 +346,9 @@ async fn handle(text: &str, sender: &Sender, session: &mut Session) -> Option<Re
         push_str(&mut body, &info.client);
         body.push_str(",\"user\":");
         push_str(&mut body, &info.user);
+        if info.anonymous {
+            body.push_str(",\"anonymous\":true");
+        }
         body.push_str(",\"version\":");
         push_str(&mut body, env!("CARGO_PKG_VERSION"));
         push_expires(&mut body, session.expires());

@@ -40,6 +40,9 @@ pub struct ServeOptions {
     pub auth: Arc<dyn Authenticator>,
     /// Settings of the STOMP front-end.
     pub stomp: StompOptions,
+    /// Whether to serve the demo page at `/` (off by default: a production hub serves
+    /// only its endpoints).
+    pub demo_page: bool,
 }
 
 /// How often the hub pings each WebSocket client by default: browsers and libraries answer
@@ -85,6 +88,7 @@ impl Default for ServeOptions {
             shutdown_timeout: Duration::from_secs(5),
             auth: Arc::new(NoTokens),
             stomp: StompOptions::default(),
+            demo_page: false,
         }
     }
 }
@@ -245,6 +249,10 @@ async fn connection(
     }
 }
 
+/// What `/` answers without the demo page.
+const NO_PAGE: &str = "tether hub: no page here (the demo page is served with --demo). Endpoints: \
+WebSocket /ws (tether.json) and /stomp (STOMP), server API /api/, /healthz, /metrics.";
+
 fn json_response(status: u16, body: String) -> HttpResponse {
     HttpResponse::new(status, "application/json", body)
 }
@@ -266,10 +274,11 @@ async fn route(req: HttpRequest, hub: &Hub, options: &ServeOptions) -> HttpRespo
         ("GET" | "HEAD", "/metrics") => {
             HttpResponse::new(200, "text/plain; version=0.0.4", hub.metrics.render(&hub.namespace_counts()))
         }
-        ("GET" | "HEAD", _) => match web::asset(path) {
+        ("GET" | "HEAD", _) => match web::asset(path).filter(|_| options.demo_page) {
             Some((content_type, body)) => {
                 HttpResponse::new(200, content_type, body).with_header("Cache-Control", "no-cache")
             }
+            None if path == "/" => HttpResponse::text(404, NO_PAGE),
             None => HttpResponse::text(404, "not found"),
         },
         _ => HttpResponse::text(405, "method not allowed").with_header("Allow", "GET, HEAD"),

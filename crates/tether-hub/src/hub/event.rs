@@ -19,6 +19,9 @@ pub struct ClientInfo {
     pub client: String,
     /// The user (the token's `sub`, or the name an anonymous client chose; may be empty).
     pub user: String,
+    /// Whether the client connected without a token: its `user` is only a display name it
+    /// chose, never the same person as an authenticated user of that name.
+    pub anonymous: bool,
 }
 
 /// What a connection may do, from its token (or anonymous).
@@ -255,7 +258,7 @@ mod tests {
     fn each_registered_encoding_has_its_own_cell() {
         // B is registered before A encodes: both get a cell.
         let _ = B.slot();
-        let info = Arc::new(ClientInfo { client: "c1".into(), user: String::new() });
+        let info = Arc::new(ClientInfo { client: "c1".into(), user: String::new(), anonymous: true });
         let event = Event::new("ch".into(), Push::Join(info));
         let a1 = event.with_frame(&A, |_| PreparedFrame::text("a"), PreparedFrame::clone);
         let a2 = event.with_frame(&A, |_| PreparedFrame::text("not used"), PreparedFrame::clone);

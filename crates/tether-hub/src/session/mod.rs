@@ -107,6 +107,11 @@ impl Session {
         let Some((id, info)) = &self.client else {
             return Err(AuthError::invalid("not connected"));
         };
+        if info.anonymous {
+            return Err(AuthError::invalid(
+                "an anonymous connection has no token to refresh; connect with a token",
+            ));
+        }
         if identity.user != info.user || info.user.is_empty() {
             return Err(AuthError::invalid("the new token is for another user"));
         }

@@ -62,19 +62,25 @@ pub(super) fn as_u64(v: &Value) -> Option<u64> {
     }
 }
 
-/// A publisher as stored and sent: `client\nuser`, empty for none (client ids hold no
-/// newline; user names may hold anything).
+/// A publisher as stored and sent: `client\nuser` for an authenticated user, `client\ruser`
+/// for an anonymous one, empty for none (client ids hold neither character; user names may
+/// hold anything).
 pub(super) fn encode_info(info: Option<&ClientInfo>) -> Vec<u8> {
     match info {
-        Some(i) => [i.client.as_bytes(), b"\n", i.user.as_bytes()].concat(),
+        Some(i) => {
+            let sep: &[u8] = if i.anonymous { b"\r" } else { b"\n" };
+            [i.client.as_bytes(), sep, i.user.as_bytes()].concat()
+        }
         None => Vec::new(),
     }
 }
 
 pub(super) fn decode_info(b: &[u8]) -> Option<Arc<ClientInfo>> {
     let s = std::str::from_utf8(b).ok()?;
-    let (client, user) = s.split_once('\n')?;
-    Some(Arc::new(ClientInfo { client: client.to_owned(), user: user.to_owned() }))
+    let at = s.find(['\n', '\r'])?;
+    let (client, user) = (&s[..at], &s[at + 1..]);
+    let anonymous = s.as_bytes()[at] == b'\r';
+    Some(Arc::new(ClientInfo { client: client.to_owned(), user: user.to_owned(), anonymous }))
 }
 
 /// Decodes a Pub/Sub payload: `p<offset> <epoch> <info length> <info><data>`, `j<info>` or
@@ -108,7 +114,10 @@ mod tests {
 
     #[test]
     fn pubsub_payloads_decode() {
-        let info = ClientInfo { client: "n1.c7".into(), user: "ann\nbob".into() };
+        let info = ClientInfo { client: "n1.c7".into(), user: "ann\nbob".into(), anonymous: false };
+        let guest = ClientInfo { client: "n1.c8".into(), user: "ann\rbob".into(), anonymous: true };
+        assert_eq!(decode_info(&encode_info(Some(&guest))).as_deref(), Some(&guest));
+        assert_eq!(decode_info(&encode_info(Some(&info))).as_deref(), Some(&info));
         let i = encode_info(Some(&info));
         let mut p = format!("p42 ep0ch {} ", i.len()).into_bytes();
         p.extend_from_slice(&i);

@@ -97,6 +97,9 @@ fn encode_topic_part(event: &Event, version: Version) -> Bytes {
     if let Some(info) = &p.info {
         write_header(&mut out, "publisher-client", &info.client, esc);
         write_header(&mut out, "publisher-user", &info.user, esc);
+        if info.anonymous {
+            write_header(&mut out, "publisher-anonymous", "true", esc);
+        }
     }
     write_header(&mut out, "content-type", content_type, esc);
     write_header(&mut out, "content-length", &body.len().to_string(), esc);
