@@ -10,6 +10,7 @@ mod echo;
 mod limits;
 mod serve;
 mod tls;
+mod token;
 
 /// tether: WebSocket tools.
 #[derive(Debug, Parser)]
@@ -21,8 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the hub: channels, history, presence, the JSON protocol at /ws, the server API,
-    /// metrics, and the demo page at /.
+    /// Run the hub: channels, history, presence, the JSON protocol at /ws, STOMP, the server
+    /// API, metrics (and with --demo, the demo page at /).
     Serve(serve::Args),
     /// Run a WebSocket echo server: every message comes back to its sender.
     Echo(echo::Args),
@@ -32,6 +33,10 @@ enum Command {
     Bench(bench::Args),
     /// Bridge TCP or UDP sockets and WebSocket, either way (a websockify / websocat job).
     Bridge(bridge::Args),
+    /// Make a connection token (JWT, HS256) for the hub, signed with its secret (for tests).
+    Token(token::Args),
+    /// Check a `tether serve` config file and print the settings it resolves to.
+    CheckConfig(serve::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +72,8 @@ fn main() -> ExitCode {
             Command::Connect(args) => connect::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Bridge(args) => bridge::run(args).await,
+            Command::Token(args) => token::run(args),
+            Command::CheckConfig(args) => serve::check(args),
         }
     });
     match result {

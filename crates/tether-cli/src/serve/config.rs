@@ -68,9 +68,14 @@ pub(crate) struct Args {
     /// redis+sentinel://host:port[,host:port…]/service[/db] [default: memory, one node].
     #[arg(long, env = "TETHER_BROKER", value_name = "URL")]
     broker: Option<String>,
-    /// Publish demo prices to ticker:prices twice a second.
+    /// The demo: serve the demo page at /, add the namespaces `chat` (anonymous clients
+    /// chat) and `ticker` (anonymous subscribers) unless the config file names its own, and
+    /// publish demo prices to ticker:prices twice a second.
     #[arg(long, env = "TETHER_DEMO")]
     demo: bool,
+    /// Print a starting config file, every key commented with its default, and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
     #[command(flatten)]
     tls: crate::tls::TlsArgs,
 }
@@ -115,6 +120,13 @@ struct FileRedis {
     meta_ttl_seconds: Option<u64>,
     command_timeout_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
+}
+
+impl FileConfig {
+    /// The HS256 secret the file names.
+    pub(crate) fn token_hmac_secret(&self) -> Option<&str> {
+        self.token_hmac_secret.as_deref()
+    }
 }
 
 impl FileRedis {
@@ -201,8 +213,9 @@ impl FileNamespace {
     }
 }
 
-/// The built-in namespaces: `chat` (the demo's rooms) and `ticker` (server-published).
-fn default_namespaces() -> HashMap<String, NamespaceOptions> {
+/// The demo's namespaces (with `--demo` and no `[namespaces]` in the file): `chat` (the
+/// demo's rooms, anonymous clients publish) and `ticker` (server-published).
+fn demo_namespaces() -> HashMap<String, NamespaceOptions> {
     let ticker = NamespaceOptions {
         history_size: 20,
         history_ttl: Duration::from_secs(60),
@@ -211,6 +224,97 @@ fn default_namespaces() -> HashMap<String, NamespaceOptions> {
     };
     HashMap::from([("chat".to_owned(), NamespaceOptions::chat()), ("ticker".to_owned(), ticker)])
 }
+
+/// What `tether serve --print-config` prints: a starting config file with every key, each
+/// commented out with its default (or an example where there is none). A test checks that
+/// every key it names is real.
+pub(crate) const TEMPLATE: &str = r#"# tether serve configuration (TOML). Flags and TETHER_* variables override these keys.
+# Every key is commented out with its default; uncomment what you change.
+# `tether check-config FILE` checks a file and prints the settings it resolves to.
+
+# Address to listen on.
+# listen = "127.0.0.1:8080"
+
+# Key for the server API (header "Authorization: apikey KEY"), 16 characters or more.
+# Without one the API is off (403).
+# api_key = "change-me-to-a-long-random-key"
+
+# Origins browsers may connect from; ["*"] for any. Default: the page's own host.
+# allow_origins = ["https://app.example.com"]
+
+# Open TCP connections at most; more get 503. Default: the open-files limit less 1088.
+# max_connections = 10000
+# Connections not yet upgraded (reading a request, plain HTTP) at most.
+# max_handshakes = 1024
+# WebSocket connections per client IP at most.
+# max_connections_per_ip = 1000
+
+# Seconds between pings to each client, and seconds of silence before a client is closed
+# with 1001 (0 turns either off).
+# ping_interval = 25
+# idle_timeout = 60
+
+# Channels one connection may subscribe to.
+# max_channels_per_connection = 128
+# Largest client message in bytes (larger: close 1009).
+# max_message_size = 65536
+# Unsent bytes per connection before it is closed as a slow consumer (4008).
+# max_queued_bytes = 4194304
+
+# The demo page, the demo namespaces (when [namespaces] is absent) and the demo prices.
+# demo = false
+
+# Keys that check connection tokens (JWT): an HS256 secret of 32 bytes or more, and/or
+# the PEM file of an RS256 public key. Without them every token is refused.
+# token_hmac_secret = "change-me-to-a-secret-of-32-bytes-or-more"
+# token_rsa_public_key = "/etc/tether/issuer-public.pem"
+
+# "memory" (one node), or Redis to share channels between nodes: redis://host:port[/db],
+# rediss:// (TLS), redis+sentinel://host:port[,host:port]/service[/db].
+# broker = "redis://127.0.0.1:6379"
+
+# Channels without a namespace ("news", not "chat:news"). All false or 0 by default:
+# token holders subscribe, only the server API publishes, nothing is kept.
+# [default_namespace]
+# history_size = 0
+# history_ttl_seconds = 300
+# presence = false
+# join_leave = false
+# allow_publish = false
+# allow_anonymous = false
+
+# Namespaces by name: a channel "chat:lobby" is in "chat"; a channel in a namespace not
+# listed is refused. The keys are those of [default_namespace]; this one is the demo's chat.
+# [namespaces.chat]
+# history_size = 100
+# history_ttl_seconds = 600
+# presence = true
+# join_leave = true
+# allow_publish = true
+# allow_anonymous = true
+
+# STOMP (at /stomp, and at /ws with a v1x.stomp subprotocol).
+# [stomp]
+# max_frame_size = 65536
+# max_headers = 64
+# max_header_length = 8192
+# heart_beat_send_ms = 10000
+# heart_beat_receive_ms = 10000
+# max_transaction_frames = 1000
+
+# Work queues (STOMP /queue/NAME).
+# [queues]
+# max_messages = 10000
+# max_queues = 10000
+
+# The Redis broker's settings (when broker names Redis).
+# [redis]
+# prefix = "tether"
+# presence_ttl_ms = 30000
+# meta_ttl_seconds = 86400
+# command_timeout_ms = 2000
+# max_backoff_ms = 5000
+"#;
 
 /// A number of seconds from a flag or the file, `default` without one; 0 turns it off.
 fn seconds(name: &str, v: Option<f64>, default: Duration) -> anyhow::Result<Option<Duration>> {
@@ -249,6 +353,74 @@ pub(crate) struct Settings {
     /// The Redis broker's settings; `None` for the memory broker.
     pub(crate) redis: Option<RedisOptions>,
     pub(crate) tls: crate::tls::TlsArgs,
+}
+
+impl Settings {
+    /// The settings as `tether check-config` prints them: TOML with every key resolved
+    /// (secrets shown as set or not, never printed).
+    pub(crate) fn describe(&self) -> String {
+        use std::fmt::Write as _;
+        let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+        let secret = |v: bool| if v { "\"(set)\"" } else { "\"(none)\"" };
+        let mut out = String::new();
+        let _ = writeln!(out, "listen = {:?}", self.listen);
+        let _ = writeln!(out, "api_key = {}  # the server API is {}", secret(self.api_key.is_some()), if self.api_key.is_some() { "on" } else { "off" });
+        let origins = match &self.origin {
+            OriginPolicy::Any => "[\"*\"]".to_owned(),
+            OriginPolicy::AllowList(list) => format!("{list:?}"),
+            OriginPolicy::SameHost => "[]  # the page's own host".to_owned(),
+            other => format!("[]  # {other:?}"),
+        };
+        let _ = writeln!(out, "allow_origins = {origins}");
+        let _ = writeln!(out, "max_connections = {}", self.max_connections);
+        let _ = writeln!(out, "max_handshakes = {}", self.max_handshakes);
+        let _ = writeln!(out, "max_connections_per_ip = {}", self.max_connections_per_ip);
+        let _ = writeln!(out, "ping_interval = {}", secs(self.ping_interval));
+        let _ = writeln!(out, "idle_timeout = {}", secs(self.idle_timeout));
+        let _ = writeln!(out, "max_channels_per_connection = {}", self.hub.max_channels_per_connection);
+        let _ = writeln!(out, "max_message_size = {}", self.max_message_size);
+        let _ = writeln!(out, "max_queued_bytes = {}", self.hub.max_queued_bytes);
+        let _ = writeln!(out, "demo = {}", self.demo);
+        let _ = writeln!(out, "token_hmac_secret = {}", secret(self.token_hmac_secret.is_some()));
+        match &self.token_rsa_public_key {
+            Some(path) => _ = writeln!(out, "token_rsa_public_key = {:?}", path.display().to_string()),
+            None => _ = writeln!(out, "token_rsa_public_key = \"(none)\""),
+        }
+        if self.token_hmac_secret.is_none() && self.token_rsa_public_key.is_none() {
+            out.push_str("# no token keys: every token is refused, only anonymous clients connect\n");
+        }
+        let _ = writeln!(out, "broker = {:?}", self.redis.as_ref().map_or("memory", |r| r.url.as_str()));
+        let namespace = |out: &mut String, header: &str, ns: &NamespaceOptions| {
+            let _ = writeln!(out, "\n[{header}]");
+            let _ = writeln!(out, "history_size = {}", ns.history_size);
+            let _ = writeln!(out, "history_ttl_seconds = {}", ns.history_ttl.as_secs());
+            let _ = writeln!(out, "presence = {}", ns.presence);
+            let _ = writeln!(out, "join_leave = {}", ns.join_leave);
+            let _ = writeln!(out, "allow_publish = {}", ns.allow_publish);
+            let _ = writeln!(out, "allow_anonymous = {}", ns.allow_anonymous);
+        };
+        namespace(&mut out, "default_namespace", &self.hub.default_namespace);
+        let mut names: Vec<&String> = self.hub.namespaces.keys().collect();
+        names.sort();
+        if names.is_empty() {
+            out.push_str("\n# no namespaces: a channel \"ns:name\" is refused\n");
+        }
+        for name in names {
+            namespace(&mut out, &format!("namespaces.{name}"), &self.hub.namespaces[name]);
+        }
+        let l = &self.stomp.limits;
+        let _ = writeln!(out, "\n[stomp]\nmax_frame_size = {}\nmax_headers = {}\nmax_header_length = {}", l.max_frame_size, l.max_headers, l.max_header_length);
+        let _ = writeln!(out, "heart_beat_send_ms = {}\nheart_beat_receive_ms = {}", self.stomp.heart_beat.0, self.stomp.heart_beat.1);
+        let _ = writeln!(out, "max_transaction_frames = {}", self.stomp.max_transaction_frames);
+        let q = &self.hub.queue_limits;
+        let _ = writeln!(out, "\n[queues]\nmax_messages = {}\nmax_queues = {}", q.max_messages, q.max_queues);
+        if let Some(r) = &self.redis {
+            let _ = writeln!(out, "\n[redis]\nprefix = {:?}\npresence_ttl_ms = {}", r.prefix, r.presence_ttl.as_millis());
+            let _ = writeln!(out, "meta_ttl_seconds = {}\ncommand_timeout_ms = {}", r.meta_ttl.as_secs(), r.command_timeout.as_millis());
+            let _ = writeln!(out, "max_backoff_ms = {}", r.max_backoff.as_millis());
+        }
+        out
+    }
 }
 
 /// Resolves the flags and the file into checked settings.
@@ -290,11 +462,13 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
     let max_queued =
         positive("max queued bytes", args.max_queued_bytes.or(file.max_queued_bytes).unwrap_or(4 << 20))?;
     let demo = args.demo || file.demo.unwrap_or(false);
-    let mut namespaces = default_namespaces();
-    if let Some(list) = &file.namespaces {
-        namespaces =
-            list.iter().map(|(name, ns)| (name.clone(), ns.apply(NamespaceOptions::default()))).collect();
-    }
+    // Without `--demo` and without namespaces in the file there are none: channels without
+    // a namespace only, for token holders, published by the server API.
+    let namespaces = match &file.namespaces {
+        Some(list) => list.iter().map(|(name, ns)| (name.clone(), ns.apply(NamespaceOptions::default()))).collect(),
+        None if demo => demo_namespaces(),
+        None => HashMap::new(),
+    };
     for name in namespaces.keys() {
         if name.is_empty() || name.contains(':') {
             bail!("namespace name {name:?} must be non-empty and without ':'");
@@ -394,11 +568,51 @@ mod tests {
         assert_eq!(s.idle_timeout, Some(tether_hub::http::IDLE_TIMEOUT));
         assert_eq!(s.hub.max_channels_per_connection, 128);
         assert_eq!(s.hub.max_queued_bytes, 4 << 20);
+        // No demo, no namespaces: nothing anonymous clients may use.
+        assert!(s.hub.namespaces.is_empty());
+        assert!(!s.hub.default_namespace.allow_anonymous && !s.hub.default_namespace.allow_publish);
+        assert!(s.redis.is_none());
+        assert!(!s.demo);
+    }
+
+    #[test]
+    fn the_demo_brings_its_namespaces_unless_the_file_names_some() {
+        let s = resolve(args(&["--demo"]), FileConfig::default()).unwrap();
         let mut names: Vec<&str> = s.hub.namespaces.keys().map(String::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["chat", "ticker"]);
-        assert!(s.redis.is_none());
-        assert!(!s.demo);
+        assert!(s.hub.namespaces["chat"].allow_anonymous && s.hub.namespaces["chat"].allow_publish);
+        let s = resolve(args(&["--demo"]), file("[namespaces.news]\n")).unwrap();
+        assert_eq!(s.hub.namespaces.keys().collect::<Vec<_>>(), ["news"]);
+    }
+
+    /// The starting file `--print-config` prints parses as it is (all commented), and with
+    /// every key uncommented it parses too: each key it names exists, with a valid value.
+    #[test]
+    fn the_printed_config_names_real_keys() {
+        let commented = file(TEMPLATE);
+        assert!(commented.listen.is_none() && commented.namespaces.is_none());
+        let open: String = TEMPLATE
+            .lines()
+            .map(|l| l.strip_prefix("# ").filter(|k| k.starts_with('[') || k.contains(" = ")).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let all = file(&open);
+        let s = resolve(args(&[]), all).unwrap();
+        // The values it shows are the defaults (examples where there is none).
+        let d = resolve(args(&[]), FileConfig::default()).unwrap();
+        assert_eq!((s.listen, s.max_handshakes, s.max_connections_per_ip), (d.listen, d.max_handshakes, 1000));
+        assert_eq!((s.ping_interval, s.idle_timeout, s.max_message_size), (d.ping_interval, d.idle_timeout, d.max_message_size));
+        assert_eq!((s.hub.max_channels_per_connection, s.hub.max_queued_bytes), (128, d.hub.max_queued_bytes));
+        assert_eq!((s.hub.default_namespace, s.hub.queue_limits), (d.hub.default_namespace, d.hub.queue_limits));
+        assert_eq!(s.hub.namespaces["chat"], NamespaceOptions::chat());
+        assert_eq!(s.stomp, d.stomp);
+        let (redis, default) = (s.redis.unwrap(), RedisOptions::new(String::new()));
+        assert_eq!((redis.prefix, redis.presence_ttl, redis.meta_ttl), (default.prefix, default.presence_ttl, default.meta_ttl));
+        assert_eq!((redis.command_timeout, redis.max_backoff), (default.command_timeout, default.max_backoff));
+        assert!(s.api_key.is_some() && !s.demo);
+        let keys = open.lines().filter(|l| l.contains(" = ") && !l.starts_with('#')).count();
+        assert!(keys >= 40, "{keys} keys uncommented");
     }
 
     #[test]
@@ -440,6 +654,22 @@ mod tests {
         assert_eq!(names, ["news"]);
         let news = &s.hub.namespaces["news"];
         assert_eq!((news.history_size, news.allow_publish, news.presence), (5, true, false));
+    }
+
+    /// What `check-config` prints is a config file that resolves to the same settings.
+    #[test]
+    fn the_description_reads_back_as_the_same_settings() {
+        let f = "allow_origins = [\"https://a.example\"]\nping_interval = 5\nbroker = \"redis://127.0.0.1:6390\"\n[namespaces.news]\nhistory_size = 5\n[redis]\nprefix = \"app\"\n";
+        let s = resolve(args(&[]), file(f)).unwrap();
+        let text = s.describe();
+        // Secrets are never printed; put back what they stand for before reading it again.
+        assert!(text.contains("api_key = \"(none)\""), "{text}");
+        let back = text.replace("api_key = \"(none)\"", "").replace("token_hmac_secret = \"(none)\"", "").replace("token_rsa_public_key = \"(none)\"", "");
+        let again = resolve(args(&[]), file(&back)).unwrap();
+        assert_eq!(again.describe(), text);
+        assert_eq!((again.origin, again.ping_interval), (s.origin, s.ping_interval));
+        assert_eq!((again.hub, again.stomp), (s.hub, s.stomp));
+        assert_eq!(again.redis.unwrap().prefix, "app");
     }
 
     #[test]

@@ -5,7 +5,9 @@ mod config;
 
 use anyhow::Context as _;
 pub(crate) use config::Args;
-use config::{resolve, FileConfig, Settings};
+pub(crate) use config::FileConfig;
+use config::{resolve, Settings};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +16,40 @@ use tether_hub::{Hub, ServeOptions, Server};
 
 /// The `--config` file, parsed (empty without one).
 fn read_file(args: &Args) -> anyhow::Result<FileConfig> {
-    let Some(path) = &args.config else { return Ok(FileConfig::default()) };
+    match &args.config {
+        Some(path) => read_config(path),
+        None => Ok(FileConfig::default()),
+    }
+}
+
+/// A config file, parsed.
+pub(crate) fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CheckArgs {
+    /// The config file to check (TETHER_* variables apply, as for `tether serve`).
+    file: PathBuf,
+}
+
+/// `tether check-config FILE`: reads the file as `tether serve --config FILE` would, checks
+/// every setting (and the token keys it names), and prints the settings it resolves to.
+pub(crate) fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    #[derive(clap::Parser)]
+    struct Env {
+        #[command(flatten)]
+        args: Args,
+    }
+    // No flags: the defaults and whatever TETHER_* variables are set.
+    let env = <Env as clap::Parser>::try_parse_from(["check-config"]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let s = resolve(env.args, read_config(&args.file)?)?;
+    authenticator(&s)?;
+    print!("{}", s.describe());
+    eprintln!("{}: ok", args.file.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The token checks the settings ask for (reading the RSA key file).
@@ -38,6 +70,10 @@ fn authenticator(s: &Settings) -> anyhow::Result<Arc<dyn tether_hub::Authenticat
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.print_config {
+        print!("{}", config::TEMPLATE);
+        return Ok(ExitCode::SUCCESS);
+    }
     let file = read_file(&args)?;
     let s = resolve(args, file)?;
     let limits = Config::default()
@@ -60,6 +96,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_connections_per_ip: s.max_connections_per_ip,
         auth: authenticator(&s)?,
         stomp: s.stomp,
+        demo_page: s.demo,
         ..ServeOptions::default()
     };
     let hub = match s.redis {
@@ -77,7 +114,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let addr = srv.local_addr()?;
     let ws = if scheme == "https" { "wss" } else { "ws" };
     tracing::info!(
-        "tether hub listening on {scheme}://{addr}/ (demo page at /, WebSocket at {ws}://{addr}/ws, STOMP at {ws}://{addr}/stomp, server API {})",
+        "tether hub listening on {scheme}://{addr}/ ({}WebSocket at {ws}://{addr}/ws, STOMP at {ws}://{addr}/stomp, server API {})",
+        if s.demo { "demo page at /, " } else { "" },
         if api_on { "on at /api/" } else { "off (no --api-key)" }
     );
     if s.demo {
@@ -114,6 +152,7 @@ async fn shutdown_signal() {
 async fn demo_prices(hub: Arc<Hub>) {
     let mut prices = [("ACME", 100.0f64), ("GLOBEX", 42.0), ("INITECH", 7.5), ("UMBRELLA", 250.0)];
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut n: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
@@ -121,7 +160,10 @@ async fn demo_prices(hub: Arc<Hub>) {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let i = (seed % prices.len() as u64) as usize;
+        // Each symbol in turn: the last four publications (the page reads them from
+        // history) always hold every symbol.
+        let i = (n % prices.len() as u64) as usize;
+        n += 1;
         let step = ((seed >> 8) % 200) as f64 / 100.0 - 1.0;
         let (symbol, price) = &mut prices[i];
         *price = (*price * (1.0 + step / 100.0)).max(0.01);
