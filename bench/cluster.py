@@ -57,7 +57,8 @@ def start_redis():
 def start_node(i, broker):
     log = open(os.path.join(ROOT, f"target/bench-cluster-node{i}.log"), "w+")
     args = [TETHER, "serve", "--listen", "127.0.0.1:0", "--api-key", KEY,
-            "--max-connections-per-ip", "20000", "--max-connections", "20000"]
+            "--max-connections-per-ip", "20000", "--max-connections", "20000",
+            "--config", os.path.join(ROOT, "bench/hub.toml")]
     if broker:
         args += ["--broker", broker]
     proc = subprocess.Popen(args, stderr=log, stdout=subprocess.DEVNULL, cwd=ROOT,

@@ -33,7 +33,8 @@ def start_hub():
     log = open(os.path.join(ROOT, "target/bench-fanout-serve.log"), "w+")
     proc = subprocess.Popen(
         ["taskset", "-c", "0", TETHER, "serve", "--listen", "127.0.0.1:0", "--api-key", KEY,
-         "--max-connections-per-ip", "20000", "--max-connections", "20000"],
+         "--max-connections-per-ip", "20000", "--max-connections", "20000",
+         "--config", os.path.join(ROOT, "bench/hub.toml")],
         stderr=log, stdout=subprocess.DEVNULL, cwd=ROOT, env=dict(os.environ, TETHER_LOG="warn,info"))
     for _ in range(100):
         log.seek(0)

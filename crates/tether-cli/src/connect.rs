@@ -3,11 +3,11 @@
 use crate::limits::LimitArgs;
 use anyhow::bail;
 use futures_util::StreamExt;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use tether::tether_proto::HandshakeError;
 use tether::tls::ClientTrust;
-use tether::{ClientConfig, CloseCode, Error, Message};
+use tether::{ClientConfig, CloseCode, ConnectErrorKind, Error, Message};
 use tokio::io::AsyncBufReadExt;
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +51,10 @@ pub(crate) struct Args {
     /// Print pings and pongs received, on stderr.
     #[arg(long)]
     show_ping: bool,
+    /// Keep the connection open after standard input ends, printing what arrives until the
+    /// server closes or Ctrl-C (websocat -n, wscat -w).
+    #[arg(short = 'n', long)]
+    no_exit: bool,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -62,7 +66,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         config = config
             .with_trust(ClientTrust::Ca(tether::tls::load_certs(ca).map_err(|e| anyhow::anyhow!("{e}"))?));
     }
-    if args.insecure {
+    if args.insecure && args.url.starts_with("wss:") {
         eprintln!(
             "warning: --insecure: the server's certificate is not checked; anyone on the path can read and change this connection"
         );
@@ -91,33 +95,78 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let (ws, response) = match tether::connect_with(&args.url, &config).await {
         Ok(ok) => ok,
-        Err(e) => bail!(describe_connect_error(&args.url, &e)),
+        Err(e) => {
+            eprintln!("error: {}", describe_connect_error(&args.url, &e));
+            let usage = matches!(e, Error::Handshake(HandshakeError::InvalidUrl(_)));
+            return Ok(if usage { ExitCode::from(2) } else { ExitCode::FAILURE });
+        }
     };
     let protocol = response.protocol.as_ref().map(|p| format!(" (subprotocol {p})")).unwrap_or_default();
     let deflate = if response.deflate.is_some() { " with permessage-deflate" } else { "" };
+    // On a terminal, what arrives is marked "< " and what is sent "> "; in a pipe the output
+    // is the messages alone.
+    let marks = std::io::stdout().is_terminal();
+    let typed = marks && std::io::stdin().is_terminal();
     eprintln!("connected to {}{protocol}{deflate}", args.url);
+    if marks {
+        eprintln!("(\"> \" sent, \"< \" received; Ctrl-C or Ctrl-D to close)");
+    }
     let (write, mut read) = ws.split();
     let sender = write.sender();
-    let binary = args.binary;
-    // stdin -> messages; at EOF, close with 1000.
+    let (binary, no_exit) = (args.binary, args.no_exit);
+    // stdin -> messages; at EOF, close with 1000 (unless --no-exit).
     let input = tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            if typed {
+                // Put the marker on the line the terminal echoed: up one line, clear it.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "\x1b[1A\x1b[2K> {line}");
+                let _ = out.flush();
+            } else if marks {
+                println!("> {line}");
+            }
             let msg = if binary { Message::binary(line.into_bytes()) } else { Message::text(line) };
             if sender.send(msg).await.is_err() {
                 return;
             }
         }
-        let _ = sender.send_close(CloseCode::NORMAL, "");
+        if !no_exit {
+            let _ = sender.send_close(CloseCode::NORMAL, "");
+        }
     });
-    let mut stdout = std::io::stdout().lock();
+    let closer = write.sender();
     let mut exit = ExitCode::SUCCESS;
-    while let Some(item) = read.next().await {
+    let mut interrupted = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    // After Ctrl-C, the server has this long to answer the close.
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let item = tokio::select! {
+            item = read.next() => item,
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
+                input.abort();
+                let _ = closer.send_close(CloseCode::NORMAL, "");
+                deadline = Some(tokio::time::Instant::now() + CLOSE_WAIT);
+                continue;
+            }
+            () = sleep_until(deadline) => {
+                eprintln!("the server did not answer the close in {CLOSE_WAIT:?}");
+                exit = ExitCode::FAILURE;
+                break;
+            }
+        };
+        let Some(item) = item else { break };
+        let mut stdout = std::io::stdout().lock();
+        let mark = if marks { "< " } else { "" };
         match item {
             Ok(Message::Text(t)) => {
-                let _ = writeln!(stdout, "{t}");
+                let _ = writeln!(stdout, "{mark}{t}");
             }
             Ok(Message::Binary(b)) => {
+                let _ = stdout.write_all(mark.as_bytes());
                 let _ = stdout.write_all(&b);
                 let _ = writeln!(stdout);
             }
@@ -145,6 +194,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(exit)
 }
 
+/// Waits until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long `connect` waits for the server's answer to its close after Ctrl-C.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 fn describe_connect_error(url: &str, e: &Error) -> String {
     match e {
         Error::Handshake(HandshakeError::UnexpectedStatus { status, reason, body, .. }) => {
@@ -155,7 +215,26 @@ fn describe_connect_error(url: &str, e: &Error) -> String {
                 format!("server rejected the handshake: HTTP {status} {reason}: {first_line}")
             }
         }
-        Error::Handshake(HandshakeError::InvalidUrl(why)) => format!("invalid url {url:?}: {why}"),
+        Error::Handshake(HandshakeError::InvalidUrl(why)) => {
+            let hint = match url.split_once("://") {
+                Some(("http", rest)) => format!(" (did you mean ws://{rest}?)"),
+                Some(("https", rest)) => format!(" (did you mean wss://{rest}?)"),
+                _ => String::new(),
+            };
+            format!("invalid url {url:?}: {why}{hint}")
+        }
+        // The server closed or answered what is not HTTP: a TLS server reading plain text.
+        // (A TLS server answers a plain request with an alert, or by closing.)
+        Error::Handshake(HandshakeError::MalformedHttp(_) | HandshakeError::HttpVersion)
+            if url.starts_with("ws:") =>
+        {
+            format!("the server at {url} did not answer with HTTP/1.1 (a TLS server? try wss:// instead of ws://)")
+        }
+        Error::Connect(e) if e.kind() == ConnectErrorKind::Refused => {
+            let what = if e.target().starts_with("proxy ") { "proxy" } else { "server" };
+            format!("{e} (is the {what} running, and on that port?)")
+        }
+        Error::Connect(e) if e.kind() == ConnectErrorKind::Dns => format!("{e} (check the host name)"),
         Error::Connect(e) => e.to_string(),
         Error::Proxy(e) => format!("proxy: {e}"),
         Error::Io(io) => format!("cannot connect to {url}: {io}"),

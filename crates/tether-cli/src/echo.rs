@@ -6,7 +6,10 @@ use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use tether::{HttpResponse, Listener, OriginPolicy, ServerConfig, Transport, WebSocketStream};
+use tether::{
+    CloseCode, CloseFrame, HttpResponse, Listener, Message, OriginPolicy, ServerConfig, Transport,
+    WebSocketStream,
+};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -51,8 +54,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!("echo server listening on {scheme}://{addr}/");
+    // Ctrl-C or SIGTERM: every connection is closed with 1001, then the server exits.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = crate::serve::shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
-        let incoming = match listener.accept().await {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let incoming = match accepted {
             Ok(i) => i,
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.
@@ -61,8 +72,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        tokio::spawn(serve(incoming));
+        tokio::spawn(serve(incoming, stopping.clone()));
     }
+    drop(listener);
+    let _ = stop.send(true);
+    let open = stop.receiver_count() - 1;
+    tracing::info!(connections = open, "shutting down: closing connections with 1001");
+    // Each connection holds a receiver until it has closed; wait for them, a while.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while stop.receiver_count() > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A page that opens a WebSocket to this server (same origin, so `wss://` when served over
@@ -81,7 +103,7 @@ async fn route(req: tether::HttpRequest) -> HttpResponse {
     }
 }
 
-async fn serve(incoming: tether::Incoming) {
+async fn serve(incoming: tether::Incoming, stopping: Stopping) {
     let peer = incoming.remote_addr();
     let (ws, request) = match incoming.serve_direct(|_| Ok(()), route).await {
         Ok(Some(ok)) => ok,
@@ -94,15 +116,32 @@ async fn serve(incoming: tether::Incoming) {
     tracing::info!(%peer, path = %request.path, protocol = ?ws.protocol(), deflate = ws.deflate(), "connected");
     // The connection gets a task of its own, whose future holds the socket and little else:
     // the handshake's state, sized into this task's future, ends here.
-    tokio::spawn(echo(ws, peer, request.path));
+    tokio::spawn(echo(ws, peer, request.path, stopping));
 }
+
+/// Turns true when the server shuts down.
+type Stopping = tokio::sync::watch::Receiver<bool>;
 
 // Not an `async fn`: that would move its arguments into the future twice (once as
 // arguments, once as locals), doubling the size every idle connection costs.
 #[allow(clippy::manual_async_fn)]
-fn echo(mut ws: WebSocketStream<Transport>, peer: SocketAddr, path: String) -> impl Future<Output = ()> {
+fn echo(
+    mut ws: WebSocketStream<Transport>,
+    peer: SocketAddr,
+    path: String,
+    mut stopping: Stopping,
+) -> impl Future<Output = ()> {
     async move {
-        while let Some(item) = ws.next().await {
+        loop {
+            let item = tokio::select! {
+                item = ws.next() => item,
+                _ = stopping.changed(), if !*stopping.borrow() => {
+                    let bye = CloseFrame { code: CloseCode::GOING_AWAY, reason: "server shutting down".into() };
+                    let _ = ws.send(Message::Close(Some(bye))).await;
+                    continue;
+                }
+            };
+            let Some(item) = item else { break };
             match item {
                 // `feed` queues without flushing: the next read that would wait writes every
                 // echo queued so far in one go.

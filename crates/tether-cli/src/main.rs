@@ -76,6 +76,9 @@ fn main() -> ExitCode {
             Command::CheckConfig(args) => serve::check(args),
         }
     });
+    // Without waiting for blocking work: a read of standard input cannot be cancelled, and
+    // `connect` may end (the server closed, Ctrl-C) while one is pending.
+    runtime.shutdown_background();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -61,8 +61,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         channels: (!args.channels.is_empty()).then_some(args.channels.as_slice()),
     };
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key)
-        .map_err(|e| anyhow::anyhow!("cannot sign the token: {e}"))?;
+    let token =
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key)
+            .map_err(|e| anyhow::anyhow!("cannot sign the token: {e}"))?;
     println!("{token}");
     let channels = if args.channels.is_empty() { "any channel".to_owned() } else { args.channels.join(", ") };
     let expiry = match exp {

@@ -556,3 +556,44 @@ async fn connections_are_limited() {
     held.send(Message::binary(resp(&[b"PING"]))).await.unwrap();
     assert_eq!(read_until(&mut held, |b| b.ends_with(b"\r\n")).await, b"+PONG\r\n");
 }
+
+/// Ctrl-C (SIGINT) closes every bridged WebSocket with 1001, then the bridge exits 0.
+#[tokio::test]
+async fn ctrl_c_closes_with_1001() {
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    // Reads the first bytes, says so, and holds the target side open until the test ends.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let (mut conn, _) = target.accept().unwrap();
+        let mut hello = [0u8; 5];
+        let _ = tx.send(conn.read_exact(&mut hello).map(|()| hello).map_err(|e| e.to_string()));
+        std::thread::sleep(WAIT);
+    });
+    let mut bridge =
+        Bridge::start(&["--listen", "ws://127.0.0.1:0/", "--to", &format!("tcp://127.0.0.1:{port}")]);
+    let mut ws = open(&bridge.url).await;
+    ws.send(Message::binary(&b"hello"[..])).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || rx.recv_timeout(WAIT)).await.unwrap().unwrap();
+    assert_eq!(&got.unwrap(), b"hello");
+    let status = Command::new("kill").args(["-INT", &bridge.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(closed(&mut ws).await, (1001, "bridge shutting down".to_owned()));
+    // Our answer goes out; the bridge then ends the connection.
+    tokio::time::timeout(WAIT, async { while ws.next().await.is_some() {} }).await.unwrap();
+    bridge.wait_log("stopped");
+    let exit = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = bridge.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < WAIT, "the bridge did not exit after Ctrl-C");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}

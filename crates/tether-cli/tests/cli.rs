@@ -212,14 +212,110 @@ fn rejected_handshake_prints_the_status() {
 
 #[test]
 fn bad_url() {
+    // A URL that cannot work is a usage error (exit 2), with the likely fix.
     let out = connect(&["http://example.com/"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: invalid url \"http://example.com/\": scheme must be ws or wss (did you mean ws://example.com/?)"
+    );
+    let out = connect(&["https://example.com/x"], b"");
+    assert!(
+        text(&out.stderr).trim().ends_with("(did you mean wss://example.com/x?)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = connect(&["ws://127.0.0.1:99999/"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr).trim(), "error: invalid url \"ws://127.0.0.1:99999/\": bad port");
+}
+
+#[test]
+fn tls_and_plain_mixed_up() {
+    // wss:// to a plain server, and ws:// to a TLS one: each says what to try instead.
+    let plain = Echo::start(&[]);
+    let out = connect(&[&plain.url.replace("ws://", "wss://")], b"");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        "error: invalid url \"http://example.com/\": scheme must be ws or wss"
+        "error: the server at 127.0.0.1 did not answer TLS (a plain ws:// server? try ws:// instead of wss://)"
     );
-    let out = connect(&["ws://127.0.0.1:99999/"], b"");
-    assert_eq!(text(&out.stderr).trim(), "error: invalid url \"ws://127.0.0.1:99999/\": bad port");
+    let tls = Echo::start(&["--tls-self-signed"]);
+    let url = tls.url.replace("wss://", "ws://");
+    let out = connect(&[&url], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!("error: the server at {url} did not answer with HTTP/1.1 (a TLS server? try wss:// instead of ws://)")
+    );
+}
+
+/// Sends SIGINT (what Ctrl-C sends) to `child`.
+fn interrupt(child: &Child) {
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn ctrl_c_and_no_exit() {
+    let echo = Echo::start(&[]);
+    // --no-exit: input ends, the connection stays, and what arrives is still printed; Ctrl-C
+    // then closes with 1000 and waits for the answer: a clean exit.
+    let mut child = Command::new(BIN)
+        .args(["connect", "--no-exit", &echo.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"still here\n").unwrap(); // and EOF
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(child.try_wait().unwrap().is_none(), "connect --no-exit left at the end of its input");
+    interrupt(&child);
+    let out = wait_bounded(child);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // In a pipe, the output is the message alone, without markers.
+    assert_eq!(text(&out.stdout), "still here\n");
+    assert!(text(&out.stderr).contains("closed: 1000"), "{}", text(&out.stderr));
+    let line = echo.wait_log(&["closed", "code=1000", "initiator=Remote", "clean=true"]);
+    assert!(line.contains("messages_in=1"), "{line}");
+    // Ctrl-C to the server: its connections are closed with 1001, and it exits 0.
+    let mut echo = Echo::start(&[]);
+    let child = Command::new(BIN)
+        .args(["connect", &echo.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    echo.wait_log(&["connected"]);
+    interrupt(&echo.child);
+    let out = wait_bounded(child);
+    assert_eq!(text(&out.stderr).lines().last(), Some("closed: 1001 server shutting down"));
+    echo.wait_log(&["stopped"]);
+    let status = echo.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// On a terminal (a pseudo-terminal from `script`), sent lines are marked "> " and
+/// received ones "< ".
+#[test]
+fn markers_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("`script` (util-linux) is needed for the terminal test");
+    }
+    let echo = Echo::start(&[]);
+    let cmd = format!("printf 'hi\\n' | {BIN} connect {}", echo.url);
+    let child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child);
+    let screen = text(&out.stdout).replace('\r', "");
+    assert!(screen.contains("> hi\n") && screen.contains("< hi\n"), "{screen:?}");
 }
 
 #[test]
@@ -227,7 +323,10 @@ fn refused_connection() {
     // Nothing listens on port 1 of loopback.
     let out = connect(&["ws://127.0.0.1:1/"], b"");
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr).trim(), "error: connection refused by 127.0.0.1:1");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: connection refused by 127.0.0.1:1 (is the server running, and on that port?)"
+    );
 }
 
 #[test]
@@ -458,7 +557,8 @@ fn dns_failure_and_connect_timeout_flag() {
 fn proxy_variables_choose_the_proxy_and_no_proxy_bypasses_it() {
     let echo = Echo::start(&[]);
     let dead = "http://127.0.0.1:1";
-    let refused = "error: connection refused by proxy http://127.0.0.1:1";
+    let refused =
+        "error: connection refused by proxy http://127.0.0.1:1 (is the proxy running, and on that port?)";
     for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
         let out = connect_env(&[&echo.url], b"", &[(var, dead)]);
         assert_eq!((out.status.code(), text(&out.stderr).trim()), (Some(1), refused), "{var}");
@@ -708,7 +808,7 @@ fn bench_ramp_mode_reports_server_memory() {
 
 #[test]
 fn serve_starts_the_hub_and_stops_on_sigterm() {
-    let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0"], &[]);
+    let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0", "--demo"], &[]);
     assert!(hub.url.ends_with("/ws"), "{}", hub.url);
     let addr = hub.url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
     let line = hub.wait_log(&["tether hub listening on http://"]);
@@ -800,7 +900,7 @@ fn json_number(json: &str, name: &str) -> u64 {
 #[test]
 fn bench_fanout_against_the_hub() {
     let key = "cli-fanout-key-0123456789";
-    let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0", "--api-key", key], &[]);
+    let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0", "--api-key", key, "--demo"], &[]);
     let json = bench_json(
         &[
             &hub.url,
@@ -860,4 +960,135 @@ fn bench_fanout_against_the_hub() {
     assert_eq!(number("delivered"), number("published") * 2);
     let out = run(&["bench", &hub.url, "--mode", "fanout", "-c", "1", "-d", "0.2"]);
     assert!(text(&out.stderr).contains("needs the hub's --api-key"), "{}", text(&out.stderr));
+}
+
+/// Runs `tether connect` against the hub with `commands` (tether.json lines), returning
+/// its stdout.
+fn json_session(url: &str, commands: &str) -> String {
+    text(&connect(&["--subprotocol", "tether.json", url], commands.as_bytes()).stdout)
+}
+
+#[test]
+fn serve_without_demo_has_no_page_and_no_anonymous_publish() {
+    let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0"], &[]);
+    let line = hub.wait_log(&["tether hub listening on http://"]);
+    assert!(!line.contains("demo page"), "{line}");
+    let addr = hub.url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+    let page = http_get(&addr, "/");
+    assert!(page.starts_with("HTTP/1.1 404") && page.contains("served with --demo"), "{page}");
+    assert!(http_get(&addr, "/app.js").starts_with("HTTP/1.1 404"));
+    // No demo namespaces; the default namespace wants a token: an anonymous client can
+    // neither publish nor subscribe anywhere.
+    let out = json_session(
+        &hub.url,
+        "{\"id\":1,\"connect\":{\"name\":\"ann\"}}\n{\"id\":2,\"publish\":{\"channel\":\"chat:lobby\",\"data\":1}}\n{\"id\":3,\"publish\":{\"channel\":\"lobby\",\"data\":1}}\n{\"id\":4,\"subscribe\":{\"channel\":\"lobby\"}}\n",
+    );
+    assert!(out.contains("\"anonymous\":true"), "{out}");
+    assert!(out.contains("{\"id\":2,\"error\":{\"code\":102"), "{out}");
+    assert!(out.contains("{\"id\":3,\"error\":{\"code\":103"), "{out}");
+    assert!(out.contains("{\"id\":4,\"error\":{\"code\":103"), "{out}");
+    // With --demo the page is there, and anonymous clients chat.
+    let demo = Echo::spawn(&["serve", "--listen", "127.0.0.1:0", "--demo"], &[]);
+    let addr = demo.url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+    assert!(http_get(&addr, "/").contains("<title>tether"));
+    let out = json_session(
+        &demo.url,
+        "{\"id\":1,\"connect\":{\"name\":\"ann\"}}\n{\"id\":2,\"publish\":{\"channel\":\"chat:lobby\",\"data\":1}}\n",
+    );
+    assert!(out.contains("{\"id\":2,\"result\":{\"offset\":1"), "{out}");
+}
+
+const SECRET: &str = "cli-token-secret-of-at-least-32-bytes";
+
+#[test]
+fn token_makes_what_the_hub_accepts() {
+    let out = run(&["token", "--user", "ann", "--token-hmac-secret", SECRET, "--channel", "room:a,room:b"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    assert_eq!(text(&out.stderr).trim(), "token for user \"ann\": room:a, room:b; expires in 3600 s");
+    let dir = std::env::temp_dir().join(format!("tether-token-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("hub.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "token_hmac_secret = \"{SECRET}\"\n[namespaces.room]\nallow_anonymous = true\npresence = true\n"
+        ),
+    )
+    .unwrap();
+    let conf_s = conf.to_str().unwrap();
+    let hub = Echo::spawn(&["serve", "--listen", "127.0.0.1:0", "--config", conf_s], &[]);
+    // The hub takes it: the user is ann, limited to the token's channels.
+    let out = json_session(
+        &hub.url,
+        &format!("{{\"id\":1,\"connect\":{{\"token\":\"{token}\"}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":\"room:a\"}}}}\n{{\"id\":3,\"subscribe\":{{\"channel\":\"room:c\"}}}}\n"),
+    );
+    assert!(out.contains("\"user\":\"ann\"") && !out.contains("anonymous"), "{out}");
+    assert!(out.contains("{\"id\":2,\"result\":"), "{out}");
+    assert!(out.contains("{\"id\":3,\"error\":{\"code\":103"), "{out}");
+    // The secret from the config file; a token that never expires; an expired one is
+    // refused (109) by the hub.
+    let out = run(&["token", "-u", "bob", "--config", conf_s, "--expires-in", "0"]);
+    assert_eq!(text(&out.stderr).trim(), "token for user \"bob\": any channel; never expires");
+    let forever = text(&out.stdout).trim().to_owned();
+    let out = json_session(&hub.url, &format!("{{\"id\":1,\"connect\":{{\"token\":\"{forever}\"}}}}\n"));
+    assert!(out.contains("\"user\":\"bob\"") && !out.contains("expires"), "{out}");
+    // Without a secret, or with a short one: a message and exit 1.
+    let out = run(&["token", "-u", "ann"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("error: no secret to sign with"), "{}", text(&out.stderr));
+    let out = run(&["token", "-u", "ann", "--token-hmac-secret", "short"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("at least 32 bytes"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_config_and_print_config() {
+    let dir = std::env::temp_dir().join(format!("tether-check-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The printed starting file is valid as it is, and resolves to the defaults.
+    let out = run(&["serve", "--print-config"]);
+    assert_eq!(out.status.code(), Some(0));
+    let template = text(&out.stdout);
+    assert!(
+        template.contains("# max_queued_bytes = 4194304") && template.contains("# [redis]"),
+        "{template}"
+    );
+    let conf = dir.join("start.toml");
+    std::fs::write(&conf, &template).unwrap();
+    let out = run(&["check-config", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let settings = text(&out.stdout);
+    assert!(
+        settings.contains("listen = \"127.0.0.1:8080\"\n") && settings.contains("broker = \"memory\"\n"),
+        "{settings}"
+    );
+    assert!(settings.contains("# no namespaces"), "{settings}");
+    assert_eq!(text(&out.stderr).trim(), format!("{}: ok", conf.display()));
+    // A file with namespaces and a secret: listed, the secret never printed.
+    let secret = "check-config-secret-of-at-least-32-bytes";
+    std::fs::write(&conf, format!("token_hmac_secret = \"{secret}\"\n[namespaces.news]\nhistory_size = 9\n"))
+        .unwrap();
+    let out = run(&["check-config", conf.to_str().unwrap()]);
+    let settings = text(&out.stdout);
+    assert!(settings.contains("[namespaces.news]\nhistory_size = 9\n"), "{settings}");
+    assert!(settings.contains("token_hmac_secret = \"(set)\"") && !settings.contains(secret), "{settings}");
+    // Errors: an unknown key (with its line), a bad value, a short secret, a missing file.
+    for (file, error) in [
+        ("listen = \"x\"\nmax_conections = 5\n", "unknown field `max_conections`"),
+        ("[stomp]\nmax_frame_size = 0\n", "error: stomp max_frame_size must be at least 1"),
+        ("token_hmac_secret = \"short\"\n", "the token HMAC secret must be at least 32 bytes"),
+    ] {
+        std::fs::write(&conf, file).unwrap();
+        let out = run(&["check-config", conf.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        assert!(text(&out.stderr).contains(error), "{file}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).is_empty());
+    }
+    let out = run(&["check-config", dir.join("absent.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read config"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
 }

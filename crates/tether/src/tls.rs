@@ -251,6 +251,12 @@ pub(crate) fn describe_handshake_failure(host: &str, e: std::io::Error) -> Error
             }
             other => format!("{other:?}"),
         },
+        // The first bytes back were not a TLS record: a plain HTTP server's answer.
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+            return Error::Tls(format!(
+                "the server at {host} did not answer TLS (a plain ws:// server? try ws:// instead of wss://)"
+            ))
+        }
         Some(other) => other.to_string(),
         None => return Error::Tls(format!("tls handshake with {host} failed: {e}")),
     };

@@ -55,7 +55,8 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 1)]
     pub(crate) channels: usize,
     /// Fan-out: channel name prefix (a namespace that allows anonymous subscribers and no
-    /// join/leave events); channels are PREFIX0, PREFIX1, ...
+    /// join/leave events: `ticker` with `tether serve --demo`, or bench/hub.toml); channels
+    /// are PREFIX0, PREFIX1, ...
     #[arg(long, default_value = "ticker:bench")]
     pub(crate) channel_prefix: String,
     /// Fan-out: publications per second, over all channels.

@@ -96,6 +96,8 @@ pub(crate) struct Common {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) text: bool,
     pub(crate) config: tether::Config,
+    /// Turns true on Ctrl-C or SIGTERM: every bridged WebSocket is closed with 1001.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -111,18 +113,36 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_max_message_size(args.max_message_size)
         .with_max_frame_size(args.max_message_size)
         .with_deflate(args.deflate.then(tether::DeflateConfig::default));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let common = Common {
         connect_timeout,
         idle_timeout: Some(idle).filter(|d| !d.is_zero()),
         text: args.text,
         config,
+        stopping,
     };
     let (scheme, _) = args.listen.split_once("://").with_context(|| {
         format!("--listen {:?} must be a URL: ws://ADDR/, wss://ADDR/, tcp://ADDR or udp://ADDR", args.listen)
     })?;
-    match scheme {
-        "ws" | "wss" => websocket::run(args, common).await,
-        "tcp" | "udp" => sockets::run(args, common).await,
-        other => bail!("--listen scheme {other:?}: expected ws, wss, tcp or udp"),
+    let scheme = scheme.to_owned();
+    let serving = async {
+        match scheme.as_str() {
+            "ws" | "wss" => websocket::run(args, common).await,
+            "tcp" | "udp" => sockets::run(args, common).await,
+            other => bail!("--listen scheme {other:?}: expected ws, wss, tcp or udp"),
+        }
+    };
+    tokio::select! {
+        result = serving => return result,
+        () = crate::serve::shutdown_signal() => {}
     }
+    // The listener is gone; each bridged connection holds a receiver until it has closed.
+    let _ = stop.send(true);
+    tracing::info!(connections = stop.receiver_count(), "shutting down: closing WebSockets with 1001");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while stop.receiver_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
 }

@@ -58,6 +58,8 @@ pub(crate) enum End {
     BadBase64,
     /// Nothing either way for the idle timeout.
     Idle,
+    /// The bridge is shutting down (Ctrl-C, SIGTERM).
+    Shutdown,
 }
 
 impl End {
@@ -69,6 +71,7 @@ impl End {
             Self::Text => (1003, "text message: this bridge carries binary messages (or base64 text with the base64 subprotocol)".into()),
             Self::BadBase64 => (1007, "invalid base64 in a text message".into()),
             Self::Idle => (1001, "idle timeout".into()),
+            Self::Shutdown => (1001, "bridge shutting down".into()),
             Self::WsClosed | Self::WsFailed(_) => return None,
         })
     }
@@ -84,6 +87,7 @@ impl std::fmt::Display for End {
             Self::Text => f.write_str("a text message in binary mode (1003)"),
             Self::BadBase64 => f.write_str("invalid base64 (1007)"),
             Self::Idle => f.write_str("idle timeout (1001)"),
+            Self::Shutdown => f.write_str("the bridge shut down (1001)"),
         }
     }
 }
@@ -222,6 +226,15 @@ async fn ws_to_socket(
     }
 }
 
+/// Completes when the bridge shuts down.
+async fn stopped(common: &Common) -> End {
+    let mut stopping = common.stopping.clone();
+    if stopping.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    End::Shutdown
+}
+
 /// Bridges `ws` and a TCP stream until either ends.
 pub(crate) async fn tcp(ws: Ws, tcp: TcpStream, framing: Framing, common: &Common, moved: &Moved) -> End {
     let start = Instant::now();
@@ -254,6 +267,7 @@ pub(crate) async fn tcp(ws: Ws, tcp: TcpStream, framing: Framing, common: &Commo
             end = up => end,
             end = down => end,
             end = idle(moved, start, common.idle_timeout) => end,
+            end = stopped(common) => end,
         }
     };
     if matches!(end, End::WsClosed) {
@@ -290,6 +304,7 @@ pub(crate) async fn udp(ws: Ws, sock: UdpSocket, framing: Framing, common: &Comm
             end = up => end,
             end = down => end,
             end = idle(moved, start, common.idle_timeout) => end,
+            end = stopped(common) => end,
         }
     };
     let mut ws = sink.reunite(stream).expect("halves of one stream");

@@ -364,7 +364,12 @@ impl Settings {
         let secret = |v: bool| if v { "\"(set)\"" } else { "\"(none)\"" };
         let mut out = String::new();
         let _ = writeln!(out, "listen = {:?}", self.listen);
-        let _ = writeln!(out, "api_key = {}  # the server API is {}", secret(self.api_key.is_some()), if self.api_key.is_some() { "on" } else { "off" });
+        let _ = writeln!(
+            out,
+            "api_key = {}  # the server API is {}",
+            secret(self.api_key.is_some()),
+            if self.api_key.is_some() { "on" } else { "off" }
+        );
         let origins = match &self.origin {
             OriginPolicy::Any => "[\"*\"]".to_owned(),
             OriginPolicy::AllowList(list) => format!("{list:?}"),
@@ -409,14 +414,32 @@ impl Settings {
             namespace(&mut out, &format!("namespaces.{name}"), &self.hub.namespaces[name]);
         }
         let l = &self.stomp.limits;
-        let _ = writeln!(out, "\n[stomp]\nmax_frame_size = {}\nmax_headers = {}\nmax_header_length = {}", l.max_frame_size, l.max_headers, l.max_header_length);
-        let _ = writeln!(out, "heart_beat_send_ms = {}\nheart_beat_receive_ms = {}", self.stomp.heart_beat.0, self.stomp.heart_beat.1);
+        let _ = writeln!(
+            out,
+            "\n[stomp]\nmax_frame_size = {}\nmax_headers = {}\nmax_header_length = {}",
+            l.max_frame_size, l.max_headers, l.max_header_length
+        );
+        let _ = writeln!(
+            out,
+            "heart_beat_send_ms = {}\nheart_beat_receive_ms = {}",
+            self.stomp.heart_beat.0, self.stomp.heart_beat.1
+        );
         let _ = writeln!(out, "max_transaction_frames = {}", self.stomp.max_transaction_frames);
         let q = &self.hub.queue_limits;
         let _ = writeln!(out, "\n[queues]\nmax_messages = {}\nmax_queues = {}", q.max_messages, q.max_queues);
         if let Some(r) = &self.redis {
-            let _ = writeln!(out, "\n[redis]\nprefix = {:?}\npresence_ttl_ms = {}", r.prefix, r.presence_ttl.as_millis());
-            let _ = writeln!(out, "meta_ttl_seconds = {}\ncommand_timeout_ms = {}", r.meta_ttl.as_secs(), r.command_timeout.as_millis());
+            let _ = writeln!(
+                out,
+                "\n[redis]\nprefix = {:?}\npresence_ttl_ms = {}",
+                r.prefix,
+                r.presence_ttl.as_millis()
+            );
+            let _ = writeln!(
+                out,
+                "meta_ttl_seconds = {}\ncommand_timeout_ms = {}",
+                r.meta_ttl.as_secs(),
+                r.command_timeout.as_millis()
+            );
             let _ = writeln!(out, "max_backoff_ms = {}", r.max_backoff.as_millis());
         }
         out
@@ -465,7 +488,9 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
     // Without `--demo` and without namespaces in the file there are none: channels without
     // a namespace only, for token holders, published by the server API.
     let namespaces = match &file.namespaces {
-        Some(list) => list.iter().map(|(name, ns)| (name.clone(), ns.apply(NamespaceOptions::default()))).collect(),
+        Some(list) => {
+            list.iter().map(|(name, ns)| (name.clone(), ns.apply(NamespaceOptions::default()))).collect()
+        }
         None if demo => demo_namespaces(),
         None => HashMap::new(),
     };
@@ -601,15 +626,33 @@ mod tests {
         let s = resolve(args(&[]), all).unwrap();
         // The values it shows are the defaults (examples where there is none).
         let d = resolve(args(&[]), FileConfig::default()).unwrap();
-        assert_eq!((s.listen, s.max_handshakes, s.max_connections_per_ip), (d.listen, d.max_handshakes, 1000));
-        assert_eq!((s.ping_interval, s.idle_timeout, s.max_message_size), (d.ping_interval, d.idle_timeout, d.max_message_size));
-        assert_eq!((s.hub.max_channels_per_connection, s.hub.max_queued_bytes), (128, d.hub.max_queued_bytes));
-        assert_eq!((s.hub.default_namespace, s.hub.queue_limits), (d.hub.default_namespace, d.hub.queue_limits));
+        assert_eq!(
+            (s.listen, s.max_handshakes, s.max_connections_per_ip),
+            (d.listen, d.max_handshakes, 1000)
+        );
+        assert_eq!(
+            (s.ping_interval, s.idle_timeout, s.max_message_size),
+            (d.ping_interval, d.idle_timeout, d.max_message_size)
+        );
+        assert_eq!(
+            (s.hub.max_channels_per_connection, s.hub.max_queued_bytes),
+            (128, d.hub.max_queued_bytes)
+        );
+        assert_eq!(
+            (s.hub.default_namespace, s.hub.queue_limits),
+            (d.hub.default_namespace, d.hub.queue_limits)
+        );
         assert_eq!(s.hub.namespaces["chat"], NamespaceOptions::chat());
         assert_eq!(s.stomp, d.stomp);
         let (redis, default) = (s.redis.unwrap(), RedisOptions::new(String::new()));
-        assert_eq!((redis.prefix, redis.presence_ttl, redis.meta_ttl), (default.prefix, default.presence_ttl, default.meta_ttl));
-        assert_eq!((redis.command_timeout, redis.max_backoff), (default.command_timeout, default.max_backoff));
+        assert_eq!(
+            (redis.prefix, redis.presence_ttl, redis.meta_ttl),
+            (default.prefix, default.presence_ttl, default.meta_ttl)
+        );
+        assert_eq!(
+            (redis.command_timeout, redis.max_backoff),
+            (default.command_timeout, default.max_backoff)
+        );
         assert!(s.api_key.is_some() && !s.demo);
         let keys = open.lines().filter(|l| l.contains(" = ") && !l.starts_with('#')).count();
         assert!(keys >= 40, "{keys} keys uncommented");
@@ -664,7 +707,10 @@ mod tests {
         let text = s.describe();
         // Secrets are never printed; put back what they stand for before reading it again.
         assert!(text.contains("api_key = \"(none)\""), "{text}");
-        let back = text.replace("api_key = \"(none)\"", "").replace("token_hmac_secret = \"(none)\"", "").replace("token_rsa_public_key = \"(none)\"", "");
+        let back = text
+            .replace("api_key = \"(none)\"", "")
+            .replace("token_hmac_secret = \"(none)\"", "")
+            .replace("token_rsa_public_key = \"(none)\"", "");
         let again = resolve(args(&[]), file(&back)).unwrap();
         assert_eq!(again.describe(), text);
         assert_eq!((again.origin, again.ping_interval), (s.origin, s.ping_interval));

@@ -101,9 +101,12 @@ pub fn check_field(name: &str, value: &str) -> Result<(), &'static str> {
 }
 
 /// Whether a head in `buf` is worth parsing: its end has arrived ([`find_head_end`], from
-/// `searched` on) or it has reached the size limit (the parse then refuses it).
+/// `searched` on), it has reached the size limit, or its first byte cannot begin an HTTP
+/// message (a TLS ClientHello on a plain port begins with 0x16): the parse then refuses it
+/// at once, instead of after the handshake timeout.
 pub fn head_ready(buf: &[u8], searched: &mut usize, limits: &HandshakeLimits) -> bool {
-    find_head_end(buf, searched).is_some() || buf.len() >= limits.max_bytes
+    let not_http = buf.first().is_some_and(|&b| !b.is_ascii_graphic() && b != b'\r' && b != b'\n');
+    not_http || find_head_end(buf, searched).is_some() || buf.len() >= limits.max_bytes
 }
 
 /// Finds the end of an HTTP head (the empty line: `\n\r\n` or `\n\n`) in `buf`,
@@ -145,6 +148,17 @@ fn head_len(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_client_hello_is_refused_without_waiting_for_a_head() {
+        let limits = HandshakeLimits::default();
+        let hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
+        assert!(head_ready(&hello, &mut 0, &limits));
+        assert!(matches!(parse_http_request(&hello, &limits), Err(HandshakeError::MalformedHttp(_))));
+        // An HTTP head, whole or not yet, and the empty lines RFC 9112 lets come first.
+        assert!(!head_ready(b"GET / HTTP/1.1\r\nHost: h\r\n", &mut 0, &limits));
+        assert!(!head_ready(b"\r\nGET / HTTP/1.1\r\n", &mut 0, &limits));
+    }
 
     #[test]
     fn rfc6455_1_3_accept_key() {
