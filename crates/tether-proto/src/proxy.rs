@@ -289,13 +289,13 @@ impl NoProxy {
         self.entries.iter().any(|e| match e {
             NoProxyEntry::All => true,
             NoProxyEntry::Domain(name, p) => {
-                p.map_or(true, |p| p == port)
+                p.is_none_or(|p| p == port)
                     && (host == *name
                         || (host.ends_with(name.as_str())
                             && host.as_bytes()[host.len() - name.len() - 1] == b'.'))
             }
             NoProxyEntry::Network(net, bits, p) => {
-                p.map_or(true, |p| p == port) && ip.is_some_and(|ip| in_network(ip, *net, *bits))
+                p.is_none_or(|p| p == port) && ip.is_some_and(|ip| in_network(ip, *net, *bits))
             }
         })
     }

@@ -27,7 +27,7 @@ pub(super) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> a
         workers.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new(3).expect("3 significant figures is valid");
             while start.elapsed() < duration
-                && count.map_or(true, |n| shared.messages.load(Ordering::Relaxed) < n)
+                && count.is_none_or(|n| shared.messages.load(Ordering::Relaxed) < n)
             {
                 let t = Instant::now();
                 match tether::connect_direct(&url, &config).await {

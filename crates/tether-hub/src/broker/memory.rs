@@ -155,7 +155,7 @@ impl MemoryBroker {
         let mut presence = lock(&self.presence);
         let Some(entries) = presence.get_mut(channel) else { return Vec::new() };
         let now = Instant::now();
-        entries.retain(|_, (_, deadline)| deadline.map_or(true, |d| d > now));
+        entries.retain(|_, (_, deadline)| deadline.is_none_or(|d| d > now));
         let list = entries.values().map(|(info, _)| info.clone()).collect();
         if entries.is_empty() {
             presence.remove(channel);

@@ -155,7 +155,7 @@ impl Hub {
         if access.anonymous && !ns.allow_anonymous {
             return false;
         }
-        access.channels.as_ref().map_or(true, |list| list.iter().any(|c| c == channel))
+        access.channels.as_ref().is_none_or(|list| list.iter().any(|c| c == channel))
     }
 
     /// The client, if it may subscribe to `channel` (in namespace `ns`): allowed, not
