@@ -9,6 +9,11 @@ let nextId = 1;
 const pending = new Map();
 let room = null;
 const seen = new Set();
+let currentEpoch = '';
+// Reconnect attempts since the last open, for the back-off.
+let attempts = 0;
+// Set when the page closes the socket itself to reconnect under a new name.
+let renaming = false;
 
 function call(method, params) {
   const id = nextId++;
@@ -16,9 +21,10 @@ function call(method, params) {
   return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
 }
 
+// cls: 'open' (connected), 'wait' (connecting or reconnecting), 'closed' (given up).
 function status(text, cls) {
   $('status').textContent = text;
-  $('status').className = 'status ' + (cls || '');
+  $('status').className = 'status ' + cls;
 }
 
 function addMessage(pub) {
@@ -42,34 +48,76 @@ function system(text) {
   li.className = 'system';
   li.textContent = text;
   $('messages').append(li);
+  $('messages').scrollTop = $('messages').scrollHeight;
+}
+
+function nameOf(client) {
+  return client.user || client.client;
 }
 
 async function refreshPresence() {
   const { clients } = await call('presence', { channel: room });
-  const names = [...new Set(clients.map((c) => c.user || c.client))].sort();
-  $('online').replaceChildren(...names.map((n) => Object.assign(document.createElement('li'), { textContent: n })));
+  // One entry per person: a guest (no token) is never the user of the same name.
+  const people = new Map();
+  for (const c of clients) people.set((c.anonymous ? 'guest:' : 'user:') + nameOf(c), c);
+  const items = [...people.values()]
+    .sort((a, b) => nameOf(a).localeCompare(nameOf(b)))
+    .map((c) => {
+      const li = document.createElement('li');
+      li.textContent = nameOf(c);
+      if (c.anonymous) li.append(Object.assign(document.createElement('span'), { className: 'badge', textContent: 'guest' }));
+      return li;
+    });
+  $('online').replaceChildren(...items);
 }
 
 function savePosition(channel, offset, epoch) {
   localStorage.setItem('pos:' + channel, JSON.stringify({ offset, epoch }));
 }
 
+// The ticker: every symbol's last price and last change, kept between updates.
 const prices = new Map();
-function showPrice(data) {
-  const prev = prices.get(data.symbol);
-  prices.set(data.symbol, data.price);
-  const rows = [...prices.entries()].sort().map(([symbol, price]) => {
+let tickerOffset = 0;
+// Pushes that arrive while the history is being read; applied after it, in order.
+let tickerQueue = null;
+
+function applyPrice(pub) {
+  if (pub.offset <= tickerOffset || !pub.data || !pub.data.symbol) return;
+  tickerOffset = pub.offset;
+  const { symbol, price } = pub.data;
+  const prev = prices.get(symbol);
+  prices.set(symbol, { price, change: prev ? price - prev.price : null, at: pub.offset });
+}
+
+function renderPrices(flash) {
+  const rows = [...prices.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([symbol, p]) => {
     const tr = document.createElement('tr');
     tr.id = 'price-' + symbol;
-    const change = symbol === data.symbol && prev !== undefined ? price - prev : 0;
+    if (flash && p.at === tickerOffset) tr.className = 'tick';
     tr.innerHTML = '<td></td><td></td><td></td>';
     tr.children[0].textContent = symbol;
-    tr.children[1].textContent = Number(price).toFixed(2);
-    tr.children[2].textContent = change === 0 ? '' : (change > 0 ? '+' : '') + change.toFixed(2);
-    tr.children[2].className = change > 0 ? 'up' : change < 0 ? 'down' : '';
+    tr.children[1].textContent = Number(p.price).toFixed(2);
+    const c = p.change;
+    tr.children[2].textContent = c === null ? '–' : (c > 0 ? '+' : c < 0 ? '−' : '') + Math.abs(c).toFixed(2);
+    tr.children[2].className = c > 0 ? 'up' : c < 0 ? 'down' : '';
     return tr;
   });
-  $('prices').replaceChildren(...rows);
+  if (rows.length) $('prices').replaceChildren(...rows);
+}
+
+async function startTicker() {
+  tickerQueue = [];
+  try {
+    await call('subscribe', { channel: 'ticker:prices' });
+    // What was published before we came: every symbol at once, with its last change.
+    const { publications } = await call('history', { channel: 'ticker:prices', limit: 20 });
+    publications.forEach(applyPrice);
+  } catch (e) {
+    // No ticker namespace on this hub: the table keeps its hint.
+  }
+  tickerQueue.forEach(applyPrice);
+  tickerQueue = null;
+  renderPrices(false);
 }
 
 function onPush(push) {
@@ -78,19 +126,24 @@ function onPush(push) {
       addMessage(push.pub);
       savePosition(room, push.pub.offset, currentEpoch);
     } else if (push.join || push.leave) {
-      const who = (push.join || push.leave);
-      system(`${who.user || who.client} ${push.join ? 'joined' : 'left'}`);
+      const who = push.join || push.leave;
+      system(`${nameOf(who)} ${push.join ? 'joined' : 'left'}`);
       refreshPresence();
     }
   } else if (push.channel === 'ticker:prices' && push.pub) {
-    showPrice(push.pub.data);
+    if (tickerQueue) {
+      tickerQueue.push(push.pub);
+    } else {
+      applyPrice(push.pub);
+      renderPrices(true);
+    }
   }
 }
 
-let currentEpoch = '';
 async function join(name, roomName) {
   if (room) await call('unsubscribe', { channel: room });
   room = 'chat:' + roomName;
+  $('room-label').textContent = `room ${roomName}, as ${name}`;
   seen.clear();
   $('messages').replaceChildren();
   const stored = JSON.parse(localStorage.getItem('pos:' + room) || 'null');
@@ -115,13 +168,30 @@ async function join(name, roomName) {
   localStorage.setItem('room', roomName);
 }
 
-function connect() {
+function reconnectLater() {
+  attempts += 1;
+  // 1 s, 2 s, 4 s … up to 10 s, with jitter so that many pages do not come back at once.
+  const delay = Math.min(1000 * 2 ** (attempts - 1), 10000) + Math.random() * 500;
+  const at = Date.now() + delay;
+  const tick = () => {
+    const left = Math.ceil((at - Date.now()) / 1000);
+    if (left <= 0) return connect('reconnecting…');
+    status(`reconnecting in ${left} s…`, attempts > 5 ? 'closed' : 'wait');
+    setTimeout(tick, Math.min(1000, at - Date.now()));
+  };
+  tick();
+}
+
+function connect(label) {
+  status(label || 'connecting…', 'wait');
   ws = new WebSocket(url, 'tether.json');
   ws.onopen = async () => {
-    status('connected', 'open');
+    attempts = 0;
     const name = localStorage.getItem('name') || '';
     await call('connect', { name });
-    call('subscribe', { channel: 'ticker:prices' }).catch(() => {});
+    status('connected', 'open');
+    $('drop').disabled = false;
+    startTicker();
     if (name) {
       $('name').value = name;
       $('room').value = localStorage.getItem('room') || 'lobby';
@@ -138,10 +208,19 @@ function connect() {
     else p.resolve(msg.result);
   };
   ws.onclose = (e) => {
-    status(`disconnected (${e.code}${e.reason ? ' ' + e.reason : ''}), reconnecting…`, 'closed');
     room = null;
     $('text').disabled = true;
-    setTimeout(connect, 1000 + Math.random() * 1000);
+    $('send').querySelector('button').disabled = true;
+    $('drop').disabled = true;
+    for (const p of pending.values()) p.reject(new Error('connection closed'));
+    pending.clear();
+    if (renaming) {
+      // The page closed it to come back under the new name: no pause, nothing to report.
+      renaming = false;
+      return connect(`joining as ${localStorage.getItem('name')}…`);
+    }
+    if (e.code !== 1000 && e.code !== 4000) system(`connection lost (${e.code}${e.reason ? ' ' + e.reason : ''})`);
+    reconnectLater();
   };
 }
 
@@ -152,6 +231,7 @@ $('join').onsubmit = async (e) => {
     // The name is sent with connect: reconnect under the new one.
     localStorage.setItem('name', name);
     localStorage.setItem('room', $('room').value.trim());
+    renaming = true;
     ws.close(1000, 'rename');
     return;
   }
@@ -170,4 +250,10 @@ $('send').onsubmit = async (e) => {
   }
 };
 
+$('drop').onclick = () => {
+  system('connection dropped from this page; it will reconnect and recover');
+  ws.close(4000, 'dropped from the page');
+};
+
+$('origin').textContent = location.origin;
 connect();

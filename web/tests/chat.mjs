@@ -1,7 +1,9 @@
 // The demo page in real Chromium against a running `tether serve`:
 // two pages join the same room, one sends and the other shows it; a publish through the
 // server API appears in both; a page that goes away and comes back recovers what it missed.
-// Screenshots go to target/web-chat-*.png.
+// No error state shows on join; the ticker is full from history on load; a dropped
+// connection comes back calmly and recovers; the page fits a phone (390 px).
+// Screenshots go to target/web-demo-1280.png, target/web-demo-390.png, target/web-chat-bob.png.
 // usage: node web/tests/chat.mjs http://127.0.0.1:PORT/ API_KEY
 import assert from 'node:assert/strict';
 // playwright-core is installed in interop/ (interop/run.sh), with the shared launch options.
@@ -46,12 +48,49 @@ async function apiPublish(data) {
   return JSON.parse(body).result;
 }
 
+async function apiHistory(channel) {
+  const res = await fetch(new URL('/api/history', base), {
+    method: 'POST',
+    headers: { Authorization: `apikey ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ channel }),
+  });
+  return (await res.json()).result.publications;
+}
+
+// Records every state the status line shows, from now on.
+async function watchStatus(page) {
+  await page.evaluate(() => {
+    window.statusSeen = [];
+    const s = document.getElementById('status');
+    new MutationObserver(() => window.statusSeen.push(`${s.className}: ${s.textContent}`))
+      .observe(s, { attributes: true, childList: true, characterData: true, subtree: true });
+  });
+}
+
 try {
-  const annContext = await browser.newContext({ viewport: { width: 1100, height: 620 } });
+  // The demo feed publishes one symbol every 0.5 s, in turn: once every symbol has two
+  // prices in history, a new page must show all four rows with their change at once.
+  for (let i = 0; (await apiHistory('ticker:prices')).length < 8; i++) {
+    assert.ok(i < 100, 'the demo feed did not publish 8 prices in 10 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const annContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const bobContext = await browser.newContext({ viewport: { width: 1100, height: 620 } });
   const ann = await open(annContext, 'ann');
+  const rows = await ann.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('#prices tr')].map((tr) => [...tr.children].map((td) => td.textContent));
+    return rows.length === 4 && rows.every((r) => r.length === 3 && r[1] && r[2] && r[2] !== '–') && rows;
+  }, null, { timeout: 1500 });
+  console.log(`ticker: all four rows filled from history on load: ${JSON.stringify(await rows.jsonValue())}`);
   const bob = await open(bobContext, 'bob');
+  // Joining under a new name reconnects: the page must not flash an error meanwhile.
+  await watchStatus(ann);
   await join(ann, 'ann', 'lobby');
+  const seenOnJoin = await ann.evaluate(() => window.statusSeen);
+  assert.ok(seenOnJoin.length > 0, 'the status did not change on join');
+  assert.ok(seenOnJoin.every((s) => !s.includes('closed') && !/disconnected|lost|reconnecting/.test(s)), JSON.stringify(seenOnJoin));
+  assert.equal(await ann.locator('#messages li.system:has-text("lost")').count(), 0);
+  console.log(`demo: joining showed only ${JSON.stringify([...new Set(seenOnJoin)])}`);
   await join(bob, 'bob', 'lobby');
   await ann.waitForSelector('#online li:text("bob")', T);
   console.log('chat: both pages joined chat:lobby and see each other online');
@@ -79,9 +118,29 @@ try {
   const note = await back.textContent('#note');
   console.log(`chat: the reloaded page recovered what it missed ("${note}")`);
 
-  await ann.screenshot({ path: 'target/web-chat-ann.png' });
+  // The page's own "drop the connection": it reconnects (showing a countdown, calmly)
+  // and recovers what was sent meanwhile.
+  await watchStatus(ann);
+  await ann.click('#drop');
+  await say(back, 'while ann was dropped');
+  await ann.waitForSelector('#note:has-text("Recovered 1 missed message(s)")', T);
+  await shows(ann, 'while ann was dropped');
+  const seenOnDrop = await ann.evaluate(() => window.statusSeen);
+  assert.ok(seenOnDrop.some((s) => /wait: reconnecting in \d s/.test(s)), JSON.stringify(seenOnDrop));
+  assert.ok(seenOnDrop.at(-1) === 'status open: connected', JSON.stringify(seenOnDrop));
+  console.log(`demo: a dropped connection came back (${JSON.stringify([...new Set(seenOnDrop)])}) and recovered 1 message`);
+
+  await ann.screenshot({ path: 'target/web-demo-1280.png' });
   await back.screenshot({ path: 'target/web-chat-bob.png' });
-  console.log('chat: screenshots in target/web-chat-ann.png and target/web-chat-bob.png');
+  // A phone's width: nothing wider than the screen.
+  const phoneContext = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true });
+  const phone = await open(phoneContext, 'cy');
+  await join(phone, 'cy', 'lobby');
+  await phone.waitForSelector('#prices tr:nth-child(4)', T);
+  const width = await phone.evaluate(() => ({ page: document.documentElement.scrollWidth, screen: window.innerWidth }));
+  assert.ok(width.page <= width.screen, `the page is ${width.page} px wide on a ${width.screen} px screen`);
+  await phone.screenshot({ path: 'target/web-demo-390.png', fullPage: true });
+  console.log(`demo: at 390 px the page is ${width.page} px wide; screenshots in target/web-demo-1280.png and target/web-demo-390.png`);
 } finally {
   await browser.close();
 }
