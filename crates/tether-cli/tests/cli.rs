@@ -1027,6 +1027,35 @@ fn token_makes_what_the_hub_accepts() {
     assert!(out.contains("\"user\":\"ann\"") && !out.contains("anonymous"), "{out}");
     assert!(out.contains("{\"id\":2,\"result\":"), "{out}");
     assert!(out.contains("{\"id\":3,\"error\":{\"code\":103"), "{out}");
+    // A guest who calls herself "ann" (kept connected by --no-exit) and the token's ann are
+    // two people in presence.
+    let mut guest = Command::new(BIN)
+        .args(["connect", "--no-exit", "--subprotocol", "tether.json", &hub.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    guest
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"{\"id\":1,\"connect\":{\"name\":\"ann\"}}\n{\"id\":2,\"subscribe\":{\"channel\":\"room:a\"}}\n",
+        )
+        .unwrap();
+    let mut lines = BufReader::new(guest.stdout.take().unwrap()).lines();
+    let subscribed = lines.nth(1).unwrap().unwrap();
+    assert!(subscribed.starts_with("{\"id\":2,\"result\":"), "{subscribed}");
+    let out = json_session(
+        &hub.url,
+        &format!("{{\"id\":1,\"connect\":{{\"token\":\"{token}\"}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":\"room:a\"}}}}\n{{\"id\":3,\"presence\":{{\"channel\":\"room:a\"}}}}\n"),
+    );
+    let presence = out.lines().find(|l| l.starts_with("{\"id\":3,")).unwrap_or_default().to_owned();
+    assert_eq!(presence.matches("\"user\":\"ann\"").count(), 2, "{presence}");
+    assert_eq!(presence.matches("\"anonymous\":true").count(), 1, "{presence}");
+    interrupt(&guest);
+    assert_eq!(wait_bounded(guest).status.code(), Some(0));
     // The secret from the config file; a token that never expires; an expired one is
     // refused (109) by the hub.
     let out = run(&["token", "-u", "bob", "--config", conf_s, "--expires-in", "0"]);
