@@ -1,11 +1,13 @@
 //! `tether echo`: the first example of every WebSocket tutorial.
 
 use crate::limits::LimitArgs;
+use crate::stop::{Registration, Stop};
 use anyhow::Context as _;
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tether::{
     CloseCode, CloseFrame, HttpResponse, Listener, Message, OriginPolicy, ServerConfig, Transport,
     WebSocketStream,
@@ -55,7 +57,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
     tracing::info!("echo server listening on {scheme}://{addr}/");
     // Ctrl-C or SIGTERM: every connection is closed with 1001, then the server exits.
-    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(Stop::default());
     let shutdown = crate::serve::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -72,15 +74,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        tokio::spawn(serve(incoming, stopping.clone()));
+        tokio::spawn(serve(incoming, stop.clone()));
     }
     drop(listener);
-    let _ = stop.send(true);
-    let open = stop.receiver_count() - 1;
-    tracing::info!(connections = open, "shutting down: closing connections with 1001");
-    // Each connection holds a receiver until it has closed; wait for them, a while.
+    stop.stop();
+    tracing::info!(connections = stop.live(), "shutting down: closing connections with 1001");
+    // Each connection is registered until it has closed; wait for them, a while.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while stop.receiver_count() > 1 && tokio::time::Instant::now() < deadline {
+    while stop.live() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     tracing::info!("stopped");
@@ -103,7 +104,7 @@ async fn route(req: tether::HttpRequest) -> HttpResponse {
     }
 }
 
-async fn serve(incoming: tether::Incoming, stopping: Stopping) {
+async fn serve(incoming: tether::Incoming, stop: Arc<Stop>) {
     let peer = incoming.remote_addr();
     let (ws, request) = match incoming.serve_direct(|_| Ok(()), route).await {
         Ok(Some(ok)) => ok,
@@ -116,11 +117,8 @@ async fn serve(incoming: tether::Incoming, stopping: Stopping) {
     tracing::info!(%peer, path = %request.path, protocol = ?ws.protocol(), deflate = ws.deflate(), "connected");
     // The connection gets a task of its own, whose future holds the socket and little else:
     // the handshake's state, sized into this task's future, ends here.
-    tokio::spawn(echo(ws, peer, request.path, stopping));
+    tokio::spawn(echo(ws, peer, request.path, Registration::new(stop)));
 }
-
-/// Turns true when the server shuts down.
-type Stopping = tokio::sync::watch::Receiver<bool>;
 
 // Not an `async fn`: that would move its arguments into the future twice (once as
 // arguments, once as locals), doubling the size every idle connection costs.
@@ -129,19 +127,23 @@ fn echo(
     mut ws: WebSocketStream<Transport>,
     peer: SocketAddr,
     path: String,
-    mut stopping: Stopping,
+    mut registration: Registration,
 ) -> impl Future<Output = ()> {
     async move {
         loop {
-            let item = tokio::select! {
-                item = ws.next() => item,
-                _ = stopping.changed(), if !*stopping.borrow() => {
-                    let bye = CloseFrame { code: CloseCode::GOING_AWAY, reason: "server shutting down".into() };
-                    let _ = ws.send(Message::Close(Some(bye))).await;
-                    continue;
+            let mut next = ws.next();
+            let item = match std::future::poll_fn(|cx| registration.poll_unless_stopped(&mut next, cx)).await
+            {
+                Some(Some(item)) => item,
+                Some(None) => break,
+                None => {
+                    // The server is stopping: 1001, then the peer's answer (the registration
+                    // lasts until then: the server waits for it). Boxed: this rare path's
+                    // state stays out of every connection's future.
+                    Box::pin(goodbye(&mut ws)).await;
+                    break;
                 }
             };
-            let Some(item) = item else { break };
             match item {
                 // `feed` queues without flushing: the next read that would wait writes every
                 // echo queued so far in one go.
@@ -168,5 +170,13 @@ fn echo(
             compressed_in = s.compressed_received, payload_out = s.payload_sent, wire_out = s.bytes_sent,
             "closed"
         );
+    }
+}
+
+/// Closes with 1001 "server shutting down" and waits for the answer.
+async fn goodbye(ws: &mut WebSocketStream<Transport>) {
+    let bye = CloseFrame { code: CloseCode::GOING_AWAY, reason: "server shutting down".into() };
+    if ws.send(Message::Close(Some(bye))).await.is_ok() {
+        while ws.next().await.is_some() {}
     }
 }

@@ -9,6 +9,7 @@ mod connect;
 mod echo;
 mod limits;
 mod serve;
+mod stop;
 mod tls;
 mod token;
 
