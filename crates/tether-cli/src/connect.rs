@@ -140,22 +140,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut interrupted = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    // After Ctrl-C, the server has this long to answer the close.
-    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         let item = tokio::select! {
             item = read.next() => item,
+            // Ctrl-C: close with 1000 and read on until the server answers (or until
+            // --close-timeout, after which the connection ends as lost).
             _ = &mut ctrl_c, if !interrupted => {
                 interrupted = true;
                 input.abort();
                 let _ = closer.send_close(CloseCode::NORMAL, "");
-                deadline = Some(tokio::time::Instant::now() + CLOSE_WAIT);
                 continue;
-            }
-            () = sleep_until(deadline) => {
-                eprintln!("the server did not answer the close in {CLOSE_WAIT:?}");
-                exit = ExitCode::FAILURE;
-                break;
             }
         };
         let Some(item) = item else { break };
@@ -193,17 +187,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     Ok(exit)
 }
-
-/// Waits until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// How long `connect` waits for the server's answer to its close after Ctrl-C.
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn describe_connect_error(url: &str, e: &Error) -> String {
     match e {
