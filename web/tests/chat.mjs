@@ -69,7 +69,8 @@ async function watchStatus(page) {
 
 try {
   // The demo feed publishes one symbol every 0.5 s, in turn: once every symbol has two
-  // prices in history, a new page must show all four rows with their change at once.
+  // prices in history, a new page must show all four rows with their change at once. Live
+  // updates alone could not fill four changes in 3 s (that takes 8 updates, 3.5 s).
   for (let i = 0; (await apiHistory('ticker:prices')).length < 8; i++) {
     assert.ok(i < 100, 'the demo feed did not publish 8 prices in 10 s');
     await new Promise((r) => setTimeout(r, 100));
@@ -80,7 +81,7 @@ try {
   const rows = await ann.waitForFunction(() => {
     const rows = [...document.querySelectorAll('#prices tr')].map((tr) => [...tr.children].map((td) => td.textContent));
     return rows.length === 4 && rows.every((r) => r.length === 3 && r[1] && r[2] && r[2] !== '–') && rows;
-  }, null, { timeout: 1500 });
+  }, null, { timeout: 3000 });
   console.log(`ticker: all four rows filled from history on load: ${JSON.stringify(await rows.jsonValue())}`);
   const bob = await open(bobContext, 'bob');
   // Joining under a new name reconnects: the page must not flash an error meanwhile.
