@@ -237,7 +237,7 @@ fn random_nonce() -> [u8; 16] {
 
 /// Masking keys from the operating system's random source, fetched 64 keys at a time so
 /// that sending does not make a system call per frame.
-fn mask_source() -> MaskSource {
+pub(crate) fn mask_source() -> MaskSource {
     let mut pool = [0u8; 256];
     let mut pos = pool.len();
     Box::new(move || {

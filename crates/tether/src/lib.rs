@@ -34,6 +34,7 @@ mod server;
 mod socket;
 mod stream;
 pub mod tls;
+mod upgrade;
 
 pub use client::{client_handshake, connect, connect_direct, connect_with, ClientConfig};
 pub use dial::Proxy;
@@ -51,3 +52,4 @@ pub use tether_proto::frame::PreparedFrame;
 pub use tether_proto::handshake::{ClientOptions, HandshakeLimits, OriginPolicy, Request, Response, Url};
 pub use tether_proto::proxy::ProxyUrl;
 pub use tether_proto::{CloseCode, CloseFrame, Closed, Config, Initiator, Stats, Utf8Bytes};
+pub use upgrade::Upgrade;
