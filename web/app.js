@@ -78,6 +78,8 @@ function savePosition(channel, offset, epoch) {
 // The ticker: every symbol's last price and last change, kept between updates.
 const prices = new Map();
 let tickerOffset = 0;
+// The channel's epoch: when the hub restarts, offsets start again and the table with them.
+let tickerEpoch = null;
 // Pushes that arrive while the history is being read; applied after it, in order.
 let tickerQueue = null;
 
@@ -108,7 +110,12 @@ function renderPrices(flash) {
 async function startTicker() {
   tickerQueue = [];
   try {
-    await call('subscribe', { channel: 'ticker:prices' });
+    const sub = await call('subscribe', { channel: 'ticker:prices' });
+    if (sub.epoch !== tickerEpoch) {
+      tickerEpoch = sub.epoch;
+      tickerOffset = 0;
+      prices.clear();
+    }
     // What was published before we came: every symbol at once, with its last change.
     const { publications } = await call('history', { channel: 'ticker:prices', limit: 20 });
     publications.forEach(applyPrice);
@@ -188,7 +195,11 @@ function connect(label) {
   ws.onopen = async () => {
     attempts = 0;
     const name = localStorage.getItem('name') || '';
-    await call('connect', { name });
+    try {
+      await call('connect', { name });
+    } catch (e) {
+      return; // closed meanwhile: onclose reconnects
+    }
     status('connected', 'open');
     $('drop').disabled = false;
     startTicker();
