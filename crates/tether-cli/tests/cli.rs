@@ -520,22 +520,26 @@ fn sighup_reloads_certificates() {
         std::fs::write(path("cert.pem"), cert.pem()).unwrap();
         std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
     };
-    issue("old-ca.pem");
-    let echo = Echo::start(&["--tls-cert", &path("cert.pem"), "--tls-key", &path("key.pem")]);
-    let url = echo.url.replace("127.0.0.1", "localhost");
-    assert!(connect(&["--ca", &path("old-ca.pem"), &url], b"a\n").status.success());
+    // `tether echo` and the hub (`tether serve`, wss:// at /ws) take the same TLS flags.
+    for server in ["echo", "serve"] {
+        issue("old-ca.pem");
+        let tls = ["--tls-cert", &path("cert.pem"), "--tls-key", &path("key.pem")];
+        let echo = Echo::spawn(&[&[server, "--listen", "127.0.0.1:0"][..], &tls].concat(), &[]);
+        let url = echo.url.replace("127.0.0.1", "localhost");
+        assert!(url.starts_with("wss://localhost:"), "{url}");
+        assert!(connect(&["--ca", &path("old-ca.pem"), &url], b"a\n").status.success(), "{server}");
 
-    issue("new-ca.pem");
-    let hup = Command::new("kill").args(["-HUP", &echo.child.id().to_string()]).status().unwrap();
-    assert!(hup.success());
-    // The reload happens on the server's own schedule: poll, at most 50 times.
-    let reloaded = (0..50).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        connect(&["--ca", &path("new-ca.pem"), &url], b"b\n").status.success()
-    });
-    assert!(reloaded, "the new certificate was never served");
-    assert_eq!(connect(&["--ca", &path("old-ca.pem"), &url], b"c\n").status.code(), Some(1));
-    drop(echo);
+        issue("new-ca.pem");
+        let hup = Command::new("kill").args(["-HUP", &echo.child.id().to_string()]).status().unwrap();
+        assert!(hup.success());
+        // The reload happens on the server's own schedule: poll, at most 50 times.
+        let reloaded = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            connect(&["--ca", &path("new-ca.pem"), &url], b"b\n").status.success()
+        });
+        assert!(reloaded, "{server}: the new certificate was never served");
+        assert_eq!(connect(&["--ca", &path("old-ca.pem"), &url], b"c\n").status.code(), Some(1), "{server}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
