@@ -28,6 +28,8 @@ mod client;
 mod dial;
 mod driver;
 mod error;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod limit;
 mod message;
 mod server;

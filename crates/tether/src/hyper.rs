@@ -1,0 +1,169 @@
+//! WebSocket upgrades in a hyper server (feature `hyper`), HTTP/1.1.
+//!
+//! [`upgrade`] checks a `hyper::Request` against the same RFC 6455 rules as tether's own
+//! listener (they live in [`tether_proto::handshake`]), applies the [`ServerConfig`]'s
+//! origin policy, subprotocols and permessage-deflate, and returns the `101` answer for
+//! hyper to send and a future that gives the [`WebSocket`] once hyper hands over the
+//! connection:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # async fn handle(mut req: hyper::Request<hyper::body::Incoming>, config: Arc<tether::ServerConfig>)
+//! #     -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+//! use futures_util::{SinkExt, StreamExt};
+//! match tether::hyper::upgrade(&mut req, &config) {
+//!     Ok((response, upgrade)) => {
+//!         tokio::spawn(async move {
+//!             let Ok(mut ws) = upgrade.await else { return };
+//!             while let Some(Ok(msg)) = ws.next().await {
+//!                 if msg.is_data() && ws.send(msg).await.is_err() {
+//!                     break;
+//!                 }
+//!             }
+//!         });
+//!         Ok(response)
+//!     }
+//!     Err(refusal) => Ok(refusal),
+//! }
+//! # }
+//! ```
+//!
+//! (hyper's HTTP/1 connection must be served `with_upgrades()`.)
+
+use crate::upgrade::Upgrade;
+use crate::{Error, ServerConfig, WebSocket};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tether_proto::deflate;
+use tether_proto::handshake::{accept_key, select_protocol, HttpRequest, Request};
+use tether_proto::{HandshakeError, Role};
+
+/// What [`upgrade`] answers: a response with an empty or short plain-text body.
+pub type Response = ::hyper::Response<Full<Bytes>>;
+
+/// The upgraded connection, once hyper has sent the `101` and handed it over.
+pub struct Pending {
+    on_upgrade: ::hyper::upgrade::OnUpgrade,
+    settings: Option<Settings>,
+    request: Option<Request>,
+}
+
+/// What the handshake settled, for the connection once it is handed over.
+struct Settings {
+    config: std::sync::Arc<tether_proto::Config>,
+    protocol: Option<String>,
+    deflate: Option<deflate::DeflateParams>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// The checked request (path, query, headers, offered subprotocols), before awaiting.
+    pub fn request(&self) -> Option<&Request> {
+        self.request.as_ref()
+    }
+}
+
+impl Future for Pending {
+    type Output = Result<WebSocket, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let upgraded = match Pin::new(&mut self.on_upgrade).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(u)) => u,
+            Poll::Ready(Err(e)) => {
+                return Poll::Ready(Err(Error::Io(std::sync::Arc::new(std::io::Error::other(e)))))
+            }
+        };
+        let Some(s) = self.settings.take() else {
+            return Poll::Ready(Err(Error::Usage(tether_proto::UsageError::Closed)));
+        };
+        let ws = Upgrade::new(TokioIo::new(upgraded), Role::Server)
+            .config(s.config)
+            .protocol(s.protocol)
+            .deflate(s.deflate)
+            .spawn();
+        Poll::Ready(Ok(ws))
+    }
+}
+
+/// Checks `req` as a WebSocket handshake (RFC 6455 4.2.1, tether's rules and `config`:
+/// origin policy, subprotocols, permessage-deflate, limits) and answers it.
+///
+/// # Errors
+///
+/// The refusal to send instead: 400, 403, 405, 426 or 505 with a short reason (the same
+/// statuses tether's own listener answers).
+#[allow(clippy::result_large_err)]
+pub fn upgrade<B>(
+    req: &mut ::hyper::Request<B>,
+    config: &ServerConfig,
+) -> Result<(Response, Pending), Response> {
+    let checked = check(req, config).map_err(|e| refusal(&e))?;
+    let protocol = select_protocol(&checked.protocols, &config.protocols).map(str::to_owned);
+    let deflate = config.config.deflate.as_ref().and_then(|d| deflate::server_accept(&checked.extensions, d));
+    let mut response = ::hyper::Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept_key(checked.key.as_bytes()));
+    if let Some(p) = &protocol {
+        response = response.header("sec-websocket-protocol", p.as_str());
+    }
+    if let Some((_, answer)) = &deflate {
+        response = response.header("sec-websocket-extensions", answer.as_str());
+    }
+    let response =
+        response.body(Full::new(Bytes::new())).map_err(|_| plain(500, "cannot build the answer"))?;
+    let settings = Settings {
+        config: std::sync::Arc::new(config.config.clone()),
+        protocol,
+        deflate: deflate.map(|(params, _)| params),
+    };
+    let on_upgrade = ::hyper::upgrade::on(req);
+    Ok((response, Pending { on_upgrade, settings: Some(settings), request: Some(checked) }))
+}
+
+/// The RFC 6455 checks, through tether-proto's, on hyper's parsed request.
+fn check<B>(req: &::hyper::Request<B>, config: &ServerConfig) -> Result<Request, HandshakeError> {
+    let version = match req.version() {
+        ::hyper::Version::HTTP_11 => 1,
+        ::hyper::Version::HTTP_10 => 0,
+        _ => return Err(HandshakeError::HttpVersion),
+    };
+    let head = HttpRequest {
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        version,
+        headers: req.headers().clone(),
+    };
+    let request = head.into_upgrade()?;
+    config.origin.check(&request)?;
+    Ok(request)
+}
+
+fn refusal(e: &HandshakeError) -> Response {
+    let mut r = plain(e.status(), &e.to_string());
+    if e.status() == 426 {
+        r.headers_mut().insert("sec-websocket-version", ::hyper::header::HeaderValue::from_static("13"));
+        r.headers_mut().insert("upgrade", ::hyper::header::HeaderValue::from_static("websocket"));
+    }
+    r
+}
+
+fn plain(status: u16, reason: &str) -> Response {
+    let mut r = ::hyper::Response::new(Full::new(Bytes::from(format!("{reason}\n"))));
+    *r.status_mut() = ::hyper::StatusCode::from_u16(status).unwrap_or(::hyper::StatusCode::BAD_REQUEST);
+    r.headers_mut()
+        .insert("content-type", ::hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
