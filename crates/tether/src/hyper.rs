@@ -1,10 +1,11 @@
-//! WebSocket upgrades in a hyper server (feature `hyper`), HTTP/1.1.
+//! WebSocket upgrades in a hyper server (feature `hyper`): HTTP/1.1 (RFC 6455) and HTTP/2
+//! extended CONNECT (RFC 8441).
 //!
-//! [`upgrade`] checks a `hyper::Request` against the same RFC 6455 rules as tether's own
-//! listener (they live in [`tether_proto::handshake`]), applies the [`ServerConfig`]'s
-//! origin policy, subprotocols and permessage-deflate, and returns the `101` answer for
-//! hyper to send and a future that gives the [`WebSocket`] once hyper hands over the
-//! connection:
+//! [`upgrade`] checks a `hyper::Request` against the same rules as tether's own listener
+//! (they live in [`tether_proto::handshake`]), applies the [`ServerConfig`]'s origin policy,
+//! subprotocols and permessage-deflate, and returns the answer for hyper to send (`101` on
+//! HTTP/1.1, `200` on HTTP/2) and a future that gives the [`WebSocket`] once hyper hands over
+//! the connection (or the HTTP/2 stream):
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -28,7 +29,10 @@
 //! # }
 //! ```
 //!
-//! (hyper's HTTP/1 connection must be served `with_upgrades()`.)
+//! hyper's HTTP/1 connection must be served `with_upgrades()`; for HTTP/2, browsers use
+//! extended CONNECT only where the server's settings allow it
+//! (`hyper::server::conn::http2::Builder::enable_connect_protocol`): turn it on only when
+//! every WebSocket route of the server goes through [`upgrade`].
 
 use crate::upgrade::Upgrade;
 use crate::{Error, ServerConfig, WebSocket};
@@ -107,14 +111,21 @@ pub fn upgrade<B>(
     req: &mut ::hyper::Request<B>,
     config: &ServerConfig,
 ) -> Result<(Response, Pending), Response> {
+    let h2 = req.version() == ::hyper::Version::HTTP_2;
     let checked = check(req, config).map_err(|e| refusal(&e))?;
     let protocol = select_protocol(&checked.protocols, &config.protocols).map(str::to_owned);
     let deflate = config.config.deflate.as_ref().and_then(|d| deflate::server_accept(&checked.extensions, d));
-    let mut response = ::hyper::Response::builder()
-        .status(101)
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-accept", accept_key(checked.key.as_bytes()));
+    // HTTP/1.1: 101 with the accept key (RFC 6455 4.2.2). HTTP/2: 200, no key, no
+    // Upgrade or Connection (RFC 8441 5).
+    let mut response = if h2 {
+        ::hyper::Response::builder().status(200)
+    } else {
+        ::hyper::Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", accept_key(checked.key.as_bytes()))
+    };
     if let Some(p) = &protocol {
         response = response.header("sec-websocket-protocol", p.as_str());
     }
@@ -137,6 +148,7 @@ fn check<B>(req: &::hyper::Request<B>, config: &ServerConfig) -> Result<Request,
     let version = match req.version() {
         ::hyper::Version::HTTP_11 => 1,
         ::hyper::Version::HTTP_10 => 0,
+        ::hyper::Version::HTTP_2 => 2,
         _ => return Err(HandshakeError::HttpVersion),
     };
     let head = HttpRequest {
@@ -146,7 +158,12 @@ fn check<B>(req: &::hyper::Request<B>, config: &ServerConfig) -> Result<Request,
         version,
         headers: req.headers().clone(),
     };
-    let request = head.into_upgrade()?;
+    let request = if version == 2 {
+        let protocol = req.extensions().get::<::hyper::ext::Protocol>().map(::hyper::ext::Protocol::as_str);
+        head.into_h2_upgrade(protocol)?
+    } else {
+        head.into_upgrade()?
+    };
     config.origin.check(&request)?;
     Ok(request)
 }

@@ -1,13 +1,14 @@
-//! `tether::hyper::upgrade` in a real hyper HTTP/1.1 server: tether's client and raw
-//! requests against it (subprotocol, permessage-deflate, plain requests beside upgrades,
-//! refusals with their statuses).
+//! `tether::hyper::upgrade` in a real hyper server: over HTTP/1.1 with tether's client and
+//! raw requests (subprotocol, permessage-deflate, plain requests beside upgrades, refusals
+//! with their statuses), and over HTTP/2 with hyper's own client sending RFC 8441 extended
+//! CONNECT (subprotocol, deflate, a bad `:protocol` refused).
 #![cfg(feature = "hyper")]
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,10 +50,20 @@ async fn server(config: ServerConfig) -> SocketAddr {
                 }
             });
             tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .with_upgrades()
-                    .await;
+                // HTTP/2 by prior knowledge (the client's preface), else HTTP/1.1.
+                let mut preface = [0u8; 3];
+                let h2 = matches!(tcp.peek(&mut preface).await, Ok(3) if &preface == b"PRI");
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .enable_connect_protocol()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades()
+                        .await;
+                }
             });
         }
     });
@@ -118,4 +129,94 @@ async fn refusals_have_the_statuses_of_tether_s_own_listener() {
     // Plain requests beside the upgrades.
     let plain = raw(addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert!(plain.starts_with("HTTP/1.1 200") && plain.ends_with("plain"), "{plain}");
+}
+
+/// An HTTP/2 connection (h2c, prior knowledge) from hyper's client, and one extended
+/// CONNECT on it: the response and the stream.
+async fn h2_connect(
+    addr: SocketAddr,
+    protocol: &'static str,
+    headers: &[(&str, String)],
+) -> hyper::Response<hyper::body::Incoming> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri(format!("http://{addr}/ws"))
+        .version(hyper::Version::HTTP_2)
+        .extension(hyper::ext::Protocol::from_static(protocol));
+    for (name, value) in headers {
+        req = req.header(*name, value.as_str());
+    }
+    let req = req.body(http_body_util::Empty::<Bytes>::new()).unwrap();
+    // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) may not have arrived yet.
+    for _ in 0..100 {
+        sender.ready().await.unwrap();
+        match sender.send_request(req.clone()).await {
+            Ok(res) => return res,
+            Err(e) => {
+                assert!(e.to_string().contains("connect") || e.is_user(), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    panic!("extended CONNECT never allowed");
+}
+
+#[tokio::test]
+async fn extended_connect_over_http2_with_subprotocol_and_deflate() {
+    let deflate = DeflateConfig::default();
+    let config = Config::default().with_deflate(Some(deflate.clone()));
+    let addr = server(ServerConfig::default().with_config(config.clone()).with_protocols(["chat"])).await;
+    let offer = tether::tether_proto::deflate::client_offer(&deflate);
+    let mut res = h2_connect(
+        addr,
+        "websocket",
+        &[
+            ("sec-websocket-version", "13".into()),
+            ("sec-websocket-protocol", "superchat, chat".into()),
+            ("sec-websocket-extensions", offer),
+            ("origin", format!("http://{addr}")),
+        ],
+    )
+    .await;
+    // RFC 8441 5: a 2xx, without the HTTP/1.1 upgrade headers or an accept key.
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["sec-websocket-protocol"], "chat");
+    assert!(res.headers().get("sec-websocket-accept").is_none() && res.headers().get("upgrade").is_none());
+    let answer = res.headers()["sec-websocket-extensions"].as_bytes().to_vec();
+    let params = tether::tether_proto::deflate::client_accept(
+        &tether::tether_proto::handshake::parse_extensions([answer.as_slice()]).unwrap(),
+        &deflate,
+    )
+    .unwrap();
+    assert!(params.is_some());
+    let stream = hyper::upgrade::on(&mut res).await.unwrap();
+    let mut ws = tether::Upgrade::new(TokioIo::new(stream), tether::tether_proto::Role::Client)
+        .config(config)
+        .protocol(Some("chat".into()))
+        .deflate(params)
+        .spawn();
+    let text = "over an HTTP/2 stream ".repeat(400);
+    ws.send(Message::text(text.clone())).await.unwrap();
+    let back = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back, Message::text(text.clone()));
+    assert!(ws.stats().bytes_sent < text.len() as u64 / 10, "{:?}", ws.stats());
+    ws.send(Message::binary(vec![7u8; 3])).await.unwrap();
+    let back = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back, Message::binary(vec![7u8; 3]));
+}
+
+#[tokio::test]
+async fn http2_refusals() {
+    let addr = server(ServerConfig::default()).await;
+    // Another :protocol is not a WebSocket: 400.
+    let res = h2_connect(addr, "webtransport", &[("sec-websocket-version", "13".into())]).await;
+    assert_eq!(res.status(), 400);
+    // Another WebSocket version: 426 with the one spoken.
+    let res = h2_connect(addr, "websocket", &[("sec-websocket-version", "8".into())]).await;
+    assert_eq!(res.status(), 426);
+    assert_eq!(res.headers()["sec-websocket-version"], "13");
 }

@@ -149,6 +149,36 @@ impl HttpRequest {
     }
 }
 
+impl HttpRequest {
+    /// Checks an HTTP/2 request as a WebSocket bootstrap (RFC 8441 4 and 5): an extended
+    /// `CONNECT` whose `:protocol` (given here, as the HTTP/2 layer decoded it) is
+    /// `websocket`, with `Sec-WebSocket-Version: 13`. There is no key and no accept value,
+    /// and neither `Upgrade` nor `Connection` (HTTP/2 forbids them); subprotocols and
+    /// extensions are read as in HTTP/1.1. The answer is a 2xx, not a 101.
+    ///
+    /// # Errors
+    ///
+    /// 405 for another method, 400 for a missing or other `:protocol`, 426 for another
+    /// WebSocket version, 400 for malformed extensions.
+    pub fn into_h2_upgrade(self, protocol: Option<&str>) -> Result<Request, HandshakeError> {
+        if self.method != "CONNECT" {
+            return Err(HandshakeError::MethodNotAllowed);
+        }
+        if !protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket")) {
+            return Err(HandshakeError::Header(":protocol"));
+        }
+        let headers = self.headers;
+        if headers.get("sec-websocket-version").map(|v| v.as_bytes()) != Some(b"13") {
+            return Err(HandshakeError::UnsupportedVersion);
+        }
+        let protocols = list_values(&headers, "sec-websocket-protocol").map(str::to_owned).collect();
+        let extensions =
+            parse_extensions(headers.get_all("sec-websocket-extensions").iter().map(|v| v.as_bytes()))?;
+        let (path, query) = (self.path, self.query);
+        Ok(Request { path, query, headers, key: String::new(), protocols, extensions, remote_addr: None })
+    }
+}
+
 /// Parses any HTTP/1.x request head from the start of `buf`, within `limits`.
 ///
 /// Returns `Ok(None)` while the head is incomplete, otherwise the head and its length.
@@ -439,5 +469,28 @@ mod tests {
         let none = GOOD.replace("Origin: http://example.com\r\n", "");
         let (req, _) = parse(&none).unwrap().unwrap();
         assert!(OriginPolicy::SameHost.check(&req).is_ok());
+    }
+
+    #[test]
+    fn rfc8441_extended_connect() {
+        let h2 = |method: &str, extra: &[(&'static str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (n, v) in extra {
+                headers.insert(*n, v.parse().unwrap());
+            }
+            HttpRequest { method: method.into(), path: "/chat".into(), query: None, version: 2, headers }
+        };
+        let v13 = [("sec-websocket-version", "13"), ("sec-websocket-protocol", "chat, superchat")];
+        let ok = h2("CONNECT", &v13).into_h2_upgrade(Some("websocket")).unwrap();
+        assert_eq!((ok.path.as_str(), ok.key.as_str()), ("/chat", ""));
+        assert_eq!(ok.protocols, ["chat", "superchat"]);
+        let status = |r: Result<Request, HandshakeError>| r.unwrap_err().status();
+        assert_eq!(status(h2("GET", &v13).into_h2_upgrade(Some("websocket"))), 405);
+        assert_eq!(status(h2("CONNECT", &v13).into_h2_upgrade(Some("webtransport"))), 400);
+        assert_eq!(status(h2("CONNECT", &v13).into_h2_upgrade(None)), 400);
+        assert_eq!(
+            status(h2("CONNECT", &[("sec-websocket-version", "8")]).into_h2_upgrade(Some("websocket"))),
+            426
+        );
     }
 }
