@@ -58,7 +58,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!("echo server listening on {scheme}://{addr}/");
     // Ctrl-C or SIGTERM: every connection is closed with 1001, then the server exits.
     let stop = Arc::new(Stop::default());
-    let shutdown = crate::serve::shutdown_signal();
+    let shutdown = crate::stop::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -80,11 +80,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     stop.stop();
     tracing::info!(connections = stop.live(), "shutting down: closing connections with 1001");
     // Each connection is registered until it has closed; wait for them, a while.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while stop.live() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    tracing::info!("stopped");
+    crate::stop::drain(|| stop.live()).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,4 +1,5 @@
-//! Shutdown for `tether echo`, whose idle connections must stay small: one flag for the
+//! Shutting servers down on Ctrl-C or SIGTERM ([`shutdown_signal`], [`drain`]), and
+//! [`Stop`] for `tether echo`, whose idle connections must stay small: one flag for the
 //! whole server and the waker of each connection's task, woken all at once when it is set.
 //! A connection costs a slot here (a waker, 16 bytes) and 16 bytes in its future.
 
@@ -7,6 +8,43 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// How long a server waits, after Ctrl-C or SIGTERM, for its connections to finish their
+/// close handshakes before it exits.
+pub(crate) const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Waits until `open()` is 0 or [`SHUTDOWN_WAIT`] has passed, then logs "stopped".
+pub(crate) async fn drain(open: impl Fn() -> usize) {
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+    while open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!("stopped");
+}
 
 /// The server's stop flag and the tasks to wake when it is set.
 #[derive(Default)]
@@ -64,11 +102,11 @@ impl Registration {
         inner: &mut F,
         cx: &mut Context<'_>,
     ) -> Poll<Option<F::Output>> {
-        if self.stop.is_stopped() {
-            return Poll::Ready(None);
+        if self.slot == NONE {
+            self.register(cx.waker());
         }
-        self.register(cx.waker());
-        // The flag may have been set before the waker was in place.
+        // After the first poll's registration, too: the flag may have been set before the
+        // waker was in place.
         if self.stop.is_stopped() {
             return Poll::Ready(None);
         }
@@ -79,9 +117,6 @@ impl Registration {
     /// task of its own (a connection's), whose waker does not change. So the hot path is one
     /// atomic load per poll, never the lock.
     fn register(&mut self, waker: &Waker) {
-        if self.slot != NONE {
-            return;
-        }
         let mut tasks = self.stop.tasks.lock().unwrap_or_else(|e| e.into_inner());
         let i = match tasks.free.pop() {
             Some(i) => i,

@@ -130,23 +130,31 @@ fn connect(args: &[&str], stdin: &[u8]) -> Output {
     connect_env(args, stdin, &[])
 }
 
-/// `tether connect ARGS` with `env` set (and no other proxy variables).
+/// `tether connect ARGS` with `env` set (and no other proxy variables), fed `stdin`.
 fn connect_env(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut child = spawn_connect_env(args, env);
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    wait_bounded(child)
+}
+
+/// `tether connect ARGS` running, its standard streams piped (no proxy variables).
+fn spawn_connect(args: &[&str]) -> Child {
+    spawn_connect_env(args, &[])
+}
+
+fn spawn_connect_env(args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(BIN);
     for var in PROXY_VARS {
         cmd.env_remove(var);
     }
-    let mut child = cmd
-        .envs(env.iter().copied())
+    cmd.envs(env.iter().copied())
         .arg("connect")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    wait_bounded(child)
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -261,13 +269,7 @@ fn ctrl_c_and_no_exit() {
     let echo = Echo::start(&[]);
     // --no-exit: input ends, the connection stays, and what arrives is still printed; Ctrl-C
     // then closes with 1000 and waits for the answer: a clean exit.
-    let mut child = Command::new(BIN)
-        .args(["connect", "--no-exit", &echo.url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_connect(&["--no-exit", &echo.url]);
     child.stdin.take().unwrap().write_all(b"still here\n").unwrap(); // and EOF
     std::thread::sleep(Duration::from_millis(600));
     assert!(child.try_wait().unwrap().is_none(), "connect --no-exit left at the end of its input");
@@ -281,13 +283,7 @@ fn ctrl_c_and_no_exit() {
     assert!(line.contains("messages_in=1"), "{line}");
     // Ctrl-C to the server: its connections are closed with 1001, and it exits 0.
     let mut echo = Echo::start(&[]);
-    let child = Command::new(BIN)
-        .args(["connect", &echo.url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_connect(&[&echo.url]);
     echo.wait_log(&["connected"]);
     interrupt(&echo.child);
     let out = wait_bounded(child);
@@ -373,13 +369,7 @@ fn echo_reports_an_unusable_address() {
 #[test]
 fn ping_interval_and_show_ping() {
     let echo = Echo::start(&[]);
-    let mut child = Command::new(BIN)
-        .args(["connect", "--ping-interval", "0.05", "--show-ping", &echo.url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_connect(&["--ping-interval", "0.05", "--show-ping", &echo.url]);
     let stdin = child.stdin.take().unwrap();
     std::thread::sleep(Duration::from_millis(400));
     drop(stdin); // EOF: the client closes with 1000
@@ -1033,13 +1023,7 @@ fn token_makes_what_the_hub_accepts() {
     assert!(out.contains("{\"id\":3,\"error\":{\"code\":103"), "{out}");
     // A guest who calls herself "ann" (kept connected by --no-exit) and the token's ann are
     // two people in presence.
-    let mut guest = Command::new(BIN)
-        .args(["connect", "--no-exit", "--subprotocol", "tether.json", &hub.url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut guest = spawn_connect(&["--no-exit", "--subprotocol", "tether.json", &hub.url]);
     guest
         .stdin
         .take()

@@ -43,7 +43,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tether_proto::deflate;
-use tether_proto::handshake::{accept_key, select_protocol, HttpRequest, Request};
+use tether_proto::handshake::{accept_key, HttpRequest, Request};
 use tether_proto::{HandshakeError, Role};
 
 /// What [`upgrade`] answers: a response with an empty or short plain-text body.
@@ -53,7 +53,7 @@ pub type Response = ::hyper::Response<Full<Bytes>>;
 pub struct Pending {
     on_upgrade: ::hyper::upgrade::OnUpgrade,
     settings: Option<Settings>,
-    request: Option<Request>,
+    request: Request,
 }
 
 /// What the handshake settled, for the connection once it is handed over.
@@ -71,8 +71,8 @@ impl std::fmt::Debug for Pending {
 
 impl Pending {
     /// The checked request (path, query, headers, offered subprotocols), before awaiting.
-    pub fn request(&self) -> Option<&Request> {
-        self.request.as_ref()
+    pub fn request(&self) -> &Request {
+        &self.request
     }
 }
 
@@ -113,8 +113,7 @@ pub fn upgrade<B>(
 ) -> Result<(Response, Pending), Response> {
     let h2 = req.version() == ::hyper::Version::HTTP_2;
     let checked = check(req, config).map_err(|e| refusal(&e))?;
-    let protocol = select_protocol(&checked.protocols, &config.protocols).map(str::to_owned);
-    let deflate = config.config.deflate.as_ref().and_then(|d| deflate::server_accept(&checked.extensions, d));
+    let (protocol, deflate) = config.negotiate(&checked);
     // HTTP/1.1: 101 with the accept key (RFC 6455 4.2.2). HTTP/2: 200, no key, no
     // Upgrade or Connection (RFC 8441 5).
     let mut response = if h2 {
@@ -134,13 +133,10 @@ pub fn upgrade<B>(
     }
     let response =
         response.body(Full::new(Bytes::new())).map_err(|_| plain(500, "cannot build the answer"))?;
-    let settings = Settings {
-        config: std::sync::Arc::new(config.config.clone()),
-        protocol,
-        deflate: deflate.map(|(params, _)| params),
-    };
+    let settings =
+        Settings { config: config.shared_config(), protocol, deflate: deflate.map(|(params, _)| params) };
     let on_upgrade = ::hyper::upgrade::on(req);
-    Ok((response, Pending { on_upgrade, settings: Some(settings), request: Some(checked) }))
+    Ok((response, Pending { on_upgrade, settings: Some(settings), request: checked }))
 }
 
 /// The RFC 6455 checks, through tether-proto's, on hyper's parsed request.

@@ -280,14 +280,33 @@ where
         let e = HandshakeError::Rejected { status: r.status, reason: r.reason };
         return Err(refuse(&mut stream, e, config).await);
     }
-    let protocol = select_protocol(&request.protocols, &config.protocols).map(str::to_owned);
-    let deflate = config.config.deflate.as_ref().and_then(|d| deflate::server_accept(&request.extensions, d));
+    let (protocol, deflate) = config.negotiate(&request);
     let extensions = deflate.as_ref().map(|(_, answer)| answer.as_str());
     let response = accept_response(&request, protocol.as_deref(), extensions, &HeaderMap::new());
     stream.write_all(&response).await?;
-    let shared = config.shared.clone().unwrap_or_else(|| Arc::new(config.config.clone()));
-    let conn = Connection::server(shared).with_deflate(deflate.map(|(params, _)| params));
+    let conn = Connection::server(config.shared_config()).with_deflate(deflate.map(|(params, _)| params));
     Ok((Upgraded { io: stream, conn, leftover, protocol, permit: None }, request))
+}
+
+impl ServerConfig {
+    /// What this server answers a checked request with: the subprotocol it picks, and the
+    /// permessage-deflate parameters with the `Sec-WebSocket-Extensions` answer, if it
+    /// accepts the offer. Every way in (the listener, [`crate::hyper`]) answers alike.
+    pub(crate) fn negotiate(
+        &self,
+        request: &Request,
+    ) -> (Option<String>, Option<(deflate::DeflateParams, String)>) {
+        let protocol = select_protocol(&request.protocols, &self.protocols).map(str::to_owned);
+        let deflate =
+            self.config.deflate.as_ref().and_then(|d| deflate::server_accept(&request.extensions, d));
+        (protocol, deflate)
+    }
+
+    /// The connections' `Config`: one shared by every connection of a [`Listener`], else a
+    /// fresh copy.
+    pub(crate) fn shared_config(&self) -> Arc<Config> {
+        self.shared.clone().unwrap_or_else(|| Arc::new(self.config.clone()))
+    }
 }
 
 /// Serves plain HTTP requests on a connection (keep-alive), until one asks for an upgrade

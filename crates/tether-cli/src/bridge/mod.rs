@@ -134,16 +134,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     tokio::select! {
         result = serving => return result,
-        () = crate::serve::shutdown_signal() => {}
+        () = crate::stop::shutdown_signal() => {}
     }
     // The listener is gone; each bridged connection holds a receiver until it has closed
     // (so the count is of receivers, not of connections: it is not logged).
     let _ = stop.send(true);
     tracing::info!("shutting down: closing WebSockets with 1001");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while stop.receiver_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tracing::info!("stopped");
+    crate::stop::drain(|| stop.receiver_count()).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -121,32 +121,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if s.demo {
         tokio::spawn(demo_prices(hub.clone()));
     }
-    srv.run(shutdown_signal()).await;
+    srv.run(crate::stop::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Completes on SIGTERM or Ctrl-C (SIGINT).
-pub(crate) async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// A random walk of a few prices, published to `ticker:prices`.

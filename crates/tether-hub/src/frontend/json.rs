@@ -48,14 +48,20 @@ fn push_str(out: &mut String, s: &str) {
 }
 
 fn push_info(out: &mut String, info: &ClientInfo) {
-    out.push_str("{\"client\":");
+    out.push('{');
+    push_info_fields(out, info);
+    out.push('}');
+}
+
+/// `"client":…,"user":…` and `"anonymous":true` for a client without a token.
+fn push_info_fields(out: &mut String, info: &ClientInfo) {
+    out.push_str("\"client\":");
     push_str(out, &info.client);
     out.push_str(",\"user\":");
     push_str(out, &info.user);
     if info.anonymous {
         out.push_str(",\"anonymous\":true");
     }
-    out.push('}');
 }
 
 /// `{"offset":N,"data":…,"info":{…}}`
@@ -342,13 +348,8 @@ async fn handle(text: &str, sender: &Sender, session: &mut Session) -> Option<Re
         };
         let outlet = Arc::new(JsonOutlet { gate: session.gate(sender.clone()) });
         let info = session.connect(identity, outlet);
-        let mut body = String::from("{\"client\":");
-        push_str(&mut body, &info.client);
-        body.push_str(",\"user\":");
-        push_str(&mut body, &info.user);
-        if info.anonymous {
-            body.push_str(",\"anonymous\":true");
-        }
+        let mut body = String::from("{");
+        push_info_fields(&mut body, &info);
         body.push_str(",\"version\":");
         push_str(&mut body, env!("CARGO_PKG_VERSION"));
         push_expires(&mut body, session.expires());
