@@ -969,8 +969,8 @@ fn serve_without_demo_has_no_page_and_no_anonymous_publish() {
     assert!(!line.contains("demo page"), "{line}");
     let addr = hub.url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
     let page = http_get(&addr, "/");
-    assert!(page.starts_with("HTTP/1.1 404") && page.contains("served with --demo"), "{page}");
-    assert!(http_get(&addr, "/app.js").starts_with("HTTP/1.1 404"));
+    assert!(page.starts_with("HTTP/1.0 404") && page.contains("served with --demo"), "{page}");
+    assert!(http_get(&addr, "/app.js").starts_with("HTTP/1.0 404"));
     // No demo namespaces; the default namespace wants a token: an anonymous client can
     // neither publish nor subscribe anywhere.
     let out = json_session(

@@ -11,6 +11,10 @@ pub struct Metrics {
     pub connections: AtomicU64,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
+    /// WebSocket sessions opened over HTTP/1.1 (upgrade) since start.
+    pub websocket_http1: AtomicU64,
+    /// WebSocket sessions opened over HTTP/2 (extended CONNECT, RFC 8441) since start.
+    pub websocket_http2: AtomicU64,
     /// Connections refused at the handshake or by the hub's limits (per IP).
     pub refused: AtomicU64,
     /// The listener's counts: connections refused with 503 or closed over its limits.
@@ -97,6 +101,10 @@ impl Metrics {
             "Commands refused because the broker was unreachable.",
             get(&self.broker_errors),
         );
+        out.push_str("# HELP tether_websocket_sessions_total WebSocket sessions opened, by HTTP version.\n# TYPE tether_websocket_sessions_total counter\n");
+        let _ =
+            writeln!(out, "tether_websocket_sessions_total{{http=\"1.1\"}} {}", get(&self.websocket_http1));
+        let _ = writeln!(out, "tether_websocket_sessions_total{{http=\"2\"}} {}", get(&self.websocket_http2));
         out.push_str("# HELP tether_namespace_channels Channels in use per namespace.\n# TYPE tether_namespace_channels gauge\n");
         for (ns, channels, _) in per_namespace {
             let _ = writeln!(out, "tether_namespace_channels{{namespace=\"{ns}\"}} {channels}");

@@ -147,12 +147,20 @@ fn check<B>(req: &::hyper::Request<B>, config: &ServerConfig) -> Result<Request,
         ::hyper::Version::HTTP_2 => 2,
         _ => return Err(HandshakeError::HttpVersion),
     };
+    let mut headers = req.headers().clone();
+    // HTTP/2 carries the host as `:authority` (in the URI), not as a `Host` header; the
+    // origin policy compares against it.
+    if let (None, Some(authority)) = (headers.get(::hyper::header::HOST), req.uri().authority()) {
+        if let Ok(host) = ::hyper::header::HeaderValue::from_str(authority.as_str()) {
+            headers.insert(::hyper::header::HOST, host);
+        }
+    }
     let head = HttpRequest {
         method: req.method().as_str().to_owned(),
         path: req.uri().path().to_owned(),
         query: req.uri().query().map(str::to_owned),
         version,
-        headers: req.headers().clone(),
+        headers,
     };
     let request = if version == 2 {
         let protocol = req.extensions().get::<::hyper::ext::Protocol>().map(::hyper::ext::Protocol::as_str);

@@ -28,6 +28,7 @@ mod client;
 mod dial;
 mod driver;
 mod error;
+mod handoff;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod limit;
@@ -41,6 +42,7 @@ mod upgrade;
 pub use client::{client_handshake, connect, connect_direct, connect_with, ClientConfig};
 pub use dial::Proxy;
 pub use error::{ConnectError, ConnectErrorKind, Error};
+pub use handoff::{Accepted, HttpConnection};
 pub use limit::ListenerStats;
 pub use message::Message;
 pub use server::{

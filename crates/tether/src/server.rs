@@ -1,5 +1,6 @@
 //! The server side: upgrading accepted streams, and a listener helper.
 
+use crate::handoff::{Accepted, HttpConnection};
 use crate::limit::{self, Kind, ListenerStats, Permit};
 use crate::stream::{Transport, Upgraded};
 use crate::{Error, WebSocket, WebSocketStream};
@@ -400,6 +401,22 @@ where
     }
 }
 
+/// The first bytes of HTTP/2 with prior knowledge (RFC 9113 3.4): no HTTP/1 method is
+/// `PRI`.
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+/// Reads until `buf` shows whether the client starts with the HTTP/2 preface (`true`) or
+/// not (`false`, possibly with `buf` still empty when the peer closed).
+async fn read_preface<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> Result<bool, Error> {
+    while buf.len() < H2_PREFACE_START.len() && H2_PREFACE_START.starts_with(buf) {
+        buf.reserve(READ_CHUNK);
+        if stream.read_buf(buf).await? == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(buf.starts_with(H2_PREFACE_START))
+}
+
 /// Reads until `buf` holds a whole request head. `Ok(None)`: the peer closed before sending
 /// anything.
 async fn read_head<S: AsyncRead + Unpin>(
@@ -514,6 +531,12 @@ impl Listener {
         config.shared = Some(Arc::new(config.config.clone()));
         let inner = TcpListener::bind(addr).await?;
         Ok(Self { inner, config: Arc::new(config), stats: Arc::default() })
+    }
+
+    /// The configuration its connections share (with the one [`Config`] they all point
+    /// to): for answering upgrades that come another way, such as [`crate::hyper`], alike.
+    pub fn config(&self) -> &Arc<ServerConfig> {
+        &self.config
     }
 
     /// The counts of connections held and refused, live.
@@ -653,6 +676,71 @@ impl Incoming {
         let served = serve_stream(stream, addr, &config, check, route).await?;
         drop(handshake);
         Ok(served.map(|(upgraded, request)| (upgraded.with_permit(permit), request)))
+    }
+
+    /// Looks at the first request on the connection. A WebSocket handshake (HTTP/1.1) is
+    /// checked with `check`, answered and upgraded here, as by
+    /// [`upgrade_with`](Self::upgrade_with); anything else (a plain HTTP/1.x request, or
+    /// HTTP/2: ALPN `h2` on TLS, or the connection preface on plain TCP) comes back as an
+    /// [`HttpConnection`] holding the bytes read so far, for an HTTP server such as hyper
+    /// to serve from the start. A server so keeps tether's light WebSocket handshake and
+    /// connection on its busiest path and a full HTTP stack for everything else.
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`]: a request head that cannot be read is refused with its status.
+    pub async fn upgrade_or_http<F>(self, check: F) -> Result<Accepted, Error>
+    where
+        F: FnOnce(&Request) -> Result<(), Reject>,
+    {
+        // Boxed, as in `serve_direct`.
+        Box::pin(self.sniffed(check)).await
+    }
+
+    async fn sniffed<F>(self, check: F) -> Result<Accepted, Error>
+    where
+        F: FnOnce(&Request) -> Result<(), Reject>,
+    {
+        let (addr, config) = (self.addr, self.config.clone());
+        let (mut stream, permit, handshake) = self.transport().await?;
+        if let Transport::Tls(tls) = &stream {
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                return Ok(Accepted::Http(HttpConnection::new(stream, Vec::new(), true, addr, permit)));
+            }
+        }
+        let mut buf = Vec::new();
+        let read = async {
+            if read_preface(&mut stream, &mut buf).await? {
+                return Ok(None);
+            }
+            match read_head(&mut stream, &mut buf, &config).await? {
+                Some(read) => Ok(Some(read)),
+                None => Err(HandshakeError::MalformedHttp("connection closed before a request").into()),
+            }
+        };
+        let head = match tokio::time::timeout(config.config.handshake_timeout, read).await {
+            Ok(Ok(Some((head, len)))) if head.is_websocket_attempt() => (head, len),
+            Ok(Ok(Some(_))) => {
+                return Ok(Accepted::Http(HttpConnection::new(stream, buf, false, addr, permit)))
+            }
+            Ok(Ok(None)) => return Ok(Accepted::Http(HttpConnection::new(stream, buf, true, addr, permit))),
+            Ok(Err(Error::Handshake(e))) => return Err(refuse(&mut stream, e, &config).await),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let e = HandshakeError::Rejected { status: 408, reason: "request timed out".into() };
+                refuse(&mut stream, e, &config).await;
+                return Err(Error::Timeout);
+            }
+        };
+        let (head, len) = head;
+        let request = match head.into_upgrade() {
+            Ok(r) => r,
+            Err(e) => return Err(refuse(&mut stream, e, &config).await),
+        };
+        buf.drain(..len);
+        let (upgraded, request) = upgrade_parsed(stream, request, buf, Some(addr), &config, check).await?;
+        drop(handshake);
+        Ok(Accepted::WebSocket(upgraded.with_permit(permit).spawn(), request))
     }
 
     /// Runs the handshake; `check` may refuse the request.

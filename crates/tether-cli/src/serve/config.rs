@@ -28,6 +28,20 @@ pub(crate) struct Args {
     /// [default: the page's own host].
     #[arg(long = "allow-origin", env = "TETHER_ALLOW_ORIGIN", value_delimiter = ',')]
     allow_origins: Vec<String>,
+    /// Origins whose pages may call the server API from a browser (CORS; repeatable or
+    /// comma-separated); "*" for any [default: none].
+    #[arg(long = "cors-origin", env = "TETHER_CORS_ORIGIN", value_delimiter = ',')]
+    cors_origins: Vec<String>,
+    /// A second address for the server API, /metrics and /healthz only (plain HTTP); the
+    /// public address then no longer serves the API and metrics [default: none].
+    #[arg(long, env = "TETHER_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<String>,
+    /// Speak HTTP/1.1 only: no HTTP/2 (ALPN h2, h2c) and so no WebSocket over HTTP/2.
+    #[arg(long, env = "TETHER_NO_HTTP2")]
+    no_http2: bool,
+    /// Largest server API request body in bytes; larger ones get 413 [default: 1048576].
+    #[arg(long, env = "TETHER_MAX_BODY_SIZE")]
+    max_body_size: Option<usize>,
     /// Open TCP connections at most (WebSocket or HTTP); more are answered 503 and
     /// closed [default: the open-files limit less 1088].
     #[arg(long, env = "TETHER_MAX_CONNECTIONS")]
@@ -87,6 +101,10 @@ pub(crate) struct FileConfig {
     listen: Option<String>,
     api_key: Option<String>,
     allow_origins: Option<Vec<String>>,
+    cors_origins: Option<Vec<String>>,
+    admin_listen: Option<String>,
+    http2: Option<bool>,
+    max_body_size: Option<usize>,
     max_connections: Option<usize>,
     max_handshakes: Option<usize>,
     max_connections_per_ip: Option<usize>,
@@ -242,6 +260,17 @@ pub(crate) const TEMPLATE: &str = r#"# tether serve configuration (TOML). Flags 
 # Origins browsers may connect from; ["*"] for any. Default: the page's own host.
 # allow_origins = ["https://app.example.com"]
 
+# Origins whose pages may call the server API from a browser (CORS); ["*"] for any.
+# Default: none (no CORS headers).
+# cors_origins = ["https://admin.example.com"]
+# A second address for the server API, /metrics and /healthz only; the public address
+# then no longer serves them. Default: none (all on `listen`).
+# admin_listen = "127.0.0.1:9090"
+# HTTP/2 (ALPN h2 with TLS, h2c with prior knowledge) and WebSocket over HTTP/2 (RFC 8441).
+# http2 = true
+# Largest server API request body in bytes (larger: 413).
+# max_body_size = 1048576
+
 # Open TCP connections at most; more get 503. Default: the open-files limit less 1088.
 # max_connections = 10000
 # Connections not yet upgraded (reading a request, plain HTTP) at most.
@@ -337,6 +366,10 @@ pub(crate) struct Settings {
     pub(crate) listen: String,
     pub(crate) api_key: Option<String>,
     pub(crate) origin: OriginPolicy,
+    pub(crate) cors_origins: Vec<String>,
+    pub(crate) admin_listen: Option<String>,
+    pub(crate) http2: bool,
+    pub(crate) max_body_size: usize,
     pub(crate) max_connections: usize,
     pub(crate) max_handshakes: usize,
     pub(crate) max_connections_per_ip: usize,
@@ -377,6 +410,13 @@ impl Settings {
             other => format!("[]  # {other:?}"),
         };
         let _ = writeln!(out, "allow_origins = {origins}");
+        let _ = writeln!(out, "cors_origins = {:?}", self.cors_origins);
+        match &self.admin_listen {
+            Some(addr) => _ = writeln!(out, "admin_listen = {addr:?}"),
+            None => out.push_str("# admin_listen: none, the API and metrics are on `listen`\n"),
+        }
+        let _ = writeln!(out, "http2 = {}", self.http2);
+        let _ = writeln!(out, "max_body_size = {}", self.max_body_size);
         let _ = writeln!(out, "max_connections = {}", self.max_connections);
         let _ = writeln!(out, "max_handshakes = {}", self.max_handshakes);
         let _ = writeln!(out, "max_connections_per_ip = {}", self.max_connections_per_ip);
@@ -464,6 +504,14 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
         list => OriginPolicy::AllowList(list.to_vec()),
     };
     let defaults = tether::ServerConfig::default();
+    let cors_origins =
+        if args.cors_origins.is_empty() { file.cors_origins.unwrap_or_default() } else { args.cors_origins };
+    let admin_listen = args.admin_listen.or(file.admin_listen).filter(|a| !a.is_empty());
+    let http2 = !args.no_http2 && file.http2.unwrap_or(true);
+    let max_body_size = positive(
+        "max body size",
+        args.max_body_size.or(file.max_body_size).unwrap_or(defaults.max_body_size),
+    )?;
     let max_connections = positive(
         "max connections",
         args.max_connections.or(file.max_connections).unwrap_or(defaults.max_connections),
@@ -543,6 +591,10 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
         listen,
         api_key,
         origin,
+        cors_origins,
+        admin_listen,
+        http2,
+        max_body_size,
         max_connections,
         max_handshakes,
         max_connections_per_ip: max_per_ip,
@@ -598,6 +650,8 @@ mod tests {
         assert!(!s.hub.default_namespace.allow_anonymous && !s.hub.default_namespace.allow_publish);
         assert!(s.redis.is_none());
         assert!(!s.demo);
+        assert!(s.cors_origins.is_empty() && s.admin_listen.is_none() && s.http2);
+        assert_eq!(s.max_body_size, 1 << 20);
     }
 
     #[test]
@@ -654,6 +708,8 @@ mod tests {
             (default.command_timeout, default.max_backoff)
         );
         assert!(s.api_key.is_some() && !s.demo);
+        assert_eq!((s.http2, s.max_body_size), (d.http2, d.max_body_size));
+        assert_eq!(s.admin_listen.as_deref(), Some("127.0.0.1:9090"));
         let keys = open.lines().filter(|l| l.contains(" = ") && !l.starts_with('#')).count();
         assert!(keys >= 40, "{keys} keys uncommented");
     }

@@ -85,6 +85,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_config(limits)
         .with_protocols(tether_hub::http::protocols())
         .with_origin(s.origin.clone())
+        .with_max_body_size(s.max_body_size)
         .with_max_connections(s.max_connections)
         .with_max_handshakes(s.max_handshakes);
     let (server, tls) = s.tls.apply(server)?;
@@ -97,6 +98,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         auth: authenticator(&s)?,
         stomp: s.stomp,
         demo_page: s.demo,
+        admin_listen: s.admin_listen.clone(),
+        cors_origins: s.cors_origins.clone(),
+        http2: s.http2,
         ..ServeOptions::default()
     };
     let hub = match s.redis {
@@ -112,6 +116,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let srv =
         Server::bind(hub.clone(), options).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = srv.local_addr()?;
+    if let Some(admin) = srv.admin_addr()? {
+        tracing::info!("server API, /metrics and /healthz on http://{admin}/");
+    }
     let ws = if scheme == "https" { "wss" } else { "ws" };
     tracing::info!(
         "tether hub listening on {scheme}://{addr}/ ({}WebSocket at {ws}://{addr}/ws, STOMP at {ws}://{addr}/stomp, server API {})",

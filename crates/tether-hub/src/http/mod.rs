@@ -1,25 +1,30 @@
-//! The hub's network side on one port: the demo page, the WebSocket endpoint (`/ws`), the
-//! server API (`/api/*`), `/healthz` and `/metrics`; connection limits; graceful shutdown.
+//! The hub's network side: the demo page, the WebSocket endpoints (`/ws`, `/stomp`), the
+//! server API (`/api/*`), `/healthz` and `/metrics`, on one port (and the API and metrics
+//! on an admin port when asked); connection limits; graceful shutdown.
+//!
+//! Each connection's first request is looked at by tether's listener
+//! ([`tether::Incoming::upgrade_or_http`]): an HTTP/1.1 WebSocket handshake, the hub's
+//! busiest request, is upgraded there, with tether's light handshake and connection;
+//! everything else (plain HTTP/1.x, HTTP/2 by ALPN or prior knowledge) is served by hyper
+//! ([`service`]), WebSocket over HTTP/2 (RFC 8441) included. docs/DESIGN.md says why.
 
+pub(crate) mod api;
+mod service;
 pub(crate) mod web;
 
-use crate::codes::{close, http_status};
-use crate::frontend::json::{clients_json, publications_json};
+pub use api::{check_api_body, ApiParseError};
+
 use crate::frontend::stomp::StompOptions;
 use crate::frontend::{self, Context};
 use crate::hub::Hub;
-use crate::session::auth::{same_secret, Authenticator, NoTokens};
-use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use crate::session::auth::{Authenticator, NoTokens};
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tether::{HttpRequest, HttpResponse, Listener, Reject, ServerConfig};
+use tether::{Accepted, Listener, Reject, ServerConfig, WebSocket};
 
 /// How the hub serves.
 #[derive(Clone)]
@@ -43,6 +48,15 @@ pub struct ServeOptions {
     /// Whether to serve the demo page at `/` (off by default: a production hub serves
     /// only its endpoints).
     pub demo_page: bool,
+    /// A second address serving only the server API, `/metrics` and `/healthz` (plain
+    /// HTTP/1.1 and h2c); when set, the public port no longer serves the API and metrics.
+    pub admin_listen: Option<String>,
+    /// Origins whose pages may call the server API from a browser (CORS): exact origins
+    /// such as `https://admin.example.com`, or `*` for any. Empty (the default): no CORS.
+    pub cors_origins: Vec<String>,
+    /// Whether to speak HTTP/2 (ALPN `h2` on TLS, h2c with prior knowledge) and advertise
+    /// WebSocket over HTTP/2 (RFC 8441) on it. Default on.
+    pub http2: bool,
 }
 
 /// How often the hub pings each WebSocket client by default: browsers and libraries answer
@@ -67,6 +81,9 @@ impl std::fmt::Debug for ServeOptions {
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .field("max_connections", &self.server.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("admin_listen", &self.admin_listen)
+            .field("cors_origins", &self.cors_origins)
+            .field("http2", &self.http2)
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +106,9 @@ impl Default for ServeOptions {
             auth: Arc::new(NoTokens),
             stomp: StompOptions::default(),
             demo_page: false,
+            admin_listen: None,
+            cors_origins: Vec::new(),
+            http2: true,
         }
     }
 }
@@ -100,7 +120,7 @@ struct Counts {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
-struct Slot {
+pub(crate) struct Slot {
     counts: Arc<Counts>,
     ip: Option<IpAddr>,
 }
@@ -133,23 +153,76 @@ impl Counts {
     }
 }
 
+/// What every connection's task shares.
+pub(crate) struct Shared {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) options: ServeOptions,
+    /// The listener's configuration, with the one `Config` every connection points to.
+    pub(crate) server: Arc<ServerConfig>,
+    counts: Arc<Counts>,
+}
+
+/// The WebSocket endpoints' paths, for answers that name them.
+pub(crate) const ENDPOINTS: &str = "the WebSocket endpoints are /ws and /stomp";
+
+impl Shared {
+    /// Admits a WebSocket to `path` from `ip`: a front-end's path, within the per-IP limit.
+    pub(crate) fn admit(&self, path: &str, ip: IpAddr) -> Result<Slot, Reject> {
+        if !frontend::registered().iter().any(|f| f.path() == path) {
+            return Err(Reject::new(404, ENDPOINTS));
+        }
+        self.counts.take_ip(ip, self.options.max_connections_per_ip).ok_or_else(|| {
+            self.hub.metrics.refused.fetch_add(1, Ordering::Relaxed);
+            Reject::new(503, "too many connections from this address")
+        })
+    }
+
+    /// Runs an upgraded WebSocket with the front-end for its subprotocol or path.
+    pub(crate) async fn run_websocket(&self, ws: WebSocket, path: &str, http2: bool, slot: Slot) {
+        let metrics = &self.hub.metrics;
+        metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        if http2 { &metrics.websocket_http2 } else { &metrics.websocket_http1 }
+            .fetch_add(1, Ordering::Relaxed);
+        let protocol = ws.protocol().map(str::to_owned);
+        if let Some(front) = frontend::pick(protocol.as_deref(), path) {
+            let cx =
+                Context { hub: self.hub.clone(), auth: self.options.auth.clone(), stomp: self.options.stomp };
+            front.serve(ws, cx, protocol).await;
+        }
+        drop(slot);
+    }
+}
+
 /// A running hub server.
 pub struct Server {
     listener: Listener,
-    hub: Arc<Hub>,
-    options: Arc<ServeOptions>,
+    admin: Option<tokio::net::TcpListener>,
+    shared: Arc<Shared>,
 }
 
 impl Server {
-    /// Binds the listener.
+    /// Binds the listener (and the admin listener, when set).
     ///
     /// # Errors
     ///
-    /// When the address cannot be bound.
+    /// When an address cannot be bound.
     pub async fn bind(hub: Arc<Hub>, options: ServeOptions) -> Result<Self, tether::Error> {
-        let listener = Listener::bind(&options.listen, options.server.clone()).await?;
+        let mut server = options.server.clone();
+        if let (Some(tls), true) = (&server.tls, options.http2) {
+            // Offer HTTP/2 first: browsers then open WebSockets on the page's connection.
+            let mut tls = (**tls).clone();
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            server = server.with_tls(Arc::new(tls));
+        }
+        let listener = Listener::bind(&options.listen, server).await?;
+        let admin = match &options.admin_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
         let _ = hub.metrics.listener.set(listener.stats());
-        Ok(Self { listener, hub, options: Arc::new(options) })
+        let server = listener.config().clone();
+        let shared = Arc::new(Shared { hub, options, server, counts: Arc::default() });
+        Ok(Self { listener, admin, shared })
     }
 
     /// The bound address.
@@ -161,12 +234,21 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The admin listener's address, when there is one.
+    ///
+    /// # Errors
+    ///
+    /// From the socket.
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, tether::Error> {
+        Ok(self.admin.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?)
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, closes every connection with
     /// 1001 and waits up to `shutdown_timeout` for them to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let counts = Arc::new(Counts::default());
+        let Self { listener, admin, shared } = self;
         let sweeper = {
-            let hub = self.hub.clone();
+            let hub = shared.hub.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(10));
                 loop {
@@ -175,11 +257,12 @@ impl Server {
                 }
             })
         };
+        let admin = admin.map(|admin| tokio::spawn(serve_admin(admin, shared.clone())));
         tokio::pin!(shutdown);
         loop {
             let incoming = tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.listener.accept() => accepted,
+                accepted = listener.accept() => accepted,
             };
             let incoming = match incoming {
                 Ok(i) => i,
@@ -189,13 +272,16 @@ impl Server {
                     continue;
                 }
             };
-            let (hub, options, counts) = (self.hub.clone(), self.options.clone(), counts.clone());
-            tokio::spawn(connection(incoming, hub, options, counts));
+            tokio::spawn(connection(incoming, shared.clone()));
         }
         sweeper.abort();
-        let n = self.hub.disconnect_all(1001, "server shutting down");
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+        let n = shared.hub.disconnect_all(1001, "server shutting down");
         tracing::info!(connections = n, "shutting down: closing connections with 1001");
-        let deadline = tokio::time::Instant::now() + self.options.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + shared.options.shutdown_timeout;
+        let counts = &shared.counts;
         while counts.total.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -206,255 +292,42 @@ impl Server {
     }
 }
 
-async fn connection(
-    incoming: tether::Incoming,
-    hub: Arc<Hub>,
-    options: Arc<ServeOptions>,
-    counts: Arc<Counts>,
-) {
+/// The admin listener: the server API, metrics and health, over hyper.
+async fn serve_admin(admin: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        match admin.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(service::serve(stream, shared.clone(), service::Surface::Admin, peer, None));
+            }
+            Err(e) => {
+                tracing::warn!("admin accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(incoming: tether::Incoming, shared: Arc<Shared>) {
     let peer = incoming.remote_addr();
     let mut slot = None;
     let check = |req: &tether::Request| {
-        if !frontend::registered().iter().any(|f| f.path() == req.path) {
-            return Err(Reject::new(404, "the WebSocket endpoints are /ws and /stomp"));
-        }
-        match counts.take_ip(peer.ip(), options.max_connections_per_ip) {
-            Some(s) => {
-                slot = Some(s);
-                Ok(())
-            }
-            None => {
-                hub.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                Err(Reject::new(503, "too many connections from this address"))
-            }
-        }
+        slot = Some(shared.admit(&req.path, peer.ip())?);
+        Ok(())
     };
-    let route = |req: HttpRequest| {
-        let (hub, options) = (hub.clone(), options.clone());
-        async move { route(req, &hub, &options).await }
-    };
-    match incoming.serve(check, route).await {
-        Ok(Some((ws, request))) => {
-            hub.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    match incoming.upgrade_or_http(check).await {
+        Ok(Accepted::WebSocket(ws, request)) => {
             tracing::debug!(%peer, path = %request.path, "websocket connected");
-            let protocol = ws.protocol().map(str::to_owned);
-            if let Some(front) = frontend::pick(protocol.as_deref(), &request.path) {
-                let cx = Context { hub: hub.clone(), auth: options.auth.clone(), stomp: options.stomp };
-                front.serve(ws, cx, protocol).await;
+            if let Some(slot) = slot {
+                shared.run_websocket(ws, &request.path, false, slot).await;
             }
-            drop(slot);
         }
-        Ok(None) => {}
+        Ok(Accepted::Http(conn)) => {
+            let http2 = conn.is_http2();
+            let surface = service::Surface::Public { admin_elsewhere: shared.options.admin_listen.is_some() };
+            service::serve(conn, shared, surface, peer, Some(http2)).await;
+        }
+        Ok(_) => {}
         Err(e) => tracing::debug!(%peer, "request failed: {e}"),
     }
-}
-
-/// What `/` answers without the demo page.
-const NO_PAGE: &str = "tether hub: no page here (the demo page is served with --demo). Endpoints: \
-WebSocket /ws (tether.json) and /stomp (STOMP), server API /api/, /healthz, /metrics.";
-
-fn json_response(status: u16, body: String) -> HttpResponse {
-    HttpResponse::new(status, "application/json", body)
-}
-
-fn api_error(status: u16, message: &str) -> HttpResponse {
-    json_response(status, format!("{{\"error\":{}}}", serde_json::to_string(message).unwrap_or_default()))
-}
-
-async fn route(req: HttpRequest, hub: &Hub, options: &ServeOptions) -> HttpResponse {
-    let path = req.head.path.as_str();
-    let method = req.head.method.as_str();
-    if let Some(api) = path.strip_prefix("/api/") {
-        hub.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
-        return server_api(api, &req, hub, options).await;
-    }
-    match (method, path) {
-        ("GET" | "HEAD", "/healthz") if hub.broker_up() => HttpResponse::text(200, "ok"),
-        ("GET" | "HEAD", "/healthz") => HttpResponse::text(503, "broker unavailable"),
-        ("GET" | "HEAD", "/metrics") => {
-            HttpResponse::new(200, "text/plain; version=0.0.4", hub.metrics.render(&hub.namespace_counts()))
-        }
-        ("GET" | "HEAD", _) => match web::asset(path).filter(|_| options.demo_page) {
-            Some((content_type, body)) => {
-                HttpResponse::new(200, content_type, body).with_header("Cache-Control", "no-cache")
-            }
-            None if path == "/" => HttpResponse::text(404, NO_PAGE),
-            None => HttpResponse::text(404, "not found"),
-        },
-        _ => HttpResponse::text(405, "method not allowed").with_header("Allow", "GET, HEAD"),
-    }
-}
-
-#[derive(Deserialize)]
-struct ApiPublish<'a> {
-    channel: String,
-    #[serde(borrow)]
-    data: &'a RawValue,
-}
-
-#[derive(Deserialize)]
-struct ApiBroadcast<'a> {
-    channels: Vec<String>,
-    #[serde(borrow)]
-    data: &'a RawValue,
-}
-
-#[derive(Deserialize)]
-struct ApiChannel {
-    channel: String,
-}
-
-#[derive(Deserialize)]
-struct ApiHistory {
-    channel: String,
-    limit: Option<usize>,
-    since: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct ApiDisconnect {
-    user: String,
-}
-
-fn position_json(offset: u64, epoch: &str) -> String {
-    format!("{{\"offset\":{offset},\"epoch\":{}}}", serde_json::to_string(epoch).unwrap_or_default())
-}
-
-/// The server API: POST JSON, `Authorization: apikey KEY`, JSON answers.
-async fn server_api(name: &str, req: &HttpRequest, hub: &Hub, options: &ServeOptions) -> HttpResponse {
-    let Some(key) = &options.api_key else {
-        return api_error(403, "the server API is disabled: start the server with --api-key");
-    };
-    let given = req.head.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let ok = given.strip_prefix("apikey ").is_some_and(|k| same_secret(k.trim().as_bytes(), key.as_bytes()));
-    if !ok {
-        return api_error(401, "missing or wrong API key (header Authorization: apikey KEY)");
-    }
-    if req.head.method != "POST" {
-        return api_error(405, "the server API takes POST with a JSON body").with_header("Allow", "POST");
-    }
-    let call = match parse_api(name, &req.body) {
-        Ok(call) => call,
-        Err(ApiParseError::UnknownMethod) => return api_error(404, UNKNOWN_API_METHOD),
-        Err(ApiParseError::Body(e)) => return api_error(400, &format!("invalid body: {e}")),
-    };
-    match call {
-        ApiCall::Publish(p) => {
-            match hub.publish(&p.channel, Bytes::copy_from_slice(p.data.get().as_bytes()), None).await {
-                Ok(pos) => {
-                    json_response(200, format!("{{\"result\":{}}}", position_json(pos.offset, &pos.epoch)))
-                }
-                Err(e) => api_error(http_status(&e), &e.to_string()),
-            }
-        }
-        ApiCall::Broadcast(b) => {
-            let data = Bytes::copy_from_slice(b.data.get().as_bytes());
-            let mut out = String::from("{\"result\":{\"responses\":[");
-            for (i, channel) in b.channels.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                match hub.publish(channel, data.clone(), None).await {
-                    Ok(pos) => {
-                        out.push_str(&format!("{{\"result\":{}}}", position_json(pos.offset, &pos.epoch)))
-                    }
-                    Err(e) => {
-                        let _ = write!(
-                            out,
-                            "{{\"error\":{}}}",
-                            serde_json::to_string(&e.to_string()).unwrap_or_default()
-                        );
-                    }
-                }
-            }
-            out.push_str("]}}");
-            json_response(200, out)
-        }
-        ApiCall::Presence(p) => match hub.presence(&p.channel, None).await {
-            Ok(list) => json_response(200, format!("{{\"result\":{{\"clients\":{}}}}}", clients_json(&list))),
-            Err(e) => api_error(http_status(&e), &e.to_string()),
-        },
-        ApiCall::History(h) => {
-            match hub.history(&h.channel, h.limit.unwrap_or(usize::MAX), h.since, None).await {
-                Ok((pos, events)) => json_response(
-                    200,
-                    format!(
-                        "{{\"result\":{{\"offset\":{},\"epoch\":{},\"publications\":{}}}}}",
-                        pos.offset,
-                        serde_json::to_string(&*pos.epoch).unwrap_or_default(),
-                        publications_json(&events)
-                    ),
-                ),
-                Err(e) => api_error(http_status(&e), &e.to_string()),
-            }
-        }
-        ApiCall::Disconnect(d) => {
-            let n = hub.disconnect_user(&d.user, close::DISCONNECTED, "disconnected by the server");
-            json_response(200, format!("{{\"result\":{{\"disconnected\":{n}}}}}"))
-        }
-        ApiCall::Channels => {
-            let mut out = String::from("{\"result\":{\"channels\":[");
-            for (i, (channel, subs)) in hub.channels().iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                let _ = write!(
-                    out,
-                    "{{\"channel\":{},\"subscribers\":{subs}}}",
-                    serde_json::to_string(channel).unwrap_or_default()
-                );
-            }
-            out.push_str("]}}");
-            json_response(200, out)
-        }
-    }
-}
-
-const UNKNOWN_API_METHOD: &str =
-    "unknown API method (publish, broadcast, presence, history, disconnect, channels)";
-
-/// A server API call with its parsed body.
-enum ApiCall<'a> {
-    Publish(ApiPublish<'a>),
-    Broadcast(ApiBroadcast<'a>),
-    Presence(ApiChannel),
-    History(ApiHistory),
-    Disconnect(ApiDisconnect),
-    Channels,
-}
-
-/// Why a server API request could not be read.
-#[derive(Debug)]
-pub enum ApiParseError {
-    /// No such method (HTTP 404).
-    UnknownMethod,
-    /// The body is not the method's JSON shape (HTTP 400).
-    Body(serde_json::Error),
-}
-
-/// Reads a server API request body for method `name` (an empty body is `{}`).
-fn parse_api<'a>(name: &str, body: &'a [u8]) -> Result<ApiCall<'a>, ApiParseError> {
-    fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiParseError> {
-        let body = if body.is_empty() { &b"{}"[..] } else { body };
-        serde_json::from_slice(body).map_err(ApiParseError::Body)
-    }
-    Ok(match name {
-        "publish" => ApiCall::Publish(json(body)?),
-        "broadcast" => ApiCall::Broadcast(json(body)?),
-        "presence" => ApiCall::Presence(json(body)?),
-        "history" => ApiCall::History(json(body)?),
-        "disconnect" => ApiCall::Disconnect(json(body)?),
-        "channels" => ApiCall::Channels,
-        _ => return Err(ApiParseError::UnknownMethod),
-    })
-}
-
-/// Reads a server API request body the way the hub does, without running it (for the fuzz
-/// target and tests).
-///
-/// # Errors
-///
-/// [`ApiParseError`]: the method is unknown or the body is not its JSON shape.
-pub fn check_api_body(name: &str, body: &[u8]) -> Result<(), ApiParseError> {
-    parse_api(name, body).map(|_| ())
 }

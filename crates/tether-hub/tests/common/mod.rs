@@ -17,6 +17,8 @@ pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
+    /// The admin listener's address, when the options set one.
+    pub(crate) admin: Option<SocketAddr>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub(crate) done: tokio::task::JoinHandle<()>,
@@ -41,11 +43,12 @@ pub(crate) async fn start_with(hub_options: HubOptions, f: impl FnOnce(&mut Serv
     let hub = Arc::new(Hub::new(hub_options));
     let server = Server::bind(hub.clone(), options).await.unwrap();
     let addr = server.local_addr().unwrap();
+    let admin = server.admin_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(server.run(async {
         let _ = rx.await;
     }));
-    Running { addr, hub, stop: Some(tx), done }
+    Running { addr, admin, hub, stop: Some(tx), done }
 }
 
 pub(crate) async fn start() -> Running {
