@@ -4,12 +4,18 @@
 // No error state shows on join; the ticker is full from history on load; a dropped
 // connection comes back calmly and recovers; the page fits a phone (390 px).
 // Screenshots go to target/web-demo-1280.png, target/web-demo-390.png, target/web-chat-bob.png.
-// usage: node web/tests/chat.mjs http://127.0.0.1:PORT/ API_KEY
+// Given an https:// address (the hub with a self-signed certificate), the pages must load over
+// HTTP/2 and every WebSocket of the run must go over that HTTP/2 connection (RFC 8441): the
+// hub's /metrics counts WebSocket sessions by HTTP version, and the test reads it before and
+// after. (Node's fetch then needs NODE_TLS_REJECT_UNAUTHORIZED=0, which run.sh sets.)
+// usage: node web/tests/chat.mjs http(s)://127.0.0.1:PORT/ API_KEY
 import assert from 'node:assert/strict';
 // playwright-core is installed in interop/ (interop/run.sh), with the shared launch options.
 import { chromium, launchOptions } from '../../interop/chromium_launch.mjs';
 const [base, key] = process.argv.slice(2);
 const T = { timeout: 10000 };
+const https = base.startsWith('https:');
+const shots = https ? 'target/web-h2' : 'target/web-demo';
 
 const browser = await chromium.launch(launchOptions());
 
@@ -18,7 +24,21 @@ async function open(context, name) {
   page.on('pageerror', (e) => { throw new Error(`${name}: page error ${e.message}`); });
   await page.goto(base, T);
   await page.waitForSelector('#status:text("connected")', T);
+  if (https) {
+    const protocol = await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
+    assert.equal(protocol, 'h2', `${name}: the page loaded over ${protocol}`);
+  }
   return page;
+}
+
+// A new browser context; over https, one that takes the test's self-signed certificate.
+const context = (options) => browser.newContext({ ...options, ignoreHTTPSErrors: https });
+
+// WebSocket sessions the hub opened so far, by HTTP version.
+async function sessions() {
+  const text = await (await fetch(new URL('/metrics', base))).text();
+  const count = (v) => Number(text.match(new RegExp(`tether_websocket_sessions_total\\{http="${v}"\\} (\\d+)`))[1]);
+  return { h1: count('1.1'), h2: count('2') };
 }
 
 async function join(page, name, room) {
@@ -68,6 +88,7 @@ async function watchStatus(page) {
 }
 
 try {
+  const before = await sessions();
   // The demo feed publishes one symbol every 0.5 s, in turn: once every symbol has two
   // prices in history, a new page must show all four rows with their change at once. Live
   // updates alone could not fill four changes in 3 s (that takes 8 updates, 3.5 s).
@@ -75,8 +96,8 @@ try {
     assert.ok(i < 100, 'the demo feed did not publish 8 prices in 10 s');
     await new Promise((r) => setTimeout(r, 100));
   }
-  const annContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const bobContext = await browser.newContext({ viewport: { width: 1100, height: 620 } });
+  const annContext = await context({ viewport: { width: 1280, height: 800 } });
+  const bobContext = await context({ viewport: { width: 1100, height: 620 } });
   const ann = await open(annContext, 'ann');
   const rows = await ann.waitForFunction(() => {
     const rows = [...document.querySelectorAll('#prices tr')].map((tr) => [...tr.children].map((td) => td.textContent));
@@ -131,17 +152,27 @@ try {
   assert.ok(seenOnDrop.at(-1) === 'status open: connected', JSON.stringify(seenOnDrop));
   console.log(`demo: a dropped connection came back (${JSON.stringify([...new Set(seenOnDrop)])}) and recovered 1 message`);
 
-  await ann.screenshot({ path: 'target/web-demo-1280.png' });
-  await back.screenshot({ path: 'target/web-chat-bob.png' });
+  await ann.screenshot({ path: `${shots}-1280.png` });
+  await back.screenshot({ path: `${shots}-bob.png` });
   // A phone's width: nothing wider than the screen.
-  const phoneContext = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true });
+  const phoneContext = await context({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true });
   const phone = await open(phoneContext, 'cy');
   await join(phone, 'cy', 'lobby');
   await phone.waitForSelector('#prices tr:nth-child(4)', T);
   const width = await phone.evaluate(() => ({ page: document.documentElement.scrollWidth, screen: window.innerWidth }));
   assert.ok(width.page <= width.screen, `the page is ${width.page} px wide on a ${width.screen} px screen`);
-  await phone.screenshot({ path: 'target/web-demo-390.png', fullPage: true });
-  console.log(`demo: at 390 px the page is ${width.page} px wide; screenshots in target/web-demo-1280.png and target/web-demo-390.png`);
+  await phone.screenshot({ path: `${shots}-390.png`, fullPage: true });
+  console.log(`demo: at 390 px the page is ${width.page} px wide; screenshots in ${shots}-1280.png and ${shots}-390.png`);
+  const after = await sessions();
+  const opened = { h1: after.h1 - before.h1, h2: after.h2 - before.h2 };
+  if (https) {
+    assert.ok(opened.h2 >= 4 && opened.h1 === 0, `WebSocket sessions by HTTP version: ${JSON.stringify(opened)}`);
+    console.log(`https: every page loaded over h2 and all ${opened.h2} WebSocket sessions ran over HTTP/2 (hub metric: ${JSON.stringify(opened)})`);
+  } else {
+    // Chromium speaks HTTP/1.1 to a plain http:// server: every WebSocket took the upgrade.
+    assert.ok(opened.h1 >= 4 && opened.h2 === 0, `WebSocket sessions by HTTP version: ${JSON.stringify(opened)}`);
+    console.log(`http: all ${opened.h1} WebSocket sessions were HTTP/1.1 upgrades (hub metric: ${JSON.stringify(opened)})`);
+  }
 } finally {
   await browser.close();
 }

@@ -1,19 +1,39 @@
 #!/usr/bin/env bash
-# The demo page in Chromium against `tether serve` on a free loopback port.
-# Needs what interop/run.sh installs (Chromium, playwright-core).
+# The demo page in Chromium against `tether serve` on a free loopback port: over plain
+# http:// (HTTP/1.1, WebSocket upgrades), then over https:// with a self-signed certificate
+# (the page over HTTP/2, its WebSockets over that connection, RFC 8441).
+# Needs what interop/run.sh installs (Chromium, playwright-core) and openssl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --locked -p tether-cli --bin tether
 key="web-test-key-$RANDOM$RANDOM$RANDOM"
-log=target/web-serve.log
-./target/release/tether serve --listen 127.0.0.1:0 --api-key "$key" --demo >"$log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  url=$(grep -Eo 'http://127\.0\.0\.1:[0-9]+/' "$log" | head -n1 || true)
-  [ -n "$url" ] && break
-  sleep 0.1
-done
-[ -n "$url" ] || { echo "tether serve did not start:"; cat "$log"; exit 1; }
+tmp=$(mktemp -d)
+pid=
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+
+# Starts the hub with the extra flags given; sets $url.
+start_hub() {
+  local log=target/web-serve-$1.log
+  shift
+  ./target/release/tether serve --listen 127.0.0.1:0 --api-key "$key" --demo "$@" >"$log" 2>&1 &
+  pid=$!
+  url=
+  for _ in $(seq 1 100); do
+    url=$(grep -Eo 'https?://127\.0\.0\.1:[0-9]+/' "$log" | head -n1 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { echo "tether serve did not start:"; cat "$log"; exit 1; }
+}
+
+start_hub http
 echo "== chromium: two pages, the server API and recovery on $url"
 node web/tests/chat.mjs "$url" "$key"
+kill $pid
+wait $pid 2>/dev/null || true
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+  -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+start_hub https --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem"
+echo "== chromium over HTTPS and HTTP/2: the same, every WebSocket over the page's HTTP/2 connection, on $url"
+NODE_TLS_REJECT_UNAUTHORIZED=0 node web/tests/chat.mjs "$url" "$key"
