@@ -3,7 +3,6 @@
 #   - Python 2.7 (pyenv, on every machine of this project) + virtualenv + autobahntestsuite (pip)
 #   - tinyproxy and microsocks (apt): real HTTP CONNECT and SOCKS5 proxies for the client tests
 #   - redis-server (apt): the multi-node hub tests start their own on private loopback ports
-#   - openssl (apt): the demo page's HTTPS/HTTP2 test makes its self-signed certificate
 #   - Chromium (apt), Node `ws` and `playwright-core` (npm ci in interop/), Python `websockets`
 #     (pip, into target/interop-venv)
 #   - cargo-fuzz (crates.io, when missing), run on the nightly toolchain every machine has
@@ -23,10 +22,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p tether --features hyper --all-targets --locked -- -D warnings
 
 step "proxies for the client tests (tinyproxy, microsocks), redis-server for the hub's nodes"
-if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null || ! command -v redis-server >/dev/null \
-  || ! command -v openssl >/dev/null; then
+if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null || ! command -v redis-server >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy microsocks redis-server openssl >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy microsocks redis-server >/dev/null
 fi
 # The proxy tests fail, rather than skip, without them.
 export TETHER_TEST_PROXIES=required

@@ -4,10 +4,10 @@
 // No error state shows on join; the ticker is full from history on load; a dropped
 // connection comes back calmly and recovers; the page fits a phone (390 px).
 // Screenshots go to target/web-demo-1280.png, target/web-demo-390.png, target/web-chat-bob.png.
-// Given an https:// address (the hub with a self-signed certificate), the pages must load over
+// Given an https:// address (the hub with a test CA's certificate), the pages must load over
 // HTTP/2 and every WebSocket of the run must go over that HTTP/2 connection (RFC 8441): the
 // hub's /metrics counts WebSocket sessions by HTTP version, and the test reads it before and
-// after. (Node's fetch then needs NODE_TLS_REJECT_UNAUTHORIZED=0, which run.sh sets.)
+// after. (Node's fetch then needs the CA in NODE_EXTRA_CA_CERTS, which run.sh sets.)
 // usage: node web/tests/chat.mjs http(s)://127.0.0.1:PORT/ API_KEY
 import assert from 'node:assert/strict';
 // playwright-core is installed in interop/ (interop/run.sh), with the shared launch options.
@@ -31,7 +31,7 @@ async function open(context, name) {
   return page;
 }
 
-// A new browser context; over https, one that takes the test's self-signed certificate.
+// A new browser context; over https, one that takes the test CA's certificate.
 const context = (options) => browser.newContext({ ...options, ignoreHTTPSErrors: https });
 
 // WebSocket sessions the hub opened so far, by HTTP version.
