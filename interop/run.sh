@@ -3,7 +3,9 @@
 #   Node `ws`, Python `websockets` and Chromium against `tether echo`;
 #   the tether client against Node `ws` and Python `websockets` servers;
 #   Chromium loading tether echo's page over https:// and echoing over wss://;
-#   @stomp/stompjs in Node and in Chromium against `tether serve` (STOMP, with tether.json).
+#   @stomp/stompjs in Node and in Chromium against `tether serve` (STOMP, with tether.json);
+#   Node's http2 module (WebSocket over HTTP/2, RFC 8441) against `tether serve` and the
+#   hyper_echo example.
 # Installs what it needs: Chromium (apt), ws + playwright-core + @stomp/stompjs (npm ci),
 # websockets (pip, venv).
 set -euo pipefail
@@ -25,6 +27,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import websockets' 2>
 fi
 cargo build --release --locked -p tether-cli --bin tether
 cargo build --release --locked -p tether --example interop_client --example gen_cert
+cargo build --release --locked -p tether --features hyper --example hyper_echo
 ./target/release/examples/gen_cert target/tls >/dev/null
 
 pids=()
@@ -81,4 +84,9 @@ echo "== @stomp/stompjs in node -> tether serve ($url)"
 node interop/stomp_node.mjs "$url"
 echo "== @stomp/stompjs in chromium -> tether serve (http://${url#ws://}/)"
 node interop/stomp_chromium.mjs "http://${url#ws://}/"
+echo "== node http2 (RFC 8441 extended CONNECT, h2c) -> tether serve (http://${url#ws://}/)"
+node interop/h2_client.mjs hub "http://${url#ws://}"
+start hyper-echo ./target/release/examples/hyper_echo 127.0.0.1:0
+echo "== node http2 (RFC 8441 extended CONNECT, h2c) -> the hyper_echo example (tether::hyper, http://${url#ws://}/)"
+node interop/h2_client.mjs echo "http://${url#ws://}"
 echo "interop: all passed"
