@@ -55,6 +55,10 @@ pub(crate) struct Args {
     /// server closes or Ctrl-C (websocat -n, wscat -w).
     #[arg(short = 'n', long)]
     no_exit: bool,
+    /// Try WebSocket over HTTP/2 first (RFC 8441: ALPN h2 for wss://, h2c with prior
+    /// knowledge for ws://), falling back to HTTP/1.1 when the server does not take it.
+    #[arg(long)]
+    http2: bool,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -93,6 +97,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(o) = &args.origin {
         config = config.with_origin(o);
     }
+    config = config.with_http2(args.http2);
     let (ws, response) = match tether::connect_with(&args.url, &config).await {
         Ok(ok) => ok,
         Err(e) => {
@@ -103,11 +108,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let protocol = response.protocol.as_ref().map(|p| format!(" (subprotocol {p})")).unwrap_or_default();
     let deflate = if response.deflate.is_some() { " with permessage-deflate" } else { "" };
+    let over = if response.http2 { " over HTTP/2" } else { "" };
     // On a terminal, what arrives is marked "< " and what is sent "> "; in a pipe the output
     // is the messages alone.
     let marks = std::io::stdout().is_terminal();
     let typed = marks && std::io::stdin().is_terminal();
-    eprintln!("connected to {}{protocol}{deflate}", args.url);
+    eprintln!("connected to {}{over}{protocol}{deflate}", args.url);
     if marks {
         eprintln!("(\"> \" sent, \"< \" received; Ctrl-C or Ctrl-D to close)");
     }

@@ -31,6 +31,13 @@ pub struct ClientConfig {
     /// system's choice. Spreading connections over several source addresses (127.0.0.x)
     /// gets past the ephemeral-port limit of one address.
     pub local_addr: Option<IpAddr>,
+    /// Try WebSocket over HTTP/2 first (RFC 8441; feature `http2`): `wss://` offers ALPN
+    /// `h2`, `ws://` speaks h2c with prior knowledge; when the server does not take it (no
+    /// HTTP/2, or no `SETTINGS_ENABLE_CONNECT_PROTOCOL`), the client connects again over
+    /// HTTP/1.1. Used by [`connect_with`] ([`connect_direct`] always speaks HTTP/1.1).
+    /// Default off.
+    #[cfg(feature = "http2")]
+    pub http2: bool,
 }
 
 impl Default for ClientConfig {
@@ -43,6 +50,8 @@ impl Default for ClientConfig {
             proxy: Proxy::default(),
             connect_timeout: Duration::from_secs(10),
             local_addr: None,
+            #[cfg(feature = "http2")]
+            http2: false,
         }
     }
 }
@@ -88,6 +97,12 @@ impl ClientConfig {
         self.trust = trust;
         self
     }
+    /// Tries WebSocket over HTTP/2 first (see [`ClientConfig::http2`]).
+    #[cfg(feature = "http2")]
+    pub fn with_http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
     /// Adds a header to the request.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.options.headers.push((name.into(), value.into()));
@@ -113,6 +128,10 @@ pub async fn connect(url: &str) -> Result<(WebSocket, Response), Error> {
 ///
 /// As [`connect`].
 pub async fn connect_with(url: &str, config: &ClientConfig) -> Result<(WebSocket, Response), Error> {
+    #[cfg(feature = "http2")]
+    if config.http2 {
+        return follow_redirects(url, config, |url| async move { connect_once_h2(&url, config).await }).await;
+    }
     let (upgraded, response) = connect_upgraded(url, config).await?;
     Ok((upgraded.spawn(), response))
 }
@@ -137,12 +156,21 @@ async fn connect_upgraded(
     url: &str,
     config: &ClientConfig,
 ) -> Result<(Upgraded<Transport>, Response), Error> {
+    follow_redirects(url, config, |url| async move { connect_once(&url, config).await }).await
+}
+
+/// Runs `once` for `url`, and again for each redirect's target, up to `max_redirects`.
+async fn follow_redirects<T, F, Fut>(url: &str, config: &ClientConfig, mut once: F) -> Result<T, Error>
+where
+    F: FnMut(Url) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
     let mut url = Url::parse(url)?;
     // Bad headers are the caller's error, found before anything is dialled or sent.
     config.options.check()?;
     let mut hops = 0;
     loop {
-        let err = match connect_once(&url, config).await {
+        let err = match once(url.clone()).await {
             Err(Error::Handshake(e)) if config.max_redirects > 0 && e.redirect_location().is_some() => e,
             other => return other,
         };
@@ -170,6 +198,40 @@ async fn connect_once(url: &Url, config: &ClientConfig) -> Result<(Upgraded<Tran
         .map_err(|_| Error::Timeout)?
         .map_err(|e| tls::describe_handshake_failure(&url.host, e))?;
     handshake_upgraded(Transport::Tls(Box::new(tokio_rustls::TlsStream::Client(stream))), url, config).await
+}
+
+/// One attempt over HTTP/2 (TLS with ALPN `h2`, or h2c), then over HTTP/1.1 on a fresh
+/// connection if the server does not take WebSockets over HTTP/2.
+#[cfg(feature = "http2")]
+async fn connect_once_h2(url: &Url, config: &ClientConfig) -> Result<(WebSocket, Response), Error> {
+    let stream = dial::open(url, &config.proxy, config.local_addr, config.connect_timeout).await?;
+    let attempt = if url.secure {
+        let mut tls = (*tls::client_config(&config.trust)?).clone();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+        let name = tls::server_name(&url.host)?;
+        let stream = tokio::time::timeout(config.config.handshake_timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(|e| tls::describe_handshake_failure(&url.host, e))?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            // The server chose HTTP/1.1: upgrade on this connection.
+            let transport = Transport::Tls(Box::new(tokio_rustls::TlsStream::Client(stream)));
+            let (upgraded, response) = handshake_upgraded(transport, url, config).await?;
+            return Ok((upgraded.spawn(), response));
+        }
+        crate::h2::connect(stream, url, config).await?
+    } else {
+        crate::h2::connect(stream, url, config).await?
+    };
+    match attempt {
+        crate::h2::Attempt::Connected(ws, response) => Ok((ws, response)),
+        crate::h2::Attempt::NotOffered(why) => {
+            tracing::debug!(url = %url.to_url_string(), "{why}: connecting again over HTTP/1.1");
+            let (upgraded, response) = connect_once(url, config).await?;
+            Ok((upgraded.spawn(), response))
+        }
+    }
 }
 
 /// Runs the client handshake over an already connected stream.

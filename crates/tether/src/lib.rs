@@ -28,6 +28,8 @@ mod client;
 mod dial;
 mod driver;
 mod error;
+#[cfg(feature = "http2")]
+mod h2;
 mod handoff;
 #[cfg(feature = "hyper")]
 pub mod hyper;

@@ -20,6 +20,11 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A hyper server: `/ws` upgrades (echo), anything else answers "plain".
 async fn server(config: ServerConfig) -> SocketAddr {
+    server_with(config, true).await
+}
+
+/// As [`server`]; `connect_protocol`: whether HTTP/2 connections advertise extended CONNECT.
+async fn server_with(config: ServerConfig, connect_protocol: bool) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = Arc::new(config);
@@ -54,10 +59,11 @@ async fn server(config: ServerConfig) -> SocketAddr {
                 let mut preface = [0u8; 3];
                 let h2 = matches!(tcp.peek(&mut preface).await, Ok(3) if &preface == b"PRI");
                 if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .enable_connect_protocol()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
+                    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    if connect_protocol {
+                        builder.enable_connect_protocol();
+                    }
+                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
                 } else {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
@@ -219,4 +225,109 @@ async fn http2_refusals() {
     let res = h2_connect(addr, "websocket", &[("sec-websocket-version", "8".into())]).await;
     assert_eq!(res.status(), 426);
     assert_eq!(res.headers()["sec-websocket-version"], "13");
+}
+
+/// tether's client over HTTP/2 (h2c with prior knowledge), with a subprotocol and
+/// permessage-deflate, on a hyper server that advertises extended CONNECT.
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn tether_client_over_http2() {
+    let deflate = Config::default().with_deflate(Some(DeflateConfig::default()));
+    let addr = server(ServerConfig::default().with_config(deflate.clone()).with_protocols(["chat"])).await;
+    let client = ClientConfig::default()
+        .with_proxy(Proxy::None)
+        .with_config(deflate)
+        .with_protocol("superchat")
+        .with_protocol("chat")
+        .with_http2(true);
+    let url = format!("ws://{addr}/ws");
+    // Several at once: each is one stream of its own HTTP/2 connection.
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let (ws, response) =
+            tokio::time::timeout(WAIT, tether::connect_with(&url, &client)).await.unwrap().unwrap();
+        assert!(response.http2, "not over HTTP/2");
+        assert_eq!(response.protocol.as_deref(), Some("chat"));
+        assert!(response.deflate.is_some() && ws.deflate());
+        sockets.push(ws);
+    }
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        // Bigger than the initial HTTP/2 window (64 KiB), uncompressed, to cross flow control.
+        let text = format!("{i} over HTTP/2 ").repeat(20_000);
+        ws.send(Message::text(text.clone())).await.unwrap();
+        let big = Message::binary((0..200_000u32).map(|n| (n * 7 % 251) as u8).collect::<Vec<u8>>());
+        ws.send(big.clone()).await.unwrap();
+        assert_eq!(
+            tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap(),
+            Message::text(text)
+        );
+        assert_eq!(tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap(), big);
+    }
+    for mut ws in sockets {
+        ws.close().await.unwrap();
+        // The close handshake completes (the server's close comes back), then the stream ends.
+        while let Some(m) = tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            if m.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Asked for HTTP/2, tether's client falls back to HTTP/1.1 when the server speaks HTTP/2
+/// without extended CONNECT, and when it does not speak HTTP/2 at all (tether's own
+/// listener, which answers the preface with 400).
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn http2_falls_back_to_http1() {
+    let client = ClientConfig::default().with_proxy(Proxy::None).with_http2(true);
+    let no_connect = server_with(ServerConfig::default(), false).await;
+    let (mut ws, response) =
+        tokio::time::timeout(WAIT, tether::connect_with(&format!("ws://{no_connect}/ws"), &client))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(!response.http2);
+    ws.send(Message::text("fallback")).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap(),
+        Message::text("fallback")
+    );
+
+    let listener = tether::Listener::bind("127.0.0.1:0", ServerConfig::default()).await.unwrap();
+    let plain = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let incoming = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let Ok((mut ws, _)) = incoming.upgrade().await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_data() && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (mut ws, response) =
+        tokio::time::timeout(WAIT, tether::connect_with(&format!("ws://{plain}/"), &client))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(!response.http2);
+    ws.send(Message::text("plain")).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap(),
+        Message::text("plain")
+    );
+    // A refusal over HTTP/2 is the server's status, as over HTTP/1.1.
+    let addr = server(
+        ServerConfig::default().with_origin(OriginPolicy::AllowList(vec!["https://a.example".into()])),
+    )
+    .await;
+    let err =
+        tether::connect_with(&format!("ws://{addr}/ws"), &client.clone().with_origin("https://b.example"))
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
 }

@@ -325,7 +325,9 @@ async fn connection(incoming: tether::Incoming, shared: Arc<Shared>) {
         Ok(Accepted::Http(conn)) => {
             let http2 = conn.is_http2();
             let surface = service::Surface::Public { admin_elsewhere: shared.options.admin_listen.is_some() };
-            service::serve(conn, shared, surface, peer, Some(http2)).await;
+            // Boxed: hyper's connection state is large, and inline it would be part of
+            // every connection task's future, WebSocket ones on the fast path included.
+            Box::pin(service::serve(conn, shared, surface, peer, Some(http2))).await;
         }
         Ok(_) => {}
         Err(e) => tracing::debug!(%peer, "request failed: {e}"),

@@ -84,6 +84,9 @@ pub struct Response {
     pub extensions: Vec<Extension>,
     /// What was agreed for permessage-deflate, if the server accepted our offer.
     pub deflate: Option<DeflateParams>,
+    /// Whether the WebSocket runs on an HTTP/2 stream (RFC 8441) rather than an upgraded
+    /// HTTP/1.1 connection.
+    pub http2: bool,
 }
 
 /// A client handshake in progress: the request was built, the answer is awaited.
@@ -141,6 +144,73 @@ impl ClientHandshake {
         Ok((Self { key, options }, out.into_bytes()))
     }
 
+    /// Builds the extended CONNECT request of a WebSocket over HTTP/2 for `url` (RFC 8441
+    /// 4-5): method `CONNECT`, the URL's scheme (`http`/`https`), authority and path,
+    /// `sec-websocket-version: 13`, the offered subprotocols and extensions, `origin` and the
+    /// extra headers; no key. The `:protocol websocket` pseudo-header is the HTTP/2
+    /// library's to add (h2's `ext::Protocol`).
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientHandshake::new`].
+    pub fn new_h2(url: &Url, options: ClientOptions) -> Result<(Self, http::Request<()>), HandshakeError> {
+        url.check()?;
+        options.check()?;
+        let scheme = if url.secure { "https" } else { "http" };
+        let uri = format!("{scheme}://{}{}", url.host_header(), url.resource);
+        let bad = |name: &str| HandshakeError::InvalidRequestHeader {
+            name: name.to_owned(),
+            why: "cannot be sent over HTTP/2",
+        };
+        let mut req =
+            http::Request::builder().method(http::Method::CONNECT).uri(uri).version(http::Version::HTTP_2);
+        req = req.header("sec-websocket-version", "13");
+        if !options.protocols.is_empty() {
+            req = req.header("sec-websocket-protocol", options.protocols.join(", "));
+        }
+        if let Some(d) = &options.deflate {
+            req = req.header("sec-websocket-extensions", deflate::client_offer(d));
+        }
+        if let Some(origin) = &options.origin {
+            req = req.header("origin", origin.as_str());
+        }
+        for (name, value) in &options.headers {
+            // HTTP/2 field names are lower case; connection-specific fields are not allowed.
+            let lower = name.to_ascii_lowercase();
+            if ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te"]
+                .contains(&lower.as_str())
+            {
+                return Err(bad(name));
+            }
+            req = req.header(lower, value.trim());
+        }
+        let req = req.body(()).map_err(|_| bad("uri"))?;
+        Ok((Self { key: String::new(), options }, req))
+    }
+
+    /// Checks the server's answer to [`new_h2`](Self::new_h2)'s request: a 2xx status (RFC
+    /// 8441 5), then the subprotocol and extensions as for HTTP/1.1.
+    ///
+    /// # Errors
+    ///
+    /// Another status ([`HandshakeError::UnexpectedStatus`], with `location`), or a
+    /// subprotocol or extension that was not offered.
+    pub fn check_h2_response(&self, status: u16, headers: HeaderMap) -> Result<Response, HandshakeError> {
+        if !(200..300).contains(&status) {
+            let location =
+                headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            return Err(HandshakeError::UnexpectedStatus {
+                status,
+                reason: String::new(),
+                location,
+                body: String::new(),
+            });
+        }
+        let mut response = self.accepted(headers)?;
+        response.http2 = true;
+        Ok(response)
+    }
+
     /// Parses and checks the server's answer from the start of `buf`.
     ///
     /// Returns `Ok(None)` while the head is incomplete, otherwise the response and the length
@@ -176,6 +246,11 @@ impl ClientHandshake {
         if headers.get("sec-websocket-accept").map(|v| v.as_bytes()) != Some(expected.as_bytes()) {
             return Err(HandshakeError::AcceptMismatch);
         }
+        Ok(Some((self.accepted(headers)?, len)))
+    }
+
+    /// The subprotocol and extensions of an answer, checked against what was offered.
+    fn accepted(&self, headers: HeaderMap) -> Result<Response, HandshakeError> {
         let protocol = match headers.get("sec-websocket-protocol") {
             None => None,
             Some(v) => {
@@ -195,7 +270,7 @@ impl ClientHandshake {
                 None => None,
             },
         };
-        Ok(Some((Response { headers, protocol, extensions, deflate }, len)))
+        Ok(Response { headers, protocol, extensions, deflate, http2: false })
     }
 }
 
