@@ -424,11 +424,11 @@ fn wss_with_a_self_signed_certificate() {
     assert!(text(&out.stderr).starts_with("warning: --insecure"), "{}", text(&out.stderr));
 }
 
-#[test]
-fn wss_with_pem_files_and_a_private_ca() {
+/// Writes a fresh test CA as `dir/ca_name` and a localhost certificate it signed as
+/// `dir/cert.pem` and `dir/key.pem`.
+fn issue_cert(dir: &std::path::Path, ca_name: &str) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let dir = std::env::temp_dir().join(format!("tether-cli-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -436,10 +436,16 @@ fn wss_with_pem_files_and_a_private_ca() {
     let key = KeyPair::generate().unwrap();
     let cert =
         CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join(ca_name), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn wss_with_pem_files_and_a_private_ca() {
+    let dir = std::env::temp_dir().join(format!("tether-cli-tls-{}", std::process::id()));
+    issue_cert(&dir, "ca.pem");
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(path("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
 
     let echo = Echo::start(&["--tls-cert", &path("cert.pem"), "--tls-key", &path("key.pem")]);
     let url = echo.url.replace("127.0.0.1", "localhost");
@@ -491,25 +497,9 @@ fn redirects_are_followed_up_to_a_limit() {
 
 #[test]
 fn sighup_reloads_certificates() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let dir = std::env::temp_dir().join(format!("tether-cli-hup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    // Writes a CA as `ca_name` and a localhost certificate it signed as cert.pem/key.pem.
-    let issue = |ca_name: &str| {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        std::fs::write(path(ca_name), ca.pem()).unwrap();
-        std::fs::write(path("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
-    };
+    let issue = |ca_name: &str| issue_cert(&dir, ca_name);
     // `tether echo` and the hub (`tether serve`, wss:// at /ws) take the same TLS flags.
     for server in ["echo", "serve"] {
         issue("old-ca.pem");
@@ -1108,4 +1098,38 @@ fn check_config_and_print_config() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read config"), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tether connect --http2`: over TLS with ALPN h2 and over h2c to the hub, a WebSocket on an
+/// HTTP/2 stream; to `tether echo` (HTTP/1.1 only) it falls back to an upgrade.
+#[test]
+fn connect_over_http2_and_back_to_http1() {
+    let dir = std::env::temp_dir().join(format!("tether-cli-h2-{}", std::process::id()));
+    issue_cert(&dir, "ca.pem");
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let hello = b"{\"id\":1,\"connect\":{\"name\":\"h2\"}}\n";
+    let tls = Echo::spawn(
+        &["serve", "--listen", "127.0.0.1:0", "--tls-cert", &path("cert.pem"), "--tls-key", &path("key.pem")],
+        &[],
+    );
+    let plain = Echo::spawn(&["serve", "--listen", "127.0.0.1:0"], &[]);
+    let wss = tls.url.replace("127.0.0.1", "localhost");
+    for (url, ca) in [(wss.as_str(), Some(path("ca.pem"))), (plain.url.as_str(), None)] {
+        let mut args = vec!["--http2", "--subprotocol", "tether.json"];
+        if let Some(ca) = &ca {
+            args.extend(["--ca", ca.as_str()]);
+        }
+        args.push(url);
+        let out = connect(&args, hello);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{url}: {stderr}");
+        assert!(stderr.contains("over HTTP/2 (subprotocol tether.json)"), "{url}: {stderr}");
+        assert!(stdout.contains("\"user\":\"h2\""), "{url}: {stdout}");
+    }
+    let echo = Echo::start(&[]);
+    let out = connect(&["--http2", &echo.url], b"fell back\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("HTTP/2"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "fell back\n");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
