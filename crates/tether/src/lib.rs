@@ -48,7 +48,8 @@ pub use handoff::{Accepted, HttpConnection};
 pub use limit::ListenerStats;
 pub use message::Message;
 pub use server::{
-    accept, accept_direct, accept_with, HttpRequest, HttpResponse, Incoming, Listener, Reject, ServerConfig,
+    accept, accept_async, accept_direct, accept_with, Accept, HttpRequest, HttpResponse, Incoming, Listener,
+    Reject, ServerConfig,
 };
 pub use socket::{ReadHalf, Sender, WebSocket, WriteHalf};
 pub use stream::{Transport, WebSocketStream};

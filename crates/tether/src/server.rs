@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tether_proto::handshake::{
     accept_response, check_field, head_ready, http_response, parse_http_request, reject_response,
-    select_protocol, HttpRequest as HttpHead, OriginPolicy, Request,
+    reject_response_with_body, select_protocol, HttpRequest as HttpHead, OriginPolicy, Request,
 };
 use tether_proto::{deflate, Config, Connection, HandshakeError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -157,20 +157,89 @@ impl HttpResponse {
     }
 }
 
-/// The application's refusal of a request: an HTTP status and a short reason.
+/// The application's refusal of a request: an HTTP status, a short reason (the plain-text
+/// body), and optionally headers (`WWW-Authenticate`, `Retry-After`, ...) and a body of
+/// its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Reject {
     /// HTTP status, e.g. 401 or 404.
     pub status: u16,
-    /// Short plain-text reason, sent as the body.
+    /// Short plain-text reason, sent as the body unless [`body`](Self::body) is set.
     pub reason: String,
+    /// Headers to send with the refusal.
+    pub headers: HeaderMap,
+    /// A body instead of the reason: its content type and bytes.
+    pub body: Option<(String, Bytes)>,
 }
 
 impl Reject {
     /// A refusal with `status` and `reason`.
     pub fn new(status: u16, reason: impl Into<String>) -> Self {
-        Self { status, reason: reason.into() }
+        Self { status, reason: reason.into(), headers: HeaderMap::new(), body: None }
     }
+
+    /// Adds a header to the refusal.
+    pub fn with_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Sends `body` with `content_type` instead of the plain-text reason (which stays for
+    /// logs and errors).
+    pub fn with_body(mut self, content_type: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        self.body = Some((content_type.into(), body.into()));
+        self
+    }
+}
+
+/// The application's acceptance of a handshake, from an async check
+/// ([`Incoming::upgrade_async`], [`accept_async`]): headers to add to the `101` answer
+/// (`Set-Cookie`, ...) and, optionally, the subprotocol to answer with (one the client
+/// offered), instead of the first of [`ServerConfig::protocols`] the client offered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Accept {
+    /// Headers to add to the answer.
+    pub headers: HeaderMap,
+    /// The subprotocol to answer with.
+    pub protocol: Option<String>,
+}
+
+impl Accept {
+    /// Accepts with nothing added.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header to the answer.
+    pub fn with_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Answers with this subprotocol (it must be one the client offered).
+    pub fn with_protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+}
+
+/// Headers the handshake answer sets itself; an [`Accept`] may not set them.
+const ANSWER_HEADERS: [http::HeaderName; 5] = [
+    http::header::UPGRADE,
+    http::header::CONNECTION,
+    http::header::SEC_WEBSOCKET_ACCEPT,
+    http::header::SEC_WEBSOCKET_PROTOCOL,
+    http::header::SEC_WEBSOCKET_EXTENSIONS,
+];
+
+/// A synchronous check as an async one that accepts with nothing added.
+fn sync_check<F>(check: F) -> impl FnOnce(&Request) -> std::future::Ready<Result<Accept, Reject>>
+where
+    F: FnOnce(&Request) -> Result<(), Reject>,
+{
+    move |req| std::future::ready(check(req).map(|()| Accept::default()))
 }
 
 /// Upgrades a stream with the default [`ServerConfig`], accepting every valid request.
@@ -203,6 +272,29 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(&Request) -> Result<(), Reject>,
 {
+    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, sync_check(check)).await?;
+    Ok((upgraded.spawn(), request))
+}
+
+/// Upgrades a stream, with an async `check` that may take its time (a database, another
+/// service) and may add headers to the answer or choose the subprotocol ([`Accept`]), or
+/// refuse with a status, headers and a body ([`Reject`]). The check has
+/// `config.handshake_timeout`; past it the request is answered 503.
+///
+/// # Errors
+///
+/// As [`accept`].
+pub async fn accept_async<S, F, Fut>(
+    stream: S,
+    remote_addr: Option<SocketAddr>,
+    config: &ServerConfig,
+    check: F,
+) -> Result<(WebSocket, Request), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(&Request) -> Fut,
+    Fut: Future<Output = Result<Accept, Reject>>,
+{
     let (upgraded, request) = accept_upgraded(stream, remote_addr, config, check).await?;
     Ok((upgraded.spawn(), request))
 }
@@ -223,11 +315,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(&Request) -> Result<(), Reject>,
 {
-    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, check).await?;
+    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, sync_check(check)).await?;
     Ok((upgraded.direct(), request))
 }
 
-async fn accept_upgraded<S, F>(
+async fn accept_upgraded<S, F, Fut>(
     mut stream: S,
     remote_addr: Option<SocketAddr>,
     config: &ServerConfig,
@@ -235,7 +327,8 @@ async fn accept_upgraded<S, F>(
 ) -> Result<(Upgraded<S>, Request), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: FnOnce(&Request) -> Result<(), Reject>,
+    F: FnOnce(&Request) -> Fut,
+    Fut: Future<Output = Result<Accept, Reject>>,
 {
     let timeout = config.config.handshake_timeout;
     let mut buf = Vec::new();
@@ -261,7 +354,7 @@ where
 
 /// Finishes an upgrade whose request is read and valid: origin policy, the application's
 /// check, subprotocol and extension choice, and the 101 answer.
-async fn upgrade_parsed<S, F>(
+async fn upgrade_parsed<S, F, Fut>(
     mut stream: S,
     mut request: Request,
     leftover: Vec<u8>,
@@ -271,19 +364,37 @@ async fn upgrade_parsed<S, F>(
 ) -> Result<(Upgraded<S>, Request), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: FnOnce(&Request) -> Result<(), Reject>,
+    F: FnOnce(&Request) -> Fut,
+    Fut: Future<Output = Result<Accept, Reject>>,
 {
     request.remote_addr = remote_addr;
     if let Err(e) = config.origin.check(&request) {
         return Err(refuse(&mut stream, e, config).await);
     }
-    if let Err(r) = check(&request) {
-        let e = HandshakeError::Rejected { status: r.status, reason: r.reason };
-        return Err(refuse(&mut stream, e, config).await);
+    let accept = match tokio::time::timeout(config.config.handshake_timeout, check(&request)).await {
+        Ok(Ok(accept)) => accept,
+        Ok(Err(r)) => return Err(refuse_app(&mut stream, r, config).await),
+        Err(_) => {
+            let r = Reject::new(503, "the server did not decide on the request in time");
+            return Err(refuse_app(&mut stream, r, config).await);
+        }
+    };
+    let (mut protocol, deflate) = config.negotiate(&request);
+    if let Some(chosen) = accept.protocol {
+        if !request.protocols.contains(&chosen) {
+            tracing::error!(protocol = %chosen.escape_debug(), "the check chose a subprotocol the client did not offer; answering 500");
+            let r = Reject::new(500, "internal error: the server chose a subprotocol that was not offered");
+            return Err(refuse_app(&mut stream, r, config).await);
+        }
+        protocol = Some(chosen);
     }
-    let (protocol, deflate) = config.negotiate(&request);
+    if let Some(name) = ANSWER_HEADERS.iter().find(|h| accept.headers.contains_key(*h)) {
+        tracing::error!(header = %name, "the check set a header the handshake sets itself; answering 500");
+        let r = Reject::new(500, "internal error: the answer had a header the handshake sets");
+        return Err(refuse_app(&mut stream, r, config).await);
+    }
     let extensions = deflate.as_ref().map(|(_, answer)| answer.as_str());
-    let response = accept_response(&request, protocol.as_deref(), extensions, &HeaderMap::new());
+    let response = accept_response(&request, protocol.as_deref(), extensions, &accept.headers);
     stream.write_all(&response).await?;
     let conn = Connection::server(config.shared_config()).with_deflate(deflate.map(|(params, _)| params));
     Ok((Upgraded { io: stream, conn, leftover, protocol, permit: None }, request))
@@ -353,7 +464,9 @@ where
                 Ok(r) => r,
                 Err(e) => return Err(refuse(&mut stream, e, config).await),
             };
-            return upgrade_parsed(stream, request, buf, remote_addr, config, check).await.map(Some);
+            return upgrade_parsed(stream, request, buf, remote_addr, config, sync_check(check))
+                .await
+                .map(Some);
         }
         let body_len = match head.content_length() {
             Ok(n) if n > config.max_body_size => {
@@ -468,6 +581,28 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = stream.write_all(&reject_response(e.status(), &reason, &HeaderMap::new())).await;
     linger(stream, config).await;
     Error::Handshake(e)
+}
+
+/// Answers the application's refusal (its status, headers and body), then closes as
+/// [`refuse`] does.
+async fn refuse_app<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    r: Reject,
+    config: &ServerConfig,
+) -> Error {
+    let answer = match &r.body {
+        Some((content_type, body)) if check_field("Content-Type", content_type).is_ok() => {
+            reject_response_with_body(r.status, content_type, body, &r.headers)
+        }
+        Some(_) => {
+            tracing::error!("a refusal's content type cannot be sent; answering 500");
+            reject_response(500, "internal error: the refusal had an invalid content type", &HeaderMap::new())
+        }
+        None => reject_response(r.status, &r.reason.replace(['\r', '\n'], " "), &r.headers),
+    };
+    let _ = stream.write_all(&answer).await;
+    linger(stream, config).await;
+    Error::Handshake(HandshakeError::Rejected { status: r.status, reason: r.reason })
 }
 
 /// Lingering close: shuts the write side (the answer is followed by a FIN), then reads and
@@ -738,7 +873,8 @@ impl Incoming {
             Err(e) => return Err(refuse(&mut stream, e, &config).await),
         };
         buf.drain(..len);
-        let (upgraded, request) = upgrade_parsed(stream, request, buf, Some(addr), &config, check).await?;
+        let (upgraded, request) =
+            upgrade_parsed(stream, request, buf, Some(addr), &config, sync_check(check)).await?;
         drop(handshake);
         Ok(Accepted::WebSocket(upgraded.with_permit(permit).spawn(), request))
     }
@@ -753,6 +889,51 @@ impl Incoming {
         F: FnOnce(&Request) -> Result<(), Reject>,
     {
         let (upgraded, request) = Box::pin(self.upgraded(check)).await?;
+        Ok((upgraded.spawn(), request))
+    }
+
+    /// Runs the handshake with an async `check`, as [`accept_async`]: it may take its time,
+    /// add headers to the answer and choose the subprotocol, or refuse with a status,
+    /// headers and a body.
+    ///
+    /// ```no_run
+    /// # async fn run(incoming: tether::Incoming) -> Result<(), tether::Error> {
+    /// use tether::{Accept, Reject};
+    /// let (ws, request) = incoming
+    ///     .upgrade_async(|req| {
+    ///         let token = req.query.clone().unwrap_or_default();
+    ///         async move {
+    ///             // e.g. look the token up in a database
+    ///             if token != "token=secret" {
+    ///                 return Err(Reject::new(401, "no entry")
+    ///                     .with_body("application/json", r#"{"error":"no entry"}"#));
+    ///             }
+    ///             Ok(Accept::new().with_header(
+    ///                 http::header::SET_COOKIE,
+    ///                 http::HeaderValue::from_static("session=1; HttpOnly"),
+    ///             ))
+    ///         }
+    ///     })
+    ///     .await?;
+    /// # drop((ws, request)); Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`].
+    pub async fn upgrade_async<F, Fut>(self, check: F) -> Result<(WebSocket, Request), Error>
+    where
+        F: FnOnce(&Request) -> Fut,
+        Fut: Future<Output = Result<Accept, Reject>>,
+    {
+        let run = async move {
+            let (addr, config) = (Some(self.addr), self.config.clone());
+            let (stream, permit, handshake) = self.transport().await?;
+            let (upgraded, request) = accept_upgraded(stream, addr, &config, check).await?;
+            drop(handshake);
+            Ok::<_, Error>((upgraded.with_permit(permit), request))
+        };
+        let (upgraded, request) = Box::pin(run).await?;
         Ok((upgraded.spawn(), request))
     }
 
@@ -777,7 +958,7 @@ impl Incoming {
     {
         let (addr, config) = (Some(self.addr), self.config.clone());
         let (stream, permit, handshake) = self.transport().await?;
-        let (upgraded, request) = accept_upgraded(stream, addr, &config, check).await?;
+        let (upgraded, request) = accept_upgraded(stream, addr, &config, sync_check(check)).await?;
         drop(handshake);
         Ok((upgraded.with_permit(permit), request))
     }

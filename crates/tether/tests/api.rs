@@ -291,3 +291,86 @@ async fn server_closes_tcp_even_if_the_app_never_reads() {
     assert!(out.ends_with(&[0x88, 0x02, 0x03, 0xe8]), "the close reply is the last thing sent: {out:x?}");
     drop(hold_tx);
 }
+
+/// The async check: it awaits (here a timer, in life a database), adds a header to the 101
+/// and picks the subprotocol; or refuses with a status, headers and a JSON body; a check
+/// that takes longer than the handshake timeout is answered 503.
+#[tokio::test]
+async fn an_async_check_sets_headers_picks_the_protocol_or_refuses_with_a_body() {
+    use tether::Accept;
+    let config = ServerConfig::default()
+        .with_protocols(["a", "b"])
+        .with_config(Config::default().with_handshake_timeout(Duration::from_millis(300)));
+    let listener = Listener::bind("127.0.0.1:0", config).await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok(incoming) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok((mut ws, _)) = incoming
+                    .upgrade_async(|req| {
+                        let path = req.path.clone();
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            match path.as_str() {
+                                "/slow" => {
+                                    tokio::time::sleep(Duration::from_secs(5)).await;
+                                    Ok(Accept::new())
+                                }
+                                "/private" => Err(Reject::new(401, "who are you")
+                                    .with_header(
+                                        http::header::WWW_AUTHENTICATE,
+                                        http::HeaderValue::from_static("Bearer"),
+                                    )
+                                    .with_body("application/json", r#"{"error":"who are you"}"#)),
+                                "/bad-protocol" => Ok(Accept::new().with_protocol("c")),
+                                _ => Ok(Accept::new().with_protocol("b").with_header(
+                                    http::header::SET_COOKIE,
+                                    http::HeaderValue::from_static("session=42; HttpOnly"),
+                                )),
+                            }
+                        }
+                    })
+                    .await
+                else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_data() && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    // The server prefers "a", the check picks "b"; the cookie comes with the 101.
+    let client =
+        ClientConfig::default().with_protocol("a").with_protocol("b").with_proxy(tether::Proxy::None);
+    let (mut ws, response) = tether::connect_with(&format!("{url}/"), &client).await.unwrap();
+    assert_eq!(response.protocol.as_deref(), Some("b"));
+    assert_eq!(response.headers["set-cookie"], "session=42; HttpOnly");
+    ws.send(Message::text("in")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("in"));
+    let handshake = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: a, b\r\n\r\n"
+        )
+    };
+    let answer = raw_request(&url, &handshake("/private")).await;
+    assert!(answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{answer}");
+    assert!(
+        answer.contains("\r\nWWW-Authenticate: Bearer\r\n")
+            || answer.contains("\r\nwww-authenticate: Bearer\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("Content-Type: application/json\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n{\"error\":\"who are you\"}"), "{answer}");
+    let err = tether::connect_with(&format!("{url}/private"), &client).await.unwrap_err();
+    assert!(matches!(err, Error::Handshake(HandshakeError::UnexpectedStatus { status: 401, .. })), "{err}");
+    // A subprotocol the client did not offer is the server's mistake: 500, not a 101.
+    let answer = raw_request(&url, &handshake("/bad-protocol")).await;
+    assert!(answer.starts_with("HTTP/1.1 500 "), "{answer}");
+    let answer = raw_request(&url, &handshake("/slow")).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+}

@@ -324,11 +324,16 @@ pub fn accept_response(
 /// An HTTP error answer with a short plain-text reason, closing the connection.
 /// For 426 it carries `Sec-WebSocket-Version: 13` and `Upgrade: websocket` (RFC 6455 4.2.2).
 pub fn reject_response(status: u16, reason: &str, extra: &HeaderMap) -> Vec<u8> {
+    reject_response_with_body(status, "text/plain; charset=utf-8", format!("{reason}\n").as_bytes(), extra)
+}
+
+/// As [`reject_response`], with a body of the caller's (`content_type`, `body`): an
+/// application's refusal in JSON, say.
+pub fn reject_response_with_body(status: u16, content_type: &str, body: &[u8], extra: &HeaderMap) -> Vec<u8> {
     let phrase =
         http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
-    let body = format!("{reason}\n");
     let mut out = format!(
-        "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
@@ -341,7 +346,7 @@ pub fn reject_response(status: u16, reason: &str, extra: &HeaderMap) -> Vec<u8> 
     let mut bytes = out.into_bytes();
     write_extra(&mut bytes, extra);
     bytes.extend_from_slice(b"\r\n");
-    bytes.extend_from_slice(body.as_bytes());
+    bytes.extend_from_slice(body);
     bytes
 }
 
