@@ -165,31 +165,47 @@ impl HttpResponse {
 pub struct Reject {
     /// HTTP status, e.g. 401 or 404.
     pub status: u16,
-    /// Short plain-text reason, sent as the body unless [`body`](Self::body) is set.
+    /// Short plain-text reason, sent as the body unless [`with_body`](Self::with_body) set
+    /// one.
     pub reason: String,
-    /// Headers to send with the refusal.
-    pub headers: HeaderMap,
-    /// A body instead of the reason: its content type and bytes.
-    pub body: Option<(String, Bytes)>,
+    /// Headers and a body of the application's, boxed: most refusals have neither, and a
+    /// check returns `Result<(), Reject>` on every handshake.
+    extra: Option<Box<RejectExtra>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct RejectExtra {
+    headers: HeaderMap,
+    body: Option<(String, Bytes)>,
 }
 
 impl Reject {
     /// A refusal with `status` and `reason`.
     pub fn new(status: u16, reason: impl Into<String>) -> Self {
-        Self { status, reason: reason.into(), headers: HeaderMap::new(), body: None }
+        Self { status, reason: reason.into(), extra: None }
     }
 
     /// Adds a header to the refusal.
     pub fn with_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.extra.get_or_insert_with(Box::default).headers.append(name, value);
         self
     }
 
     /// Sends `body` with `content_type` instead of the plain-text reason (which stays for
     /// logs and errors).
     pub fn with_body(mut self, content_type: impl Into<String>, body: impl Into<Bytes>) -> Self {
-        self.body = Some((content_type.into(), body.into()));
+        self.extra.get_or_insert_with(Box::default).body = Some((content_type.into(), body.into()));
         self
+    }
+
+    /// The headers [`with_header`](Self::with_header) added.
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.extra.as_ref().map(|e| &e.headers)
+    }
+
+    /// The content type and body [`with_body`](Self::with_body) set.
+    pub fn body(&self) -> Option<(&str, &Bytes)> {
+        self.extra.as_ref().and_then(|e| e.body.as_ref()).map(|(t, b)| (t.as_str(), b))
     }
 }
 
@@ -590,15 +606,17 @@ async fn refuse_app<S: AsyncRead + AsyncWrite + Unpin>(
     r: Reject,
     config: &ServerConfig,
 ) -> Error {
-    let answer = match &r.body {
+    let none = HeaderMap::new();
+    let headers = r.headers().unwrap_or(&none);
+    let answer = match r.body() {
         Some((content_type, body)) if check_field("Content-Type", content_type).is_ok() => {
-            reject_response_with_body(r.status, content_type, body, &r.headers)
+            reject_response_with_body(r.status, content_type, body, headers)
         }
         Some(_) => {
             tracing::error!("a refusal's content type cannot be sent; answering 500");
-            reject_response(500, "internal error: the refusal had an invalid content type", &HeaderMap::new())
+            reject_response(500, "internal error: the refusal had an invalid content type", &none)
         }
-        None => reject_response(r.status, &r.reason.replace(['\r', '\n'], " "), &r.headers),
+        None => reject_response(r.status, &r.reason.replace(['\r', '\n'], " "), headers),
     };
     let _ = stream.write_all(&answer).await;
     linger(stream, config).await;
