@@ -4,6 +4,7 @@
 // permessage-deflate) written here on the HTTP/2 stream, and the refusals.
 // usage: node interop/h2_client.mjs echo http://127.0.0.1:PORT   (the hyper_echo example)
 //        node interop/h2_client.mjs hub  http://127.0.0.1:PORT   (tether serve, h2c)
+//        node interop/h2_client.mjs chat http://127.0.0.1:PORT   (the axum_chat example)
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import zlib from 'node:zlib';
@@ -147,6 +148,28 @@ if (mode === 'echo') {
   const nope = await connect('/nope');
   assert.equal(nope.headers[':status'], 404);
   console.log('h2: tether.json over HTTP/2 to the hub: connect answered; /nope 404');
+  await refusals('/ws');
+} else if (mode === 'chat') {
+  // Two members of the room on one HTTP/2 connection, one with permessage-deflate: what
+  // either says reaches both.
+  const a = await connect('/ws', { 'sec-websocket-protocol': 'chat', 'sec-websocket-extensions': offer });
+  assert.equal(a.headers[':status'], 200);
+  assert.equal(a.headers['sec-websocket-protocol'], 'chat');
+  assert.match(a.headers['sec-websocket-extensions'], /^permessage-deflate/);
+  const b = await connect('/ws', { 'sec-websocket-protocol': 'chat' });
+  assert.equal(b.headers[':status'], 200);
+  const [wa, wb] = [new StreamSocket(a.stream), new StreamSocket(b.stream)];
+  const text = 'hello room, over HTTP/2 '.repeat(40);
+  wa.send(1, text, { compress: true });
+  for (const w of [wa, wb]) assert.equal((await w.message()).data.toString(), text);
+  wb.send(1, 'and back');
+  const [fromB, toB] = [await wa.message(), await wb.message()];
+  assert.equal(fromB.data.toString(), 'and back');
+  assert.equal(toB.data.toString(), 'and back');
+  assert.ok(!toB.rsv1, 'no compression where none was negotiated');
+  await wa.close(1000);
+  await wb.close(1000);
+  console.log('h2: two chat members on one connection (one compressed) hear each other; close 1000');
   await refusals('/ws');
 } else {
   throw new Error(`unknown mode ${mode}`);

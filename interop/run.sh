@@ -5,7 +5,7 @@
 #   Chromium loading tether echo's page over https:// and echoing over wss://;
 #   @stomp/stompjs in Node and in Chromium against `tether serve` (STOMP, with tether.json);
 #   Node's http2 module (WebSocket over HTTP/2, RFC 8441) against `tether serve` and the
-#   hyper_echo example.
+#   hyper_echo and axum_chat examples.
 # Installs what it needs: Chromium (apt), ws + playwright-core + @stomp/stompjs (npm ci),
 # websockets (pip, venv).
 set -euo pipefail
@@ -27,7 +27,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import websockets' 2>
 fi
 cargo build --release --locked -p tether-cli --bin tether
 cargo build --release --locked -p tether --example interop_client --example gen_cert
-cargo build --release --locked -p tether --features hyper --example hyper_echo
+cargo build --release --locked -p tether --features axum --example hyper_echo --example axum_chat
 ./target/release/examples/gen_cert target/tls >/dev/null
 
 pids=()
@@ -89,4 +89,7 @@ node interop/h2_client.mjs hub "http://${url#ws://}"
 start hyper-echo ./target/release/examples/hyper_echo 127.0.0.1:0
 echo "== node http2 (RFC 8441 extended CONNECT, h2c) -> the hyper_echo example (tether::hyper, http://${url#ws://}/)"
 node interop/h2_client.mjs echo "http://${url#ws://}"
+start axum-chat ./target/release/examples/axum_chat 127.0.0.1:0
+echo "== node http2 (RFC 8441 extended CONNECT, h2c) -> the axum_chat example (tether::axum under axum::serve, http://${url#ws://}/)"
+node interop/h2_client.mjs chat "http://${url#ws://}"
 echo "interop: all passed"

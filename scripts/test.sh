@@ -19,7 +19,7 @@ step() { printf '\n==== %s (at %d s)\n' "$*" "$((SECONDS - started))"; }
 step "format and lint"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy -p tether --features hyper,http2 --all-targets --locked -- -D warnings
+cargo clippy -p tether --features axum,http2 --all-targets --locked -- -D warnings
 
 step "proxies for the client tests (tinyproxy, microsocks), redis-server for the hub's nodes"
 if ! command -v tinyproxy >/dev/null || ! command -v microsocks >/dev/null || ! command -v redis-server >/dev/null; then
@@ -31,9 +31,9 @@ export TETHER_TEST_PROXIES=required
 
 step "cargo test --workspace"
 cargo test --workspace --locked
-# Features off by default, tested on their own: tether::hyper.
-cargo test -p tether --features hyper,http2 --locked --test hyper
-cargo test -p tether --features hyper,http2 --locked --doc hyper
+# Features off by default, tested on their own: tether::hyper, tether::axum, the HTTP/2 client.
+cargo test -p tether --features axum,http2 --locked --test hyper --test axum
+cargo test -p tether --features axum,http2 --locked --doc
 
 step "fuzz: every target for ${FUZZ_SECONDS:-30} s (cargo-fuzz, nightly)"
 ./scripts/fuzz.sh

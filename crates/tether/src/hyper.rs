@@ -51,13 +51,13 @@ pub type Response = ::hyper::Response<Full<Bytes>>;
 
 /// The upgraded connection, once hyper has sent the `101` and handed it over.
 pub struct Pending {
-    on_upgrade: ::hyper::upgrade::OnUpgrade,
-    settings: Option<Settings>,
-    request: Request,
+    pub(crate) on_upgrade: ::hyper::upgrade::OnUpgrade,
+    pub(crate) settings: Option<Settings>,
+    pub(crate) request: Request,
 }
 
 /// What the handshake settled, for the connection once it is handed over.
-struct Settings {
+pub(crate) struct Settings {
     config: std::sync::Arc<tether_proto::Config>,
     protocol: Option<String>,
     deflate: Option<deflate::DeflateParams>,
@@ -112,8 +112,24 @@ pub fn upgrade<B>(
     config: &ServerConfig,
 ) -> Result<(Response, Pending), Response> {
     let h2 = req.version() == ::hyper::Version::HTTP_2;
-    let checked = check(req, config).map_err(|e| refusal(&e))?;
-    let (protocol, deflate) = config.negotiate(&checked);
+    let protocol = req.extensions().get::<::hyper::ext::Protocol>().map(::hyper::ext::Protocol::as_str);
+    let checked = check(req.method(), req.uri(), req.version(), req.headers(), protocol)
+        .and_then(|checked| config.origin.check(&checked).map(|()| checked))
+        .map_err(|e| refusal(&e))?;
+    let (response, settings) = answer(&checked, h2, config)?;
+    let on_upgrade = ::hyper::upgrade::on(req);
+    Ok((response, Pending { on_upgrade, settings: Some(settings), request: checked }))
+}
+
+/// The answer to a checked request (origin policy applied): `101` or `200` with the
+/// negotiated subprotocol and extension, and what the connection needs once upgraded.
+#[allow(clippy::result_large_err)]
+pub(crate) fn answer(
+    checked: &Request,
+    h2: bool,
+    config: &ServerConfig,
+) -> Result<(Response, Settings), Response> {
+    let (protocol, deflate) = config.negotiate(checked);
     // HTTP/1.1: 101 with the accept key (RFC 6455 4.2.2). HTTP/2: 200, no key, no
     // Upgrade or Connection (RFC 8441 5).
     let mut response = if h2 {
@@ -135,44 +151,47 @@ pub fn upgrade<B>(
         response.body(Full::new(Bytes::new())).map_err(|_| plain(500, "cannot build the answer"))?;
     let settings =
         Settings { config: config.shared_config(), protocol, deflate: deflate.map(|(params, _)| params) };
-    let on_upgrade = ::hyper::upgrade::on(req);
-    Ok((response, Pending { on_upgrade, settings: Some(settings), request: checked }))
+    Ok((response, settings))
 }
 
-/// The RFC 6455 checks, through tether-proto's, on hyper's parsed request.
-fn check<B>(req: &::hyper::Request<B>, config: &ServerConfig) -> Result<Request, HandshakeError> {
-    let version = match req.version() {
+/// The RFC 6455 (HTTP/1.1) or RFC 8441 (HTTP/2) checks, through tether-proto's, on a parsed
+/// request head; `protocol`: HTTP/2's `:protocol`. The origin policy is the caller's.
+pub(crate) fn check(
+    method: &::hyper::Method,
+    uri: &::hyper::Uri,
+    version: ::hyper::Version,
+    headers: &::hyper::HeaderMap,
+    protocol: Option<&str>,
+) -> Result<Request, HandshakeError> {
+    let version = match version {
         ::hyper::Version::HTTP_11 => 1,
         ::hyper::Version::HTTP_10 => 0,
         ::hyper::Version::HTTP_2 => 2,
         _ => return Err(HandshakeError::HttpVersion),
     };
-    let mut headers = req.headers().clone();
+    let mut headers = headers.clone();
     // HTTP/2 carries the host as `:authority` (in the URI), not as a `Host` header; the
     // origin policy compares against it.
-    if let (None, Some(authority)) = (headers.get(::hyper::header::HOST), req.uri().authority()) {
+    if let (None, Some(authority)) = (headers.get(::hyper::header::HOST), uri.authority()) {
         if let Ok(host) = ::hyper::header::HeaderValue::from_str(authority.as_str()) {
             headers.insert(::hyper::header::HOST, host);
         }
     }
     let head = HttpRequest {
-        method: req.method().as_str().to_owned(),
-        path: req.uri().path().to_owned(),
-        query: req.uri().query().map(str::to_owned),
+        method: method.as_str().to_owned(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
         version,
         headers,
     };
-    let request = if version == 2 {
-        let protocol = req.extensions().get::<::hyper::ext::Protocol>().map(::hyper::ext::Protocol::as_str);
-        head.into_h2_upgrade(protocol)?
+    if version == 2 {
+        head.into_h2_upgrade(protocol)
     } else {
-        head.into_upgrade()?
-    };
-    config.origin.check(&request)?;
-    Ok(request)
+        head.into_upgrade()
+    }
 }
 
-fn refusal(e: &HandshakeError) -> Response {
+pub(crate) fn refusal(e: &HandshakeError) -> Response {
     let mut r = plain(e.status(), &e.to_string());
     if e.status() == 426 {
         r.headers_mut().insert("sec-websocket-version", ::hyper::header::HeaderValue::from_static("13"));
@@ -181,7 +200,7 @@ fn refusal(e: &HandshakeError) -> Response {
     r
 }
 
-fn plain(status: u16, reason: &str) -> Response {
+pub(crate) fn plain(status: u16, reason: &str) -> Response {
     let mut r = ::hyper::Response::new(Full::new(Bytes::from(format!("{reason}\n"))));
     *r.status_mut() = ::hyper::StatusCode::from_u16(status).unwrap_or(::hyper::StatusCode::BAD_REQUEST);
     r.headers_mut()

@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod dial;
 mod driver;
