@@ -518,6 +518,11 @@ fn sighup_reloads_certificates() {
             connect(&["--ca", &path("new-ca.pem"), &url], b"b\n").status.success()
         });
         assert!(reloaded, "{server}: the new certificate was never served");
+        if server == "serve" {
+            // The reloaded certificate serves HTTP/2 (ALPN h2) as the first one did.
+            let out = connect(&["--http2", "--ca", &path("new-ca.pem"), &url], b"d\n");
+            assert!(text(&out.stderr).contains("over HTTP/2"), "{}", text(&out.stderr));
+        }
         assert_eq!(connect(&["--ca", &path("old-ca.pem"), &url], b"c\n").status.code(), Some(1), "{server}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
