@@ -296,3 +296,25 @@ async fn an_upgrade_after_a_plain_request_on_one_connection() {
     let m = metrics(hub.addr).await;
     assert!(m.contains("tether_websocket_sessions_total{http=\"1.1\"} 1"), "{m}");
 }
+
+/// `http2_max_streams` is what the hub announces (SETTINGS_MAX_CONCURRENT_STREAMS); with
+/// HTTP/2 off, the hub closes a connection that starts with the HTTP/2 preface.
+#[tokio::test]
+async fn http2_max_streams_and_http2_off() {
+    let hub = start_with(namespaces(), |o| o.http2_max_streams = 3).await;
+    let tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let (sender, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping = connection.ping_pong().unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    // The server's SETTINGS come first: once a PING is answered they are known.
+    tokio::time::timeout(WAIT, ping.ping(h2::Ping::opaque())).await.unwrap().unwrap();
+    let sender = sender.ready().await.unwrap();
+    assert_eq!(sender.current_max_send_streams(), 3);
+    assert!(sender.is_extended_connect_protocol_enabled());
+
+    let off = start_with(namespaces(), |o| o.http2 = false).await;
+    let answer = raw(off.addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    assert!(answer.is_empty(), "{answer:?}");
+}

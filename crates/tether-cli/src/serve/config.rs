@@ -39,6 +39,10 @@ pub(crate) struct Args {
     /// Speak HTTP/1.1 only: no HTTP/2 (ALPN h2, h2c) and so no WebSocket over HTTP/2.
     #[arg(long, env = "TETHER_NO_HTTP2")]
     no_http2: bool,
+    /// Streams one HTTP/2 connection may have open at once (each WebSocket over HTTP/2 is
+    /// one) [default: 256].
+    #[arg(long, env = "TETHER_HTTP2_MAX_STREAMS")]
+    http2_max_streams: Option<u32>,
     /// Largest server API request body in bytes; larger ones get 413 [default: 1048576].
     #[arg(long, env = "TETHER_MAX_BODY_SIZE")]
     max_body_size: Option<usize>,
@@ -104,6 +108,7 @@ pub(crate) struct FileConfig {
     cors_origins: Option<Vec<String>>,
     admin_listen: Option<String>,
     http2: Option<bool>,
+    http2_max_streams: Option<u32>,
     max_body_size: Option<usize>,
     max_connections: Option<usize>,
     max_handshakes: Option<usize>,
@@ -268,6 +273,8 @@ pub(crate) const TEMPLATE: &str = r#"# tether serve configuration (TOML). Flags 
 # admin_listen = "127.0.0.1:9090"
 # HTTP/2 (ALPN h2 with TLS, h2c with prior knowledge) and WebSocket over HTTP/2 (RFC 8441).
 # http2 = true
+# Streams one HTTP/2 connection may have open at once (each WebSocket over HTTP/2 is one).
+# http2_max_streams = 256
 # Largest server API request body in bytes (larger: 413).
 # max_body_size = 1048576
 
@@ -369,6 +376,7 @@ pub(crate) struct Settings {
     pub(crate) cors_origins: Vec<String>,
     pub(crate) admin_listen: Option<String>,
     pub(crate) http2: bool,
+    pub(crate) http2_max_streams: u32,
     pub(crate) max_body_size: usize,
     pub(crate) max_connections: usize,
     pub(crate) max_handshakes: usize,
@@ -416,6 +424,7 @@ impl Settings {
             None => out.push_str("# admin_listen: none, the API and metrics are on `listen`\n"),
         }
         let _ = writeln!(out, "http2 = {}", self.http2);
+        let _ = writeln!(out, "http2_max_streams = {}", self.http2_max_streams);
         let _ = writeln!(out, "max_body_size = {}", self.max_body_size);
         let _ = writeln!(out, "max_connections = {}", self.max_connections);
         let _ = writeln!(out, "max_handshakes = {}", self.max_handshakes);
@@ -508,6 +517,10 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
         if args.cors_origins.is_empty() { file.cors_origins.unwrap_or_default() } else { args.cors_origins };
     let admin_listen = args.admin_listen.or(file.admin_listen).filter(|a| !a.is_empty());
     let http2 = !args.no_http2 && file.http2.unwrap_or(true);
+    let http2_max_streams = args.http2_max_streams.or(file.http2_max_streams).unwrap_or(256);
+    if http2_max_streams == 0 {
+        bail!("http2 max streams must be at least 1");
+    }
     let max_body_size = positive(
         "max body size",
         args.max_body_size.or(file.max_body_size).unwrap_or(defaults.max_body_size),
@@ -594,6 +607,7 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
         cors_origins,
         admin_listen,
         http2,
+        http2_max_streams,
         max_body_size,
         max_connections,
         max_handshakes,
@@ -708,7 +722,7 @@ mod tests {
             (default.command_timeout, default.max_backoff)
         );
         assert!(s.api_key.is_some() && !s.demo);
-        assert_eq!((s.http2, s.max_body_size), (d.http2, d.max_body_size));
+        assert_eq!((s.http2, s.max_body_size, s.http2_max_streams), (d.http2, d.max_body_size, 256));
         assert_eq!(s.admin_listen.as_deref(), Some("127.0.0.1:9090"));
         let keys = open.lines().filter(|l| l.contains(" = ") && !l.starts_with('#')).count();
         assert!(keys >= 40, "{keys} keys uncommented");

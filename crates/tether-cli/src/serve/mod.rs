@@ -101,6 +101,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         admin_listen: s.admin_listen.clone(),
         cors_origins: s.cors_origins.clone(),
         http2: s.http2,
+        http2_max_streams: s.http2_max_streams,
         ..ServeOptions::default()
     };
     let hub = match s.redis {

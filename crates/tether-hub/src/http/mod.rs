@@ -57,6 +57,9 @@ pub struct ServeOptions {
     /// Whether to speak HTTP/2 (ALPN `h2` on TLS, h2c with prior knowledge) and advertise
     /// WebSocket over HTTP/2 (RFC 8441) on it. Default on.
     pub http2: bool,
+    /// Streams one HTTP/2 connection may have open at once (each WebSocket over HTTP/2 is
+    /// one; `SETTINGS_MAX_CONCURRENT_STREAMS`). Default 256.
+    pub http2_max_streams: u32,
 }
 
 /// How often the hub pings each WebSocket client by default: browsers and libraries answer
@@ -84,6 +87,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("admin_listen", &self.admin_listen)
             .field("cors_origins", &self.cors_origins)
             .field("http2", &self.http2)
+            .field("http2_max_streams", &self.http2_max_streams)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +113,7 @@ impl Default for ServeOptions {
             admin_listen: None,
             cors_origins: Vec::new(),
             http2: true,
+            http2_max_streams: 256,
         }
     }
 }
@@ -324,6 +329,11 @@ async fn connection(incoming: tether::Incoming, shared: Arc<Shared>) {
         }
         Ok(Accepted::Http(conn)) => {
             let http2 = conn.is_http2();
+            if http2 && !shared.options.http2 {
+                // Prior knowledge of an HTTP/2 this hub does not speak: nothing to answer in.
+                tracing::debug!(%peer, "http/2 preface with http2 off: connection closed");
+                return;
+            }
             let surface = service::Surface::Public { admin_elsewhere: shared.options.admin_listen.is_some() };
             // Boxed: hyper's connection state is large, and inline it would be part of
             // every connection task's future, WebSocket ones on the fast path included.

@@ -24,9 +24,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// A response body: whole, or (later: SockJS, Engine.IO) streamed.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// HTTP/2 streams one connection may have open at once (each WebSocket over HTTP/2 is one).
-const MAX_STREAMS: u32 = 256;
-
 /// What a listener serves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Surface {
@@ -58,22 +55,22 @@ pub(crate) async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeout = shared.server.config.handshake_timeout;
-    let allow_h2 = shared.options.http2;
+    let (allow_h2, max_streams) = (shared.options.http2, shared.options.http2_max_streams);
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(handle(req, &shared, surface, peer).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_STREAMS);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(max_streams);
     if surface.public() {
         // Every WebSocket route of this port takes extended CONNECT, so it may be
         // advertised (a browser then opens its WebSockets on the page's connection).
         builder.http2().enable_connect_protocol();
     }
     let builder = match (http2, allow_h2) {
-        (Some(true), true) => builder.http2_only(),
-        (Some(_), _) | (None, false) => builder.http1_only(),
+        (Some(true), _) => builder.http2_only(),
+        (Some(false), _) | (None, false) => builder.http1_only(),
         (None, true) => builder,
     };
     if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
