@@ -318,3 +318,25 @@ async fn http2_max_streams_and_http2_off() {
     let answer = raw(off.addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
     assert!(answer.is_empty(), "{answer:?}");
 }
+
+/// A kept-alive HTTP/1.1 connection that goes quiet after a request, and one that never
+/// finishes its head, are closed after the handshake time.
+#[tokio::test]
+async fn idle_and_slow_http_connections_are_closed() {
+    let hub = start_with(namespaces(), |o| {
+        o.server.config = o.server.config.clone().with_handshake_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the idle connection was not closed");
+    assert!(String::from_utf8_lossy(&out).ends_with("\r\n\r\nok\n"));
+    // A head that starts with a plain request and never ends.
+    let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the slow head was not closed");
+}

@@ -63,6 +63,9 @@ pub(crate) async fn serve<I>(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(max_streams);
+    // HTTP/2 PINGs at the WebSocket ping interval: a peer that vanished without a FIN is
+    // let go with its connection (and every WebSocket stream on it).
+    builder.http2().keep_alive_interval(shared.server.config.ping_interval);
     if surface.public() {
         // Every WebSocket route of this port takes extended CONNECT, so it may be
         // advertised (a browser then opens its WebSockets on the page's connection).
