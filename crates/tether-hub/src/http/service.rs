@@ -56,6 +56,7 @@ pub(crate) async fn serve<I>(
 {
     let timeout = shared.server.config.handshake_timeout;
     let (allow_h2, max_streams) = (shared.options.http2, shared.options.http2_max_streams);
+    let ping = shared.server.config.ping_interval;
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(handle(req, &shared, surface, peer).await) }
@@ -65,7 +66,7 @@ pub(crate) async fn serve<I>(
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(max_streams);
     // HTTP/2 PINGs at the WebSocket ping interval: a peer that vanished without a FIN is
     // let go with its connection (and every WebSocket stream on it).
-    builder.http2().keep_alive_interval(shared.server.config.ping_interval);
+    builder.http2().keep_alive_interval(ping);
     if surface.public() {
         // Every WebSocket route of this port takes extended CONNECT, so it may be
         // advertised (a browser then opens its WebSockets on the page's connection).
