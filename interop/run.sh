@@ -5,7 +5,7 @@
 #   Chromium loading tether echo's page over https:// and echoing over wss://;
 #   @stomp/stompjs in Node and in Chromium against `tether serve` (STOMP, with tether.json);
 #   Node's http2 module (WebSocket over HTTP/2, RFC 8441) against `tether serve` and the
-#   hyper_echo and axum_chat examples.
+#   hyper_echo and axum_chat examples; Node `ws` and Python `websockets` against hyper_echo.
 # Installs what it needs: Chromium (apt), ws + playwright-core + @stomp/stompjs (npm ci),
 # websockets (pip, venv).
 set -euo pipefail
@@ -87,6 +87,9 @@ node interop/stomp_chromium.mjs "http://${url#ws://}/"
 echo "== node http2 (RFC 8441 extended CONNECT, h2c) -> tether serve (http://${url#ws://}/)"
 node interop/h2_client.mjs hub "http://${url#ws://}"
 start hyper-echo ./target/release/examples/hyper_echo 127.0.0.1:0
+echo "== node ws and python websockets clients (HTTP/1.1) -> the hyper_echo example ($url/ws)"
+node interop/node_client.mjs "$url/ws"
+"$venv/bin/python" interop/py_client.py "$url/ws"
 echo "== node http2 (RFC 8441 extended CONNECT, h2c) -> the hyper_echo example (tether::hyper, http://${url#ws://}/)"
 node interop/h2_client.mjs echo "http://${url#ws://}"
 start axum-chat ./target/release/examples/axum_chat 127.0.0.1:0
