@@ -288,7 +288,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(&Request) -> Result<(), Reject>,
 {
-    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, sync_check(check)).await?;
+    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, sync_check(check), None).await?;
     Ok((upgraded.spawn(), request))
 }
 
@@ -311,7 +311,8 @@ where
     F: FnOnce(&Request) -> Fut,
     Fut: Future<Output = Result<Accept, Reject>>,
 {
-    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, check).await?;
+    let limit = Some(config.config.handshake_timeout);
+    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, check, limit).await?;
     Ok((upgraded.spawn(), request))
 }
 
@@ -331,7 +332,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnOnce(&Request) -> Result<(), Reject>,
 {
-    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, sync_check(check)).await?;
+    let (upgraded, request) = accept_upgraded(stream, remote_addr, config, sync_check(check), None).await?;
     Ok((upgraded.direct(), request))
 }
 
@@ -340,6 +341,7 @@ async fn accept_upgraded<S, F, Fut>(
     remote_addr: Option<SocketAddr>,
     config: &ServerConfig,
     check: F,
+    limit: Option<Duration>,
 ) -> Result<(Upgraded<S>, Request), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -365,7 +367,7 @@ where
         }
     };
     buf.drain(..len);
-    upgrade_parsed(stream, request, buf, remote_addr, config, check).await
+    upgrade_parsed(stream, request, buf, remote_addr, config, check, limit).await
 }
 
 /// Finishes an upgrade whose request is read and valid: origin policy, the application's
@@ -377,6 +379,7 @@ async fn upgrade_parsed<S, F, Fut>(
     remote_addr: Option<SocketAddr>,
     config: &ServerConfig,
     check: F,
+    limit: Option<Duration>,
 ) -> Result<(Upgraded<S>, Request), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -387,7 +390,12 @@ where
     if let Err(e) = config.origin.check(&request) {
         return Err(refuse(&mut stream, e, config).await);
     }
-    let accept = match tokio::time::timeout(config.config.handshake_timeout, check(&request)).await {
+    // An async check gets the handshake time; a synchronous one needs no timer.
+    let decided = match limit {
+        None => Ok(check(&request).await),
+        Some(limit) => tokio::time::timeout(limit, check(&request)).await,
+    };
+    let accept = match decided {
         Ok(Ok(accept)) => accept,
         Ok(Err(r)) => return Err(refuse_app(&mut stream, r, config).await),
         Err(_) => {
@@ -480,7 +488,7 @@ where
                 Ok(r) => r,
                 Err(e) => return Err(refuse(&mut stream, e, config).await),
             };
-            return upgrade_parsed(stream, request, buf, remote_addr, config, sync_check(check))
+            return upgrade_parsed(stream, request, buf, remote_addr, config, sync_check(check), None)
                 .await
                 .map(Some);
         }
@@ -892,7 +900,7 @@ impl Incoming {
         };
         buf.drain(..len);
         let (upgraded, request) =
-            upgrade_parsed(stream, request, buf, Some(addr), &config, sync_check(check)).await?;
+            upgrade_parsed(stream, request, buf, Some(addr), &config, sync_check(check), None).await?;
         drop(handshake);
         Ok(Accepted::WebSocket(upgraded.with_permit(permit).spawn(), request))
     }
@@ -947,7 +955,8 @@ impl Incoming {
         let run = async move {
             let (addr, config) = (Some(self.addr), self.config.clone());
             let (stream, permit, handshake) = self.transport().await?;
-            let (upgraded, request) = accept_upgraded(stream, addr, &config, check).await?;
+            let limit = Some(config.config.handshake_timeout);
+            let (upgraded, request) = accept_upgraded(stream, addr, &config, check, limit).await?;
             drop(handshake);
             Ok::<_, Error>((upgraded.with_permit(permit), request))
         };
@@ -976,7 +985,7 @@ impl Incoming {
     {
         let (addr, config) = (Some(self.addr), self.config.clone());
         let (stream, permit, handshake) = self.transport().await?;
-        let (upgraded, request) = accept_upgraded(stream, addr, &config, sync_check(check)).await?;
+        let (upgraded, request) = accept_upgraded(stream, addr, &config, sync_check(check), None).await?;
         drop(handshake);
         Ok((upgraded.with_permit(permit), request))
     }
