@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tether_proto::handshake::{
-    accept_response, check_field, head_ready, http_response, parse_http_request, reject_response,
+    accept_response, check_field, h2_preface, head_ready, http_response, parse_http_request, reject_response,
     reject_response_with_body, select_protocol, HttpRequest as HttpHead, OriginPolicy, Request,
 };
 use tether_proto::{deflate, Config, Connection, HandshakeError};
@@ -538,20 +538,18 @@ where
     }
 }
 
-/// The first bytes of HTTP/2 with prior knowledge (RFC 9113 3.4): no HTTP/1 method is
-/// `PRI`.
-const H2_PREFACE_START: &[u8] = b"PRI ";
-
 /// Reads until `buf` shows whether the client starts with the HTTP/2 preface (`true`) or
 /// not (`false`, possibly with `buf` still empty when the peer closed).
 async fn read_preface<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> Result<bool, Error> {
-    while buf.len() < H2_PREFACE_START.len() && H2_PREFACE_START.starts_with(buf) {
+    loop {
+        if let Some(h2) = h2_preface(buf) {
+            return Ok(h2);
+        }
         buf.reserve(READ_CHUNK);
         if stream.read_buf(buf).await? == 0 {
             return Ok(false);
         }
     }
-    Ok(buf.starts_with(H2_PREFACE_START))
 }
 
 /// Reads until `buf` holds a whole request head. `Ok(None)`: the peer closed before sending

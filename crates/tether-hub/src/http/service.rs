@@ -163,15 +163,10 @@ fn websocket(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr)
     }
 }
 
-/// Whether a request is a WebSocket handshake attempt of either HTTP version.
+/// Whether a request is a WebSocket handshake attempt of either HTTP version: tether-proto's
+/// rule for HTTP/1.1, or an HTTP/2 CONNECT.
 fn is_websocket_attempt<B>(req: &Request<B>) -> bool {
-    let h = req.headers();
-    req.method() == Method::CONNECT
-        || h.contains_key(header::SEC_WEBSOCKET_KEY)
-        || h.contains_key(header::SEC_WEBSOCKET_VERSION)
-        || h.get_all(header::UPGRADE).iter().any(|v| {
-            v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")))
-        })
+    req.method() == Method::CONNECT || tether::tether_proto::handshake::is_websocket_attempt(req.headers())
 }
 
 /// The server API, with CORS for the configured origins.

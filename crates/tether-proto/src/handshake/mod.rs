@@ -9,8 +9,8 @@ mod url;
 pub use client::{ClientHandshake, ClientOptions, Response};
 pub use extensions::{parse_extensions, Extension};
 pub use server::{
-    accept_response, http_response, parse_http_request, parse_request, reject_response,
-    reject_response_with_body, select_protocol, HttpRequest, OriginPolicy, Request,
+    accept_response, h2_preface, http_response, is_websocket_attempt, parse_http_request, parse_request,
+    reject_response, reject_response_with_body, select_protocol, HttpRequest, OriginPolicy, Request,
 };
 pub use url::Url;
 

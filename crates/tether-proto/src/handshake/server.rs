@@ -59,6 +59,30 @@ pub struct HttpRequest {
     pub headers: HeaderMap,
 }
 
+/// Whether request headers make a WebSocket handshake attempt (HTTP/1.1): `Upgrade:
+/// websocket`, or a `Sec-WebSocket-Key` or `Sec-WebSocket-Version` header without it. For an
+/// HTTP server that parses heads itself (hyper), the same rule as
+/// [`HttpRequest::is_websocket_attempt`].
+pub fn is_websocket_attempt(headers: &HeaderMap) -> bool {
+    has_token(headers, "upgrade", "websocket")
+        || headers.contains_key("sec-websocket-key")
+        || headers.contains_key("sec-websocket-version")
+}
+
+/// Whether a connection starts with the HTTP/2 connection preface (RFC 9113 3.4, prior
+/// knowledge): `Some(true)` for `PRI `, which no HTTP/1 method is; `Some(false)` when `buf`
+/// cannot be its start; `None` while too short to tell.
+pub fn h2_preface(buf: &[u8]) -> Option<bool> {
+    const START: &[u8] = b"PRI ";
+    if buf.len() >= START.len() {
+        Some(buf.starts_with(START))
+    } else if START.starts_with(buf) {
+        None
+    } else {
+        Some(false)
+    }
+}
+
 impl HttpRequest {
     /// Whether the request asks for a WebSocket upgrade (`Upgrade: websocket`).
     pub fn is_upgrade(&self) -> bool {
@@ -70,9 +94,7 @@ impl HttpRequest {
     /// checked as a handshake ([`into_upgrade`](Self::into_upgrade): 426 without
     /// `Upgrade`, 400 for a bad key) and is never answered as a plain request.
     pub fn is_websocket_attempt(&self) -> bool {
-        self.is_upgrade()
-            || self.headers.contains_key("sec-websocket-key")
-            || self.headers.contains_key("sec-websocket-version")
+        is_websocket_attempt(&self.headers)
     }
 
     /// Whether the connection stays open after the answer: HTTP/1.1 without
@@ -362,6 +384,16 @@ fn write_extra(out: &mut Vec<u8>, extra: &HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_http2_preface_is_told_from_http1_heads() {
+        assert_eq!(h2_preface(b""), None);
+        assert_eq!(h2_preface(b"PR"), None);
+        assert_eq!(h2_preface(b"PRI * HTTP/2.0\r\n"), Some(true));
+        assert_eq!(h2_preface(b"GET / HTTP/1.1\r\n"), Some(false));
+        assert_eq!(h2_preface(b"PU"), Some(false));
+        assert_eq!(h2_preface(b"PRIX"), Some(false));
+    }
 
     const GOOD: &str = "GET /chat?room=1 HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
         Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
