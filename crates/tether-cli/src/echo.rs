@@ -35,9 +35,16 @@ pub(crate) struct Args {
     tls: crate::tls::TlsArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Serve the SockJS protocol's test services instead (/echo, /disabled_websocket_echo,
+    /// /cookie_needed_echo, /close), to run a SockJS conformance suite against.
+    #[arg(long, conflicts_with_all = ["subprotocols", "allow_origins", "tls_cert"])]
+    sockjs: bool,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.sockjs {
+        return sockjs(&args.listen).await;
+    }
     let mut config =
         ServerConfig::default().with_config(args.limits.to_config()?).with_protocols(args.subprotocols);
     if let Some(n) = args.max_connections {
@@ -175,4 +182,17 @@ async fn goodbye(ws: &mut WebSocketStream<Transport>) {
     if ws.send(Message::Close(Some(bye))).await.is_ok() {
         while ws.next().await.is_some() {}
     }
+}
+
+/// `tether echo --sockjs`: the SockJS test services over plain HTTP.
+async fn sockjs(listen: &str) -> anyhow::Result<ExitCode> {
+    let server = tether_hub::frontend::sockjs::TestServer::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = server.local_addr()?;
+    tracing::info!(
+        "SockJS test services on http://{addr}/echo, /disabled_websocket_echo, /cookie_needed_echo, /close"
+    );
+    server.run(crate::stop::shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! The tether hub: channels with history and recovery, presence, join/leave events, work
 //! queues, and fan-out with one encode per publication, behind WebSocket front-ends
-//! (`tether.json`, STOMP), a server API over HTTP, `/metrics` and `/healthz`, and a demo page.
+//! (`tether.json`, STOMP; over SockJS too), a server API over HTTP, `/metrics` and `/healthz`, and a demo page.
 //!
 //! ```text
 //!  front-ends (frontend/: json, stomp)     translate a wire format to session calls
@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod options;
 pub mod session;
 
+pub use frontend::sockjs::SockJsOptions;
 /// The STOMP front-end's options and frame codec (also at `frontend::stomp`).
 pub use frontend::stomp;
 pub use frontend::stomp::StompOptions;

@@ -2,9 +2,9 @@
 //! (docs/PROTOCOL.md). One task per connection reads commands; pushes come from the hub
 //! through a [`JsonOutlet`], each event encoded once for every JSON subscriber.
 
+use super::link::{Link, TextEncoding, Tx};
 use super::{Context, FrontEnd};
 use crate::codes::{auth_code, reply as code, reply_code};
-use crate::hub::event::FrameEncoding;
 use crate::hub::{ClientInfo, Event, Hub, Outlet, Push, StreamPosition};
 use crate::session::auth::Authenticator;
 use crate::session::gate::SendGate;
@@ -18,13 +18,13 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tether::{CloseCode, Message, PreparedFrame, Sender, WebSocket};
+use tether::{CloseCode, Message};
 
 /// The subprotocol name.
 pub const PROTOCOL: &str = "tether.json";
 
 /// This front-end's encoding: one frame per event, shared by every JSON subscriber.
-static ENCODING: FrameEncoding = FrameEncoding::new("tether.json");
+static ENCODING: TextEncoding = TextEncoding::new("tether.json");
 
 /// Delivers hub events to one JSON connection, disconnecting it when it falls behind.
 struct JsonOutlet {
@@ -33,7 +33,7 @@ struct JsonOutlet {
 
 impl Outlet for JsonOutlet {
     fn push(&self, event: &Arc<Event>) -> bool {
-        event.with_frame(&ENCODING, |e| PreparedFrame::text(&encode_push(e)), |f| self.gate.send_prepared(f))
+        self.gate.send_event(event, &ENCODING, encode_push)
     }
 
     fn disconnect(&self, code: u16, reason: &str) {
@@ -227,15 +227,14 @@ impl FrontEnd for Json {
         "/ws"
     }
 
-    fn serve(&self, ws: WebSocket, cx: Context, _subprotocol: Option<String>) -> BoxFuture<'static, ()> {
-        Box::pin(serve_connection(ws, cx.hub, cx.auth))
+    fn serve(&self, link: Link, cx: Context, _subprotocol: Option<String>) -> BoxFuture<'static, ()> {
+        Box::pin(serve_connection(link, cx.hub, cx.auth))
     }
 }
 
 /// Runs one `tether.json` connection until it closes.
-async fn serve_connection(ws: WebSocket, hub: Arc<Hub>, auth: Arc<dyn Authenticator>) {
-    let (write, mut read) = ws.split();
-    let sender = write.sender();
+async fn serve_connection(link: Link, hub: Arc<Hub>, auth: Arc<dyn Authenticator>) {
+    let Link { tx: sender, rx: mut read } = link;
     let mut session = Session::new(hub, auth);
     let metrics = session.metrics().clone();
     loop {
@@ -329,7 +328,7 @@ pub fn check_command(text: &str) -> Result<Option<u64>, CommandError> {
 }
 
 /// Handles one command; returns the reply to send, if it was not queued already.
-async fn handle(text: &str, sender: &Sender, session: &mut Session) -> Option<Reply> {
+async fn handle(text: &str, sender: &Tx, session: &mut Session) -> Option<Reply> {
     let cmd = match decode_command(text) {
         Ok(c) => c,
         Err(e) => return Some(error(e.id, e.code, &e.message)),

@@ -4,13 +4,15 @@
 //! Adding one is an addition to [`registered`], not an edit elsewhere.
 
 pub mod json;
+pub(crate) mod link;
+pub mod sockjs;
 pub mod stomp;
 
 use crate::hub::Hub;
 use crate::session::auth::Authenticator;
 use futures_util::future::BoxFuture;
+use link::Link;
 use std::sync::Arc;
-use tether::WebSocket;
 
 /// What a front-end gets to serve a connection.
 #[derive(Clone)]
@@ -26,8 +28,9 @@ pub(crate) trait FrontEnd: Send + Sync {
     fn subprotocols(&self) -> &'static [&'static str];
     /// The path where a connection without a subprotocol speaks it.
     fn path(&self) -> &'static str;
-    /// Runs one connection until it closes; `subprotocol` is the negotiated one.
-    fn serve(&self, ws: WebSocket, cx: Context, subprotocol: Option<String>) -> BoxFuture<'static, ()>;
+    /// Runs one connection (a WebSocket or a SockJS session) until it closes;
+    /// `subprotocol` is the negotiated one.
+    fn serve(&self, link: Link, cx: Context, subprotocol: Option<String>) -> BoxFuture<'static, ()>;
 }
 
 /// Every front-end, the default (for `/ws` without a subprotocol) first.

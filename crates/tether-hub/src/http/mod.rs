@@ -14,6 +14,8 @@ pub(crate) mod web;
 
 pub use api::{check_api_body, ApiParseError};
 
+use crate::frontend::link::Link;
+use crate::frontend::sockjs::{self, SockJsOptions};
 use crate::frontend::stomp::StompOptions;
 use crate::frontend::{self, Context};
 use crate::hub::Hub;
@@ -60,6 +62,14 @@ pub struct ServeOptions {
     /// Streams one HTTP/2 connection may have open at once (each WebSocket over HTTP/2 is
     /// one; `SETTINGS_MAX_CONCURRENT_STREAMS`). Default 256.
     pub http2_max_streams: u32,
+    /// Where SockJS sessions speak `tether.json` (`None`: no SockJS for it). Default
+    /// `/sockjs`.
+    pub sockjs_prefix: Option<String>,
+    /// Where SockJS sessions speak STOMP, as Spring serves STOMP over SockJS (`None`: no
+    /// SockJS for it). Default `/stomp-sockjs`.
+    pub sockjs_stomp_prefix: Option<String>,
+    /// Settings of both SockJS endpoints.
+    pub sockjs: SockJsOptions,
 }
 
 /// How often the hub pings each WebSocket client by default: browsers and libraries answer
@@ -114,6 +124,9 @@ impl Default for ServeOptions {
             cors_origins: Vec::new(),
             http2: true,
             http2_max_streams: 256,
+            sockjs_prefix: Some("/sockjs".into()),
+            sockjs_stomp_prefix: Some("/stomp-sockjs".into()),
+            sockjs: SockJsOptions::default(),
         }
     }
 }
@@ -164,22 +177,36 @@ pub(crate) struct Shared {
     pub(crate) options: ServeOptions,
     /// The listener's configuration, with the one `Config` every connection points to.
     pub(crate) server: Arc<ServerConfig>,
+    /// The SockJS endpoints.
+    pub(crate) sockjs: Vec<Arc<sockjs::Endpoint>>,
     counts: Arc<Counts>,
 }
 
 /// The WebSocket endpoints' paths, for answers that name them.
-pub(crate) const ENDPOINTS: &str = "the WebSocket endpoints are /ws and /stomp";
+pub(crate) const ENDPOINTS: &str =
+    "the WebSocket endpoints are /ws and /stomp (and SockJS's websocket transports)";
 
 impl Shared {
+    /// What a front-end gets to serve a connection.
+    pub(crate) fn context(&self) -> Context {
+        Context { hub: self.hub.clone(), auth: self.options.auth.clone(), stomp: self.options.stomp }
+    }
+
     /// Admits a WebSocket to `path` from `ip`: a front-end's path, within the per-IP limit.
     pub(crate) fn admit(&self, path: &str, ip: IpAddr) -> Result<Slot, Reject> {
-        if !frontend::registered().iter().any(|f| f.path() == path) {
+        let front = frontend::registered().iter().any(|f| f.path() == path);
+        if !front && self.sockjs_route(path).is_none() {
             return Err(Reject::new(404, ENDPOINTS));
         }
         self.counts.take_ip(ip, self.options.max_connections_per_ip).ok_or_else(|| {
             self.hub.metrics.refused.fetch_add(1, Ordering::Relaxed);
             Reject::new(503, "too many connections from this address")
         })
+    }
+
+    /// The SockJS endpoint and WebSocket route `path` names, if it names one.
+    fn sockjs_route(&self, path: &str) -> Option<(&Arc<sockjs::Endpoint>, sockjs::WsRoute)> {
+        self.sockjs.iter().find_map(|e| Some((e, e.websocket_route(path)?)))
     }
 
     /// Runs an upgraded WebSocket with the front-end for its subprotocol or path.
@@ -189,10 +216,10 @@ impl Shared {
         if http2 { &metrics.websocket_http2 } else { &metrics.websocket_http1 }
             .fetch_add(1, Ordering::Relaxed);
         let protocol = ws.protocol().map(str::to_owned);
-        if let Some(front) = frontend::pick(protocol.as_deref(), path) {
-            let cx =
-                Context { hub: self.hub.clone(), auth: self.options.auth.clone(), stomp: self.options.stomp };
-            front.serve(ws, cx, protocol).await;
+        if let Some((endpoint, route)) = self.sockjs_route(path) {
+            endpoint.run_websocket(ws, route).await;
+        } else if let Some(front) = frontend::pick(protocol.as_deref(), path) {
+            front.serve(Link::from(ws), self.context(), protocol).await;
         }
         drop(slot);
     }
@@ -226,7 +253,18 @@ impl Server {
         };
         let _ = hub.metrics.listener.set(listener.stats());
         let server = listener.config().clone();
-        let shared = Arc::new(Shared { hub, options, server, counts: Arc::default() });
+        let cx = Context { hub: hub.clone(), auth: options.auth.clone(), stomp: options.stomp };
+        let origins = Some(server.origin.clone());
+        let sockjs = [(&options.sockjs_prefix, "/ws"), (&options.sockjs_stomp_prefix, "/stomp")]
+            .into_iter()
+            .filter_map(|(prefix, path)| {
+                let prefix = prefix.as_deref().filter(|p| !p.is_empty())?;
+                let front = frontend::pick(None, path)?;
+                let app = sockjs::App::Front(front, cx.clone());
+                Some(sockjs::Endpoint::new(prefix, options.sockjs.clone(), app, origins.clone()))
+            })
+            .collect();
+        let shared = Arc::new(Shared { hub, options, server, sockjs, counts: Arc::default() });
         Ok(Self { listener, admin, shared })
     }
 
@@ -283,7 +321,8 @@ impl Server {
         if let Some(admin) = admin {
             admin.abort();
         }
-        let n = shared.hub.disconnect_all(1001, "server shutting down");
+        let mut n = shared.hub.disconnect_all(1001, "server shutting down");
+        n += shared.sockjs.iter().map(|e| e.close_all(1001, "server shutting down")).sum::<usize>();
         tracing::info!(connections = n, "shutting down: closing connections with 1001");
         let deadline = tokio::time::Instant::now() + shared.options.shutdown_timeout;
         let counts = &shared.counts;

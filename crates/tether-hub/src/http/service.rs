@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// A response body: whole, or (later: SockJS, Engine.IO) streamed.
+/// A response body: whole, or streamed (SockJS).
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// What a listener serves.
@@ -90,6 +90,9 @@ async fn handle(
 ) -> Response<Body> {
     let path = req.uri().path();
     if surface.public() {
+        if let Some(endpoint) = shared.sockjs.iter().find(|e| e.matches(path)) {
+            return endpoint.handle(req, &shared.server).await;
+        }
         if frontend::registered().iter().any(|f| f.path() == path) {
             return websocket(req, shared, peer);
         }
@@ -115,7 +118,19 @@ async fn handle(
         "/healthz" if hub.broker_up() => text(200, "ok"),
         "/healthz" => text(503, "broker unavailable"),
         "/metrics" if surface.admin() => {
-            full(200, "text/plain; version=0.0.4", hub.metrics.render(&hub.namespace_counts()))
+            let mut text = hub.metrics.render(&hub.namespace_counts());
+            text.push_str(
+                "# HELP tether_sockjs_sessions Open SockJS sessions (HTTP transports), by prefix.\n",
+            );
+            text.push_str("# TYPE tether_sockjs_sessions gauge\n");
+            for e in &shared.sockjs {
+                text.push_str(&format!(
+                    "tether_sockjs_sessions{{prefix=\"{}\"}} {}\n",
+                    e.prefix(),
+                    e.session_count()
+                ));
+            }
+            full(200, "text/plain; version=0.0.4", text)
         }
         _ if !surface.public() => text(404, "not found"),
         _ => match web::asset(path).filter(|_| options.demo_page) {
@@ -132,7 +147,8 @@ async fn handle(
 
 /// What `/` answers without the demo page.
 const NO_PAGE: &str = "tether hub: no page here (the demo page is served with --demo). Endpoints: \
-WebSocket /ws (tether.json) and /stomp (STOMP), server API /api/, /healthz, /metrics.";
+WebSocket /ws (tether.json) and /stomp (STOMP), SockJS /sockjs (tether.json) and /stomp-sockjs \
+(STOMP) unless configured otherwise, server API /api/, /healthz, /metrics.";
 
 /// A WebSocket request to a front-end's path: HTTP/1.1 upgrade or HTTP/2 extended CONNECT.
 fn websocket(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -> Response<Body> {

@@ -3,14 +3,17 @@
 //! 4008 "slow consumer" and nothing more is queued; bytes sent count in the hub's metrics.
 
 use crate::codes::close;
+use crate::frontend::link::{TextEncoding, Tx};
+use crate::hub::Event;
 use crate::metrics::Metrics;
+use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tether::{CloseCode, Message, PreparedFrame, Sender};
+use tether::{CloseCode, Message};
 
 /// A connection's sender with the slow-consumer policy.
 pub(crate) struct SendGate {
-    sender: Sender,
+    sender: Tx,
     max_queued: usize,
     closing: AtomicBool,
     metrics: Arc<Metrics>,
@@ -18,7 +21,7 @@ pub(crate) struct SendGate {
 
 impl SendGate {
     /// A gate over `sender` that tolerates `max_queued` unsent bytes.
-    pub(crate) fn new(sender: Sender, max_queued: usize, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(sender: Tx, max_queued: usize, metrics: Arc<Metrics>) -> Self {
         Self { sender, max_queued, closing: AtomicBool::new(false), metrics }
     }
 
@@ -43,10 +46,28 @@ impl SendGate {
         ok
     }
 
-    /// Queues a frame encoded once for many connections. `false` when the connection is
-    /// closing, too slow, or gone.
-    pub(crate) fn send_prepared(&self, frame: &PreparedFrame) -> bool {
-        self.admit() && self.sent(self.sender.send_prepared(frame).is_ok(), frame.wire().len())
+    /// Queues `event` as the text `encode` makes, encoded once per framing for every
+    /// connection using `encoding`. `false` when the connection is closing, too slow, or gone.
+    pub(crate) fn send_event(
+        &self,
+        event: &Event,
+        encoding: &TextEncoding,
+        encode: impl FnOnce(&Event) -> String,
+    ) -> bool {
+        self.admit() && self.counted(self.sender.send_event(event, encoding, encode))
+    }
+
+    /// Queues the message `head` + `part`, `part` shared by many connections (`escaped`:
+    /// its SockJS form). `false` as for [`send_event`](Self::send_event).
+    pub(crate) fn send_joined(&self, head: &[u8], part: &Bytes, escaped: impl FnOnce() -> Bytes) -> bool {
+        self.admit() && self.counted(self.sender.send_joined(head, part, escaped))
+    }
+
+    fn counted(&self, r: Result<usize, tether::Error>) -> bool {
+        match r {
+            Ok(n) => self.sent(true, n),
+            Err(_) => false,
+        }
     }
 
     /// Queues a message without waiting. `false` as for [`send_prepared`](Self::send_prepared).

@@ -9,6 +9,7 @@ pub mod auth;
 pub(crate) mod gate;
 
 use crate::codes::close;
+use crate::frontend::link::Tx;
 use crate::hub::queue::{AckMode, QueueError, QueueOutlet};
 use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, StreamPosition, Subscribed};
 use crate::metrics::Metrics;
@@ -17,7 +18,6 @@ use bytes::Bytes;
 use gate::SendGate;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tether::Sender;
 
 /// The close code and reason of a connection whose token ran out.
 pub(crate) const EXPIRED: (u16, &str) = (close::TOKEN_EXPIRED, "token expired");
@@ -49,7 +49,7 @@ impl Session {
     }
 
     /// A sender under the hub's slow-consumer policy.
-    pub(crate) fn gate(&self, sender: Sender) -> SendGate {
+    pub(crate) fn gate(&self, sender: Tx) -> SendGate {
         SendGate::new(sender, self.hub.options().max_queued_bytes, self.hub.metrics.clone())
     }
 

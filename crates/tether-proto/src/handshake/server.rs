@@ -298,6 +298,20 @@ pub enum OriginPolicy {
 }
 
 impl OriginPolicy {
+    /// Whether a request from `origin` to `host` (its `Host` header or `:authority`) passes:
+    /// the rule of [`check`](Self::check), for requests other than a WebSocket handshake
+    /// (SockJS's HTTP transports, say).
+    pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::AllowList(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+            Self::SameHost => {
+                let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+                host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
+            }
+        }
+    }
+
     /// Checks a request.
     ///
     /// # Errors
@@ -305,15 +319,7 @@ impl OriginPolicy {
     /// [`HandshakeError::OriginRejected`] (403) when the origin is not allowed.
     pub fn check(&self, req: &Request) -> Result<(), HandshakeError> {
         let Some(origin) = req.origin() else { return Ok(()) };
-        let ok = match self {
-            Self::Any => true,
-            Self::AllowList(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
-            Self::SameHost => {
-                let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-                req.host().is_some_and(|h| h.eq_ignore_ascii_case(authority))
-            }
-        };
-        if ok {
+        if self.allows(origin, req.host()) {
             Ok(())
         } else {
             Err(HandshakeError::OriginRejected)

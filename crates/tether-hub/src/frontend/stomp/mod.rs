@@ -8,7 +8,8 @@
 
 pub mod frame;
 
-use super::{Context, FrontEnd};
+use super::link::{binary_or_text as message, Link, Tx};
+use super::{sockjs, Context, FrontEnd};
 use crate::codes::close;
 use crate::hub::event::PartEncoding;
 use crate::hub::queue::{AckMode, Delivery, QueueError, QueueOutlet};
@@ -24,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tether::{CloseCode, Message, Sender, Utf8Bytes, WebSocket};
+use tether::{CloseCode, Message};
 
 /// The WebSocket subprotocols of STOMP, newest first.
 pub const PROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
@@ -56,20 +57,22 @@ impl Default for StompOptions {
 static ENCODINGS: [PartEncoding; 3] =
     [PartEncoding::new("stomp 1.0"), PartEncoding::new("stomp 1.1"), PartEncoding::new("stomp 1.2")];
 
+/// The same parts JSON-escaped, for SockJS sessions.
+static SOCKJS_ENCODINGS: [PartEncoding; 3] = [
+    PartEncoding::new("stomp 1.0 sockjs"),
+    PartEncoding::new("stomp 1.1 sockjs"),
+    PartEncoding::new("stomp 1.2 sockjs"),
+];
+
+fn sockjs_encoding(version: Version) -> &'static PartEncoding {
+    &SOCKJS_ENCODINGS[version as usize]
+}
+
 fn encoding(version: Version) -> &'static PartEncoding {
     match version {
         Version::V1_0 => &ENCODINGS[0],
         Version::V1_1 => &ENCODINGS[1],
         Version::V1_2 => &ENCODINGS[2],
-    }
-}
-
-/// A frame's bytes as a WebSocket message: text when it is UTF-8 (as stomp.js and most
-/// servers send), binary otherwise.
-fn message(bytes: Bytes) -> Message {
-    match Utf8Bytes::try_from_bytes(bytes) {
-        Ok(text) => Message::Text(text),
-        Err(bytes) => Message::Binary(bytes),
     }
 }
 
@@ -132,21 +135,24 @@ impl StompOutlet {
         self.gate.send(message(bytes))
     }
 
-    /// Sends a topic event to one subscription.
+    /// Sends a topic event to one subscription: its own head, then the part every
+    /// subscriber shares (encoded once per version, and once more for SockJS).
     fn send_event(&self, subscription: &str, event: &Event) -> bool {
-        let out = event.with_part(
-            encoding(self.version),
-            |e| encode_topic_part(e, self.version),
+        let v = self.version;
+        let mut head = BytesMut::with_capacity(subscription.len() + 24);
+        head.extend_from_slice(b"MESSAGE\n");
+        write_header(&mut head, "subscription", subscription, (v >= Version::V1_1).then_some(v));
+        event.with_part(
+            encoding(v),
+            |e| encode_topic_part(e, v),
             |part| {
-                let mut out = BytesMut::with_capacity(part.len() + subscription.len() + 24);
-                out.extend_from_slice(b"MESSAGE\n");
-                let esc = (self.version >= Version::V1_1).then_some(self.version);
-                write_header(&mut out, "subscription", subscription, esc);
-                out.extend_from_slice(part);
-                out
+                let escaped = || {
+                    let escape = |_: &Event| Bytes::from(sockjs::escape(&String::from_utf8_lossy(part)));
+                    event.with_part(sockjs_encoding(v), escape, Bytes::clone)
+                };
+                self.gate.send_joined(&head, part, escaped)
             },
-        );
-        self.send(out.freeze())
+        )
     }
 }
 
@@ -317,7 +323,7 @@ fn forwarded(frame: &Frame) -> Vec<(String, String)> {
 struct Conn {
     session: Session,
     options: StompOptions,
-    sender: Sender,
+    sender: Tx,
     /// The newest version the subprotocol allows.
     cap: Version,
     version: Version,
@@ -342,23 +348,24 @@ impl FrontEnd for Stomp {
         PATH
     }
 
-    fn serve(&self, ws: WebSocket, cx: Context, subprotocol: Option<String>) -> BoxFuture<'static, ()> {
-        Box::pin(async move { serve_connection(ws, cx.hub, cx.auth, cx.stomp, subprotocol.as_deref()).await })
+    fn serve(&self, link: Link, cx: Context, subprotocol: Option<String>) -> BoxFuture<'static, ()> {
+        Box::pin(
+            async move { serve_connection(link, cx.hub, cx.auth, cx.stomp, subprotocol.as_deref()).await },
+        )
     }
 }
 
 /// Runs one STOMP connection until it closes. `subprotocol` is the negotiated one (it caps
 /// the version), `None` on the `/stomp` path without one.
 async fn serve_connection(
-    ws: WebSocket,
+    link: Link,
     hub: Arc<Hub>,
     auth: Arc<dyn Authenticator>,
     options: StompOptions,
     subprotocol: Option<&str>,
 ) {
     let cap = subprotocol.and_then(Version::from_subprotocol).unwrap_or(Version::V1_2);
-    let (write, mut read) = ws.split();
-    let sender = write.sender();
+    let Link { tx: sender, rx: mut read } = link;
     let metrics = hub.metrics.clone();
     let mut decoder = Decoder::new(Version::V1_2, options.limits);
     let mut session = Conn {
