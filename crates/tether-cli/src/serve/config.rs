@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tether::OriginPolicy;
 use tether_hub::broker::redis::RedisOptions;
-use tether_hub::{HubOptions, NamespaceOptions, QueueLimits, StompOptions};
+use tether_hub::{HubOptions, NamespaceOptions, QueueLimits, SockJsOptions, StompOptions};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -43,6 +43,12 @@ pub(crate) struct Args {
     /// one) [default: 256].
     #[arg(long, env = "TETHER_HTTP2_MAX_STREAMS")]
     http2_max_streams: Option<u32>,
+    /// No SockJS endpoints (/sockjs and /stomp-sockjs): WebSocket clients only.
+    #[arg(long, env = "TETHER_NO_SOCKJS")]
+    no_sockjs: bool,
+    /// SockJS sessions open at once per SockJS endpoint; more get 503 [default: 10000].
+    #[arg(long, env = "TETHER_SOCKJS_MAX_SESSIONS")]
+    sockjs_max_sessions: Option<usize>,
     /// Largest server API request body in bytes; larger ones get 413 [default: 1048576].
     #[arg(long, env = "TETHER_MAX_BODY_SIZE")]
     max_body_size: Option<usize>,
@@ -127,6 +133,8 @@ pub(crate) struct FileConfig {
     namespaces: Option<HashMap<String, FileNamespace>>,
     /// The STOMP front-end.
     stomp: Option<FileStomp>,
+    /// The SockJS endpoints.
+    sockjs: Option<FileSockJs>,
     /// Work queues (STOMP `/queue/...`).
     queues: Option<FileQueues>,
     /// `memory` or a Redis URL.
@@ -204,6 +212,73 @@ impl FileStomp {
         )?;
         Ok(o)
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSockJs {
+    prefix: Option<String>,
+    stomp_prefix: Option<String>,
+    websocket: Option<bool>,
+    cookie_needed: Option<bool>,
+    response_limit: Option<usize>,
+    heartbeat: Option<f64>,
+    disconnect_delay: Option<f64>,
+    max_sessions: Option<usize>,
+    max_queued_bytes: Option<usize>,
+    max_body_size: Option<usize>,
+    sockjs_url: Option<String>,
+}
+
+/// A SockJS prefix: `""` for none, else a path starting with `/`, without a trailing `/`.
+fn sockjs_prefix(name: &str, v: Option<String>, default: &str) -> anyhow::Result<Option<String>> {
+    let p = v.unwrap_or_else(|| default.to_owned());
+    if p.is_empty() {
+        return Ok(None);
+    }
+    if !p.starts_with('/') || p.ends_with('/') || p.contains(['?', '#', ' ']) {
+        bail!("sockjs {name} {p:?} must be a path like \"/sockjs\" (or \"\" for none)");
+    }
+    Ok(Some(p))
+}
+
+/// The SockJS settings: the file's `[sockjs]`, flags over it; queued bytes default to the
+/// hub's `max_queued_bytes`.
+fn resolve_sockjs(
+    file: Option<&FileSockJs>,
+    off: bool,
+    max_sessions: Option<usize>,
+    max_queued: usize,
+) -> anyhow::Result<(Option<String>, Option<String>, SockJsOptions)> {
+    let none = FileSockJs::default();
+    let f = file.unwrap_or(&none);
+    let mut o = SockJsOptions::default();
+    let (prefix, stomp_prefix) = if off {
+        (None, None)
+    } else {
+        (
+            sockjs_prefix("prefix", f.prefix.clone(), "/sockjs")?,
+            sockjs_prefix("stomp_prefix", f.stomp_prefix.clone(), "/stomp-sockjs")?,
+        )
+    };
+    if prefix.is_some() && prefix == stomp_prefix {
+        bail!("sockjs prefix and stomp_prefix must differ");
+    }
+    o.websocket = f.websocket.unwrap_or(o.websocket);
+    o.cookie_needed = f.cookie_needed.unwrap_or(o.cookie_needed);
+    o.response_limit = positive("sockjs response_limit", f.response_limit.unwrap_or(o.response_limit))?;
+    o.heartbeat = seconds("sockjs heartbeat", f.heartbeat, o.heartbeat)?
+        .ok_or_else(|| anyhow::anyhow!("sockjs heartbeat must be more than 0"))?;
+    o.disconnect_delay = seconds("sockjs disconnect_delay", f.disconnect_delay, o.disconnect_delay)?
+        .ok_or_else(|| anyhow::anyhow!("sockjs disconnect_delay must be more than 0"))?;
+    o.max_sessions =
+        positive("sockjs max_sessions", max_sessions.or(f.max_sessions).unwrap_or(o.max_sessions))?;
+    o.max_queued_bytes = positive("sockjs max_queued_bytes", f.max_queued_bytes.unwrap_or(max_queued))?;
+    o.max_body_size = positive("sockjs max_body_size", f.max_body_size.unwrap_or(o.max_body_size))?;
+    if let Some(url) = &f.sockjs_url {
+        o.sockjs_url = url.clone();
+    }
+    Ok((prefix, stomp_prefix, o))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,6 +413,21 @@ pub(crate) const TEMPLATE: &str = r#"# tether serve configuration (TOML). Flags 
 # heart_beat_receive_ms = 10000
 # max_transaction_frames = 1000
 
+# SockJS, for browsers where WebSocket does not get through: tether.json at `prefix`,
+# STOMP at `stomp_prefix` ("" turns either off; --no-sockjs turns both off).
+# [sockjs]
+# prefix = "/sockjs"
+# stomp_prefix = "/stomp-sockjs"
+# websocket = true
+# cookie_needed = false
+# response_limit = 131072
+# heartbeat = 25
+# disconnect_delay = 5
+# max_sessions = 10000
+# max_queued_bytes = 4194304
+# max_body_size = 65536
+# sockjs_url = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js"
+
 # Work queues (STOMP /queue/NAME).
 # [queues]
 # max_messages = 10000
@@ -388,6 +478,9 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) hub: HubOptions,
     pub(crate) stomp: StompOptions,
+    pub(crate) sockjs_prefix: Option<String>,
+    pub(crate) sockjs_stomp_prefix: Option<String>,
+    pub(crate) sockjs: SockJsOptions,
     pub(crate) demo: bool,
     pub(crate) token_hmac_secret: Option<String>,
     pub(crate) token_rsa_public_key: Option<PathBuf>,
@@ -474,6 +567,19 @@ impl Settings {
             self.stomp.heart_beat.0, self.stomp.heart_beat.1
         );
         let _ = writeln!(out, "max_transaction_frames = {}", self.stomp.max_transaction_frames);
+        let j = &self.sockjs;
+        let _ = writeln!(
+            out,
+            "\n[sockjs]\nprefix = {:?}\nstomp_prefix = {:?}",
+            self.sockjs_prefix.as_deref().unwrap_or(""),
+            self.sockjs_stomp_prefix.as_deref().unwrap_or("")
+        );
+        let _ = writeln!(out, "websocket = {}\ncookie_needed = {}", j.websocket, j.cookie_needed);
+        let _ = writeln!(out, "response_limit = {}", j.response_limit);
+        let _ = writeln!(out, "heartbeat = {}", j.heartbeat.as_secs_f64());
+        let _ = writeln!(out, "disconnect_delay = {}", j.disconnect_delay.as_secs_f64());
+        let _ = writeln!(out, "max_sessions = {}\nmax_queued_bytes = {}", j.max_sessions, j.max_queued_bytes);
+        let _ = writeln!(out, "max_body_size = {}\nsockjs_url = {:?}", j.max_body_size, j.sockjs_url);
         let q = &self.hub.queue_limits;
         let _ = writeln!(out, "\n[queues]\nmax_messages = {}\nmax_queues = {}", q.max_messages, q.max_queues);
         if let Some(r) = &self.redis {
@@ -566,6 +672,8 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
         .map_or_else(NamespaceOptions::default, |ns| ns.apply(NamespaceOptions::default()));
     let stomp =
         file.stomp.as_ref().map_or(Ok(StompOptions::default()), |s| s.apply(StompOptions::default()))?;
+    let (sockjs_prefix, sockjs_stomp_prefix, sockjs) =
+        resolve_sockjs(file.sockjs.as_ref(), args.no_sockjs, args.sockjs_max_sessions, max_queued)?;
     let mut queue_limits = QueueLimits::default();
     if let Some(q) = &file.queues {
         queue_limits.max_messages =
@@ -617,6 +725,9 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
         idle_timeout: idle,
         hub: hub_options,
         stomp,
+        sockjs_prefix,
+        sockjs_stomp_prefix,
+        sockjs,
         demo,
         token_hmac_secret: args.token_hmac_secret.or(file.token_hmac_secret),
         token_rsa_public_key: args.token_rsa_public_key.or(file.token_rsa_public_key),
@@ -666,6 +777,34 @@ mod tests {
         assert!(!s.demo);
         assert!(s.cors_origins.is_empty() && s.admin_listen.is_none() && s.http2);
         assert_eq!(s.max_body_size, 1 << 20);
+    }
+
+    #[test]
+    fn sockjs_settings() {
+        let s = resolve(args(&[]), FileConfig::default()).unwrap();
+        assert_eq!(
+            (s.sockjs_prefix.as_deref(), s.sockjs_stomp_prefix.as_deref()),
+            (Some("/sockjs"), Some("/stomp-sockjs"))
+        );
+        assert_eq!((s.sockjs.max_sessions, s.sockjs.max_body_size), (10_000, 64 * 1024));
+        assert_eq!(s.sockjs.max_queued_bytes, s.hub.max_queued_bytes);
+        let toml =
+            "max_queued_bytes = 1000\n[sockjs]\nprefix = \"/rt\"\nstomp_prefix = \"\"\nmax_sessions = 5\n\
+                    max_body_size = 100\ndisconnect_delay = 0.5\ncookie_needed = true\nwebsocket = false\n";
+        let s = resolve(args(&["--sockjs-max-sessions", "7"]), file(toml)).unwrap();
+        assert_eq!((s.sockjs_prefix.as_deref(), s.sockjs_stomp_prefix.as_deref()), (Some("/rt"), None));
+        assert_eq!(
+            (s.sockjs.max_sessions, s.sockjs.max_body_size, s.sockjs.max_queued_bytes),
+            (7, 100, 1000)
+        );
+        assert_eq!(s.sockjs.disconnect_delay, Duration::from_millis(500));
+        assert!(s.sockjs.cookie_needed && !s.sockjs.websocket);
+        let s = resolve(args(&["--no-sockjs"]), file(toml)).unwrap();
+        assert_eq!((s.sockjs_prefix, s.sockjs_stomp_prefix), (None, None));
+        assert!(error(&[], "[sockjs]\nprefix = \"sockjs/\"\n").contains("must be a path"));
+        assert!(error(&[], "[sockjs]\nstomp_prefix = \"/sockjs\"\n").contains("must differ"));
+        assert!(error(&["--sockjs-max-sessions", "0"], "").contains("sockjs max_sessions"));
+        assert!(error(&[], "[sockjs]\nheartbeat = 0\n").contains("sockjs heartbeat"));
     }
 
     #[test]

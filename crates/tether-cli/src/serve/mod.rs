@@ -102,6 +102,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         cors_origins: s.cors_origins.clone(),
         http2: s.http2,
         http2_max_streams: s.http2_max_streams,
+        sockjs_prefix: s.sockjs_prefix.clone(),
+        sockjs_stomp_prefix: s.sockjs_stomp_prefix.clone(),
+        sockjs: s.sockjs.clone(),
         ..ServeOptions::default()
     };
     let hub = match s.redis {
