@@ -5,8 +5,10 @@
 #   Chromium loading tether echo's page over https:// and echoing over wss://;
 #   @stomp/stompjs in Node and in Chromium against `tether serve` (STOMP, with tether.json);
 #   Node's http2 module (WebSocket over HTTP/2, RFC 8441) against `tether serve` and the
-#   hyper_echo and axum_chat examples; Node `ws` and Python `websockets` against hyper_echo.
-# Installs what it needs: Chromium (apt), ws + playwright-core + @stomp/stompjs (npm ci),
+#   hyper_echo and axum_chat examples; Node `ws` and Python `websockets` against hyper_echo;
+#   sockjs-client in Node and in Chromium against `tether serve` (every transport each has,
+#   @stomp/stompjs over SockJS, the fallback when the hub's SockJS WebSocket is off).
+# Installs what it needs: Chromium (apt), ws + playwright-core + @stomp/stompjs + sockjs-client (npm ci),
 # websockets (pip, venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,7 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 if [ ! -d interop/node_modules/ws ] || [ ! -d interop/node_modules/playwright-core ] \
-  || [ ! -d interop/node_modules/@stomp/stompjs ] \
+  || [ ! -d interop/node_modules/@stomp/stompjs ] || [ ! -d interop/node_modules/sockjs-client ] \
   || [ interop/package-lock.json -nt interop/node_modules ]; then
   (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 fi
@@ -86,6 +88,13 @@ echo "== @stomp/stompjs in chromium -> tether serve (http://${url#ws://}/)"
 node interop/stomp_chromium.mjs "http://${url#ws://}/"
 echo "== node http2 (RFC 8441 extended CONNECT, h2c) -> tether serve (http://${url#ws://}/)"
 node interop/h2_client.mjs hub "http://${url#ws://}"
+hub="http://${url#ws://}"
+start tether-hub-sockjs-off ./target/release/tether serve --listen 127.0.0.1:0 --config interop/sockjs-off.toml
+off="http://${url#ws://}"
+echo "== sockjs-client in node -> tether serve ($hub/sockjs, /stomp-sockjs; WebSocket off: $off)"
+node interop/sockjs_node.mjs "$hub" "$off"
+echo "== sockjs-client in chromium -> tether serve ($hub/sockjs, /stomp-sockjs; WebSocket off: $off)"
+node interop/sockjs_chromium.mjs "$hub" "$off"
 start hyper-echo ./target/release/examples/hyper_echo 127.0.0.1:0
 echo "== node ws and python websockets clients (HTTP/1.1) -> the hyper_echo example ($url/ws)"
 node interop/node_client.mjs "$url/ws"

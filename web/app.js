@@ -1,9 +1,15 @@
 // The tether hub demo: a chat room and a live ticker over the tether.json protocol
-// (docs/PROTOCOL.md), with the browser's own WebSocket API.
+// (docs/PROTOCOL.md), with the browser's own WebSocket API, or over SockJS where WebSocket
+// does not get through: `?transport=sockjs` lets sockjs-client pick (WebSocket first, then
+// HTTP streaming and polling), `?transport=xhr-polling` (or any sockjs-client transport
+// name) forces one; `&sockjs_url=` loads sockjs-client from elsewhere than its CDN.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
 const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
+const params = new URLSearchParams(location.search);
+const transport = params.get('transport');
+const sockjsUrl = params.get('sockjs_url') || 'https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js';
 let ws;
 let nextId = 1;
 const pending = new Map();
@@ -191,9 +197,17 @@ function reconnectLater() {
 
 function connect(label) {
   status(label || 'connecting…', 'wait');
-  ws = new WebSocket(url, 'tether.json');
+  if (transport) {
+    // SockJS speaks tether.json at /sockjs, with the WebSocket API's events and methods.
+    const options = transport === 'sockjs' ? {} : { transports: [transport] };
+    ws = new SockJS(location.origin + '/sockjs', null, options);
+  } else {
+    ws = new WebSocket(url, 'tether.json');
+  }
   ws.onopen = async () => {
     attempts = 0;
+    $('status').dataset.transport = ws.transport || 'websocket';
+    $('status').title = 'over ' + $('status').dataset.transport;
     const name = localStorage.getItem('name') || '';
     try {
       await call('connect', { name });
@@ -267,4 +281,12 @@ $('drop').onclick = () => {
 };
 
 $('origin').textContent = location.origin;
-connect();
+if (transport) {
+  const script = document.createElement('script');
+  script.src = sockjsUrl;
+  script.onload = () => connect();
+  script.onerror = () => status('cannot load sockjs-client from ' + sockjsUrl, 'closed');
+  document.head.appendChild(script);
+} else {
+  connect();
+}

@@ -8,22 +8,36 @@
 // HTTP/2 and every WebSocket of the run must go over that HTTP/2 connection (RFC 8441): the
 // hub's /metrics counts WebSocket sessions by HTTP version, and the test reads it before and
 // after. (Node's fetch then needs the CA in NODE_EXTRA_CA_CERTS, which run.sh sets.)
-// usage: node web/tests/chat.mjs http(s)://127.0.0.1:PORT/ API_KEY
+// With a third argument `sockjs`, every page loads with `?transport=sockjs` while the
+// browser's WebSockets are blocked (each one is closed before it opens, as a proxy that
+// strips Upgrade would): sockjs-client must fall back to HTTP streaming, the hub must open
+// no WebSocket at all, and everything above must still hold. sockjs-client comes from
+// interop/node_modules in place of its CDN address.
+// usage: node web/tests/chat.mjs http(s)://127.0.0.1:PORT/ API_KEY [sockjs]
 import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
 // playwright-core is installed in interop/ (interop/run.sh), with the shared launch options.
 import { chromium, launchOptions } from '../../interop/chromium_launch.mjs';
-const [base, key] = process.argv.slice(2);
+const [base, key, mode] = process.argv.slice(2);
+const sockjs = mode === 'sockjs';
+const sockjsClient = fileURLToPath(new URL('../../interop/node_modules/sockjs-client/dist/sockjs.min.js', import.meta.url));
+// Each run's messages carry a tag, so that history from an earlier run on the same hub never
+// stands in for this run's messages.
+const tag = `#${Date.now().toString(36)}`;
+const page_url = sockjs ? new URL('?transport=sockjs', base).href : base;
 const T = { timeout: 10000 };
 const https = base.startsWith('https:');
-const shots = https ? 'target/web-h2' : 'target/web-demo';
+const shots = sockjs ? 'target/web-sockjs' : https ? 'target/web-h2' : 'target/web-demo';
 
 const browser = await chromium.launch(launchOptions());
 
 async function open(context, name) {
   const page = await context.newPage();
   page.on('pageerror', (e) => { throw new Error(`${name}: page error ${e.message}`); });
-  await page.goto(base, T);
+  await page.goto(page_url, T);
   await page.waitForSelector('#status:text("connected")', T);
+  const used = await page.getAttribute('#status', 'data-transport');
+  assert.equal(used, sockjs ? 'xhr-streaming' : 'websocket', `${name}: connected over ${used}`);
   if (https) {
     const protocol = await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
     assert.equal(protocol, 'h2', `${name}: the page loaded over ${protocol}`);
@@ -31,8 +45,16 @@ async function open(context, name) {
   return page;
 }
 
-// A new browser context; over https, one that takes the test CA's certificate.
-const context = (options) => browser.newContext({ ...options, ignoreHTTPSErrors: https });
+// A new browser context; over https, one that takes the test CA's certificate. In sockjs
+// mode its WebSockets are blocked and the sockjs-client CDN address is served locally.
+async function context(options) {
+  const ctx = await browser.newContext({ ...options, ignoreHTTPSErrors: https });
+  if (sockjs) {
+    await ctx.routeWebSocket(/.*/, (ws) => ws.close({ code: 1006, reason: 'blocked' }).catch(() => ws.close()));
+    await ctx.route('https://cdn.jsdelivr.net/**', (route) => route.fulfill({ path: sockjsClient, contentType: 'application/javascript' }));
+  }
+  return ctx;
+}
 
 // WebSocket sessions the hub opened so far, by HTTP version.
 async function sessions() {
@@ -117,26 +139,26 @@ try {
   await ann.waitForSelector('#online li:text("bob")', T);
   console.log('chat: both pages joined chat:lobby and see each other online');
 
-  await say(ann, 'hello from ann');
-  await shows(bob, 'hello from ann');
+  await say(ann, `hello from ann ${tag}`);
+  await shows(bob, `hello from ann ${tag}`);
   console.log('chat: a message typed in one page appears in the other');
 
-  await apiPublish({ name: 'api', text: 'published through the server API' });
-  await shows(ann, 'published through the server API');
-  await shows(bob, 'published through the server API');
+  await apiPublish({ name: 'api', text: `published through the server API ${tag}` });
+  await shows(ann, `published through the server API ${tag}`);
+  await shows(bob, `published through the server API ${tag}`);
   console.log('chat: a server API publish appears in both pages');
 
   // Bob goes away (his position stays in localStorage); two messages are sent meanwhile.
   await bob.close();
   await ann.waitForSelector('#messages li.system:has-text("bob left")', T);
-  await say(ann, 'while bob was away (1)');
-  await shows(ann, 'while bob was away (1)');
-  await apiPublish({ name: 'api', text: 'while bob was away (2)' });
-  await shows(ann, 'while bob was away (2)');
+  await say(ann, `while bob was away (1) ${tag}`);
+  await shows(ann, `while bob was away (1) ${tag}`);
+  await apiPublish({ name: 'api', text: `while bob was away (2) ${tag}` });
+  await shows(ann, `while bob was away (2) ${tag}`);
   const back = await open(bobContext, 'bob again');
   await back.waitForSelector('#note:has-text("Recovered 2 missed message(s)")', T);
-  await shows(back, 'while bob was away (1)');
-  await shows(back, 'while bob was away (2)');
+  await shows(back, `while bob was away (1) ${tag}`);
+  await shows(back, `while bob was away (2) ${tag}`);
   const note = await back.textContent('#note');
   console.log(`chat: the reloaded page recovered what it missed ("${note}")`);
 
@@ -144,9 +166,9 @@ try {
   // and recovers what was sent meanwhile.
   await watchStatus(ann);
   await ann.click('#drop');
-  await say(back, 'while ann was dropped');
+  await say(back, `while ann was dropped ${tag}`);
   await ann.waitForSelector('#note:has-text("Recovered 1 missed message(s)")', T);
-  await shows(ann, 'while ann was dropped');
+  await shows(ann, `while ann was dropped ${tag}`);
   const seenOnDrop = await ann.evaluate(() => window.statusSeen);
   assert.ok(seenOnDrop.some((s) => /wait: reconnecting in \d s/.test(s)), JSON.stringify(seenOnDrop));
   assert.ok(seenOnDrop.at(-1) === 'status open: connected', JSON.stringify(seenOnDrop));
@@ -165,7 +187,10 @@ try {
   console.log(`demo: at 390 px the page is ${width.page} px wide; screenshots in ${shots}-1280.png and ${shots}-390.png`);
   const after = await sessions();
   const opened = { h1: after.h1 - before.h1, h2: after.h2 - before.h2 };
-  if (https) {
+  if (sockjs) {
+    assert.ok(opened.h1 === 0 && opened.h2 === 0, `WebSocket sessions by HTTP version: ${JSON.stringify(opened)}`);
+    console.log('sockjs: with WebSockets blocked every page ran over SockJS xhr-streaming; the hub opened no WebSocket');
+  } else if (https) {
     assert.ok(opened.h2 >= 4 && opened.h1 === 0, `WebSocket sessions by HTTP version: ${JSON.stringify(opened)}`);
     console.log(`https: every page loaded over h2 and all ${opened.h2} WebSocket sessions ran over HTTP/2 (hub metric: ${JSON.stringify(opened)})`);
   } else {

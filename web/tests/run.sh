@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo page in Chromium against `tether serve` on a free loopback port: over plain
-# http:// (HTTP/1.1, WebSocket upgrades), then over https:// with a certificate
+# http:// (HTTP/1.1, WebSocket upgrades), then on the same hub with WebSockets blocked in the
+# browser (the page on SockJS, ?transport=sockjs), then over https:// with a certificate
 # from a throwaway test CA (the page over HTTP/2, its WebSockets over that connection, RFC 8441).
 # Needs what interop/run.sh installs (Chromium, playwright-core).
 set -euo pipefail
@@ -30,6 +31,8 @@ start_hub() {
 start_hub http
 echo "== chromium: two pages, the server API and recovery on $url"
 node web/tests/chat.mjs "$url" "$key"
+echo "== chromium with WebSockets blocked: the same over SockJS (?transport=sockjs) on $url"
+node web/tests/chat.mjs "$url" "$key" sockjs
 kill $pid
 wait $pid 2>/dev/null || true
 
