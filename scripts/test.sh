@@ -3,8 +3,8 @@
 #   - Python 2.7 (pyenv, on every machine of this project) + virtualenv + autobahntestsuite (pip)
 #   - tinyproxy and microsocks (apt): real HTTP CONNECT and SOCKS5 proxies for the client tests
 #   - redis-server (apt): the multi-node hub tests start their own on private loopback ports
-#   - Chromium (apt), Node `ws` and `playwright-core` (npm ci in interop/), Python `websockets`
-#     (pip, into target/interop-venv)
+#   - Chromium (apt), Node `ws`, `playwright-core`, `@stomp/stompjs`, `sockjs-client` (npm ci in
+#     interop/), Python `websockets` (pip, into target/interop-venv)
 #   - cargo-fuzz (crates.io, when missing), run on the nightly toolchain every machine has
 # Steps: format and lint, cargo tests (unit, vectors, properties, simulation, integration,
 # CLI), every fuzz target for a bounded time, Autobahn|Testsuite in both roles with a drift

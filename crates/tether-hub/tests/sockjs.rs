@@ -915,3 +915,22 @@ async fn sockjs_can_be_turned_off() {
     let url = format!("ws://{}/stomp-sockjs/000/{}/websocket", hub.addr, sid());
     assert!(tether::connect_with(&url, &ClientConfig::default()).await.is_err());
 }
+
+#[tokio::test]
+async fn heartbeats_on_idle_receivers() {
+    let hub = start_with(common::namespaces(), |o| o.sockjs.heartbeat = Duration::from_millis(100)).await;
+    let addr = hub.addr;
+    let url = format!("/sockjs/000/{}", sid());
+    assert_eq!(post(addr, &format!("{url}/xhr"), "").await.body, "o\n");
+    // A poll with nothing to say ends with a heartbeat; a stream sends them as it goes.
+    assert_eq!(post(addr, &format!("{url}/xhr"), "").await.body, "h\n");
+    let (mut s, _) = open_stream(addr, "GET", &format!("{url}/eventsource"), &[]).await;
+    assert_eq!(s.next().await, "\r\n");
+    for _ in 0..3 {
+        assert_eq!(s.next().await, "data: h\r\n\r\n");
+    }
+    // Over the websocket transport too.
+    let mut w = ws(addr, &format!("/sockjs/000/{}/websocket", sid())).await;
+    assert_eq!(text(&mut w).await.as_deref(), Some("o"));
+    assert_eq!(text(&mut w).await.as_deref(), Some("h"));
+}
