@@ -807,15 +807,15 @@ async fn the_hub_over_sockjs() {
     assert_eq!(post(addr, &format!("{}/xhr_send", sj.url), &big).await.status(), 413);
 
     // A page of another origin is refused (the hub's WebSocket origin policy).
-    let a = request(
-        addr,
-        "POST",
-        &format!("/sockjs/000/{}/xhr", sid()),
-        &[("Origin", "http://evil.example")],
-        "",
-    )
-    .await;
-    assert_eq!(a.status(), 403);
+    for origin in ["http://evil.example", "null"] {
+        let a = request(addr, "POST", &format!("/sockjs/000/{}/xhr", sid()), &[("Origin", origin)], "").await;
+        assert_eq!(a.status(), 403, "{origin}");
+    }
+    // The page's own origin (the Host these requests name) passes, and meets the full table.
+    let a =
+        request(addr, "POST", &format!("/sockjs/000/{}/xhr", sid()), &[("Origin", "http://127.0.0.1")], "")
+            .await;
+    assert_eq!(a.status(), 503);
 
     // Expiry: without a receiving request for the disconnect delay the session ends, and
     // so does its hub connection; the WebSocket and SockJS-over-WebSocket ones stay.

@@ -317,5 +317,16 @@ mod tests {
             let back: String = serde_json::from_slice(&literal).unwrap();
             prop_assert_eq!(back, s);
         }
+
+        /// Whatever a client sends, the parsers answer (messages or the protocol's error),
+        /// never panic; a callback that passes is only `[a-zA-Z0-9-_.]`.
+        #[test]
+        fn parsers_take_anything(body in proptest::collection::vec(any::<u8>(), 0..64), form: bool, q in "\\PC{0,24}") {
+            let _ = parse_send(&body);
+            let _ = jsonp_payload(&body, form);
+            if let Ok(c) = callback(Some(&q)) {
+                prop_assert!(c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+            }
+        }
     }
 }

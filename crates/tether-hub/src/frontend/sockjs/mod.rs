@@ -232,7 +232,9 @@ impl Endpoint {
         if let (Some(policy), Some(o)) = (&self.origins, &origin) {
             let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
             let host = host.or_else(|| req.uri().authority().map(|a| a.as_str()));
-            if o.as_bytes() != b"null" && !policy.allows(o.to_str().unwrap_or(""), host) {
+            // As for a WebSocket handshake: `null` (a sandboxed frame, a file) passes only a
+            // policy that lists it or allows any origin.
+            if !policy.allows(o.to_str().unwrap_or(""), host) {
                 return plain(403, "Origin not allowed.");
             }
         }
