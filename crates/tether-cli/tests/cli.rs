@@ -1138,3 +1138,57 @@ fn connect_over_http2_and_back_to_http1() {
     assert_eq!(text(&out.stdout), "fell back\n");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `tether echo --sockjs`: the SockJS test services on the address it prints; `tether
+/// connect` echoes through the raw `/echo/websocket`; Ctrl-C stops it with exit 0.
+#[test]
+fn echo_sockjs_serves_the_test_services() {
+    use std::io::Read as _;
+    let mut child = Command::new(BIN)
+        .args(["echo", "--sockjs", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .env("TETHER_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed if an assertion fails before the end.
+    struct Kill(Option<Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut guard = Kill(Some(child));
+    let line = lines.next().unwrap().unwrap();
+    let at = line.find("http://").expect(&line);
+    let addr = line[at + 7..].split('/').next().unwrap().to_owned();
+    std::thread::spawn(move || lines.for_each(drop));
+    let http = |request: String| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let info =
+        http("GET /disabled_websocket_echo/info HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".into());
+    assert!(info.starts_with("HTTP/1.1 200") && info.contains("\"websocket\":false"), "{info}");
+    let post = |path: &str, body: &str| {
+        // HTTP/1.0: the body is what precedes the end of the connection (no chunks).
+        http(format!("POST {path} HTTP/1.0\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}", body.len()))
+    };
+    assert!(post("/echo/0/cli/xhr", "").ends_with("\r\n\r\no\n"));
+    assert!(post("/echo/0/cli/xhr_send", "[\"hi\"]").contains(" 204 "));
+    assert!(post("/echo/0/cli/xhr", "").ends_with("\r\n\r\na[\"hi\"]\n"));
+    let out =
+        connect(&[&format!("ws://{}/echo/websocket", line[at + 7..].split('/').next().unwrap())], b"raw\n");
+    assert_eq!(text(&out.stdout), "raw\n", "{}", text(&out.stderr));
+    let child = guard.0.take().unwrap();
+    interrupt(&child);
+    assert_eq!(wait_bounded(child).status.code(), Some(0));
+}
