@@ -2,12 +2,12 @@
 //! (docs/PROTOCOL.md). One task per connection reads commands; pushes come from the hub
 //! through a [`JsonOutlet`], each event encoded once for every JSON subscriber.
 
-use super::link::{Link, TextEncoding, Tx};
 use super::{Context, FrontEnd};
 use crate::codes::{auth_code, reply as code, reply_code};
 use crate::hub::{ClientInfo, Event, Hub, Outlet, Push, StreamPosition};
 use crate::session::auth::Authenticator;
 use crate::session::gate::SendGate;
+use crate::session::link::{Link, TextEncoding, Tx};
 use crate::session::{sleep_until_or_forever, Session, EXPIRED};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;

@@ -4,14 +4,13 @@
 //! Adding one is an addition to [`registered`], not an edit elsewhere.
 
 pub mod json;
-pub(crate) mod link;
 pub mod sockjs;
 pub mod stomp;
 
 use crate::hub::Hub;
 use crate::session::auth::Authenticator;
+use crate::session::link::Link;
 use futures_util::future::BoxFuture;
-use link::Link;
 use std::sync::Arc;
 
 /// What a front-end gets to serve a connection.

@@ -14,12 +14,12 @@ pub(crate) mod web;
 
 pub use api::{check_api_body, ApiParseError};
 
-use crate::frontend::link::Link;
 use crate::frontend::sockjs::{self, SockJsOptions};
 use crate::frontend::stomp::StompOptions;
 use crate::frontend::{self, Context};
 use crate::hub::Hub;
 use crate::session::auth::{Authenticator, NoTokens};
+use crate::session::link::Link;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -2,8 +2,8 @@
 //! hub's slow-consumer policy. Past `max_queued_bytes` unsent, the connection gets close
 //! 4008 "slow consumer" and nothing more is queued; bytes sent count in the hub's metrics.
 
+use super::link::{Outbox, TextEncoding, Tx};
 use crate::codes::close;
-use crate::frontend::link::{TextEncoding, Tx};
 use crate::hub::Event;
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -57,10 +57,15 @@ impl SendGate {
         self.admit() && self.counted(self.sender.send_event(event, encoding, encode))
     }
 
-    /// Queues the message `head` + `part`, `part` shared by many connections (`escaped`:
-    /// its SockJS form). `false` as for [`send_event`](Self::send_event).
-    pub(crate) fn send_joined(&self, head: &[u8], part: &Bytes, escaped: impl FnOnce() -> Bytes) -> bool {
-        self.admit() && self.counted(self.sender.send_joined(head, part, escaped))
+    /// Queues the message `head` + `part`, `part` shared by many connections (`encoded`:
+    /// its form in an outbox, made once). `false` as for [`send_event`](Self::send_event).
+    pub(crate) fn send_joined(
+        &self,
+        head: &[u8],
+        part: &Bytes,
+        encoded: impl FnOnce(&dyn Outbox) -> Bytes,
+    ) -> bool {
+        self.admit() && self.counted(self.sender.send_joined(head, part, encoded))
     }
 
     fn counted(&self, r: Result<usize, tether::Error>) -> bool {

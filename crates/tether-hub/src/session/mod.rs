@@ -7,15 +7,16 @@
 
 pub mod auth;
 pub(crate) mod gate;
+pub(crate) mod link;
 
 use crate::codes::close;
-use crate::frontend::link::Tx;
 use crate::hub::queue::{AckMode, QueueError, QueueOutlet};
 use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, StreamPosition, Subscribed};
 use crate::metrics::Metrics;
 use auth::{AuthError, Authenticator, Identity};
 use bytes::Bytes;
 use gate::SendGate;
+use link::Tx;
 use std::sync::Arc;
 use std::time::SystemTime;
 

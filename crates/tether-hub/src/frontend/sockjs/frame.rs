@@ -57,16 +57,18 @@ pub(crate) fn json_string(s: &str) -> Bytes {
     out.freeze()
 }
 
-/// The messages frame `a[m1,m2,…]` of JSON string literals.
+/// The messages frame `a["m1","m2",…]` of escaped string contents.
 pub(crate) fn messages(parts: &[Bytes]) -> Vec<u8> {
-    let len: usize = parts.iter().map(|p| p.len() + 1).sum();
+    let len: usize = parts.iter().map(|p| p.len() + 3).sum();
     let mut out = Vec::with_capacity(len + 3);
     out.extend_from_slice(b"a[");
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
+        out.push(b'"');
         out.extend_from_slice(p);
+        out.push(b'"');
     }
     out.push(b']');
     out
@@ -255,7 +257,7 @@ mod tests {
     #[test]
     fn frames() {
         assert_eq!(close(3000, "Go away!"), b"c[3000,\"Go away!\"]");
-        let parts = [json_string("a"), json_string("b\"c")];
+        let parts = [Bytes::from(escape("a")), Bytes::from(escape("b\"c"))];
         assert_eq!(messages(&parts), b"a[\"a\",\"b\\\"c\"]");
         assert_eq!(&Transport::XhrPolling.wrap(OPEN)[..], b"o\n");
         assert_eq!(&Transport::EventSource.wrap(b"a[\"x\"]")[..], b"data: a[\"x\"]\r\n\r\n");

@@ -11,8 +11,8 @@
 pub(crate) mod frame;
 pub(crate) mod session;
 
-use super::link::{Link, Rx, Tx};
 use super::{Context as FrontContext, FrontEnd};
+use crate::session::link::{Link, Rx, Tx};
 use bytes::Bytes;
 use frame::Transport;
 use futures_util::future::BoxFuture;
@@ -210,7 +210,7 @@ impl Endpoint {
             WsRoute::Raw => self.app.run(Link::from(ws)).await,
             WsRoute::Framed => {
                 let (session, rx) = SockJsSession::new(self.options.max_queued_bytes);
-                let app = self.app.run(Link { tx: Tx::Session(session.clone()), rx: Rx::Session(rx) });
+                let app = self.app.run(Link { tx: Tx::Outbox(session.clone()), rx: Rx::Channel(rx) });
                 let app = tokio::spawn(app);
                 session::run_framed(ws, session, self.options.heartbeat).await;
                 let _ = app.await;
@@ -365,7 +365,7 @@ impl Endpoint {
                 None => {
                     let (s, rx) = SockJsSession::new(self.options.max_queued_bytes);
                     sessions.insert(id.to_owned(), s.clone());
-                    let app = self.app.run(Link { tx: Tx::Session(s.clone()), rx: Rx::Session(rx) });
+                    let app = self.app.run(Link { tx: Tx::Outbox(s.clone()), rx: Rx::Channel(rx) });
                     let s2 = s.clone();
                     tokio::spawn(async move {
                         app.await;

@@ -4,6 +4,7 @@
 //! ([`Receiver`]) or a WebSocket ([`run_framed`]); both drain the session the same way.
 
 use super::frame::{self, Transport};
+use crate::session::link::Outbox;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body::Frame as BodyFrame;
@@ -35,7 +36,8 @@ pub(crate) struct SockJsSession {
 }
 
 struct State {
-    /// JSON string literals waiting for a receiver, and their total length.
+    /// Messages waiting for a receiver, as escaped JSON string contents (no quotes), and
+    /// their total length.
     queue: Vec<Bytes>,
     queued: usize,
     /// Whether the open frame went out.
@@ -53,7 +55,7 @@ struct State {
 pub(crate) enum Out {
     /// The open frame.
     Open,
-    /// Messages, as JSON string literals.
+    /// Messages, as escaped JSON string contents.
     Messages(Vec<Bytes>),
     /// The close frame (`c[…]`).
     Close(Bytes),
@@ -98,8 +100,8 @@ impl SockJsSession {
         self.lock().queued
     }
 
-    /// Queues a message given as a JSON string literal; `false` when the session is closed
-    /// (or is being closed now because it is over its queue limit).
+    /// Queues a message given as escaped JSON string contents; `false` when the session is
+    /// closed (or is being closed now because it is over its queue limit).
     pub(crate) fn send_escaped(&self, literal: Bytes) -> bool {
         let mut st = self.lock();
         if st.closed.is_some() {
@@ -115,11 +117,6 @@ impl SockJsSession {
         st.queue.push(literal);
         wake(&mut st);
         true
-    }
-
-    /// Queues a text message.
-    pub(crate) fn send_text(&self, text: impl AsRef<str>) -> bool {
-        self.send_escaped(frame::json_string(text.as_ref()))
     }
 
     /// Closes the session with `code` and `reason`: receivers get `c[code,"reason"]` (after
@@ -190,6 +187,21 @@ impl SockJsSession {
         }
         st.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+impl Outbox for SockJsSession {
+    fn buffered_amount(&self) -> usize {
+        SockJsSession::buffered_amount(self)
+    }
+    fn encode(&self, text: &str) -> Bytes {
+        frame::escape(text).into()
+    }
+    fn send_encoded(&self, message: Bytes) -> bool {
+        self.send_escaped(message)
+    }
+    fn close(&self, code: u16, reason: &str) -> bool {
+        SockJsSession::close(self, code, reason)
     }
 }
 

@@ -8,14 +8,14 @@
 
 pub mod frame;
 
-use super::link::{binary_or_text as message, Link, Tx};
-use super::{sockjs, Context, FrontEnd};
+use super::{Context, FrontEnd};
 use crate::codes::close;
 use crate::hub::event::PartEncoding;
 use crate::hub::queue::{AckMode, Delivery, QueueError, QueueOutlet};
 use crate::hub::{Event, Hub, HubError, Outlet, StreamPosition};
 use crate::session::auth::Authenticator;
 use crate::session::gate::SendGate;
+use crate::session::link::{binary_or_text as message, Link, Outbox, Tx};
 use crate::session::{sleep_until_or_forever, Session, EXPIRED};
 use bytes::{Bytes, BytesMut};
 use frame::{write_header, Command, Decoder, Frame, FrameError, Limits, Version};
@@ -57,15 +57,15 @@ impl Default for StompOptions {
 static ENCODINGS: [PartEncoding; 3] =
     [PartEncoding::new("stomp 1.0"), PartEncoding::new("stomp 1.1"), PartEncoding::new("stomp 1.2")];
 
-/// The same parts JSON-escaped, for SockJS sessions.
-static SOCKJS_ENCODINGS: [PartEncoding; 3] = [
-    PartEncoding::new("stomp 1.0 sockjs"),
-    PartEncoding::new("stomp 1.1 sockjs"),
-    PartEncoding::new("stomp 1.2 sockjs"),
+/// The same parts in an outbox's form (SockJS sessions': JSON-escaped).
+static OUTBOX_ENCODINGS: [PartEncoding; 3] = [
+    PartEncoding::new("stomp 1.0 outbox"),
+    PartEncoding::new("stomp 1.1 outbox"),
+    PartEncoding::new("stomp 1.2 outbox"),
 ];
 
-fn sockjs_encoding(version: Version) -> &'static PartEncoding {
-    &SOCKJS_ENCODINGS[version as usize]
+fn outbox_encoding(version: Version) -> &'static PartEncoding {
+    &OUTBOX_ENCODINGS[version as usize]
 }
 
 fn encoding(version: Version) -> &'static PartEncoding {
@@ -146,11 +146,11 @@ impl StompOutlet {
             encoding(v),
             |e| encode_topic_part(e, v),
             |part| {
-                let escaped = || {
-                    let escape = |_: &Event| Bytes::from(sockjs::escape(&String::from_utf8_lossy(part)));
-                    event.with_part(sockjs_encoding(v), escape, Bytes::clone)
+                let encoded = |o: &dyn Outbox| {
+                    let encode = |_: &Event| o.encode(&String::from_utf8_lossy(part));
+                    event.with_part(outbox_encoding(v), encode, Bytes::clone)
                 };
-                self.gate.send_joined(&head, part, escaped)
+                self.gate.send_joined(&head, part, encoded)
             },
         )
     }

@@ -1,9 +1,9 @@
-//! A front-end's connection, whatever carries it: a WebSocket, or a SockJS session over
-//! HTTP ([`super::sockjs`]). A front-end reads messages from [`Rx`] and writes through
-//! [`Tx`]; it never learns which one it has. What many subscribers share is encoded once
-//! per framing: a WebSocket frame for WebSocket connections, a JSON string for SockJS.
+//! A connection as a front-end sees it, whatever carries it: a WebSocket, or a session of a
+//! transport that is not one (SockJS, in `frontend::sockjs`), behind an [`Outbox`]. A
+//! front-end reads messages from [`Rx`] and writes through [`Tx`]; it never learns which
+//! it has. What many subscribers share is encoded once per carrier: a WebSocket frame for
+//! WebSockets, the outbox's form (for SockJS, the escaped JSON string) for the others.
 
-use super::sockjs::session::SockJsSession;
 use crate::hub::event::{FrameEncoding, PartEncoding};
 use crate::hub::Event;
 use bytes::{Bytes, BytesMut};
@@ -30,10 +30,10 @@ impl From<WebSocket> for Link {
     }
 }
 
-/// The receiving side: a WebSocket's messages, or a SockJS session's.
+/// The receiving side: a WebSocket's messages, or those a carrier's requests deliver.
 pub(crate) enum Rx {
     Ws(ReadHalf),
-    Session(mpsc::Receiver<Message>),
+    Channel(mpsc::Receiver<Message>),
 }
 
 impl Stream for Rx {
@@ -42,43 +42,58 @@ impl Stream for Rx {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.get_mut() {
             Self::Ws(read) => Pin::new(read).poll_next(cx),
-            Self::Session(rx) => rx.poll_recv(cx).map(|m| m.map(Ok)),
+            Self::Channel(rx) => rx.poll_recv(cx).map(|m| m.map(Ok)),
         }
     }
+}
+
+/// The sending side of a carrier other than a WebSocket (a SockJS session). Messages are
+/// text, queued in the carrier's own form, which must join: the form of `a + b` is the form
+/// of `a` followed by the form of `b` (SockJS: JSON string contents, escaped).
+pub(crate) trait Outbox: Send + Sync {
+    /// Bytes queued and not yet taken by the client.
+    fn buffered_amount(&self) -> usize;
+    /// `text` in this carrier's form.
+    fn encode(&self, text: &str) -> Bytes;
+    /// Queues a message given in this carrier's form; `false` when closed (or closing now,
+    /// over its limit).
+    fn send_encoded(&self, message: Bytes) -> bool;
+    /// Closes with `code` and `reason`; `false` if it was closed already.
+    fn close(&self, code: u16, reason: &str) -> bool;
 }
 
 /// The sending side.
 #[derive(Clone)]
 pub(crate) enum Tx {
     Ws(Sender),
-    Session(Arc<SockJsSession>),
+    Outbox(Arc<dyn Outbox>),
 }
 
-/// The error of a send on a closed SockJS session, as a WebSocket's would be.
+/// The error of a send on a closed outbox, as a WebSocket's would be.
 fn closed() -> Error {
     Error::Usage(UsageError::Closed)
 }
 
-/// An encoding of text messages that many subscribers share: a WebSocket frame, and the
-/// JSON string SockJS carries in its `a[…]` frames, each made once per event.
+/// An encoding of text messages that many subscribers share: a WebSocket frame, and an
+/// outbox's form, each made once per event.
 #[derive(Debug)]
 pub(crate) struct TextEncoding {
     frame: FrameEncoding,
-    sockjs: PartEncoding,
+    outbox: PartEncoding,
 }
 
 impl TextEncoding {
     pub(crate) const fn new(name: &'static str) -> Self {
-        Self { frame: FrameEncoding::new(name), sockjs: PartEncoding::new(name) }
+        Self { frame: FrameEncoding::new(name), outbox: PartEncoding::new(name) }
     }
 }
 
 impl Tx {
-    /// Bytes queued and not yet written (or taken by a SockJS receiver).
+    /// Bytes queued and not yet written (or taken by the client).
     pub(crate) fn buffered_amount(&self) -> usize {
         match self {
             Self::Ws(s) => s.buffered_amount(),
-            Self::Session(s) => s.buffered_amount(),
+            Self::Outbox(o) => o.buffered_amount(),
         }
     }
 
@@ -90,12 +105,12 @@ impl Tx {
     pub(crate) fn start_send(&self, msg: Message) -> Result<(), Error> {
         match self {
             Self::Ws(s) => s.start_send(msg),
-            Self::Session(s) => s.send_text(message_text(&msg)).then_some(()).ok_or_else(closed),
+            Self::Outbox(o) => o.send_encoded(o.encode(&message_text(&msg))).then_some(()).ok_or_else(closed),
         }
     }
 
-    /// Sends a message, waiting while a WebSocket's queue is full (a SockJS session's queue
-    /// is bounded by the slow-consumer policy instead).
+    /// Sends a message, waiting while a WebSocket's queue is full (an outbox is bounded by
+    /// its own limit instead).
     ///
     /// # Errors
     ///
@@ -103,11 +118,11 @@ impl Tx {
     pub(crate) async fn send(&self, msg: Message) -> Result<(), Error> {
         match self {
             Self::Ws(s) => s.send(msg).await,
-            Self::Session(_) => self.start_send(msg),
+            Self::Outbox(_) => self.start_send(msg),
         }
     }
 
-    /// Starts the close: a close frame, or SockJS's `c[code,"reason"]`.
+    /// Starts the close: a close frame, or the carrier's (SockJS: `c[code,"reason"]`).
     ///
     /// # Errors
     ///
@@ -115,11 +130,11 @@ impl Tx {
     pub(crate) fn send_close(&self, code: CloseCode, reason: impl Into<String>) -> Result<(), Error> {
         match self {
             Self::Ws(s) => s.send_close(code, reason),
-            Self::Session(s) => s.close(code.0, &reason.into()).then_some(()).ok_or_else(closed),
+            Self::Outbox(o) => o.close(code.0, &reason.into()).then_some(()).ok_or_else(closed),
         }
     }
 
-    /// Sends `event` as the text `encode` makes of it, encoded once per framing for every
+    /// Sends `event` as the text `encode` makes of it, encoded once per carrier for every
     /// connection that uses `encoding`. Returns the bytes queued.
     ///
     /// # Errors
@@ -137,17 +152,16 @@ impl Tx {
                 |e| PreparedFrame::text(&encode(e)),
                 |f| s.send_prepared(f).map(|()| f.wire().len()),
             ),
-            Self::Session(s) => event.with_part(
-                &encoding.sockjs,
-                |e| super::sockjs::frame::json_string(&encode(e)),
-                |part| s.send_escaped(part.clone()).then_some(part.len()).ok_or_else(closed),
+            Self::Outbox(o) => event.with_part(
+                &encoding.outbox,
+                |e| o.encode(&encode(e)),
+                |part| o.send_encoded(part.clone()).then_some(part.len()).ok_or_else(closed),
             ),
         }
     }
 
     /// Sends the message `head` + `part`, where `part` is shared by many connections and
-    /// `escaped` gives its SockJS form: the JSON-escaped text, without quotes (made once,
-    /// when first asked for).
+    /// `encoded` gives its outbox form (made once, when first asked for).
     ///
     /// # Errors
     ///
@@ -156,33 +170,31 @@ impl Tx {
         &self,
         head: &[u8],
         part: &Bytes,
-        escaped: impl FnOnce() -> Bytes,
+        encoded: impl FnOnce(&dyn Outbox) -> Bytes,
     ) -> Result<usize, Error> {
+        let mut out;
         match self {
             Self::Ws(s) => {
-                let mut out = BytesMut::with_capacity(head.len() + part.len());
+                out = BytesMut::with_capacity(head.len() + part.len());
                 out.extend_from_slice(head);
                 out.extend_from_slice(part);
                 let len = out.len();
                 s.start_send(binary_or_text(out.freeze())).map(|()| len)
             }
-            Self::Session(s) => {
-                let head = super::sockjs::frame::escape(&String::from_utf8_lossy(head));
-                let part = escaped();
-                let mut out = BytesMut::with_capacity(head.len() + part.len() + 2);
-                out.extend_from_slice(b"\"");
-                out.extend_from_slice(head.as_bytes());
+            Self::Outbox(o) => {
+                let (head, part) = (o.encode(&String::from_utf8_lossy(head)), encoded(&**o));
+                out = BytesMut::with_capacity(head.len() + part.len());
+                out.extend_from_slice(&head);
                 out.extend_from_slice(&part);
-                out.extend_from_slice(b"\"");
                 let len = out.len();
-                s.send_escaped(out.freeze()).then_some(len).ok_or_else(closed)
+                o.send_encoded(out.freeze()).then_some(len).ok_or_else(closed)
             }
         }
     }
 }
 
 /// A message's bytes as text: UTF-8 as is, anything else with replacement characters
-/// (SockJS carries strings only).
+/// (the carriers other than WebSocket take text only).
 fn message_text(msg: &Message) -> std::borrow::Cow<'_, str> {
     match msg {
         Message::Text(t) => std::borrow::Cow::Borrowed(t.as_str()),
@@ -202,40 +214,51 @@ pub(crate) fn binary_or_text(bytes: Bytes) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frontend::sockjs::session::Out;
     use crate::hub::{ClientInfo, Push};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
     static TEXT: TextEncoding = TextEncoding::new("test");
 
-    /// What a SockJS session has queued (after its open frame).
-    fn queued(s: &SockJsSession) -> Vec<Bytes> {
-        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        assert!(matches!(s.poll_out(&mut cx), Poll::Ready(Out::Open)));
-        match s.poll_out(&mut cx) {
-            Poll::Ready(Out::Messages(m)) => m,
-            _ => Vec::new(),
+    /// An outbox that keeps what it is given, in upper case as its "form".
+    #[derive(Default)]
+    struct Keep(Mutex<Vec<Bytes>>);
+
+    impl Outbox for Keep {
+        fn buffered_amount(&self) -> usize {
+            0
+        }
+        fn encode(&self, text: &str) -> Bytes {
+            text.to_uppercase().into()
+        }
+        fn send_encoded(&self, message: Bytes) -> bool {
+            self.0.lock().unwrap().push(message);
+            true
+        }
+        fn close(&self, _: u16, _: &str) -> bool {
+            true
         }
     }
 
     #[test]
-    fn one_escape_per_event_for_every_sockjs_session() {
+    fn one_encode_per_event_for_every_outbox() {
         let info = Arc::new(ClientInfo { client: "c1".into(), user: "u".into(), anonymous: false });
         let event = Event::new("room".into(), Push::Join(info));
         let encodes = AtomicUsize::new(0);
-        let sessions: Vec<_> = (0..3).map(|_| SockJsSession::new(1 << 20).0).collect();
-        for s in &sessions {
-            let tx = Tx::Session(s.clone());
+        let boxes: Vec<Arc<Keep>> = (0..3).map(|_| Arc::default()).collect();
+        for b in &boxes {
+            let tx = Tx::Outbox(b.clone());
             tx.send_event(&event, &TEXT, |_| {
                 encodes.fetch_add(1, Ordering::Relaxed);
-                "{\"push\":\"\u{2028}\"}".into()
+                "joined".into()
             })
             .unwrap();
+            tx.send_joined(b"head ", &Bytes::from_static(b"part"), |o| o.encode("part")).unwrap();
         }
         assert_eq!(encodes.load(Ordering::Relaxed), 1);
-        let parts: Vec<Bytes> = sessions.iter().flat_map(|s| queued(s)).collect();
-        assert_eq!(&parts[0][..], b"\"{\\\"push\\\":\\\"\\u2028\\\"}\"");
-        // The very same bytes, not copies.
-        assert!(parts.iter().all(|p| p.as_ptr() == parts[0].as_ptr()));
+        let first: Vec<Vec<Bytes>> = boxes.iter().map(|b| b.0.lock().unwrap().clone()).collect();
+        assert_eq!(first[0], [Bytes::from_static(b"JOINED"), Bytes::from_static(b"HEAD PART")]);
+        // The very same bytes for every outbox, not copies.
+        assert!(first.iter().all(|m| m[0].as_ptr() == first[0][0].as_ptr()));
     }
 }
