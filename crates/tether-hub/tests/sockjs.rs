@@ -934,3 +934,34 @@ async fn heartbeats_on_idle_receivers() {
     assert_eq!(text(&mut w).await.as_deref(), Some("o"));
     assert_eq!(text(&mut w).await.as_deref(), Some("h"));
 }
+
+/// Many sessions at once, each with its own stream and sends interleaved with the others':
+/// every session gets exactly its own messages, in order.
+#[tokio::test]
+async fn many_sessions_at_once() {
+    let addr = test_server().await;
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        tasks.push(tokio::spawn(async move {
+            let url = format!("/echo/000/{}", sid());
+            let (mut stream, _) = open_stream(addr, "POST", &format!("{url}/xhr_streaming"), &[]).await;
+            stream.next().await;
+            assert_eq!(stream.next().await, "o\n");
+            let mut got = Vec::new();
+            for i in 0..10 {
+                let body = serde_json::to_string(&[format!("{n}-{i}")]).unwrap();
+                assert_eq!(post(addr, &format!("{url}/xhr_send"), &body).await.status(), 204);
+            }
+            while got.len() < 10 {
+                let frame = stream.next().await;
+                let list: Vec<String> =
+                    serde_json::from_str(frame.trim_end().strip_prefix('a').unwrap()).unwrap();
+                got.extend(list);
+            }
+            assert_eq!(got, (0..10).map(|i| format!("{n}-{i}")).collect::<Vec<_>>());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
