@@ -965,3 +965,28 @@ async fn many_sessions_at_once() {
         t.await.unwrap();
     }
 }
+
+/// Shutdown: a connected SockJS client and one that never sent `connect` both get
+/// `c[1001,"server shutting down"]` on their open stream, which then ends.
+#[tokio::test]
+async fn shutdown_closes_sockjs_sessions_with_1001() {
+    let mut hub = start_with(common::namespaces(), |_| {}).await;
+    let addr = hub.addr;
+    let mut streams = Vec::new();
+    for connect in [true, false] {
+        let url = format!("/sockjs/000/{}", sid());
+        let (mut s, _) = open_stream(addr, "POST", &format!("{url}/xhr_streaming"), &[]).await;
+        s.next().await;
+        assert_eq!(s.next().await, "o\n");
+        if connect {
+            post(addr, &format!("{url}/xhr_send"), r#"["{\"id\":1,\"connect\":{}}"]"#).await;
+            assert!(s.next().await.contains("\\\"id\\\":1"));
+        }
+        streams.push(s);
+    }
+    let _ = hub.stop.take().unwrap().send(());
+    for mut s in streams {
+        assert_eq!(s.next().await, "c[1001,\"server shutting down\"]\n");
+        assert_eq!(s.next().await, "");
+    }
+}
