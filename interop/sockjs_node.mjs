@@ -109,6 +109,8 @@ for (const transport of ['websocket', 'xhr-streaming']) {
   client.subscribe(`/topic/${channel}`, (m) => got.push(m.body));
   await sleep(100);
   client.publish({ destination: `/topic/${channel}`, body: 'from stomp', headers: { 'content-type': 'text/plain' } });
+  // The STOMP SEND is on its way over HTTP: the JSON publish goes once it is back.
+  await until(`stomp over ${transport}: its own message`, () => got.length === 1);
   await wsPeer.call('subscribe', { channel });
   await wsPeer.call('publish', { channel, data: 'from json' });
   await until(`stomp over ${transport}: both messages`, () => got.length === 2);
