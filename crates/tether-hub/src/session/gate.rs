@@ -61,7 +61,7 @@ impl SendGate {
     /// its form in an outbox, made once). `false` as for [`send_event`](Self::send_event).
     pub(crate) fn send_joined(
         &self,
-        head: &[u8],
+        head: bytes::BytesMut,
         part: &Bytes,
         encoded: impl FnOnce(&dyn Outbox) -> Bytes,
     ) -> bool {

@@ -168,22 +168,20 @@ impl Tx {
     /// When the connection is closing or gone.
     pub(crate) fn send_joined(
         &self,
-        head: &[u8],
+        mut head: BytesMut,
         part: &Bytes,
         encoded: impl FnOnce(&dyn Outbox) -> Bytes,
     ) -> Result<usize, Error> {
-        let mut out;
         match self {
             Self::Ws(s) => {
-                out = BytesMut::with_capacity(head.len() + part.len());
-                out.extend_from_slice(head);
-                out.extend_from_slice(part);
-                let len = out.len();
-                s.start_send(binary_or_text(out.freeze())).map(|()| len)
+                // One buffer per message: the head's, grown by the part.
+                head.extend_from_slice(part);
+                let len = head.len();
+                s.start_send(binary_or_text(head.freeze())).map(|()| len)
             }
             Self::Outbox(o) => {
-                let (head, part) = (o.encode(&String::from_utf8_lossy(head)), encoded(&**o));
-                out = BytesMut::with_capacity(head.len() + part.len());
+                let (head, part) = (o.encode(&String::from_utf8_lossy(&head)), encoded(&**o));
+                let mut out = BytesMut::with_capacity(head.len() + part.len());
                 out.extend_from_slice(&head);
                 out.extend_from_slice(&part);
                 let len = out.len();
@@ -253,7 +251,8 @@ mod tests {
                 "joined".into()
             })
             .unwrap();
-            tx.send_joined(b"head ", &Bytes::from_static(b"part"), |o| o.encode("part")).unwrap();
+            tx.send_joined(BytesMut::from(&b"head "[..]), &Bytes::from_static(b"part"), |o| o.encode("part"))
+                .unwrap();
         }
         assert_eq!(encodes.load(Ordering::Relaxed), 1);
         let first: Vec<Vec<Bytes>> = boxes.iter().map(|b| b.0.lock().unwrap().clone()).collect();

@@ -139,18 +139,19 @@ impl StompOutlet {
     /// subscriber shares (encoded once per version, and once more for SockJS).
     fn send_event(&self, subscription: &str, event: &Event) -> bool {
         let v = self.version;
-        let mut head = BytesMut::with_capacity(subscription.len() + 24);
-        head.extend_from_slice(b"MESSAGE\n");
-        write_header(&mut head, "subscription", subscription, (v >= Version::V1_1).then_some(v));
         event.with_part(
             encoding(v),
             |e| encode_topic_part(e, v),
             |part| {
+                // Sized for the whole message: over WebSocket the part is appended in place.
+                let mut head = BytesMut::with_capacity(part.len() + subscription.len() + 24);
+                head.extend_from_slice(b"MESSAGE\n");
+                write_header(&mut head, "subscription", subscription, (v >= Version::V1_1).then_some(v));
                 let encoded = |o: &dyn Outbox| {
                     let encode = |_: &Event| o.encode(&String::from_utf8_lossy(part));
                     event.with_part(outbox_encoding(v), encode, Bytes::clone)
                 };
-                self.gate.send_joined(&head, part, encoded)
+                self.gate.send_joined(head, part, encoded)
             },
         )
     }
