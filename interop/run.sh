@@ -7,8 +7,10 @@
 #   Node's http2 module (WebSocket over HTTP/2, RFC 8441) against `tether serve` and the
 #   hyper_echo and axum_chat examples; Node `ws` and Python `websockets` against hyper_echo;
 #   sockjs-client in Node and in Chromium against `tether serve` (every transport each has,
-#   @stomp/stompjs over SockJS, the fallback when the hub's SockJS WebSocket is off).
-# Installs what it needs: Chromium (apt), ws + playwright-core + @stomp/stompjs + sockjs-client (npm ci),
+#   @stomp/stompjs over SockJS, the fallback when the hub's SockJS WebSocket is off);
+#   socket.io-client in Node against tether-socketio's socketio_chat example.
+# Installs what it needs: Chromium (apt), ws + playwright-core + @stomp/stompjs + sockjs-client
+# + socket.io-client (npm ci),
 # websockets (pip, venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 if [ ! -d interop/node_modules/ws ] || [ ! -d interop/node_modules/playwright-core ] \
   || [ ! -d interop/node_modules/@stomp/stompjs ] || [ ! -d interop/node_modules/sockjs-client ] \
+  || [ ! -d interop/node_modules/socket.io-client ] \
   || [ interop/package-lock.json -nt interop/node_modules ]; then
   (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 fi
@@ -30,19 +33,21 @@ fi
 cargo build --release --locked -p tether-cli --bin tether
 cargo build --release --locked -p tether --example interop_client --example gen_cert
 cargo build --release --locked -p tether --features axum --example hyper_echo --example axum_chat
+cargo build --release --locked -p tether-socketio --example socketio_chat
 ./target/release/examples/gen_cert target/tls >/dev/null
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# Starts a server that prints its URL first (on stdout, or in a log line on stderr for tether).
+# Starts a server that prints its URL first (on stdout, or in a log line on stderr for tether);
+# `scheme=http start ...` for a server that prints an http:// URL.
 start() { # name command...
   local name=$1 log=target/interop-$1.log; shift
   "$@" >"$log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 100); do
-    url=$(grep -Eo 'wss?://127\.0\.0\.1:[0-9]+' "$log" | head -n1 || true)
+    url=$(grep -Eo "${scheme:-wss?}://127\.0\.0\.1:[0-9]+" "$log" | head -n1 || true)
     [ -n "$url" ] && return 0
     sleep 0.1
   done
@@ -104,4 +109,7 @@ node interop/h2_client.mjs echo "http://${url#ws://}"
 start axum-chat ./target/release/examples/axum_chat 127.0.0.1:0
 echo "== node http2 (RFC 8441 extended CONNECT, h2c) -> the axum_chat example (tether::axum under axum::serve, http://${url#ws://}/)"
 node interop/h2_client.mjs chat "http://${url#ws://}"
+scheme=http start socketio-chat ./target/release/examples/socketio_chat 127.0.0.1:0
+echo "== socket.io-client in node -> the socketio_chat example (tether-socketio, $url)"
+node interop/socketio_node.mjs "$url"
 echo "interop: all passed"

@@ -39,11 +39,19 @@ pub(crate) struct Args {
     /// /cookie_needed_echo, /close), to run a SockJS conformance suite against.
     #[arg(long, conflicts_with_all = ["subprotocols", "allow_origins", "tls_cert"])]
     sockjs: bool,
+    /// Serve the Socket.IO project's conformance fixture instead (an Engine.IO echo at
+    /// /engine.io/, a Socket.IO server at /socket.io/), to run its protocol test suites
+    /// against.
+    #[arg(long, conflicts_with_all = ["subprotocols", "allow_origins", "tls_cert", "sockjs"])]
+    socketio: bool,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.sockjs {
         return sockjs(&args.listen).await;
+    }
+    if args.socketio {
+        return socketio(&args.listen).await;
     }
     let mut config =
         ServerConfig::default().with_config(args.limits.to_config()?).with_protocols(args.subprotocols);
@@ -193,6 +201,17 @@ async fn sockjs(listen: &str) -> anyhow::Result<ExitCode> {
     tracing::info!(
         "SockJS test services on http://{addr}/echo, /disabled_websocket_echo, /cookie_needed_echo, /close"
     );
+    server.run(crate::stop::shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tether echo --socketio`: the Socket.IO conformance fixture over plain HTTP.
+async fn socketio(listen: &str) -> anyhow::Result<ExitCode> {
+    let server = tether_socketio::TestServer::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = server.local_addr()?;
+    tracing::info!("Socket.IO test fixture on http://{addr}/engine.io/ (Engine.IO echo) and /socket.io/");
     server.run(crate::stop::shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
