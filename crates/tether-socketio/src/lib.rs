@@ -36,4 +36,4 @@ mod testing;
 pub use server::{
     AckError, AckSender, Args, Broadcast, Config, Event, Handshake, Namespace, Socket, SocketIo,
 };
-pub use testing::{serve, TestServer};
+pub use testing::{serve, serve_engine, TestServer};

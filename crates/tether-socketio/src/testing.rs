@@ -85,6 +85,18 @@ pub async fn serve(
     engine.close_all();
 }
 
+/// Serves a bare Engine.IO server at `path` (say `/engine.io/`) on `listener` until
+/// `shutdown` completes; then closes every session.
+pub async fn serve_engine(
+    listener: tokio::net::TcpListener,
+    path: &str,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()>,
+) {
+    run(listener, Arc::new(vec![(path.to_owned(), Route::Engine(engine.clone()))]), shutdown).await;
+    engine.close_all();
+}
+
 /// The servers the Socket.IO project's protocol test suites expect, on one port: an
 /// Engine.IO server at `/engine.io/` that echoes every message, and a Socket.IO server at
 /// `/socket.io/` with the namespaces `/` and `/custom` (`pingInterval` 300 ms, `pingTimeout`

@@ -845,3 +845,37 @@ impl EngineSocket {
         let _ = rx.wait_for(|c| *c).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Args, Config, SocketIo};
+
+    /// One broadcast, one encoding: every recipient queues the same bytes.
+    #[tokio::test]
+    async fn a_broadcast_is_encoded_once_for_every_recipient() {
+        let io = SocketIo::new(Config::default());
+        let ns = io.ns("/", |_| {});
+        let engine = io.engine().clone();
+        let mut sessions = Vec::new();
+        for _ in 0..3 {
+            let s = engine.create(new_sid(), None, Uri::from_static("/"), HeaderMap::new()).unwrap();
+            assert!(s.receive(Packet::Message(Data::Text(Utf8Bytes::from("0")))).await);
+            sessions.push(s);
+        }
+        for _ in 0..100 {
+            if ns.socket_count() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(ns.emit("news", &Args::one("hello").unwrap()), 3);
+        let queued: Vec<Frame> = sessions.iter().map(|s| s.state().queue.back().cloned().unwrap()).collect();
+        let Frame::Text(first) = &queued[0] else { panic!("text") };
+        assert_eq!(first.as_str(), "42[\"news\",\"hello\"]");
+        for f in &queued {
+            let Frame::Text(t) = f else { panic!("text") };
+            assert_eq!(t.as_bytes().as_ptr(), first.as_bytes().as_ptr(), "the same buffer");
+        }
+    }
+}
