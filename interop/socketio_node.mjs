@@ -112,5 +112,34 @@ assert.equal(await r.timeout(2000).emitWithAck('echo', 'back'), 'back');
 r.disconnect();
 console.log('ok: reconnection after the server dropped the transport');
 
+// Connection state recovery: away for a moment, back with the same id, the room kept, and
+// the broadcasts missed meanwhile replayed in order.
+const away = io(base, { auth: { token: 'secret' }, reconnectionDelay: 300, reconnectionDelayMax: 300 });
+const other = await connect('/', {});
+await new Promise((res) => away.once('connect', res));
+const news = [];
+away.on('news', (text) => news.push(text));
+away.emit('join', 'news-room');
+await sleep(100);
+other.emit('announce', 'news-room', 'one');
+await until('the first broadcast', () => news.length === 1);
+const awayId = away.id;
+const gone = new Promise((res) => away.once('disconnect', res));
+away.emit('drop');
+assert.equal(await gone, 'transport close');
+other.emit('announce', 'news-room', 'two');
+other.emit('announce', 'news-room', 'three');
+await new Promise((res) => away.once('connect', res));
+assert.equal(away.recovered, true, 'recovered');
+assert.equal(away.id, awayId, 'the same id');
+await until('the missed broadcasts', () => news.length === 3);
+assert.deepEqual(news, ['one', 'two', 'three']);
+assert.equal(await away.timeout(2000).emitWithAck('recovered'), true, 'the server says so too');
+other.emit('announce', 'news-room', 'four');
+await until('a broadcast after the recovery (the room was kept)', () => news.length === 4);
+away.disconnect();
+other.disconnect();
+console.log('ok: connection state recovery (same id, room kept, missed broadcasts replayed)');
+
 clearTimeout(timer);
 process.exit(0);

@@ -1,5 +1,5 @@
 //! A Socket.IO server to copy: events with acknowledgements, rooms, binary arguments,
-//! namespaces and an auth middleware. `cargo run -p tether-socketio --example socketio_chat
+//! namespaces, an auth middleware and connection state recovery. `cargo run -p tether-socketio --example socketio_chat
 //! -- 127.0.0.1:3000`, then connect with socket.io-client:
 //!
 //! ```js
@@ -10,7 +10,7 @@
 //! ```
 
 use std::time::Duration;
-use tether_socketio::{Args, Config, SocketIo};
+use tether_socketio::{Args, Config, Recovery, SocketIo};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -18,6 +18,8 @@ async fn main() -> std::io::Result<()> {
     let mut config = Config::default();
     config.engine.ping_interval = Duration::from_secs(5);
     config.engine.ping_timeout = Duration::from_secs(5);
+    // A client that comes back within two minutes gets its id, rooms and missed broadcasts.
+    config.recovery = Some(Recovery::default());
     let io = SocketIo::new(config);
 
     let chat = io.ns("/", |socket| {
@@ -39,6 +41,17 @@ async fn main() -> std::io::Result<()> {
             let delivered = socket.to(room).emit("said", &args);
             if let (Some(ack), Ok(n)) = (event.take_ack(), Args::one(&delivered)) {
                 ack.send(&n);
+            }
+        });
+        // announce(room, text): to the whole room, this socket included; replayed to a
+        // member that was away (recovery).
+        socket.on("announce", |socket, event| async move {
+            let (Ok(room), Ok(text)) = (event.get::<String>(0), event.get::<String>(1)) else { return };
+            socket.namespace().to(room).emit("news", &Args::one(&text).unwrap_or_default());
+        });
+        socket.on("recovered", |socket, mut event| async move {
+            if let (Some(ack), Ok(args)) = (event.take_ack(), Args::one(&socket.recovered())) {
+                ack.send(&args);
             }
         });
         // The server asks the client, and reports what it answered (or that it did not).

@@ -34,6 +34,6 @@ mod server;
 mod testing;
 
 pub use server::{
-    AckError, AckSender, Args, Broadcast, Config, Event, Handshake, Namespace, Socket, SocketIo,
+    AckError, AckSender, Args, Broadcast, Config, Event, Handshake, Namespace, Recovery, Socket, SocketIo,
 };
 pub use testing::{serve, serve_engine, TestServer};

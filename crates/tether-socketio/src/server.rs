@@ -11,12 +11,12 @@ use hyper::{HeaderMap, Request, Response, Uri};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -31,6 +31,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// The most binary attachments one packet may have (10); more closes the connection.
     pub max_attachments: usize,
+    /// Connection state recovery (off by default, as in socket.io): a client that comes back
+    /// soon after its transport was lost gets its id, its rooms and the broadcasts it missed.
+    pub recovery: Option<Recovery>,
 }
 
 impl Default for Config {
@@ -39,7 +42,97 @@ impl Default for Config {
             engine: EngineConfig::default(),
             connect_timeout: Duration::from_secs(45),
             max_attachments: 10,
+            recovery: None,
         }
+    }
+}
+
+/// The settings of connection state recovery (socket.io 4.6's `connectionStateRecovery`).
+///
+/// With it, the CONNECT answer carries a private id (`pid`), and every broadcast event
+/// carries an offset as its last argument, which socket.io-client remembers. A socket whose
+/// transport is lost is kept for `max_disconnection_duration`; a client that reconnects in
+/// time with its `pid` and last offset gets the same socket id and rooms back, then every
+/// broadcast it missed, in order ([`Socket::recovered`] is true). Events sent to one socket
+/// (`Socket::emit`) and events with an ack are not replayed, as in socket.io.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// How long a lost socket and the broadcasts it may miss are kept (2 minutes).
+    pub max_disconnection_duration: Duration,
+    /// Whether a recovered socket skips the middleware (true).
+    pub skip_middlewares: bool,
+    /// The most broadcasts kept per namespace for replay (10,000); older ones go first.
+    pub max_packets: usize,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Self {
+            max_disconnection_duration: Duration::from_secs(120),
+            skip_middlewares: true,
+            max_packets: 10_000,
+        }
+    }
+}
+
+/// What recovery keeps per namespace: recent broadcasts, and the sockets that were lost.
+#[derive(Default)]
+struct RecoveryLog {
+    prefix: String,
+    next: u64,
+    packets: VecDeque<Logged>,
+    lost: HashMap<String, Lost>,
+}
+
+/// A broadcast, as replayed: its frames (the offset included) and whom it was for.
+struct Logged {
+    offset: String,
+    at: Instant,
+    frames: Vec<Frame>,
+    rooms: Vec<String>,
+    except: Vec<String>,
+    except_socket: Option<Arc<str>>,
+}
+
+impl Logged {
+    fn is_for(&self, sid: &Arc<str>, rooms: &HashSet<String>) -> bool {
+        self.except_socket.as_ref() != Some(sid)
+            && !self.except.iter().any(|r| rooms.contains(r))
+            && (self.rooms.is_empty() || self.rooms.iter().any(|r| rooms.contains(r)))
+    }
+}
+
+/// A socket whose transport was lost.
+struct Lost {
+    sid: Arc<str>,
+    rooms: HashSet<String>,
+    at: Instant,
+}
+
+impl RecoveryLog {
+    fn prune(&mut self, config: &Recovery) {
+        let now = Instant::now();
+        let keep = |at: Instant| now.duration_since(at) <= config.max_disconnection_duration;
+        while self.packets.front().is_some_and(|p| !keep(p.at)) || self.packets.len() > config.max_packets {
+            self.packets.pop_front();
+        }
+        self.lost.retain(|_, l| keep(l.at));
+    }
+
+    /// The lost socket `pid` and what it missed after `offset`, if both are still known.
+    fn restore(&mut self, config: &Recovery, pid: &str, offset: &str) -> Option<(Lost, Vec<Frame>)> {
+        self.prune(config);
+        let lost = self.lost.remove(pid)?;
+        let from = self.packets.iter().position(|p| p.offset == offset)?;
+        let missed = self
+            .packets
+            .iter()
+            .skip(from + 1)
+            .filter(|p| p.is_for(&lost.sid, &lost.rooms))
+            .flat_map(|p| p.frames.iter().cloned())
+            .collect();
+        Some((lost, missed))
     }
 }
 
@@ -188,6 +281,8 @@ impl SocketIo {
             middleware: RwLock::default(),
             sockets: RwLock::default(),
             rooms: RwLock::default(),
+            recovery: self.0.config.recovery.clone(),
+            log: Mutex::new(RecoveryLog { prefix: new_id()[..6].to_owned(), ..RecoveryLog::default() }),
         }));
         self.0
             .namespaces
@@ -237,6 +332,14 @@ struct NsInner {
     middleware: RwLock<Vec<Middleware>>,
     sockets: RwLock<HashMap<Arc<str>, Socket>>,
     rooms: RwLock<HashMap<String, HashSet<Arc<str>>>>,
+    recovery: Option<Recovery>,
+    log: Mutex<RecoveryLog>,
+}
+
+impl NsInner {
+    fn log(&self) -> MutexGuard<'_, RecoveryLog> {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for Namespace {
@@ -314,7 +417,30 @@ impl Broadcast {
 
     /// Sends the event; returns how many sockets it went to.
     pub fn emit(self, event: &str, args: &Args) -> usize {
-        let frames = frames(&event_packet(&self.ns.name, event, args, None));
+        let Some(recovery) = &self.ns.recovery else {
+            return self.send(&frames(&event_packet(&self.ns.name, event, args, None)));
+        };
+        // With recovery: the offset goes last, and the broadcast into the log. The log stays
+        // locked while sending, so that offsets reach every socket in log order.
+        let mut log = self.ns.log();
+        log.next += 1;
+        let offset = format!("{}-{}", log.prefix, log.next);
+        let mut with_offset = args.clone();
+        with_offset.json.push(serde_json::value::to_raw_value(&offset).unwrap_or_else(|_| null()));
+        let frames = frames(&event_packet(&self.ns.name, event, &with_offset, None));
+        log.packets.push_back(Logged {
+            offset,
+            at: Instant::now(),
+            frames: frames.clone(),
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+            except_socket: self.except_socket.clone(),
+        });
+        log.prune(recovery);
+        self.send(&frames)
+    }
+
+    fn send(&self, frames: &[Frame]) -> usize {
         let targets: Vec<Socket> = {
             let sockets = self.ns.sockets.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             let rooms = self.ns.rooms.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -334,7 +460,7 @@ impl Broadcast {
             };
             chosen.filter(|id| !excluded.contains(id)).filter_map(|id| sockets.get(id).cloned()).collect()
         };
-        targets.iter().filter(|s| s.0.engine.send(&frames)).count()
+        targets.iter().filter(|s| s.0.engine.send(frames)).count()
     }
 }
 
@@ -356,6 +482,9 @@ struct SocketInner {
     next_ack: AtomicU64,
     rooms: Mutex<HashSet<String>>,
     connected: AtomicBool,
+    /// The private id that recovery knows the socket by.
+    pid: Option<String>,
+    recovered: bool,
 }
 
 impl std::fmt::Debug for Socket {
@@ -439,9 +568,14 @@ impl Socket {
         &self.0.id
     }
 
-    /// Its namespace.
+    /// Its namespace's path.
     pub fn ns(&self) -> &str {
         &self.0.ns.name
+    }
+
+    /// Its namespace (to broadcast to every socket, this one included).
+    pub fn namespace(&self) -> Namespace {
+        Namespace(self.0.ns.clone())
     }
 
     /// What the client sent to connect.
@@ -452,6 +586,12 @@ impl Socket {
     /// The Engine.IO session (one per client, shared by its namespaces).
     pub fn engine(&self) -> &EngineSocket {
         &self.0.engine
+    }
+
+    /// Whether the socket was recovered: the same id and rooms as before its transport was
+    /// lost, and the broadcasts it missed replayed (with [`Config::recovery`]).
+    pub fn recovered(&self) -> bool {
+        self.0.recovered
     }
 
     /// Whether it is connected.
@@ -580,6 +720,13 @@ impl Socket {
             return;
         }
         let rooms: Vec<String> = self.rooms().drain().collect();
+        if let (Some(recovery), Some(pid), "transport close") = (&self.0.ns.recovery, &self.0.pid, reason) {
+            let mut log = self.0.ns.log();
+            log.prune(recovery);
+            let kept =
+                Lost { sid: self.0.id.clone(), rooms: rooms.iter().cloned().collect(), at: Instant::now() };
+            log.lost.insert(pid.clone(), kept);
+        }
         {
             let mut all = self.0.ns.rooms.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             for r in rooms {
@@ -732,14 +879,30 @@ async fn connect(server: &Server, conn: &Connection, packet: Packet) -> Option<S
         Arc::from,
     );
     let handshake = Handshake { auth, uri: conn.uri.clone(), headers: conn.headers.clone() };
-    let middleware = ns.0.middleware.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    for m in middleware {
-        if let Err(message) = m(handshake.clone()).await {
-            refuse(&message);
-            return None;
+    let restored = ns.0.recovery.as_ref().and_then(|config| {
+        #[derive(serde::Deserialize)]
+        struct Ids {
+            pid: String,
+            offset: String,
+        }
+        let ids: Ids = serde_json::from_str(handshake.auth.get()).ok()?;
+        ns.0.log().restore(config, &ids.pid, &ids.offset).map(|(lost, missed)| (ids.pid, lost, missed))
+    });
+    let recovered = restored.is_some();
+    let skip = recovered && ns.0.recovery.as_ref().is_some_and(|r| r.skip_middlewares);
+    if !skip {
+        let middleware = ns.0.middleware.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for m in middleware {
+            if let Err(message) = m(handshake.clone()).await {
+                refuse(&message);
+                return None;
+            }
         }
     }
-    let id = new_id();
+    let (id, pid, rooms, missed) = match restored {
+        Some((pid, lost, missed)) => (lost.sid, Some(pid), lost.rooms, missed),
+        None => (new_id(), ns.0.recovery.as_ref().map(|_| new_id().to_string()), HashSet::new(), Vec::new()),
+    };
     let socket = Socket(Arc::new(SocketInner {
         id: id.clone(),
         ns: ns.0.clone(),
@@ -751,16 +914,27 @@ async fn connect(server: &Server, conn: &Connection, packet: Packet) -> Option<S
         next_ack: AtomicU64::new(0),
         rooms: Mutex::default(),
         connected: AtomicBool::new(true),
+        pid: pid.clone(),
+        recovered,
     }));
     ns.0.sockets
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(id.clone(), socket.clone());
     socket.join(id.to_string());
-    let reply = RawValue::from_string(format!("{{\"sid\":\"{id}\"}}")).ok();
-    if !socket.send_packet(&Packet::new(PacketType::Connect, &ns.0.name, reply)) {
+    for room in rooms {
+        socket.join(room);
+    }
+    let reply = match &pid {
+        Some(pid) => serde_json::json!({ "sid": &*id, "pid": pid }).to_string(),
+        None => serde_json::json!({ "sid": &*id }).to_string(),
+    };
+    if !socket.send_packet(&Packet::new(PacketType::Connect, &ns.0.name, RawValue::from_string(reply).ok())) {
         socket.gone("transport close");
         return None;
+    }
+    if !missed.is_empty() {
+        let _ = conn.socket.send(&missed);
     }
     (ns.0.on_connect)(socket.clone());
     Some(socket)

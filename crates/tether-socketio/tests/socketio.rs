@@ -248,3 +248,110 @@ async fn socketio_over_polling() {
     assert_eq!(post(addr, &path, &format!("43{id}[\"by poll\"]")).await.body, "ok");
     assert_eq!(get(addr, &path).await.body, "42[\"answer\",\"by poll\"]");
 }
+
+/// A server with recovery kept for `keep`: `join(room)`, `tell(room, text)` to the whole room.
+async fn recovering(keep: Duration, max_packets: usize) -> SocketAddr {
+    let mut recovery = tether_socketio::Recovery::default();
+    recovery.max_disconnection_duration = keep;
+    recovery.max_packets = max_packets;
+    let mut config = Config::default();
+    config.recovery = Some(recovery);
+    let io = SocketIo::new(config);
+    io.ns("/", |socket| {
+        let recovered = socket.recovered();
+        socket.emit("hello", &Args::one(&recovered).unwrap());
+        socket.on("join", |socket, event| async move { socket.join(event.get::<String>(0).unwrap()) });
+        socket.on("tell", |socket, event| async move {
+            let (room, text): (String, String) = (event.get(0).unwrap(), event.get(1).unwrap());
+            socket.namespace().to(room).emit("told", &Args::one(&text).unwrap());
+        });
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tether_socketio::serve(listener, "/socket.io/", io, std::future::pending()));
+    addr
+}
+
+/// Connects with `auth`: the socket, its sid and pid, and the `hello` it got.
+async fn join_with(addr: SocketAddr, auth: &str) -> (WebSocket, String, String, String) {
+    let mut s = ws(addr, WS).await;
+    next(&mut s, 2).await.unwrap();
+    send(&mut s, &format!("40{auth}")).await;
+    let reply = next_data(&mut s, 2).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(reply.strip_prefix("40").unwrap()).unwrap();
+    let hello = next_data(&mut s, 2).await.unwrap();
+    (s, v["sid"].as_str().unwrap().to_owned(), v["pid"].as_str().unwrap().to_owned(), hello)
+}
+
+/// The offset a broadcast carries last.
+fn offset(packet: &str) -> String {
+    let args: Vec<serde_json::Value> = serde_json::from_str(packet.strip_prefix("42").unwrap()).unwrap();
+    args.last().unwrap().as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn recovery_restores_the_id_the_rooms_and_the_missed_broadcasts() {
+    let addr = recovering(Duration::from_secs(60), 100).await;
+    let (mut a, a_sid, a_pid, hello) = join_with(addr, "").await;
+    assert_eq!(hello, "42[\"hello\",false]");
+    let (mut b, ..) = join_with(addr, "").await;
+    send(&mut a, "42[\"join\",\"r\"]").await;
+    send(&mut b, "42[\"join\",\"r\"]").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&mut b, "42[\"tell\",\"r\",\"one\"]").await;
+    let one = next_data(&mut a, 2).await.unwrap();
+    assert!(one.starts_with("42[\"told\",\"one\",\""), "{one}");
+    let last = offset(&one);
+    drop(a); // the transport is lost
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(&mut b, "42[\"tell\",\"r\",\"two\"]").await;
+    send(&mut b, "42[\"tell\",\"elsewhere\",\"not for a\"]").await;
+    send(&mut b, "42[\"tell\",\"r\",\"three\"]").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (mut a, sid, pid, first) =
+        join_with(addr, &format!("{{\"pid\":\"{a_pid}\",\"offset\":\"{last}\"}}")).await;
+    assert_eq!((sid.as_str(), pid.as_str()), (a_sid.as_str(), a_pid.as_str()), "the same ids");
+    // The replay comes before the handler's hello.
+    let mut got = vec![first];
+    while got.len() < 3 {
+        got.push(next_data(&mut a, 2).await.unwrap());
+    }
+    assert!(got[0].starts_with("42[\"told\",\"two\","), "{got:?}");
+    assert!(got[1].starts_with("42[\"told\",\"three\","), "{got:?}");
+    assert_eq!(got[2], "42[\"hello\",true]");
+    send(&mut b, "42[\"tell\",\"r\",\"four\"]").await;
+    assert!(next_data(&mut a, 2).await.unwrap().starts_with("42[\"told\",\"four\","), "the room was kept");
+
+    // Once recovered, the pid cannot be used again from the same offset.
+    drop(a);
+    let (_, sid2, ..) = join_with(addr, &format!("{{\"pid\":\"{a_pid}\",\"offset\":\"nope\"}}")).await;
+    assert_ne!(sid2, a_sid, "an unknown offset: a new socket");
+}
+
+#[tokio::test]
+async fn recovery_ends_after_the_disconnection_duration_and_the_packet_bound() {
+    let addr = recovering(Duration::from_millis(200), 100).await;
+    let (mut a, a_sid, a_pid, _) = join_with(addr, "").await;
+    send(&mut a, "42[\"join\",\"r\"]").await;
+    send(&mut a, "42[\"tell\",\"r\",\"x\"]").await;
+    let last = offset(&next_data(&mut a, 2).await.unwrap());
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, sid, ..) = join_with(addr, &format!("{{\"pid\":\"{a_pid}\",\"offset\":\"{last}\"}}")).await;
+    assert_ne!(sid, a_sid, "too late");
+
+    let addr = recovering(Duration::from_secs(60), 2).await;
+    let (mut a, a_sid, a_pid, _) = join_with(addr, "").await;
+    send(&mut a, "42[\"join\",\"r\"]").await;
+    send(&mut a, "42[\"tell\",\"r\",\"x\"]").await;
+    let last = offset(&next_data(&mut a, 2).await.unwrap());
+    drop(a);
+    let (mut b, ..) = join_with(addr, "").await;
+    for _ in 0..3 {
+        send(&mut b, "42[\"tell\",\"r\",\"y\"]").await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, sid, ..) = join_with(addr, &format!("{{\"pid\":\"{a_pid}\",\"offset\":\"{last}\"}}")).await;
+    assert_ne!(sid, a_sid, "its offset left the log (max_packets 2)");
+}
