@@ -100,16 +100,56 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn answer(self) -> Response<Body> {
-        let (code, message) = match self {
+    fn parts(self) -> (u8, &'static str) {
+        match self {
             Self::TransportUnknown => (0, "Transport unknown"),
             Self::SessionUnknown => (1, "Session ID unknown"),
             Self::BadMethod => (2, "Bad handshake method"),
             Self::BadRequest => (3, "Bad request"),
             Self::Version => (5, "Unsupported protocol version"),
-        };
-        let body = format!("{{\"code\":{code},\"message\":\"{message}\"}}");
-        full(StatusCode::BAD_REQUEST, "application/json", body)
+        }
+    }
+
+    fn answer(self) -> Response<Body> {
+        full(StatusCode::BAD_REQUEST, "application/json", Refused(self).body())
+    }
+}
+
+/// A refusal of the protocol: a 400 with a JSON body `{"code":N,"message":"…"}`.
+#[derive(Debug)]
+pub struct Refused(Refusal);
+
+impl Refused {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        400
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        let (code, message) = self.0.parts();
+        format!("{{\"code\":{code},\"message\":\"{message}\"}}")
+    }
+}
+
+/// What a checked WebSocket handshake is for ([`Engine::websocket_target`]).
+#[derive(Debug)]
+pub struct WebSocketTarget(Option<Target>);
+
+#[derive(Debug)]
+enum Target {
+    New,
+    Upgrade(Arc<Session>),
+    Busy,
+}
+
+impl Drop for WebSocketTarget {
+    fn drop(&mut self) {
+        // Never served (the handshake failed after the check): the session may upgrade
+        // again.
+        if let Some(Target::Upgrade(s)) = self.0.take() {
+            s.state().upgrade = Upgrade::None;
+        }
     }
 }
 
@@ -203,17 +243,16 @@ impl Engine {
         match (query.sid, polling) {
             (None, _) if req.method() != Method::GET => Refusal::BadMethod.answer(),
             (None, true) => self.open_polling(&req),
-            (None, false) | (Some(_), false) if !is_upgrade(&req) => Refusal::BadRequest.answer(),
-            (None, false) => self.open_websocket(&mut req, None),
-            (Some(sid), polling) => {
+            (_, false) if !is_upgrade(&req) => Refusal::BadRequest.answer(),
+            (_, false) => self.open_websocket(&mut req),
+            (Some(sid), true) => {
                 let Some(session) = self.sessions().get(sid.as_str()).cloned() else {
                     return Refusal::SessionUnknown.answer();
                 };
-                match (polling, req.method()) {
-                    (true, &Method::GET) => session.poll().await,
-                    (true, &Method::POST) => session.post(req.into_body()).await,
-                    (true, _) => Refusal::BadMethod.answer(),
-                    (false, _) => self.open_websocket(&mut req, Some(session)),
+                match req.method() {
+                    &Method::GET => session.poll().await,
+                    &Method::POST => session.post(req.into_body()).await,
+                    _ => Refusal::BadMethod.answer(),
                 }
             }
         }
@@ -284,58 +323,81 @@ impl Engine {
         full(StatusCode::OK, "text/plain; charset=UTF-8", packet::encode_payload([&open]))
     }
 
-    fn open_websocket(
-        self: &Arc<Self>,
-        req: &mut Request<Incoming>,
-        upgrading: Option<Arc<Session>>,
-    ) -> Response<Body> {
+    /// Checks the query of a WebSocket handshake (`EIO=4&transport=websocket`, and a `sid`
+    /// that names a polling session to upgrade, or none): what to serve once upgraded, or
+    /// the protocol's refusal. For servers that upgrade the connection themselves before
+    /// handing it over ([`serve_websocket`](Self::serve_websocket)); [`handle`](Self::handle)
+    /// does both for hyper requests.
+    ///
+    /// # Errors
+    ///
+    /// The 400 answer (unknown transport or sid, bad version) to send instead of the 101.
+    pub fn websocket_target(&self, query: &str) -> Result<WebSocketTarget, Refused> {
+        let query = Query::parse(query);
+        if query.transport.as_deref() != Some("websocket") || !self.config.websocket {
+            return Err(Refused(Refusal::TransportUnknown));
+        }
+        if query.eio.as_deref() != Some("4") {
+            return Err(Refused(Refusal::Version));
+        }
+        let Some(sid) = query.sid else { return Ok(WebSocketTarget(Some(Target::New))) };
+        let Some(session) = self.sessions().get(sid.as_str()).cloned() else {
+            return Err(Refused(Refusal::SessionUnknown));
+        };
         // One upgrade, from polling only: another WebSocket for the session is opened and
         // closed at once (as engine.io does), the session going on undisturbed.
-        let upgrading = match upgrading {
-            None => None,
-            Some(session) => {
-                let mut st = session.state();
-                let busy = st.closed.is_some() || st.ws.is_some() || st.upgrade != Upgrade::None;
-                if !busy {
-                    st.upgrade = Upgrade::Started;
-                }
-                drop(st);
-                Some((session, busy))
+        let mut st = session.state();
+        if st.closed.is_some() || st.ws.is_some() || st.upgrade != Upgrade::None {
+            return Ok(WebSocketTarget(Some(Target::Busy)));
+        }
+        st.upgrade = Upgrade::Started;
+        drop(st);
+        Ok(WebSocketTarget(Some(Target::Upgrade(session))))
+    }
+
+    /// Serves an upgraded WebSocket as `target` says: a new session (`uri` and `headers` of
+    /// its handshake go to the handler), the upgrade of a polling session, or a close.
+    pub async fn serve_websocket(
+        self: &Arc<Self>,
+        ws: WebSocket,
+        mut target: WebSocketTarget,
+        uri: Uri,
+        headers: HeaderMap,
+    ) {
+        match target.0.take() {
+            Some(Target::Upgrade(session)) => session.run_upgrade(ws, self.config.upgrade_timeout).await,
+            Some(Target::New) => {
+                let (write, read) = ws.split();
+                let sender = write.sender();
+                let Some(session) = self.create_ws(sender.clone(), uri, headers) else {
+                    let _ = sender.send_close(CloseCode(1013), "too many sessions");
+                    return;
+                };
+                session.run_ws(read).await;
             }
-        };
-        let undo = |upgrading: &Option<(Arc<Session>, bool)>| {
-            if let Some((s, false)) = upgrading {
-                s.state().upgrade = Upgrade::None;
+            Some(Target::Busy) | None => {
+                let _ = ws.send_close(CloseCode(1008), "session already upgraded or upgrading");
+                let (_write, mut read) = ws.split();
+                // Until the client answers the close (the driver times out otherwise).
+                while futures_util::StreamExt::next(&mut read).await.is_some() {}
             }
+        }
+    }
+
+    fn open_websocket(self: &Arc<Self>, req: &mut Request<Incoming>) -> Response<Body> {
+        let target = match self.websocket_target(req.uri().query().unwrap_or("")) {
+            Ok(t) => t,
+            Err(refused) => return refused.0.answer(),
         };
         let (response, pending) = match tether::hyper::upgrade(req, &self.ws) {
             Ok(ok) => ok,
-            Err(refusal) => {
-                undo(&upgrading);
-                return refusal;
-            }
+            Err(refusal) => return refusal,
         };
         let engine = self.clone();
         let (uri, headers) = (req.uri().clone(), req.headers().clone());
         tokio::spawn(async move {
-            let Ok(ws) = pending.await else { return undo(&upgrading) };
-            match upgrading {
-                Some((_, true)) => {
-                    let _ = ws.send_close(CloseCode(1008), "session already upgraded or upgrading");
-                    let (_write, mut read) = ws.split();
-                    // Until the client answers the close (the driver times out otherwise).
-                    while futures_util::StreamExt::next(&mut read).await.is_some() {}
-                }
-                Some((session, false)) => session.run_upgrade(ws, engine.config.upgrade_timeout).await,
-                None => {
-                    let (write, read) = ws.split();
-                    let sender = write.sender();
-                    let Some(session) = engine.create_ws(sender.clone(), uri, headers) else {
-                        let _ = sender.send_close(CloseCode(1013), "too many sessions");
-                        return;
-                    };
-                    session.run_ws(read).await;
-                }
+            if let Ok(ws) = pending.await {
+                engine.serve_websocket(ws, target, uri, headers).await;
             }
         });
         response
@@ -476,6 +538,12 @@ struct Session {
     /// A pong arrived.
     pong: Notify,
     closed: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("sid", &self.sid).finish_non_exhaustive()
+    }
 }
 
 impl Session {
