@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod options;
 pub mod session;
 
+pub use frontend::socketio::SocketIoOptions;
 pub use frontend::sockjs::SockJsOptions;
 /// The STOMP front-end's options and frame codec (also at `frontend::stomp`).
 pub use frontend::stomp;

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tether::OriginPolicy;
 use tether_hub::broker::redis::RedisOptions;
-use tether_hub::{HubOptions, NamespaceOptions, QueueLimits, SockJsOptions, StompOptions};
+use tether_hub::{HubOptions, NamespaceOptions, QueueLimits, SockJsOptions, SocketIoOptions, StompOptions};
+use tether_socketio::engine::Cors;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -49,6 +50,12 @@ pub(crate) struct Args {
     /// SockJS sessions open at once per SockJS endpoint; more get 503 [default: 10000].
     #[arg(long, env = "TETHER_SOCKJS_MAX_SESSIONS")]
     sockjs_max_sessions: Option<usize>,
+    /// No Socket.IO endpoint (/socket.io/): socket.io-client apps cannot connect.
+    #[arg(long, env = "TETHER_NO_SOCKETIO")]
+    no_socketio: bool,
+    /// Engine.IO sessions (Socket.IO clients) open at once; more get 503 [default: 10000].
+    #[arg(long, env = "TETHER_SOCKETIO_MAX_SESSIONS")]
+    socketio_max_sessions: Option<usize>,
     /// Largest server API request body in bytes; larger ones get 413 [default: 1048576].
     #[arg(long, env = "TETHER_MAX_BODY_SIZE")]
     max_body_size: Option<usize>,
@@ -135,6 +142,8 @@ pub(crate) struct FileConfig {
     stomp: Option<FileStomp>,
     /// The SockJS endpoints.
     sockjs: Option<FileSockJs>,
+    /// The Socket.IO endpoint.
+    socketio: Option<FileSocketIo>,
     /// Work queues (STOMP `/queue/...`).
     queues: Option<FileQueues>,
     /// `memory` or a Redis URL.
@@ -279,6 +288,66 @@ fn resolve_sockjs(
         o.sockjs_url = url.clone();
     }
     Ok((prefix, stomp_prefix, o))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSocketIo {
+    prefix: Option<String>,
+    ping_interval: Option<f64>,
+    ping_timeout: Option<f64>,
+    max_payload: Option<usize>,
+    max_sessions: Option<usize>,
+    max_buffered: Option<usize>,
+    connect_timeout: Option<f64>,
+    polling: Option<bool>,
+    websocket: Option<bool>,
+    cors_origins: Option<Vec<String>>,
+}
+
+/// The Socket.IO settings: the file's `[socketio]`, flags over it; queued bytes default to
+/// the hub's `max_queued_bytes`.
+fn resolve_socketio(
+    file: Option<&FileSocketIo>,
+    off: bool,
+    max_sessions: Option<usize>,
+    max_queued: usize,
+) -> anyhow::Result<(Option<String>, SocketIoOptions)> {
+    let none = FileSocketIo::default();
+    let f = file.unwrap_or(&none);
+    let mut o = SocketIoOptions::default();
+    let p = f.prefix.clone().unwrap_or_else(|| "/socket.io/".to_owned());
+    let prefix = if off || p.is_empty() {
+        None
+    } else if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+        bail!("socketio prefix {p:?} must be a path like \"/socket.io/\" (or \"\" for none)");
+    } else {
+        Some(p)
+    };
+    let e = &mut o.engine;
+    let must = |name: &str, d: Option<Duration>| {
+        d.ok_or_else(|| anyhow::anyhow!("socketio {name} must be more than 0"))
+    };
+    e.ping_interval =
+        must("ping_interval", seconds("socketio ping_interval", f.ping_interval, e.ping_interval)?)?;
+    e.ping_timeout = must("ping_timeout", seconds("socketio ping_timeout", f.ping_timeout, e.ping_timeout)?)?;
+    e.max_payload = positive("socketio max_payload", f.max_payload.unwrap_or(e.max_payload))?;
+    e.max_sessions =
+        positive("socketio max_sessions", max_sessions.or(f.max_sessions).unwrap_or(e.max_sessions))?;
+    e.max_buffered = positive("socketio max_buffered", f.max_buffered.unwrap_or(max_queued))?;
+    e.polling = f.polling.unwrap_or(e.polling);
+    e.websocket = f.websocket.unwrap_or(e.websocket);
+    if !e.polling && !e.websocket {
+        bail!("socketio needs polling or websocket (or prefix = \"\" for no Socket.IO)");
+    }
+    e.cors = match f.cors_origins.as_deref() {
+        None | Some([]) => Cors::None,
+        Some(list) if list.iter().any(|o| o == "*") => Cors::Any,
+        Some(list) => Cors::Origins(list.to_vec()),
+    };
+    o.connect_timeout =
+        must("connect_timeout", seconds("socketio connect_timeout", f.connect_timeout, o.connect_timeout)?)?;
+    Ok((prefix, o))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -428,6 +497,20 @@ pub(crate) const TEMPLATE: &str = r#"# tether serve configuration (TOML). Flags 
 # max_body_size = 65536
 # sockjs_url = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js"
 
+# Socket.IO (socket.io-client 4.x): tether.json's commands as events at `prefix` ("" or
+# --no-socketio turns it off). cors_origins: pages of other origins that may poll ("*": any).
+# [socketio]
+# prefix = "/socket.io/"
+# ping_interval = 25
+# ping_timeout = 20
+# max_payload = 1000000
+# max_sessions = 10000
+# max_buffered = 4194304
+# connect_timeout = 45
+# polling = true
+# websocket = true
+# cors_origins = []
+
 # Work queues (STOMP /queue/NAME).
 # [queues]
 # max_messages = 10000
@@ -481,6 +564,8 @@ pub(crate) struct Settings {
     pub(crate) sockjs_prefix: Option<String>,
     pub(crate) sockjs_stomp_prefix: Option<String>,
     pub(crate) sockjs: SockJsOptions,
+    pub(crate) socketio_prefix: Option<String>,
+    pub(crate) socketio: SocketIoOptions,
     pub(crate) demo: bool,
     pub(crate) token_hmac_secret: Option<String>,
     pub(crate) token_rsa_public_key: Option<PathBuf>,
@@ -580,6 +665,27 @@ impl Settings {
         let _ = writeln!(out, "disconnect_delay = {}", j.disconnect_delay.as_secs_f64());
         let _ = writeln!(out, "max_sessions = {}\nmax_queued_bytes = {}", j.max_sessions, j.max_queued_bytes);
         let _ = writeln!(out, "max_body_size = {}\nsockjs_url = {:?}", j.max_body_size, j.sockjs_url);
+        let e = &self.socketio.engine;
+        let _ = writeln!(out, "\n[socketio]\nprefix = {:?}", self.socketio_prefix.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "ping_interval = {}\nping_timeout = {}",
+            e.ping_interval.as_secs_f64(),
+            e.ping_timeout.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "max_payload = {}\nmax_sessions = {}\nmax_buffered = {}",
+            e.max_payload, e.max_sessions, e.max_buffered
+        );
+        let _ = writeln!(out, "connect_timeout = {}", self.socketio.connect_timeout.as_secs_f64());
+        let _ = writeln!(out, "polling = {}\nwebsocket = {}", e.polling, e.websocket);
+        let origins = match &e.cors {
+            Cors::Any => vec!["*".to_owned()],
+            Cors::Origins(list) => list.clone(),
+            _ => Vec::new(),
+        };
+        let _ = writeln!(out, "cors_origins = {origins:?}");
         let q = &self.hub.queue_limits;
         let _ = writeln!(out, "\n[queues]\nmax_messages = {}\nmax_queues = {}", q.max_messages, q.max_queues);
         if let Some(r) = &self.redis {
@@ -674,6 +780,8 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
         file.stomp.as_ref().map_or(Ok(StompOptions::default()), |s| s.apply(StompOptions::default()))?;
     let (sockjs_prefix, sockjs_stomp_prefix, sockjs) =
         resolve_sockjs(file.sockjs.as_ref(), args.no_sockjs, args.sockjs_max_sessions, max_queued)?;
+    let (socketio_prefix, socketio) =
+        resolve_socketio(file.socketio.as_ref(), args.no_socketio, args.socketio_max_sessions, max_queued)?;
     let mut queue_limits = QueueLimits::default();
     if let Some(q) = &file.queues {
         queue_limits.max_messages =
@@ -728,6 +836,8 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
         sockjs_prefix,
         sockjs_stomp_prefix,
         sockjs,
+        socketio_prefix,
+        socketio,
         demo,
         token_hmac_secret: args.token_hmac_secret.or(file.token_hmac_secret),
         token_rsa_public_key: args.token_rsa_public_key.or(file.token_rsa_public_key),
@@ -805,6 +915,37 @@ mod tests {
         assert!(error(&[], "[sockjs]\nstomp_prefix = \"/sockjs\"\n").contains("must differ"));
         assert!(error(&["--sockjs-max-sessions", "0"], "").contains("sockjs max_sessions"));
         assert!(error(&[], "[sockjs]\nheartbeat = 0\n").contains("sockjs heartbeat"));
+    }
+
+    #[test]
+    fn socketio_settings() {
+        let s = resolve(args(&[]), FileConfig::default()).unwrap();
+        assert_eq!(s.socketio_prefix.as_deref(), Some("/socket.io/"));
+        let e = &s.socketio.engine;
+        assert_eq!(
+            (e.max_sessions, e.max_payload, e.max_buffered),
+            (10_000, 1_000_000, s.hub.max_queued_bytes)
+        );
+        assert_eq!((e.ping_interval, e.ping_timeout), (Duration::from_secs(25), Duration::from_secs(20)));
+        assert_eq!(e.cors, Cors::None);
+        let toml =
+            "[socketio]\nprefix = \"/sio/\"\nping_interval = 0.5\nmax_sessions = 5\nmax_payload = 100\n\
+                    connect_timeout = 2\npolling = false\ncors_origins = [\"https://a.example\"]\n";
+        let s = resolve(args(&["--socketio-max-sessions", "7"]), file(toml)).unwrap();
+        let e = &s.socketio.engine;
+        assert_eq!(s.socketio_prefix.as_deref(), Some("/sio/"));
+        assert_eq!((e.max_sessions, e.max_payload, e.ping_interval), (7, 100, Duration::from_millis(500)));
+        assert_eq!(s.socketio.connect_timeout, Duration::from_secs(2));
+        assert!(!e.polling && e.websocket);
+        assert_eq!(e.cors, Cors::Origins(vec!["https://a.example".into()]));
+        assert_eq!(resolve(args(&["--no-socketio"]), file(toml)).unwrap().socketio_prefix, None);
+        assert_eq!(resolve(args(&[]), file("[socketio]\nprefix = \"\"\n")).unwrap().socketio_prefix, None);
+        assert!(error(&[], "[socketio]\nprefix = \"socket.io\"\n").contains("must be a path"));
+        assert!(error(&["--socketio-max-sessions", "0"], "").contains("socketio max_sessions"));
+        assert!(error(&[], "[socketio]\nping_timeout = 0\n").contains("socketio ping_timeout"));
+        assert!(
+            error(&[], "[socketio]\npolling = false\nwebsocket = false\n").contains("polling or websocket")
+        );
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         sockjs_prefix: s.sockjs_prefix.clone(),
         sockjs_stomp_prefix: s.sockjs_stomp_prefix.clone(),
         sockjs: s.sockjs.clone(),
+        socketio_prefix: s.socketio_prefix.clone(),
+        socketio: s.socketio.clone(),
         ..ServeOptions::default()
     };
     let hub = match s.redis {

@@ -42,12 +42,12 @@ impl Outlet for JsonOutlet {
 }
 
 /// Appends a JSON string literal.
-fn push_str(out: &mut String, s: &str) {
+pub(crate) fn push_str(out: &mut String, s: &str) {
     // serde_json escapes exactly as JSON requires; a String cannot fail to serialize.
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
-fn push_info(out: &mut String, info: &ClientInfo) {
+pub(crate) fn push_info(out: &mut String, info: &ClientInfo) {
     out.push('{');
     push_info_fields(out, info);
     out.push('}');
@@ -65,7 +65,7 @@ fn push_info_fields(out: &mut String, info: &ClientInfo) {
 }
 
 /// `{"offset":N,"data":…,"info":{…}}`
-fn push_publication(out: &mut String, event: &Event) {
+pub(crate) fn push_publication(out: &mut String, event: &Event) {
     let Some(p) = event.publication() else { return };
     let _ = write!(out, "{{\"offset\":{},\"data\":", p.offset);
     out.push_str(std::str::from_utf8(&p.data).unwrap_or("null"));
@@ -191,10 +191,20 @@ struct HistoryCmd {
 }
 
 /// A reply to send, and whether it reports an error.
-struct Reply {
-    text: String,
-    error: bool,
+pub(crate) struct Reply {
+    pub(crate) text: String,
+    pub(crate) error: bool,
 }
+
+/// How a front-end that runs tether.json's commands (this one, Socket.IO's) frames what
+/// they answer and push.
+pub(crate) struct Dialect {
+    /// The outlet of a connected session's pushes.
+    pub(crate) outlet: fn(SendGate) -> Arc<dyn Outlet>,
+}
+
+/// tether.json's own: replies as they are, pushes as `{"push":…}`.
+static JSON: Dialect = Dialect { outlet: |gate| Arc::new(JsonOutlet { gate }) };
 
 /// Replies: `{"id":N,"result":{…}}` or `{"id":N,"error":{"code":C,"message":"…"}}`.
 fn result(id: Option<u64>, body: &str) -> Reply {
@@ -267,7 +277,7 @@ async fn serve_connection(link: Link, hub: Arc<Hub>, auth: Arc<dyn Authenticator
         };
         metrics.commands.fetch_add(1, Ordering::Relaxed);
         metrics.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
-        let reply = handle(&text, &sender, &mut session).await;
+        let reply = handle(&text, &sender, &mut session, &JSON, &|r| r).await;
         if let Some(reply) = reply {
             if reply.error {
                 metrics.command_errors.fetch_add(1, Ordering::Relaxed);
@@ -327,8 +337,16 @@ pub fn check_command(text: &str) -> Result<Option<u64>, CommandError> {
     decode_command(text).map(|c| c.id)
 }
 
-/// Handles one command; returns the reply to send, if it was not queued already.
-async fn handle(text: &str, sender: &Tx, session: &mut Session) -> Option<Reply> {
+/// Handles one command; returns the reply to send, if it was not queued already (framed by
+/// `frame` then: a subscription's reply goes out under the hub's lock, before any newer
+/// event of its channel).
+pub(crate) async fn handle(
+    text: &str,
+    sender: &Tx,
+    session: &mut Session,
+    dialect: &Dialect,
+    frame: &(dyn Fn(String) -> String + Sync),
+) -> Option<Reply> {
     let cmd = match decode_command(text) {
         Ok(c) => c,
         Err(e) => return Some(error(e.id, e.code, &e.message)),
@@ -345,7 +363,7 @@ async fn handle(text: &str, sender: &Tx, session: &mut Session) -> Option<Reply>
             Ok(identity) => identity,
             Err(e) => return Some(error(id, auth_code(&e), &e.message)),
         };
-        let outlet = Arc::new(JsonOutlet { gate: session.gate(sender.clone()) });
+        let outlet = (dialect.outlet)(session.gate(sender.clone()));
         let info = session.connect(identity, outlet);
         let mut body = String::from("{");
         push_info_fields(&mut body, &info);
@@ -383,7 +401,7 @@ async fn handle(text: &str, sender: &Tx, session: &mut Session) -> Option<Reply>
                     body.push_str(&publications_json(&sub.publications));
                 }
                 body.push('}');
-                let reply = result(id, &body).text;
+                let reply = frame(result(id, &body).text);
                 metrics.bytes_out.fetch_add(reply.len() as u64, Ordering::Relaxed);
                 let _ = sender.start_send(Message::text(reply));
             })

@@ -4,6 +4,7 @@
 //! Adding one is an addition to [`registered`], not an edit elsewhere.
 
 pub mod json;
+pub mod socketio;
 pub mod sockjs;
 pub mod stomp;
 

@@ -14,6 +14,7 @@ pub(crate) mod web;
 
 pub use api::{check_api_body, ApiParseError};
 
+use crate::frontend::socketio::{self, SocketIoOptions};
 use crate::frontend::sockjs::{self, SockJsOptions};
 use crate::frontend::stomp::StompOptions;
 use crate::frontend::{self, Context};
@@ -70,6 +71,10 @@ pub struct ServeOptions {
     pub sockjs_stomp_prefix: Option<String>,
     /// Settings of both SockJS endpoints.
     pub sockjs: SockJsOptions,
+    /// Where socket.io-client connects (`None`: no Socket.IO). Default `/socket.io/`.
+    pub socketio_prefix: Option<String>,
+    /// Settings of the Socket.IO endpoint.
+    pub socketio: SocketIoOptions,
 }
 
 /// How often the hub pings each WebSocket client by default: browsers and libraries answer
@@ -127,6 +132,8 @@ impl Default for ServeOptions {
             sockjs_prefix: Some("/sockjs".into()),
             sockjs_stomp_prefix: Some("/stomp-sockjs".into()),
             sockjs: SockJsOptions::default(),
+            socketio_prefix: Some("/socket.io/".into()),
+            socketio: SocketIoOptions::default(),
         }
     }
 }
@@ -179,6 +186,8 @@ pub(crate) struct Shared {
     pub(crate) server: Arc<ServerConfig>,
     /// The SockJS endpoints.
     pub(crate) sockjs: Vec<Arc<sockjs::Endpoint>>,
+    /// The Socket.IO endpoint.
+    pub(crate) socketio: Option<Arc<socketio::Endpoint>>,
     counts: Arc<Counts>,
 }
 
@@ -195,13 +204,18 @@ impl Shared {
     /// Admits a WebSocket to `path` from `ip`: a front-end's path, within the per-IP limit.
     pub(crate) fn admit(&self, path: &str, ip: IpAddr) -> Result<Slot, Reject> {
         let front = frontend::registered().iter().any(|f| f.path() == path);
-        if !front && self.sockjs_route(path).is_none() {
+        if !front && self.sockjs_route(path).is_none() && self.socketio_at(path).is_none() {
             return Err(Reject::new(404, ENDPOINTS));
         }
         self.counts.take_ip(ip, self.options.max_connections_per_ip).ok_or_else(|| {
             self.hub.metrics.refused.fetch_add(1, Ordering::Relaxed);
             Reject::new(503, "too many connections from this address")
         })
+    }
+
+    /// The Socket.IO endpoint, if `path` is its.
+    pub(crate) fn socketio_at(&self, path: &str) -> Option<&Arc<socketio::Endpoint>> {
+        self.socketio.as_ref().filter(|e| e.matches(path))
     }
 
     /// The SockJS endpoint and WebSocket route `path` names, if it names one.
@@ -264,7 +278,12 @@ impl Server {
                 Some(sockjs::Endpoint::new(prefix, options.sockjs.clone(), app, origins.clone()))
             })
             .collect();
-        let shared = Arc::new(Shared { hub, options, server, sockjs, counts: Arc::default() });
+        let socketio = options
+            .socketio_prefix
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(|prefix| socketio::Endpoint::new(prefix, options.socketio.clone(), cx.clone()));
+        let shared = Arc::new(Shared { hub, options, server, sockjs, socketio, counts: Arc::default() });
         Ok(Self { listener, admin, shared })
     }
 
@@ -323,6 +342,7 @@ impl Server {
         }
         let mut n = shared.hub.disconnect_all(1001, "server shutting down");
         n += shared.sockjs.iter().map(|e| e.close_all(1001, "server shutting down")).sum::<usize>();
+        n += shared.socketio.as_ref().map_or(0, |e| e.close_all());
         tracing::info!(connections = n, "shutting down: closing connections with 1001");
         let deadline = tokio::time::Instant::now() + shared.options.shutdown_timeout;
         let counts = &shared.counts;
@@ -355,15 +375,35 @@ async fn serve_admin(admin: tokio::net::TcpListener, shared: Arc<Shared>) {
 async fn connection(incoming: tether::Incoming, shared: Arc<Shared>) {
     let peer = incoming.remote_addr();
     let mut slot = None;
+    let mut socketio = None;
     let check = |req: &tether::Request| {
+        if let Some(endpoint) = shared.socketio_at(&req.path) {
+            // Engine.IO's checks (version, transport, session) answer before the 101.
+            let target = endpoint.websocket_target(req.query.as_deref()).map_err(|refused| {
+                Reject::new(refused.status(), "engine.io").with_body("application/json", refused.body())
+            })?;
+            socketio = Some((endpoint.clone(), target));
+        }
         slot = Some(shared.admit(&req.path, peer.ip())?);
         Ok(())
     };
     match incoming.upgrade_or_http(check).await {
         Ok(Accepted::WebSocket(ws, request)) => {
             tracing::debug!(%peer, path = %request.path, "websocket connected");
-            if let Some(slot) = slot {
-                shared.run_websocket(ws, &request.path, false, slot).await;
+            match (slot, socketio) {
+                (Some(slot), Some((endpoint, target))) => {
+                    let uri = match &request.query {
+                        Some(q) => format!("{}?{q}", request.path),
+                        None => request.path.clone(),
+                    };
+                    let uri = uri.parse().unwrap_or_default();
+                    shared.hub.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+                    shared.hub.metrics.websocket_http1.fetch_add(1, Ordering::Relaxed);
+                    endpoint.serve_websocket(ws, target, uri, request.headers).await;
+                    drop(slot);
+                }
+                (Some(slot), None) => shared.run_websocket(ws, &request.path, false, slot).await,
+                (None, _) => {}
             }
         }
         Ok(Accepted::Http(conn)) => {

@@ -93,6 +93,9 @@ async fn handle(
         if let Some(endpoint) = shared.sockjs.iter().find(|e| e.matches(path)) {
             return endpoint.handle(req, &shared.server).await;
         }
+        if let Some(endpoint) = shared.socketio_at(path) {
+            return endpoint.handle(req).await;
+        }
         if frontend::registered().iter().any(|f| f.path() == path) {
             return websocket(req, shared, peer);
         }
@@ -126,6 +129,17 @@ async fn handle(
             for e in &shared.sockjs {
                 text.push_str(&format!(
                     "tether_sockjs_sessions{{prefix=\"{}\"}} {}\n",
+                    e.prefix(),
+                    e.session_count()
+                ));
+            }
+            if let Some(e) = &shared.socketio {
+                text.push_str(
+                    "# HELP tether_socketio_sessions Open Engine.IO sessions (Socket.IO clients).\n",
+                );
+                text.push_str("# TYPE tether_socketio_sessions gauge\n");
+                text.push_str(&format!(
+                    "tether_socketio_sessions{{prefix=\"{}\"}} {}\n",
                     e.prefix(),
                     e.session_count()
                 ));

@@ -249,10 +249,12 @@ impl Engine {
                 let Some(session) = self.sessions().get(sid.as_str()).cloned() else {
                     return Refusal::SessionUnknown.answer();
                 };
-                match req.method() {
-                    &Method::GET => session.poll().await,
-                    &Method::POST => session.post(req.into_body()).await,
-                    _ => Refusal::BadMethod.answer(),
+                if req.method() == Method::GET {
+                    session.poll().await
+                } else if req.method() == Method::POST {
+                    session.post(req.into_body()).await
+                } else {
+                    Refusal::BadMethod.answer()
                 }
             }
         }
