@@ -8,7 +8,8 @@
 #   hyper_echo and axum_chat examples; Node `ws` and Python `websockets` against hyper_echo;
 #   sockjs-client in Node and in Chromium against `tether serve` (every transport each has,
 #   @stomp/stompjs over SockJS, the fallback when the hub's SockJS WebSocket is off);
-#   socket.io-client in Node against tether-socketio's socketio_chat example.
+#   socket.io-client in Node against tether-socketio's socketio_chat example, and against
+#   `tether serve` (one node, and two nodes sharing a private redis-server).
 # Installs what it needs: Chromium (apt), ws + playwright-core + @stomp/stompjs + sockjs-client
 # + socket.io-client (npm ci),
 # websockets (pip, venv).
@@ -109,6 +110,19 @@ node interop/h2_client.mjs echo "http://${url#ws://}"
 start axum-chat ./target/release/examples/axum_chat 127.0.0.1:0
 echo "== node http2 (RFC 8441 extended CONNECT, h2c) -> the axum_chat example (tether::axum under axum::serve, http://${url#ws://}/)"
 node interop/h2_client.mjs chat "http://${url#ws://}"
+echo "== socket.io-client in node -> tether serve ($hub/socket.io/)"
+node interop/socketio_hub.mjs "$hub"
+# Two hubs sharing a private Redis: socket.io-client on both.
+redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >target/interop-redis.log 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break; sleep 0.1; done
+start tether-hub-redis-a ./target/release/tether serve --listen 127.0.0.1:0 --config interop/stomp-hub.toml --broker "redis://127.0.0.1:$redis_port"
+node_a="http://${url#ws://}"
+start tether-hub-redis-b ./target/release/tether serve --listen 127.0.0.1:0 --config interop/stomp-hub.toml --broker "redis://127.0.0.1:$redis_port"
+node_b="http://${url#ws://}"
+echo "== socket.io-client in node -> two tether serve nodes over Redis ($node_a, $node_b)"
+node interop/socketio_hub.mjs "$node_a" "$node_b"
 scheme=http start socketio-chat ./target/release/examples/socketio_chat 127.0.0.1:0
 echo "== socket.io-client in node -> the socketio_chat example (tether-socketio, $url)"
 node interop/socketio_node.mjs "$url"
