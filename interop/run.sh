@@ -8,8 +8,8 @@
 #   hyper_echo and axum_chat examples; Node `ws` and Python `websockets` against hyper_echo;
 #   sockjs-client in Node and in Chromium against `tether serve` (every transport each has,
 #   @stomp/stompjs over SockJS, the fallback when the hub's SockJS WebSocket is off);
-#   socket.io-client in Node against tether-socketio's socketio_chat example, and against
-#   `tether serve` (one node, and two nodes sharing a private redis-server).
+#   socket.io-client in Node and in Chromium against tether-socketio's socketio_chat example
+#   and against `tether serve` (in Node also two nodes sharing a private redis-server).
 # Installs what it needs: Chromium (apt), ws + playwright-core + @stomp/stompjs + sockjs-client
 # + socket.io-client (npm ci),
 # websockets (pip, venv).
@@ -126,4 +126,6 @@ node interop/socketio_hub.mjs "$node_a" "$node_b"
 scheme=http start socketio-chat ./target/release/examples/socketio_chat 127.0.0.1:0
 echo "== socket.io-client in node -> the socketio_chat example (tether-socketio, $url)"
 node interop/socketio_node.mjs "$url"
+echo "== socket.io-client in chromium -> the socketio_chat example ($url) and tether serve ($hub)"
+node interop/socketio_chromium.mjs "$url" "$hub"
 echo "interop: all passed"
