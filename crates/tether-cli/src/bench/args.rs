@@ -66,6 +66,11 @@ pub(crate) struct Args {
     /// tether.json.
     #[arg(long)]
     pub(crate) stomp: bool,
+    /// Fan-out: subscribers speak Socket.IO over WebSocket (`/socket.io/?EIO=4`, the event
+    /// `subscribe` with an ack, `publication` events), as socket.io-client does against
+    /// `tether serve` or bench/node/socketio_fanout.mjs.
+    #[arg(long, conflicts_with = "stomp")]
+    pub(crate) socketio: bool,
     /// Fan-out: spread the subscribers over these hub nodes' URLs (repeatable; the
     /// publisher stays on URL) [default: URL].
     #[arg(long = "subscribe-url", value_name = "URL")]

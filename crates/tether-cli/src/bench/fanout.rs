@@ -1,6 +1,6 @@
-//! `tether bench --mode fanout`: subscribers on `tether serve` (tether.json, or STOMP with
-//! `--stomp`), one publisher through the server API, deliveries per second and
-//! publish-to-delivery latency.
+//! `tether bench --mode fanout`: subscribers on `tether serve` (tether.json, STOMP with
+//! `--stomp`, Socket.IO with `--socketio`), one publisher through the server API, deliveries
+//! per second and publish-to-delivery latency.
 
 use super::args::Args;
 use super::load::{
@@ -41,10 +41,21 @@ pub(super) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> a
     if args.channels == 0 || !(args.rate.is_finite() && args.rate > 0.0) {
         bail!("--channels must be at least 1 and --rate positive");
     }
-    let stomp = args.stomp;
-    let configs = configs.map(|c| c.with_protocol(if stomp { "v12.stomp" } else { "tether.json" }));
-    let urls =
+    let (stomp, socketio) = (args.stomp, args.socketio);
+    let configs = if socketio {
+        configs
+    } else {
+        configs.map(|c| c.with_protocol(if stomp { "v12.stomp" } else { "tether.json" }))
+    };
+    let mut urls =
         if args.subscribe_urls.is_empty() { vec![args.url.clone()] } else { args.subscribe_urls.clone() };
+    if socketio {
+        // Engine.IO over WebSocket at the server's /socket.io/.
+        for u in &mut urls {
+            let parsed = tether::Url::parse(u).map_err(|e| anyhow::anyhow!("invalid url {u:?}: {e}"))?;
+            *u = format!("ws://{}:{}/socket.io/?EIO=4&transport=websocket", parsed.host, parsed.port);
+        }
+    }
     let (sockets, open_time) = open_all(&urls, &configs, args.connections, &shared).await?;
 
     // Every subscriber: connect, subscribe to its channel, wait for both replies.
@@ -59,7 +70,35 @@ pub(super) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> a
         let (shared, latency, subscribed, mut stop) =
             (shared.clone(), latency.clone(), subscribed.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
-            let setup = if stomp {
+            let setup = if socketio {
+                // As socket.io-client: CONNECT once the Engine.IO session is open, the
+                // subscription once CONNECT is answered.
+                let steps = [
+                    ("0{", "40".to_owned()),
+                    ("40", format!("420[\"subscribe\",{}]", json_string(&channel))),
+                ];
+                for (want, then) in steps {
+                    let answered = loop {
+                        match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
+                            Ok(Some(Ok(Message::Text(t)))) if t.starts_with(want) => break true,
+                            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                                let _ = ws.send(Message::text("3")).await;
+                            }
+                            Ok(Some(Ok(Message::Text(t)))) => {
+                                shared.error(format!("socket.io: unexpected {t}"));
+                                break false;
+                            }
+                            Ok(Some(Ok(_))) => {}
+                            _ => break false,
+                        }
+                    };
+                    if !answered || ws.send(Message::text(then)).await.is_err() {
+                        shared.error("socket.io setup failed".into());
+                        return;
+                    }
+                }
+                Vec::new()
+            } else if stomp {
                 vec![
                     "CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0".to_owned(),
                     format!("SUBSCRIBE\nid:0\ndestination:/topic/{channel}\nreceipt:subscribed\n\n\0"),
@@ -83,16 +122,26 @@ pub(super) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> a
                     _ = stop.changed() => break,
                 };
                 match next {
+                    Some(Ok(Message::Text(t))) if socketio && t.as_str() == "2" => {
+                        // An Engine.IO ping: the pong keeps the session.
+                        let _ = ws.send(Message::text("3")).await;
+                    }
                     Some(Ok(Message::Text(t))) => {
-                        if t.starts_with("{\"push\"") || t.starts_with("MESSAGE\n") {
+                        if t.starts_with("{\"push\"")
+                            || t.starts_with("MESSAGE\n")
+                            || t.starts_with("42[\"publication\"")
+                        {
                             if let Some(sent) = sent_at(&t) {
                                 let _ = local.record(now_micros().saturating_sub(sent));
                             }
                             shared.messages.fetch_add(1, Ordering::Relaxed);
                             shared.bytes.fetch_add(t.len() as u64, Ordering::Relaxed);
-                        } else if t.starts_with("{\"id\":2,\"result\"") || t.starts_with("RECEIPT\n") {
+                        } else if t.starts_with("{\"id\":2,\"result\"")
+                            || t.starts_with("RECEIPT\n")
+                            || t.starts_with("430[{\"result\"")
+                        {
                             subscribed.fetch_add(1, Ordering::Relaxed);
-                        } else if t.contains("\"error\"") || t.starts_with("ERROR\n") {
+                        } else if t.contains("\"error\"") || t.starts_with("ERROR\n") || t.starts_with("44") {
                             shared.error(format!("hub error: {t}"));
                         }
                     }
@@ -207,7 +256,13 @@ pub(super) async fn run(args: &Args, configs: Configs, shared: Arc<Shared>) -> a
              \"latency_ms\":{{{latency}}},\"errors\":{{{errors}}}}}",
             json_string(&args.url),
             args.channels,
-            if stomp { "stomp" } else { "tether.json" },
+            if socketio {
+                "socket.io"
+            } else if stomp {
+                "stomp"
+            } else {
+                "tether.json"
+            },
             publish_time.as_secs_f64(),
         );
     } else {
