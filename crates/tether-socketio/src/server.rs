@@ -233,6 +233,13 @@ fn frames(packet: &Packet) -> Vec<Frame> {
     out
 }
 
+/// A broadcast's frames: the text's WebSocket frame encoded once for every recipient.
+fn shared_frames(packet: &Packet) -> Vec<Frame> {
+    let mut out = frames(packet);
+    out[0] = Frame::prepared_message(&packet.encode());
+    out
+}
+
 fn event_packet(nsp: &str, event: &str, args: &Args, id: Option<u64>) -> Packet {
     let name = serde_json::to_string(event).unwrap_or_else(|_| "\"\"".to_owned());
     let kind = if args.binary.is_empty() { PacketType::Event } else { PacketType::BinaryEvent };
@@ -418,7 +425,7 @@ impl Broadcast {
     /// Sends the event; returns how many sockets it went to.
     pub fn emit(self, event: &str, args: &Args) -> usize {
         let Some(recovery) = &self.ns.recovery else {
-            return self.send(&frames(&event_packet(&self.ns.name, event, args, None)));
+            return self.send(&shared_frames(&event_packet(&self.ns.name, event, args, None)));
         };
         // With recovery: the offset goes last, and the broadcast into the log. The log stays
         // locked while sending, so that offsets reach every socket in log order.
@@ -427,7 +434,7 @@ impl Broadcast {
         let offset = format!("{}-{}", log.prefix, log.next);
         let mut with_offset = args.clone();
         with_offset.json.push(serde_json::value::to_raw_value(&offset).unwrap_or_else(|_| null()));
-        let frames = frames(&event_packet(&self.ns.name, event, &with_offset, None));
+        let frames = shared_frames(&event_packet(&self.ns.name, event, &with_offset, None));
         log.packets.push_back(Logged {
             offset,
             at: Instant::now(),

@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tether::{CloseCode, Utf8Bytes, WebSocket};
+use tether::{CloseCode, PreparedFrame, Utf8Bytes, WebSocket};
 use tether_socketio::engine::packet::{Data, Frame};
 use tether_socketio::engine::{Connection, Engine, EngineConfig, EngineSocket, Refused, WebSocketTarget};
 use tether_socketio::parser::{Decoder, Packet, PacketType};
@@ -87,7 +87,8 @@ fn encode_push(event: &Event) -> String {
 }
 
 /// An Engine.IO session as the session layer's outbox: messages are whole Engine.IO text
-/// packets already.
+/// packets already; what many subscribers share goes as one prepared WebSocket frame (its
+/// payload over polling).
 struct EngineOutbox(EngineSocket);
 
 impl Outbox for EngineOutbox {
@@ -102,6 +103,15 @@ impl Outbox for EngineOutbox {
     fn send_encoded(&self, message: Bytes) -> bool {
         // Made from a `str` by `encode`: the check cannot fail.
         Utf8Bytes::try_from_bytes(message).is_ok_and(|t| self.0.send(&[Frame::Text(t)]))
+    }
+
+    fn takes_frames(&self) -> bool {
+        true
+    }
+
+    /// The frame as is over WebSocket, its text over polling.
+    fn send_frame(&self, frame: &PreparedFrame) -> bool {
+        self.0.send(&[Frame::Prepared(frame.clone())])
     }
 
     /// Tells the client why (`closing`, with the code and reason), then ends the Engine.IO

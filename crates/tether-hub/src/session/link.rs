@@ -60,6 +60,17 @@ pub(crate) trait Outbox: Send + Sync {
     fn send_encoded(&self, message: Bytes) -> bool;
     /// Closes with `code` and `reason`; `false` if it was closed already.
     fn close(&self, code: u16, reason: &str) -> bool;
+    /// Whether it takes WebSocket frames of whole messages ([`send_frame`](Self::send_frame))
+    /// for what many connections share, instead of its own form (a carrier that runs over
+    /// WebSocket: an Engine.IO session).
+    fn takes_frames(&self) -> bool {
+        false
+    }
+    /// Queues a message as a WebSocket frame shared by many connections; `false` when
+    /// closed. Only called when [`takes_frames`](Self::takes_frames).
+    fn send_frame(&self, _frame: &PreparedFrame) -> bool {
+        false
+    }
 }
 
 /// The sending side.
@@ -151,6 +162,11 @@ impl Tx {
                 &encoding.frame,
                 |e| PreparedFrame::text(&encode(e)),
                 |f| s.send_prepared(f).map(|()| f.wire().len()),
+            ),
+            Self::Outbox(o) if o.takes_frames() => event.with_frame(
+                &encoding.frame,
+                |e| PreparedFrame::text(&encode(e)),
+                |f| o.send_frame(f).then_some(f.payload_len()).ok_or_else(closed),
             ),
             Self::Outbox(o) => event.with_part(
                 &encoding.outbox,
@@ -259,5 +275,53 @@ mod tests {
         assert_eq!(first[0], [Bytes::from_static(b"JOINED"), Bytes::from_static(b"HEAD PART")]);
         // The very same bytes for every outbox, not copies.
         assert!(first.iter().all(|m| m[0].as_ptr() == first[0][0].as_ptr()));
+    }
+
+    /// An outbox that takes WebSocket frames (as an Engine.IO session does).
+    #[derive(Default)]
+    struct Frames(Mutex<Vec<PreparedFrame>>);
+
+    impl Outbox for Frames {
+        fn buffered_amount(&self) -> usize {
+            0
+        }
+        fn encode(&self, text: &str) -> Bytes {
+            Bytes::copy_from_slice(text.as_bytes())
+        }
+        fn send_encoded(&self, _: Bytes) -> bool {
+            panic!("shared messages go as frames")
+        }
+        fn close(&self, _: u16, _: &str) -> bool {
+            true
+        }
+        fn takes_frames(&self) -> bool {
+            true
+        }
+        fn send_frame(&self, frame: &PreparedFrame) -> bool {
+            self.0.lock().unwrap().push(frame.clone());
+            true
+        }
+    }
+
+    #[test]
+    fn outboxes_that_take_frames_share_one() {
+        static SIO: TextEncoding = TextEncoding::new("test-frames");
+        let info = Arc::new(ClientInfo { client: "c1".into(), user: "u".into(), anonymous: false });
+        let event = Event::new("room".into(), Push::Join(info));
+        let encodes = AtomicUsize::new(0);
+        let boxes: Vec<Arc<Frames>> = (0..3).map(|_| Arc::default()).collect();
+        for b in &boxes {
+            let n = Tx::Outbox(b.clone())
+                .send_event(&event, &SIO, |_| {
+                    encodes.fetch_add(1, Ordering::Relaxed);
+                    "42[\"join\"]".into()
+                })
+                .unwrap();
+            assert_eq!(n, 10);
+        }
+        assert_eq!(encodes.load(Ordering::Relaxed), 1);
+        let frames: Vec<PreparedFrame> = boxes.iter().map(|b| b.0.lock().unwrap()[0].clone()).collect();
+        assert!(frames[0].wire().ends_with(b"42[\"join\"]"));
+        assert!(frames.iter().all(|f| f.wire().as_ptr() == frames[0].wire().as_ptr()), "one frame, shared");
     }
 }

@@ -166,6 +166,9 @@ pub enum Frame {
     Text(Utf8Bytes),
     /// A binary message.
     Binary(Bytes),
+    /// A text packet with its WebSocket frame encoded once for every session it goes to
+    /// (a broadcast): WebSocket sessions queue the frame, polling ones its payload.
+    Prepared(tether::PreparedFrame),
 }
 
 impl Frame {
@@ -184,11 +187,29 @@ impl Frame {
         Self::Text(Utf8Bytes::from(out))
     }
 
-    /// As a WebSocket message (no copy).
+    /// The message packet `4<text>`, its WebSocket frame encoded once for many sessions.
+    pub fn prepared_message(text: &str) -> Self {
+        let mut out = String::with_capacity(1 + text.len());
+        out.push('4');
+        out.push_str(text);
+        Self::Prepared(tether::PreparedFrame::text(&out))
+    }
+
+    /// The text of a prepared frame (its payload, no copy).
+    fn prepared_text(p: &tether::PreparedFrame) -> Bytes {
+        let wire = p.wire();
+        wire.slice(wire.len() - p.payload_len()..)
+    }
+
+    /// As a WebSocket message (no copy, but for a prepared frame, whose text is checked
+    /// again: send those with `Sender::send_prepared`).
     pub fn to_ws(&self) -> tether::Message {
         match self {
             Self::Text(t) => tether::Message::Text(t.clone()),
             Self::Binary(b) => tether::Message::Binary(b.clone()),
+            Self::Prepared(p) => tether::Message::Text(
+                Utf8Bytes::try_from_bytes(Self::prepared_text(p)).unwrap_or_else(|_| Utf8Bytes::new()),
+            ),
         }
     }
 
@@ -196,6 +217,7 @@ impl Frame {
     pub fn encode_polling(&self, out: &mut BytesMut) {
         match self {
             Self::Text(t) => out.put_slice(t.as_bytes()),
+            Self::Prepared(p) => out.put_slice(&Self::prepared_text(p)),
             Self::Binary(b) => {
                 out.put_u8(b'b');
                 let start = out.len();
@@ -210,6 +232,7 @@ impl Frame {
         match self {
             Self::Text(t) => t.len(),
             Self::Binary(b) => 1 + base64_len(b.len()),
+            Self::Prepared(p) => p.payload_len(),
         }
     }
 }
@@ -291,6 +314,16 @@ mod tests {
         assert_eq!(decode_payload(Bytes::from_static(b"bAQ!")), Err(DecodeError::Base64));
         assert_eq!(decode_payload(Bytes::from_static(b"4a\x1e")), Err(DecodeError::Empty));
         assert_eq!(decode_payload(Bytes::from_static(b"4\xff")), Err(DecodeError::Utf8));
+    }
+
+    #[test]
+    fn prepared_frames_carry_the_same_text() {
+        let p = Frame::prepared_message("x\u{e9}");
+        let mut out = BytesMut::new();
+        p.encode_polling(&mut out);
+        assert_eq!(&out[..], "4x\u{e9}".as_bytes());
+        assert_eq!(p.polling_len(), out.len());
+        assert_eq!(p.to_ws(), tether::Message::text("4x\u{e9}"));
     }
 
     #[test]
