@@ -297,3 +297,24 @@ async fn shutdown_closes_every_session() {
     assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "1"), "the next poll gets close");
     assert_eq!(get(addr, &q(&sid)).await.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_request_that_goes_away_leaves_the_session_usable() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _) = server(config()).await;
+    let sid = open_polling(addr, BASE).await;
+    // A POST whose client leaves halfway through its body.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n4half", q(&sid));
+    s.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(s);
+    // A GET that leaves while it waits.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", q(&sid)).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(post(addr, &q(&sid), "4x").await.body, "ok", "not taken for a second POST");
+    assert_eq!(get(addr, &q(&sid)).await.body, "4x", "nor a second GET");
+}

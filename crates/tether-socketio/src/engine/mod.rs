@@ -646,13 +646,7 @@ impl Session {
             }
             st.polling = true;
         }
-        struct Guard<'a>(&'a Session);
-        impl Drop for Guard<'_> {
-            fn drop(&mut self) {
-                self.0.state().polling = false;
-            }
-        }
-        let _guard = Guard(self);
+        let _busy = InFlight { session: self, flag: |st| &mut st.polling };
         loop {
             let woken = self.wake.notified();
             tokio::pin!(woken);
@@ -697,6 +691,7 @@ impl Session {
             }
             st.posting = true;
         }
+        let _busy = InFlight { session: self, flag: |st| &mut st.posting };
         let max = self.engine.upgrade().map_or(0, |e| e.config.max_payload);
         let body = Limited::new(body, max).collect().await;
         let answer = match body {
@@ -704,10 +699,9 @@ impl Session {
                 self.close(Reason::Transport);
                 full(StatusCode::PAYLOAD_TOO_LARGE, "text/plain; charset=UTF-8", "payload too large")
             }
-            Err(_) => {
-                self.close(Reason::Transport);
-                Refusal::BadRequest.answer()
-            }
+            // The body broke off (the client went away): the request ends, not the session,
+            // as with engine.io; what it had sent is dropped, since its answer never came.
+            Err(_) => Refusal::BadRequest.answer(),
             Ok(body) => match packet::decode_payload(body.to_bytes()) {
                 Err(_) => {
                     self.close(Reason::Transport);
@@ -723,7 +717,6 @@ impl Session {
                 }
             },
         };
-        self.state().posting = false;
         answer
     }
 
@@ -830,6 +823,19 @@ impl Session {
         }
         self.wake.notify_one();
         self.run_ws(read).await;
+    }
+}
+
+/// Clears a request's flag (`polling`, `posting`) when the request ends, however it ends:
+/// hyper drops the request's future when the client goes away.
+struct InFlight<'a> {
+    session: &'a Session,
+    flag: fn(&mut State) -> &mut bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        *(self.flag)(&mut self.session.state()) = false;
     }
 }
 
