@@ -104,9 +104,10 @@ const r = io(base, { auth: { token: 'secret' }, reconnectionDelay: 100, reconnec
 await new Promise((res) => r.once('connect', res));
 const firstId = r.id;
 const dropped = new Promise((res) => r.once('disconnect', res));
+const reconnected = new Promise((res) => dropped.then(() => r.once('connect', res)));
 r.emit('drop');
 assert.equal(await dropped, 'transport close');
-await new Promise((res) => r.once('connect', res));
+await reconnected;
 assert.notEqual(r.id, firstId);
 assert.equal(await r.timeout(2000).emitWithAck('echo', 'back'), 'back');
 r.disconnect();
@@ -115,8 +116,9 @@ console.log('ok: reconnection after the server dropped the transport');
 // Connection state recovery: away for a moment, back with the same id, the room kept, and
 // the broadcasts missed meanwhile replayed in order.
 const away = io(base, { auth: { token: 'secret' }, reconnectionDelay: 300, reconnectionDelayMax: 300 });
+const awayConnected = new Promise((res) => away.once('connect', res)); // before any await
 const other = await connect('/', {});
-await new Promise((res) => away.once('connect', res));
+await awayConnected;
 const news = [];
 away.on('news', (text) => news.push(text));
 away.emit('join', 'news-room');
@@ -125,11 +127,12 @@ other.emit('announce', 'news-room', 'one');
 await until('the first broadcast', () => news.length === 1);
 const awayId = away.id;
 const gone = new Promise((res) => away.once('disconnect', res));
+const back = new Promise((res) => gone.then(() => away.once('connect', res)));
 away.emit('drop');
 assert.equal(await gone, 'transport close');
 other.emit('announce', 'news-room', 'two');
 other.emit('announce', 'news-room', 'three');
-await new Promise((res) => away.once('connect', res));
+await back;
 assert.equal(away.recovered, true, 'recovered');
 assert.equal(away.id, awayId, 'the same id');
 await until('the missed broadcasts', () => news.length === 3);

@@ -280,3 +280,24 @@ async fn a_slow_subscriber_is_told_and_closed() {
     assert!(body.ends_with('1'), "then closed");
     assert_eq!(http(hub.addr, "GET", &path, "", "").await.0, 400);
 }
+
+#[tokio::test]
+async fn the_hubs_origin_policy_and_message_limit_apply() {
+    let hub = start_with(namespaces(), |o| o.server.config.max_message_size = 2_000).await;
+    let (status, open) = http(hub.addr, "GET", "/socket.io/?EIO=4&transport=polling", "", "").await;
+    assert_eq!(status, 200);
+    let open: Value = serde_json::from_str(&open[1..]).unwrap();
+    assert_eq!(open["maxPayload"], 2_000, "clients are told the hub's message limit");
+    let (status, body) = http(
+        hub.addr,
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        "",
+        "Origin: http://elsewhere.example\r\n",
+    )
+    .await;
+    assert_eq!((status, body.trim()), (403, "Origin not allowed."), "another site's page");
+    // The helper's Host is 127.0.0.1: the page's own origin passes.
+    let same = "Origin: http://127.0.0.1\r\n";
+    assert_eq!(http(hub.addr, "GET", "/socket.io/?EIO=4&transport=polling", "", same).await.0, 200);
+}

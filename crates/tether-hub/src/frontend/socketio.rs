@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tether::{CloseCode, PreparedFrame, Utf8Bytes, WebSocket};
+use tether::{CloseCode, OriginPolicy, PreparedFrame, Utf8Bytes, WebSocket};
 use tether_socketio::engine::packet::{Data, Frame};
 use tether_socketio::engine::{Connection, Engine, EngineConfig, EngineSocket, Refused, WebSocketTarget};
 use tether_socketio::parser::{Decoder, Packet, PacketType};
@@ -131,16 +131,23 @@ impl Outbox for EngineOutbox {
 pub(crate) struct Endpoint {
     prefix: String,
     engine: Arc<Engine>,
+    /// Which browser origins may use it (the hub's WebSocket origin policy).
+    origins: OriginPolicy,
 }
 
 impl Endpoint {
-    pub(crate) fn new(prefix: &str, options: SocketIoOptions, cx: Context) -> Arc<Self> {
+    pub(crate) fn new(
+        prefix: &str,
+        options: SocketIoOptions,
+        cx: Context,
+        origins: OriginPolicy,
+    ) -> Arc<Self> {
         let timeout = options.connect_timeout;
         let engine = Engine::new(options.engine, move |conn| {
             tokio::spawn(serve_connection(conn, cx.clone(), timeout));
         });
         let prefix = if prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
-        Arc::new(Self { prefix, engine })
+        Arc::new(Self { prefix, engine, origins })
     }
 
     /// Whether `path` is the endpoint's (`/socket.io/`, or without the last slash).
@@ -162,10 +169,23 @@ impl Endpoint {
         n
     }
 
+    /// A request through hyper (polling, and WebSockets over HTTP/2 or a kept-alive
+    /// connection): the hub's origin policy first, as for every WebSocket and SockJS request
+    /// (`null`, from a sandboxed frame or a file, passes only a policy that lists it).
     pub(crate) async fn handle(
         &self,
         req: Request<Incoming>,
     ) -> Response<UnsyncBoxBody<Bytes, std::convert::Infallible>> {
+        if let Some(origin) = req.headers().get(hyper::header::ORIGIN) {
+            let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok());
+            let host = host.or_else(|| req.uri().authority().map(|a| a.as_str()));
+            if !self.origins.allows(origin.to_str().unwrap_or(""), host) {
+                let body = http_body_util::Full::new(Bytes::from_static(b"Origin not allowed.\n"));
+                let mut r = Response::new(body.boxed_unsync());
+                *r.status_mut() = hyper::StatusCode::FORBIDDEN;
+                return r;
+            }
+        }
         self.engine.handle(req).await.map(BodyExt::boxed_unsync)
     }
 

@@ -278,11 +278,13 @@ impl Server {
                 Some(sockjs::Endpoint::new(prefix, options.sockjs.clone(), app, origins.clone()))
             })
             .collect();
-        let socketio = options
-            .socketio_prefix
-            .as_deref()
-            .filter(|p| !p.is_empty())
-            .map(|prefix| socketio::Endpoint::new(prefix, options.socketio.clone(), cx.clone()));
+        let socketio = options.socketio_prefix.as_deref().filter(|p| !p.is_empty()).map(|prefix| {
+            // What the hub's WebSocket port takes from a client is what Engine.IO tells
+            // clients they may send.
+            let mut o = options.socketio.clone();
+            o.engine.max_payload = o.engine.max_payload.min(server.config.max_message_size);
+            socketio::Endpoint::new(prefix, o, cx.clone(), server.origin.clone())
+        });
         let shared = Arc::new(Shared { hub, options, server, sockjs, socketio, counts: Arc::default() });
         Ok(Self { listener, admin, shared })
     }
