@@ -40,6 +40,11 @@ export FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 step "fuzz: every target for ${FUZZ_SECONDS} s (cargo-fuzz, nightly)"
 ./scripts/fuzz.sh
 
+# The release builds from here on (Autobahn, interop, the demo page) need no debug info, and
+# build faster without it on two cores; benchmarks keep the profile's `debug = 1` for perf,
+# and fuzz builds (above) keep theirs for readable crash reports.
+export CARGO_PROFILE_RELEASE_DEBUG=false
+
 step "autobahn|testsuite, server (fuzzingclient) and client (fuzzingserver)"
 ./autobahn/run.sh
 
