@@ -121,6 +121,16 @@ impl Packet {
         Self { kind, nsp: nsp.to_owned(), id: None, data, attachments: Vec::new() }
     }
 
+    /// CONNECT_ERROR on `nsp`: `{"message": …}`, with `data` when given (as socket.io's
+    /// `err.data`).
+    pub fn connect_error(nsp: &str, message: &str, data: Option<serde_json::Value>) -> Self {
+        let body = match data {
+            Some(data) => serde_json::json!({ "message": message, "data": data }),
+            None => serde_json::json!({ "message": message }),
+        };
+        Self::new(PacketType::ConnectError, nsp, RawValue::from_string(body.to_string()).ok())
+    }
+
     /// The text form; the attachments go after it, one binary message each.
     pub fn encode(&self) -> String {
         let data = self.data.as_ref().map_or("", |d| d.get());
@@ -308,6 +318,19 @@ impl Decoder {
         }
         self.pending = Some((packet, expected));
         Ok(None)
+    }
+
+    /// An Engine.IO message, text or binary: a packet, or `None` while attachments are
+    /// awaited.
+    ///
+    /// # Errors
+    ///
+    /// As [`text`](Self::text) and [`binary`](Self::binary).
+    pub fn feed(&mut self, data: crate::engine::packet::Data) -> Result<Option<Packet>, ParseError> {
+        match data {
+            crate::engine::packet::Data::Text(t) => self.text(&t),
+            crate::engine::packet::Data::Binary(b) => self.binary(b),
+        }
     }
 
     /// A binary message: the next attachment of the packet being reassembled.

@@ -1,7 +1,7 @@
 //! The Socket.IO server: namespaces, sockets, events, acknowledgements and rooms, on
 //! Engine.IO sessions.
 
-use crate::engine::packet::{Data, Frame};
+use crate::engine::packet::Frame;
 use crate::engine::{Body, Connection, Engine, EngineConfig, EngineSocket};
 use crate::parser::{Decoder, Packet, PacketType};
 use bytes::Bytes;
@@ -823,11 +823,7 @@ async fn run_client(server: Arc<Server>, mut conn: Connection) {
             }
         };
         let Some(data) = data else { break };
-        let packet = match data {
-            Data::Text(t) => decoder.text(&t),
-            Data::Binary(b) => decoder.binary(b),
-        };
-        let packet = match packet {
+        let packet = match decoder.feed(data) {
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(e) => {
@@ -873,9 +869,7 @@ async fn connect(server: &Server, conn: &Connection, packet: Packet) -> Option<S
     let ns =
         server.namespaces.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&packet.nsp).cloned();
     let refuse = |message: &str| {
-        let body = serde_json::json!({ "message": message }).to_string();
-        let data = RawValue::from_string(body).ok();
-        let _ = conn.socket.send(&frames(&Packet::new(PacketType::ConnectError, &packet.nsp, data)));
+        let _ = conn.socket.send(&frames(&Packet::connect_error(&packet.nsp, message, None)));
     };
     let Some(ns) = ns else {
         refuse("Invalid namespace");

@@ -207,12 +207,8 @@ impl Endpoint {
 
 /// Why a connection ends early.
 fn connect_error(nsp: &str, message: &str, code: Option<u16>) -> Frame {
-    let body = match code {
-        Some(code) => serde_json::json!({ "message": message, "data": { "code": code } }),
-        None => serde_json::json!({ "message": message }),
-    };
-    let p = Packet::new(PacketType::ConnectError, nsp, RawValue::from_string(body.to_string()).ok());
-    Frame::message(&p.encode())
+    let data = code.map(|code| serde_json::json!({ "code": code }));
+    Frame::message(&Packet::connect_error(nsp, message, data).encode())
 }
 
 /// tether.json's command for an event, from its arguments: `subscribe("chat")` or
@@ -261,15 +257,11 @@ async fn serve_connection(mut conn: Connection, cx: Context, connect_timeout: Du
             }
         };
         let Some(data) = data else { break };
-        let packet = match data {
-            Data::Text(t) => {
-                metrics.bytes_in.fetch_add(t.len() as u64, Ordering::Relaxed);
-                decoder.text(&t)
-            }
-            // The hub's data is JSON: no attachments (a binary packet is refused above).
-            Data::Binary(b) => decoder.binary(b),
-        };
-        let packet = match packet {
+        if let Data::Text(t) = &data {
+            metrics.bytes_in.fetch_add(t.len() as u64, Ordering::Relaxed);
+        }
+        // The hub's data is JSON: the decoder takes no attachments, so binary is refused.
+        let packet = match decoder.feed(data) {
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(e) => {
