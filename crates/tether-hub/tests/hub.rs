@@ -219,6 +219,61 @@ async fn slow_consumers_are_disconnected_with_4008() {
 }
 
 #[tokio::test]
+async fn a_stalled_subscriber_among_fast_ones_is_closed_and_the_others_get_everything() {
+    let mut options = namespaces();
+    options.max_queued_bytes = 64 * 1024;
+    let hub = start_with(options, |_| {}).await;
+    // The stalled one subscribes first, then never reads again.
+    let mut stalled = Client::connect(hub.addr, "stalled").await;
+    stalled.ok("subscribe", json!({"channel": "chat:fan"})).await;
+    // Five fast ones, each reading every publication in a task of its own; they stop at
+    // the publication "end" and hand back the offsets and data they saw.
+    let mut fast = Vec::new();
+    for i in 0..5 {
+        let mut c = Client::connect(hub.addr, &format!("fast{i}")).await;
+        c.ok("subscribe", json!({"channel": "chat:fan"})).await;
+        fast.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let p = c.push().await;
+                let Some(publication) = p.get("pub") else { continue }; // joins
+                let data = publication["data"].as_str().unwrap().to_owned();
+                if data == "end" {
+                    return seen;
+                }
+                seen.push((publication["offset"].as_u64().unwrap(), data));
+            }
+        }));
+    }
+    // Publish without waiting for anyone until the stalled one is let go, then 20 more.
+    let slow = || hub.hub.metrics.slow_disconnects.load(std::sync::atomic::Ordering::Relaxed);
+    let mut sent = Vec::new();
+    let mut after = 0;
+    while after < 20 {
+        assert!(sent.len() < 2000, "the stalled subscriber was never disconnected");
+        let data = format!("{}:{}", sent.len(), "x".repeat(16 * 1024));
+        let (status, _) =
+            api(hub.addr, "publish", json!({"channel": "chat:fan", "data": data}), Some(KEY)).await;
+        assert_eq!(status, 200);
+        sent.push(data);
+        if slow() > 0 {
+            after += 1;
+        }
+    }
+    api(hub.addr, "publish", json!({"channel": "chat:fan", "data": "end"}), Some(KEY)).await;
+    assert_eq!(slow(), 1, "only the stalled one is too slow");
+    // Every fast subscriber got every publication, in order, with contiguous offsets.
+    for f in fast {
+        let seen = tokio::time::timeout(Duration::from_secs(30), f).await.unwrap().unwrap();
+        let data: Vec<&String> = seen.iter().map(|(_, d)| d).collect();
+        assert_eq!(data, sent.iter().collect::<Vec<_>>());
+        assert!(seen.windows(2).all(|w| w[1].0 == w[0].0 + 1), "offsets not contiguous");
+    }
+    // The stalled one finds 4008 when it reads at last.
+    assert_eq!(stalled.closed().await, Some((4008, "slow consumer".to_owned())));
+}
+
+#[tokio::test]
 async fn limits_channels_message_size_and_per_ip() {
     let mut options = namespaces();
     options.max_channels_per_connection = 2;

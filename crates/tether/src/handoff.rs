@@ -2,7 +2,8 @@
 //! handed to an HTTP server (hyper) with the bytes tether has already read.
 
 use crate::limit::Permit;
-use crate::stream::Transport;
+use crate::stream::{Transport, Upgraded};
+use crate::{SharedWebSocket, WebSocket, WebSocketStream};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,11 +14,43 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Accepted {
-    /// The first request was a WebSocket handshake (HTTP/1.1); it is answered and upgraded.
-    WebSocket(crate::WebSocket, crate::Request),
+    /// The first request was a WebSocket handshake (HTTP/1.1); it is answered and upgraded,
+    /// and the connection is run in the shape [`Opened`]'s methods choose.
+    WebSocket(Opened, crate::Request),
     /// Anything else (a plain HTTP/1.x request, or HTTP/2 by ALPN or by its preface): for an
     /// HTTP server to serve.
     Http(HttpConnection),
+}
+
+/// An upgraded WebSocket connection whose shape is not chosen yet.
+pub struct Opened(pub(crate) Box<Upgraded<Transport>>);
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").field("protocol", &self.0.protocol).finish_non_exhaustive()
+    }
+}
+
+impl Opened {
+    /// The subprotocol agreed in the handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.0.protocol.as_deref()
+    }
+
+    /// A [`WebSocket`] with its own driver task.
+    pub fn spawn(self) -> WebSocket {
+        (*self.0).spawn()
+    }
+
+    /// A [`WebSocketStream`] driven by its caller.
+    pub fn direct(self) -> WebSocketStream<Transport> {
+        (*self.0).direct()
+    }
+
+    /// A [`SharedWebSocket`]: read by its caller, written from any task.
+    pub fn shared(self) -> SharedWebSocket<Transport> {
+        (*self.0).direct().into_shared()
+    }
 }
 
 /// A connection for an HTTP server: it reads first what tether read while looking at the

@@ -38,6 +38,7 @@ pub mod hyper;
 mod limit;
 mod message;
 mod server;
+mod shared;
 mod socket;
 mod stream;
 pub mod tls;
@@ -46,15 +47,16 @@ mod upgrade;
 pub use client::{client_handshake, connect, connect_direct, connect_with, ClientConfig};
 pub use dial::Proxy;
 pub use error::{ConnectError, ConnectErrorKind, Error};
-pub use handoff::{Accepted, HttpConnection};
+pub use handoff::{Accepted, HttpConnection, Opened};
 pub use limit::ListenerStats;
 pub use message::Message;
 pub use server::{
     accept, accept_async, accept_direct, accept_with, Accept, HttpRequest, HttpResponse, Incoming, Listener,
     Reject, ServerConfig,
 };
+pub use shared::{SharedSender, SharedWebSocket};
 pub use socket::{ReadHalf, Sender, WebSocket, WriteHalf};
-pub use stream::{Transport, WebSocketStream};
+pub use stream::{Transport, TryWrite, WebSocketStream};
 pub use tether_proto;
 pub use tether_proto::deflate::DeflateConfig;
 pub use tether_proto::frame::PreparedFrame;

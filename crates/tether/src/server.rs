@@ -900,7 +900,7 @@ impl Incoming {
         let (upgraded, request) =
             upgrade_parsed(stream, request, buf, Some(addr), &config, sync_check(check), None).await?;
         drop(handshake);
-        Ok(Accepted::WebSocket(upgraded.with_permit(permit).spawn(), request))
+        Ok(Accepted::WebSocket(crate::handoff::Opened(Box::new(upgraded.with_permit(permit))), request))
     }
 
     /// Runs the handshake; `check` may refuse the request.

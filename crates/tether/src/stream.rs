@@ -151,21 +151,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 
     /// Writes queued frames; `Ready(Ok)` once everything is written and flushed.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if self.written == self.out.len() && self.tail.is_none() {
-                self.written = 0;
-                self.out.clear();
-                if self.out.capacity() > KEEP_WRITE_BUF {
-                    self.out = Vec::new();
-                }
-                // Without vectored writes (TLS), nothing is split off: one buffer per write.
-                let split = if self.vectored { WRITE_IN_PLACE } else { usize::MAX };
-                let (any, tail) = self.conn.poll_transmit_split(&mut self.out, split);
-                self.tail = tail;
-                if !any {
-                    return Pin::new(&mut self.io).poll_flush(cx);
-                }
+            if !self.refill() {
+                return Pin::new(&mut self.io).poll_flush(cx);
             }
             let head = &self.out[self.written..];
             let io = Pin::new(&mut self.io);
@@ -176,18 +165,83 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                     ready!(io.poll_write_vectored(cx, &[io::IoSlice::new(head), io::IoSlice::new(tail)]))
                 }
             }?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            self.advance(n)?;
+        }
+    }
+
+    /// Whether there is something to write: what is left of the last batch, or the next
+    /// batch from the core (once the last is written).
+    fn refill(&mut self) -> bool {
+        if self.written == self.out.len() && self.tail.is_none() {
+            self.written = 0;
+            self.out.clear();
+            if self.out.capacity() > KEEP_WRITE_BUF {
+                self.out = Vec::new();
             }
-            let from_head = n.min(head.len());
-            self.written += from_head;
-            if let Some(tail) = &mut self.tail {
-                tail.advance(n - from_head);
-                if tail.is_empty() {
-                    self.tail = None;
-                }
+            // Without vectored writes (TLS), nothing is split off: one buffer per write.
+            let split = if self.vectored { WRITE_IN_PLACE } else { usize::MAX };
+            let (any, tail) = self.conn.poll_transmit_split(&mut self.out, split);
+            self.tail = tail;
+            return any;
+        }
+        true
+    }
+
+    /// Marks `n` bytes written, from the buffer then the payload written in place.
+    fn advance(&mut self, n: usize) -> io::Result<()> {
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(self.out.len() - self.written);
+        self.written += from_head;
+        if let Some(tail) = &mut self.tail {
+            tail.advance(n - from_head);
+            if tail.is_empty() {
+                self.tail = None;
             }
         }
+        Ok(())
+    }
+
+    /// Writes what is queued without a task context, as far as the socket takes it now:
+    /// `Ok(true)` when everything is written, `Ok(false)` when the socket is full or cannot
+    /// be written this way (TLS); then the task that polls the stream must write the rest.
+    pub(crate) fn write_now(&mut self) -> io::Result<bool>
+    where
+        S: TryWrite,
+    {
+        while self.refill() {
+            let head = &self.out[self.written..];
+            let r = match (&self.tail, head.is_empty()) {
+                (None, _) => self.io.try_write(head),
+                (Some(tail), true) => self.io.try_write(tail),
+                (Some(tail), false) => {
+                    self.io.try_write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(tail)])
+                }
+            };
+            match r {
+                None => return Ok(false),
+                Some(Ok(n)) => self.advance(n)?,
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The protocol core, to queue frames on.
+    pub(crate) fn core(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub(crate) fn send_buffer_limit(&self) -> usize {
+        self.conn.config().send_buffer_limit
+    }
+
+    /// Whether messages may still be sent (no close sent or received).
+    pub(crate) fn is_open(&self) -> bool {
+        !self.done && self.conn.is_open()
     }
 
     /// Reads once and feeds the core; `Ok(0)` at the end. A large frame is read straight
@@ -245,7 +299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         timer.as_mut().poll(cx)
     }
 
-    fn next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+    pub(crate) fn next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -376,18 +430,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
-        let conn = &mut self.get_mut().conn;
-        let result = match item {
-            Message::Text(t) => conn.send_text(t),
-            Message::Binary(b) => conn.send_binary(b),
-            Message::Ping(p) => conn.send_ping(p),
-            Message::Pong(p) => conn.send_pong(p),
-            Message::Close(frame) => {
-                let (code, reason) = close_parts(frame);
-                conn.close(code, &reason)
-            }
-        };
-        result.map_err(Error::from)
+        queue(&mut self.get_mut().conn, item)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -407,6 +450,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
         }
         while ready!(this.next_message(cx)).is_some() {}
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Queues `item` on `conn` (compressed where deflate was negotiated).
+pub(crate) fn queue(conn: &mut Connection, item: Message) -> Result<(), Error> {
+    let result = match item {
+        Message::Text(t) => conn.send_text(t),
+        Message::Binary(b) => conn.send_binary(b),
+        Message::Ping(p) => conn.send_ping(p),
+        Message::Pong(p) => conn.send_pong(p),
+        Message::Close(frame) => {
+            let (code, reason) = close_parts(frame);
+            conn.close(code, &reason)
+        }
+    };
+    result.map_err(Error::from)
+}
+
+/// A socket that can be written without a task context, from whichever task has data for
+/// it ([`SharedWebSocket`](crate::SharedWebSocket)'s senders).
+pub trait TryWrite {
+    /// Writes what the socket takes now: `Some(Ok(n))`, `Some(Err(WouldBlock))` when it
+    /// is full, `None` when this socket cannot be written this way (TLS, whose records
+    /// are written from its own buffer by the task that polls it).
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>>;
+
+    /// The same for one buffer (on Linux, `send` costs the kernel less than `writev`).
+    fn try_write(&self, buf: &[u8]) -> Option<io::Result<usize>> {
+        self.try_write_vectored(&[io::IoSlice::new(buf)])
+    }
+}
+
+impl TryWrite for TcpStream {
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        Some(TcpStream::try_write_vectored(self, bufs))
+    }
+
+    fn try_write(&self, buf: &[u8]) -> Option<io::Result<usize>> {
+        Some(TcpStream::try_write(self, buf))
+    }
+}
+
+impl TryWrite for Transport {
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        match self {
+            Self::Plain(s) => Some(s.try_write_vectored(bufs)),
+            Self::Tls(_) => None,
+        }
+    }
+
+    fn try_write(&self, buf: &[u8]) -> Option<io::Result<usize>> {
+        match self {
+            Self::Plain(s) => Some(s.try_write(buf)),
+            Self::Tls(_) => None,
+        }
     }
 }
 

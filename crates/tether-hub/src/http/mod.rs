@@ -224,18 +224,52 @@ impl Shared {
     }
 
     /// Runs an upgraded WebSocket with the front-end for its subprotocol or path.
-    pub(crate) async fn run_websocket(&self, ws: WebSocket, path: &str, http2: bool, slot: Slot) {
+    pub(crate) async fn run_websocket(&self, ws: NewSocket, path: &str, http2: bool, slot: Slot) {
         let metrics = &self.hub.metrics;
         metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         if http2 { &metrics.websocket_http2 } else { &metrics.websocket_http1 }
             .fetch_add(1, Ordering::Relaxed);
-        let protocol = ws.protocol().map(str::to_owned);
+        let protocol = ws.protocol();
         if let Some((endpoint, route)) = self.sockjs_route(path) {
-            endpoint.run_websocket(ws, route).await;
+            endpoint.run_websocket(ws.into_websocket(), route).await;
         } else if let Some(front) = frontend::pick(protocol.as_deref(), path) {
-            front.serve(Link::from(ws), self.context(), protocol).await;
+            front.serve(ws.into_link(), self.context(), protocol).await;
         }
         drop(slot);
+    }
+}
+
+/// An upgraded WebSocket: running in its own task already (upgraded through hyper), or
+/// opened on the fast path with its shape still to choose.
+pub(crate) enum NewSocket {
+    Task(WebSocket),
+    Opened(tether::Opened),
+}
+
+impl NewSocket {
+    fn protocol(&self) -> Option<String> {
+        match self {
+            Self::Task(ws) => ws.protocol(),
+            Self::Opened(o) => o.protocol(),
+        }
+        .map(str::to_owned)
+    }
+
+    fn into_websocket(self) -> WebSocket {
+        match self {
+            Self::Task(ws) => ws,
+            Self::Opened(o) => o.spawn(),
+        }
+    }
+
+    /// A front-end's connection. On the fast path, a [`tether::SharedWebSocket`]: the
+    /// front-end's task reads it and the hub's fan-out writes to the socket itself, with
+    /// no task in between.
+    fn into_link(self) -> Link {
+        match self {
+            Self::Task(ws) => Link::from(ws),
+            Self::Opened(o) => Link::from(o.shared()),
+        }
     }
 }
 
@@ -401,10 +435,12 @@ async fn connection(incoming: tether::Incoming, shared: Arc<Shared>) {
                     let uri = uri.parse().unwrap_or_default();
                     shared.hub.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
                     shared.hub.metrics.websocket_http1.fetch_add(1, Ordering::Relaxed);
-                    endpoint.serve_websocket(ws, target, uri, request.headers).await;
+                    endpoint.serve_websocket(ws.spawn(), target, uri, request.headers).await;
                     drop(slot);
                 }
-                (Some(slot), None) => shared.run_websocket(ws, &request.path, false, slot).await,
+                (Some(slot), None) => {
+                    shared.run_websocket(NewSocket::Opened(ws), &request.path, false, slot).await
+                }
                 (None, _) => {}
             }
         }

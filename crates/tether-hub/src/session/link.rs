@@ -12,7 +12,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tether::tether_proto::error::UsageError;
-use tether::{CloseCode, Error, Message, PreparedFrame, ReadHalf, Sender, WebSocket};
+use tether::{
+    CloseCode, Error, Message, PreparedFrame, ReadHalf, Sender, SharedSender, SharedWebSocket, Transport,
+    WebSocket,
+};
 use tokio::sync::mpsc;
 
 /// One connection of a front-end.
@@ -30,9 +33,18 @@ impl From<WebSocket> for Link {
     }
 }
 
+impl From<SharedWebSocket<Transport>> for Link {
+    fn from(ws: SharedWebSocket<Transport>) -> Self {
+        Self { tx: Tx::Shared(ws.sender()), rx: Rx::Shared(ws) }
+    }
+}
+
 /// The receiving side: a WebSocket's messages, or those a carrier's requests deliver.
 pub(crate) enum Rx {
     Ws(ReadHalf),
+    /// A WebSocket the front-end's task drives by reading it; the hub writes to it
+    /// straight from the publishing path.
+    Shared(SharedWebSocket<Transport>),
     Channel(mpsc::Receiver<Message>),
 }
 
@@ -42,6 +54,7 @@ impl Stream for Rx {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.get_mut() {
             Self::Ws(read) => Pin::new(read).poll_next(cx),
+            Self::Shared(ws) => Pin::new(ws).poll_next(cx),
             Self::Channel(rx) => rx.poll_recv(cx).map(|m| m.map(Ok)),
         }
     }
@@ -77,6 +90,7 @@ pub(crate) trait Outbox: Send + Sync {
 #[derive(Clone)]
 pub(crate) enum Tx {
     Ws(Sender),
+    Shared(SharedSender<Transport>),
     Outbox(Arc<dyn Outbox>),
 }
 
@@ -104,6 +118,7 @@ impl Tx {
     pub(crate) fn buffered_amount(&self) -> usize {
         match self {
             Self::Ws(s) => s.buffered_amount(),
+            Self::Shared(s) => s.buffered_amount(),
             Self::Outbox(o) => o.buffered_amount(),
         }
     }
@@ -116,6 +131,7 @@ impl Tx {
     pub(crate) fn start_send(&self, msg: Message) -> Result<(), Error> {
         match self {
             Self::Ws(s) => s.start_send(msg),
+            Self::Shared(s) => s.start_send(msg),
             Self::Outbox(o) => o.send_encoded(o.encode(&message_text(&msg))).then_some(()).ok_or_else(closed),
         }
     }
@@ -129,6 +145,7 @@ impl Tx {
     pub(crate) async fn send(&self, msg: Message) -> Result<(), Error> {
         match self {
             Self::Ws(s) => s.send(msg).await,
+            Self::Shared(s) => s.send(msg).await,
             Self::Outbox(_) => self.start_send(msg),
         }
     }
@@ -141,6 +158,7 @@ impl Tx {
     pub(crate) fn send_close(&self, code: CloseCode, reason: impl Into<String>) -> Result<(), Error> {
         match self {
             Self::Ws(s) => s.send_close(code, reason),
+            Self::Shared(s) => s.send_close(code, reason),
             Self::Outbox(o) => o.close(code.0, &reason.into()).then_some(()).ok_or_else(closed),
         }
     }
@@ -158,21 +176,23 @@ impl Tx {
         encode: impl FnOnce(&Event) -> String,
     ) -> Result<usize, Error> {
         match self {
-            Self::Ws(s) => event.with_frame(
-                &encoding.frame,
-                |e| PreparedFrame::text(&encode(e)),
-                |f| s.send_prepared(f).map(|()| f.wire().len()),
-            ),
-            Self::Outbox(o) if o.takes_frames() => event.with_frame(
-                &encoding.frame,
-                |e| PreparedFrame::text(&encode(e)),
-                |f| o.send_frame(f).then_some(f.payload_len()).ok_or_else(closed),
-            ),
-            Self::Outbox(o) => event.with_part(
+            Self::Outbox(o) if !o.takes_frames() => event.with_part(
                 &encoding.outbox,
                 |e| o.encode(&encode(e)),
                 |part| o.send_encoded(part.clone()).then_some(part.len()).ok_or_else(closed),
             ),
+            _ => {
+                event.with_frame(&encoding.frame, |e| PreparedFrame::text(&encode(e)), |f| self.send_frame(f))
+            }
+        }
+    }
+
+    /// Queues a frame shared by many connections; returns the bytes queued.
+    fn send_frame(&self, f: &PreparedFrame) -> Result<usize, Error> {
+        match self {
+            Self::Ws(s) => s.send_prepared(f).map(|()| f.wire().len()),
+            Self::Shared(s) => s.send_prepared(f).map(|()| f.wire().len()),
+            Self::Outbox(o) => o.send_frame(f).then_some(f.payload_len()).ok_or_else(closed),
         }
     }
 
@@ -189,11 +209,11 @@ impl Tx {
         encoded: impl FnOnce(&dyn Outbox) -> Bytes,
     ) -> Result<usize, Error> {
         match self {
-            Self::Ws(s) => {
+            Self::Ws(_) | Self::Shared(_) => {
                 // One buffer per message: the head's, grown by the part.
                 head.extend_from_slice(part);
                 let len = head.len();
-                s.start_send(binary_or_text(head.freeze())).map(|()| len)
+                self.start_send(binary_or_text(head.freeze())).map(|()| len)
             }
             Self::Outbox(o) => {
                 let (head, part) = (o.encode(&String::from_utf8_lossy(&head)), encoded(&**o));
