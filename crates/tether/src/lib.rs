@@ -54,7 +54,7 @@ pub use server::{
     accept, accept_async, accept_direct, accept_with, Accept, HttpRequest, HttpResponse, Incoming, Listener,
     Reject, ServerConfig,
 };
-pub use shared::{SharedSender, SharedWebSocket};
+pub use shared::{Cork, SharedSender, SharedWebSocket};
 pub use socket::{ReadHalf, Sender, WebSocket, WriteHalf};
 pub use stream::{Transport, TryWrite, WebSocketStream};
 pub use tether_proto;

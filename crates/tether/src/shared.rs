@@ -1,5 +1,5 @@
 //! [`SharedWebSocket`]: a [`WebSocketStream`] read by one task and written from any,
-//! straight into the socket.
+//! straight into the socket; [`Cork`]: writes that wait for the end of a batch.
 
 use crate::stream::{queue, TryWrite};
 use crate::{Error, Message, WebSocketStream};
@@ -60,12 +60,16 @@ struct Inner<S> {
     state: Mutex<State<S>>,
     /// `buffered_amount()` as of the last operation, read without the lock.
     buffered: AtomicUsize,
+    /// Where [`SharedSender::feed_prepared`] leaves the write.
+    cork: Option<Cork>,
 }
 
 struct State<S> {
     ws: WebSocketStream<S>,
     /// The reading task, once it has polled.
     reader: Option<Waker>,
+    /// Fed, and on the cork's list for its next flush.
+    corked: bool,
 }
 
 impl<S> Inner<S> {
@@ -88,10 +92,18 @@ impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> WebSocketStream<S> {
     /// This connection as a [`SharedWebSocket`]: the stream to read it, with
     /// [`SharedWebSocket::sender`] for the tasks that write to it.
     pub fn into_shared(self) -> SharedWebSocket<S> {
+        self.into_shared_with(None)
+    }
+
+    /// The same, with the [`Cork`] that [`SharedSender::feed_prepared`] leaves its writes to.
+    pub fn into_corked(self, cork: &Cork) -> SharedWebSocket<S> {
+        self.into_shared_with(Some(cork.clone()))
+    }
+
+    fn into_shared_with(self, cork: Option<Cork>) -> SharedWebSocket<S> {
         let buffered = AtomicUsize::new(self.buffered_amount());
-        SharedWebSocket {
-            inner: Arc::new(Inner { state: Mutex::new(State { ws: self, reader: None }), buffered }),
-        }
+        let state = Mutex::new(State { ws: self, reader: None, corked: false });
+        SharedWebSocket { inner: Arc::new(Inner { state, buffered, cork }) }
     }
 }
 
@@ -150,6 +162,32 @@ impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> SharedSender<S> {
     /// [`UsageError::Closed`](tether_proto::UsageError::Closed) once the connection is closing or closed.
     pub fn send_prepared(&self, frame: &PreparedFrame) -> Result<(), Error> {
         self.send_with(|ws| ws.core().send_prepared(frame).map_err(Error::from))
+    }
+
+    /// Queues a frame encoded once for many connections and leaves the write to the
+    /// connection's [`Cork`], which writes everything fed to a connection in one go once
+    /// the feeding task yields: several messages fed in a row (a burst of publications)
+    /// then cost one write. Without a cork (made by
+    /// [`into_shared`](WebSocketStream::into_shared)), the same as
+    /// [`send_prepared`](Self::send_prepared).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::Closed`](tether_proto::UsageError::Closed) once the connection is closing or closed.
+    pub fn feed_prepared(&self, frame: &PreparedFrame) -> Result<(), Error>
+    where
+        S: Send + 'static,
+    {
+        let Some(cork) = &self.inner.cork else { return self.send_prepared(frame) };
+        let mut st = self.inner.lock();
+        st.ws.core().send_prepared(frame)?;
+        cork.inner.fed.fetch_add(1, Ordering::Relaxed);
+        if !st.corked {
+            st.corked = true;
+            cork.add(self.inner.clone());
+        }
+        self.inner.buffered.store(st.ws.buffered_amount(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sends a message without waiting, however much is queued (compressed where deflate
@@ -226,5 +264,113 @@ impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> SharedSender<S> {
     /// Whether the connection is closing or closed (nothing more can be sent).
     pub fn is_closed(&self) -> bool {
         !self.inner.lock().ws.is_open()
+    }
+}
+
+/// How many times a flush lets other tasks run first while they keep feeding.
+const MAX_YIELDS: usize = 16;
+
+/// Writes the [`SharedWebSocket`]s fed through it ([`SharedSender::feed_prepared`])
+/// together, in a task of its own, once the tasks that fed them yield: as uWebSockets
+/// corks a publication's writes until the end of its event loop's iteration. Messages fed
+/// to one connection between two flushes go out in one write. Cheap to clone; made inside
+/// a tokio runtime, whose task does the writes until every clone is gone.
+#[derive(Clone)]
+pub struct Cork {
+    inner: Arc<CorkInner>,
+}
+
+impl std::fmt::Debug for Cork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cork").finish_non_exhaustive()
+    }
+}
+
+struct CorkInner {
+    dirty: Mutex<Vec<Arc<dyn Flush>>>,
+    /// A flush is asked for and has not started.
+    scheduled: std::sync::atomic::AtomicBool,
+    /// Messages fed so far: a flush waits while this grows (a burst still coming).
+    fed: std::sync::atomic::AtomicU64,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for CorkInner {
+    fn drop(&mut self) {
+        // The flushing task finds the cork gone and ends.
+        self.wake.notify_one();
+    }
+}
+
+/// A connection with writes waiting for a flush.
+trait Flush: Send + Sync {
+    fn flush(&self);
+}
+
+impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin + Send> Flush for Inner<S> {
+    fn flush(&self) {
+        let mut st = self.lock();
+        st.corked = false;
+        if !matches!(st.ws.write_now(), Ok(true)) {
+            st.wake_reader();
+        }
+        self.buffered.store(st.ws.buffered_amount(), Ordering::Relaxed);
+    }
+}
+
+impl Cork {
+    /// A cork whose flushes run in a task of the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn new() -> Self {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let inner = Arc::new(CorkInner {
+            dirty: Mutex::new(Vec::new()),
+            scheduled: std::sync::atomic::AtomicBool::new(false),
+            fed: std::sync::atomic::AtomicU64::new(0),
+            wake: wake.clone(),
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            loop {
+                wake.notified().await;
+                // Let the tasks that are ready run first, while they feed more (a server
+                // working through pipelined publications): what they feed joins this batch.
+                for _ in 0..MAX_YIELDS {
+                    let Some(fed) = weak.upgrade().map(|c| c.fed.load(Ordering::Relaxed)) else { return };
+                    tokio::task::yield_now().await;
+                    if weak.upgrade().is_none_or(|c| c.fed.load(Ordering::Relaxed) == fed) {
+                        break;
+                    }
+                }
+                let Some(cork) = weak.upgrade() else { return };
+                cork.scheduled.store(false, Ordering::Release);
+                std::mem::swap(
+                    &mut batch,
+                    &mut *cork.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
+                drop(cork);
+                for conn in batch.drain(..) {
+                    conn.flush();
+                }
+            }
+        });
+        Self { inner }
+    }
+
+    fn add(&self, conn: Arc<dyn Flush>) {
+        self.inner.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(conn);
+        if !self.inner.scheduled.swap(true, Ordering::AcqRel) {
+            self.inner.wake.notify_one();
+        }
+    }
+}
+
+impl Default for Cork {
+    fn default() -> Self {
+        Self::new()
     }
 }

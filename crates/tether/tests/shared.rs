@@ -1,6 +1,7 @@
 //! `SharedWebSocket`: read by one task, written from others straight into the socket;
 //! what the socket does not take at once is written by the reading task later, in order,
-//! over plain TCP and over TLS (where sends queue and wake the reader).
+//! over plain TCP and over TLS (where sends queue and wake the reader); with a `Cork`,
+//! fed frames are written once the feeding task yields.
 
 use futures_util::{SinkExt, StreamExt};
 mod common;
@@ -8,25 +9,35 @@ mod common;
 use common::certs::{ca, leaf};
 use std::time::Duration;
 use tether::tls::{self, ClientTrust};
-use tether::{Accepted, ClientConfig, CloseCode, Initiator, Listener, Message, PreparedFrame, ServerConfig};
+use tether::{
+    Accepted, ClientConfig, CloseCode, Cork, Initiator, Listener, Message, PreparedFrame, ServerConfig,
+};
 use tokio::sync::mpsc;
 
 /// A server whose connections are `SharedWebSocket`s. Its reading task echoes data
 /// messages; `burst N SIZE` makes another task send N numbered binary frames of SIZE bytes
-/// (prepared frames) and then the text `done`; `close` makes another task close with 4008.
-/// When a connection's stream ends, its close status goes to the channel.
-async fn shared_server(config: ServerConfig) -> (u16, mpsc::UnboundedReceiver<Option<tether::Closed>>) {
+/// (prepared frames) and then the text `done` (with a cork: feeds them all, `done` too,
+/// without yielding); `close` makes another task close with 4008. When a connection's
+/// stream ends, its close status goes to the channel.
+async fn shared_server(
+    config: ServerConfig,
+    corked: bool,
+) -> (u16, mpsc::UnboundedReceiver<Option<tether::Closed>>) {
+    let cork = corked.then(Cork::new);
     let listener = Listener::bind("127.0.0.1:0", config).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (ended, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(incoming) = listener.accept().await {
-            let ended = ended.clone();
+            let (ended, cork) = (ended.clone(), cork.clone());
             tokio::spawn(async move {
                 let Ok(Accepted::WebSocket(opened, _)) = incoming.upgrade_or_http(|_| Ok(())).await else {
                     return;
                 };
-                let mut ws = opened.shared();
+                let mut ws = match &cork {
+                    Some(cork) => opened.direct().into_corked(cork),
+                    None => opened.shared(),
+                };
                 let sender = ws.sender();
                 while let Some(Ok(msg)) = ws.next().await {
                     let text = match &msg {
@@ -41,9 +52,18 @@ async fn shared_server(config: ServerConfig) -> (u16, mpsc::UnboundedReceiver<Op
                             for i in 0..n {
                                 let mut payload = vec![(i % 251) as u8; size];
                                 payload[..4].copy_from_slice(&(i as u32).to_be_bytes());
-                                sender.send_prepared(&PreparedFrame::binary(&payload)).unwrap();
+                                let frame = PreparedFrame::binary(&payload);
+                                if corked {
+                                    sender.feed_prepared(&frame).unwrap();
+                                } else {
+                                    sender.send_prepared(&frame).unwrap();
+                                }
                             }
-                            sender.start_send(Message::text("done")).unwrap();
+                            if corked {
+                                sender.feed_prepared(&PreparedFrame::text("done")).unwrap();
+                            } else {
+                                sender.start_send(Message::text("done")).unwrap();
+                            }
                         });
                     } else if text == "close" {
                         let sender = sender.clone();
@@ -79,7 +99,7 @@ where
 
 #[tokio::test]
 async fn sends_from_another_task_arrive_in_order_with_the_replies() {
-    let (port, _) = shared_server(ServerConfig::default()).await;
+    let (port, _) = shared_server(ServerConfig::default(), false).await;
     let url = format!("ws://127.0.0.1:{port}/");
     let (mut ws, _) = tether::connect(&url).await.unwrap();
     ws.send(Message::text("hello")).await.unwrap();
@@ -94,7 +114,7 @@ async fn sends_from_another_task_arrive_in_order_with_the_replies() {
 
 #[tokio::test]
 async fn what_the_socket_does_not_take_is_written_once_the_peer_reads() {
-    let (port, _) = shared_server(ServerConfig::default()).await;
+    let (port, _) = shared_server(ServerConfig::default(), false).await;
     let (mut ws, _) =
         tether::connect_direct(&format!("ws://127.0.0.1:{port}/"), &ClientConfig::default()).await.unwrap();
     // 16 MiB: far more than the socket buffers hold while this client does not read.
@@ -108,7 +128,7 @@ async fn what_the_socket_does_not_take_is_written_once_the_peer_reads() {
 
 #[tokio::test]
 async fn a_close_from_another_task_ends_the_stream_with_its_code() {
-    let (port, mut ended) = shared_server(ServerConfig::default()).await;
+    let (port, mut ended) = shared_server(ServerConfig::default(), false).await;
     let (mut ws, _) = tether::connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap();
     ws.send(Message::text("close")).await.unwrap();
     let Some(Ok(Message::Close(Some(frame)))) = ws.next().await else { panic!("no close frame") };
@@ -123,7 +143,7 @@ async fn over_tls_sends_queue_and_the_reader_writes_them() {
     let ca = ca();
     let (chain, key) = leaf(&ca, &["localhost"], false);
     let config = ServerConfig::default().with_tls(tls::server_config(chain, key).unwrap());
-    let (port, _) = shared_server(config).await;
+    let (port, _) = shared_server(config, false).await;
     let client = ClientConfig::default().with_trust(ClientTrust::Ca(vec![ca.cert.der().clone()]));
     let (mut ws, _) = tether::connect_with(&format!("wss://localhost:{port}/"), &client).await.unwrap();
     ws.send(Message::text("burst 300 5000")).await.unwrap();
@@ -131,4 +151,21 @@ async fn over_tls_sends_queue_and_the_reader_writes_them() {
     ws.send(Message::text("close")).await.unwrap();
     let Some(Ok(Message::Close(Some(frame)))) = ws.next().await else { panic!("no close frame") };
     assert_eq!(frame.code, CloseCode(4008));
+}
+
+#[tokio::test]
+async fn fed_frames_go_out_when_the_feeding_task_yields_in_order_with_the_rest() {
+    let (port, _) = shared_server(ServerConfig::default(), true).await;
+    let (mut ws, _) =
+        tether::connect_direct(&format!("ws://127.0.0.1:{port}/"), &ClientConfig::default()).await.unwrap();
+    ws.send(Message::text("burst 3000 50")).await.unwrap();
+    read_burst(&mut ws, 3000, 50).await;
+    // More than the socket takes while the client waits: the rest is written by the
+    // reading task once the client reads.
+    ws.send(Message::text("burst 256 65536")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    read_burst(&mut ws, 256, 65536).await;
+    ws.send(Message::text("echo")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("echo"));
+    ws.close().await.unwrap();
 }

@@ -188,6 +188,8 @@ pub(crate) struct Shared {
     pub(crate) sockjs: Vec<Arc<sockjs::Endpoint>>,
     /// The Socket.IO endpoint.
     pub(crate) socketio: Option<Arc<socketio::Endpoint>>,
+    /// Where the fan-out's writes to fast-path WebSockets wait for the end of a batch.
+    cork: tether::Cork,
     counts: Arc<Counts>,
 }
 
@@ -233,7 +235,7 @@ impl Shared {
         if let Some((endpoint, route)) = self.sockjs_route(path) {
             endpoint.run_websocket(ws.into_websocket(), route).await;
         } else if let Some(front) = frontend::pick(protocol.as_deref(), path) {
-            front.serve(ws.into_link(), self.context(), protocol).await;
+            front.serve(ws.into_link(&self.cork), self.context(), protocol).await;
         }
         drop(slot);
     }
@@ -263,12 +265,14 @@ impl NewSocket {
     }
 
     /// A front-end's connection. On the fast path, a [`tether::SharedWebSocket`]: the
-    /// front-end's task reads it and the hub's fan-out writes to the socket itself, with
-    /// no task in between.
-    fn into_link(self) -> Link {
+    /// front-end's task reads it, and the hub's fan-out queues each delivery on it and
+    /// leaves the write to `cork`, which writes every connection that was fed once the
+    /// publishing task yields: one write per connection for a burst of publications, and
+    /// no task between the publisher and the socket.
+    fn into_link(self, cork: &tether::Cork) -> Link {
         match self {
             Self::Task(ws) => Link::from(ws),
-            Self::Opened(o) => Link::from(o.shared()),
+            Self::Opened(o) => Link::from(o.direct().into_corked(cork)),
         }
     }
 }
@@ -319,7 +323,9 @@ impl Server {
             o.engine.max_payload = o.engine.max_payload.min(server.config.max_message_size);
             socketio::Endpoint::new(prefix, o, cx.clone(), server.origin.clone())
         });
-        let shared = Arc::new(Shared { hub, options, server, sockjs, socketio, counts: Arc::default() });
+        let cork = tether::Cork::new();
+        let shared =
+            Arc::new(Shared { hub, options, server, sockjs, socketio, cork, counts: Arc::default() });
         Ok(Self { listener, admin, shared })
     }
 

@@ -191,7 +191,7 @@ impl Tx {
     fn send_frame(&self, f: &PreparedFrame) -> Result<usize, Error> {
         match self {
             Self::Ws(s) => s.send_prepared(f).map(|()| f.wire().len()),
-            Self::Shared(s) => s.send_prepared(f).map(|()| f.wire().len()),
+            Self::Shared(s) => s.feed_prepared(f).map(|()| f.wire().len()),
             Self::Outbox(o) => o.send_frame(f).then_some(f.payload_len()).ok_or_else(closed),
         }
     }
