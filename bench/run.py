@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from procstat import cpu_seconds, spread  # bench/procstat.py
+from procstat import bar_chart, cpu_seconds, spread  # bench/procstat.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TETHER = os.path.join(ROOT, "target/release/tether")
@@ -251,56 +251,17 @@ def report(rows, opts, vers, date=None):
     print("\n".join(lines))
 
 
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
-
-
 def chart(rows, names):
-    """bench/results/echo.svg: the echo cases as grouped bars (median, with a min-max line),
-    throughput on top and messages per server CPU-second below. Plain SVG, no plotting library."""
-    panels = [("messages/s", "messages_per_s"), ("messages per server CPU-second", "per_server_cpu_s")]
-    bar, gap, left, top, height = 14, 18, 70, 40, 200
-    group = bar * len(names) + gap
-    width = left + group * len(ECHO_CASES) + 20
-    total = top + len(panels) * (height + 70) + 20 * len(names)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" '
-           'font-family="sans-serif" font-size="11">',
-           f'<rect width="{width}" height="{total}" fill="white"/>',
-           f'<text x="{left}" y="18" font-size="14">Echo: tether beside other servers (bench/RESULTS.md)</text>']
-    for p, (title, key) in enumerate(panels):
-        y0 = top + p * (height + 70)
-        vals = {(c, n): [r[key] for r in rows if r["case"] == "echo" and r["server"] == n
-                         and (r["connections"], r["size"]) == c and r.get(key)]
-                for c in ECHO_CASES for n in names}
-        peak = max((max(v) for v in vals.values() if v), default=1)
-        out.append(f'<text x="{left}" y="{y0 + 12}">{title} (median, line: min-max)</text>')
-        base = y0 + 20 + height
-        out.append(f'<line x1="{left}" y1="{base}" x2="{width - 10}" y2="{base}" stroke="black"/>')
-        for tick in range(0, 5):
-            v = peak * tick / 4
-            y = base - height * tick / 4
-            out.append(f'<text x="{left - 6}" y="{y + 4:.0f}" text-anchor="end">{v / 1000:,.0f}k</text>')
-        for i, c in enumerate(ECHO_CASES):
-            x0 = left + 10 + i * group
-            for j, n in enumerate(names):
-                v = vals[(c, n)]
-                if not v:
-                    continue
-                x = x0 + j * bar
-                h = height * statistics.median(v) / peak
-                out.append(f'<rect x="{x}" y="{base - h:.1f}" width="{bar - 2}" height="{h:.1f}" '
-                           f'fill="{COLORS[j % len(COLORS)]}"><title>{n}: {statistics.median(v):,.0f}</title></rect>')
-                lo, hi = (base - height * m / peak for m in (min(v), max(v)))
-                mid = x + (bar - 2) / 2
-                out.append(f'<line x1="{mid}" y1="{lo:.1f}" x2="{mid}" y2="{hi:.1f}" stroke="black"/>')
-            out.append(f'<text x="{x0 + bar * len(names) / 2:.0f}" y="{base + 14}" text-anchor="middle">'
-                       f'{c[0]} x {c[1]} B</text>')
-    y = top + len(panels) * (height + 70) - 30
-    for j, n in enumerate(names):
-        out.append(f'<rect x="{left}" y="{y + 20 * j}" width="12" height="12" fill="{COLORS[j % len(COLORS)]}"/>'
-                   f'<text x="{left + 18}" y="{y + 20 * j + 10}">{n}</text>')
-    out.append("</svg>")
-    with open(os.path.join(ROOT, "bench/results/echo.svg"), "w") as f:
-        f.write("\n".join(out) + "\n")
+    """bench/results/echo.svg: the echo cases as grouped bars, throughput on top and messages
+    per server CPU-second below."""
+    groups = [f"{c[0]} x {c[1]} B" for c in ECHO_CASES]
+    panels = [(title, {(g, n): [r[key] for r in rows if r["case"] == "echo" and r["server"] == n
+                                and (r["connections"], r["size"]) == c and r.get(key)]
+                       for g, c in zip(groups, ECHO_CASES) for n in names})
+              for title, key in [("messages/s", "messages_per_s"),
+                                 ("messages per server CPU-second", "per_server_cpu_s")]]
+    bar_chart(os.path.join(ROOT, "bench/results/echo.svg"),
+              "Echo: tether beside other servers (bench/RESULTS.md)", groups, names, panels)
 
 
 class Tee:

@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Fan-out beside other servers: `tether serve` (tether.json and STOMP subscribers),
+uWebSockets' topic pub/sub (C++, built from a checkout given with --uws; skipped with a
+notice without it), Node `ws` (a broadcast loop) and Node socket.io (a room broadcast),
+each pinned to core 0, a fresh process per run; the loader is bench/servers
+`fanout_load` (one thread on epoll, raw frames) pinned to core 1. Six cases of
+(subscribers, channels, publications/s), R repeats with the servers alternating inside
+each; deliveries per server CPU-second (the comparison), deliveries/s, loss and order,
+p50/p99 latency, server and loader CPU. Then memory per idle subscribed connection (RSS
+growth / connections) at 10,000 and 19,000 connections. Writes
+bench/results/fanout_compare.md, .raw.jsonl, fanout_compare.svg and the "Fan-out beside
+uWebSockets" section of bench/RESULTS.md.
+
+usage: bench/fanout_compare.py [--uws PATH/TO/uWebSockets] [--base OLD_TETHER_BINARY]
+         [--repeats N] [--duration SECS] [--servers tether,tether-stomp,uws,ws,socketio]
+         [--cases 0,1,...] [--no-memory]
+
+PATH/TO/uWebSockets is a checkout of github.com/uNetworking/uWebSockets with
+github.com/uNetworking/uSockets in its uSockets/ folder (its submodule); the script
+builds uSockets there (make) and bench/uws/fanout.cpp against it into target/bench-uws/.
+--base adds a second tether build (`tether-base`) to every case, for A/B of a change.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+from procstat import bar_chart, replace_section, spread
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TETHER = os.path.join(ROOT, "target/release/tether")
+LOADER = os.path.join(ROOT, "bench/servers/target/release/fanout_load")
+UWS_BIN = os.path.join(ROOT, "target/bench-uws/uws_fanout")
+NODE_DIR = os.path.join(ROOT, "bench/node")
+KEY = "fanout-bench-key-0123456789"
+# (subscribers, channels, publications per second): the six cases of the issue.
+CASES = [(1000, 1, 10), (1000, 1, 200), (10000, 1000, 2000), (10000, 1, 20), (10000, 1, 100), (10000, 1, 300)]
+MEMORY = [10000, 19000]
+SERVERS = ["tether", "tether-stomp", "uws", "ws", "socketio"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_uws(path):
+    """Builds the uWebSockets server; None (and a notice) when there is no checkout."""
+    if not path or not os.path.isfile(os.path.join(path, "src/App.h")) \
+            or not os.path.isfile(os.path.join(path, "uSockets/src/libusockets.h")):
+        print("uWebSockets skipped: pass --uws PATH, a checkout of uNetworking/uWebSockets with "
+              "uNetworking/uSockets in its uSockets/ folder", file=sys.stderr)
+        return None
+    subprocess.run(["make", "-s", "-C", os.path.join(path, "uSockets")], check=True)
+    os.makedirs(os.path.dirname(UWS_BIN), exist_ok=True)
+    objs = [os.path.join(path, "uSockets", f) for f in sorted(os.listdir(os.path.join(path, "uSockets")))
+            if f.endswith(".o")]
+    subprocess.run(["g++", "-O3", "-march=native", "-flto=auto", "-std=c++2b", "-DUWS_NO_ZLIB",
+                    "-I", os.path.join(path, "src"), "-I", os.path.join(path, "uSockets/src"),
+                    os.path.join(ROOT, "bench/uws/fanout.cpp"), *objs, "-o", UWS_BIN], check=True)
+    rev = subprocess.run(["git", "-C", path, "log", "-1", "--format=%h %cs"], capture_output=True, text=True)
+    return rev.stdout.strip() or "unknown revision"
+
+
+def start(server, port, tethers):
+    """Starts `server` on `port` pinned to core 0; returns the process once it listens."""
+    env = dict(os.environ, TETHER_LOG="warn")
+    if server.startswith("tether"):
+        binary = tethers["tether-base" if server.startswith("tether-base") else "tether"]
+        cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--api-key", KEY,
+               "--max-connections-per-ip", "20000", "--max-connections", "20000",
+               "--config", os.path.join(ROOT, "bench/hub.toml")]
+    elif server == "uws":
+        cmd = [UWS_BIN, str(port)]
+    elif server == "ws":
+        cmd = ["node", os.path.join(NODE_DIR, "ws_fanout.mjs"), str(port)]
+    else:
+        cmd = ["node", os.path.join(NODE_DIR, "socketio_fanout.mjs"), str(port)]
+    proc = subprocess.Popen(["taskset", "-c", "0", *cmd], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit(f"{server} did not start")
+
+
+def loader_args(server):
+    if server in ("uws", "ws"):
+        return ["--proto", "raw", "--publish", "raw", "--path", "/"]
+    if server == "socketio":
+        return ["--proto", "socketio", "--publish", "api"]
+    return ["--proto", "stomp" if server.endswith("stomp") else "json", "--publish", "api", "--api-key", KEY]
+
+
+def measure(server, tethers, extra, timeout):
+    port = free_port()
+    proc = start(server, port, tethers)
+    try:
+        out = subprocess.run(["taskset", "-c", "1", LOADER, "--addr", f"127.0.0.1:{port}",
+                              "--server-pid", str(proc.pid), *loader_args(server), *extra],
+                             capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            return {"failed": out.stderr.strip()[-300:]}
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return {"failed": "loader timed out"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--uws")
+    ap.add_argument("--base")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--servers", default=",".join(SERVERS))
+    ap.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))))
+    ap.add_argument("--no-memory", action="store_true")
+    opts = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tether-cli", "--bin", "tether"],
+                   check=True, cwd=ROOT)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "fanout_load"], check=True,
+                   cwd=os.path.join(ROOT, "bench/servers"))
+    servers = opts.servers.split(",")
+    uws = build_uws(opts.uws) if "uws" in servers else None
+    if uws is None and "uws" in servers:
+        servers.remove("uws")
+    if any(s in servers for s in ("ws", "socketio")) and not os.path.isdir(os.path.join(NODE_DIR, "node_modules")):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], check=True, cwd=NODE_DIR)
+    tethers = {"tether": TETHER}
+    if opts.base:
+        tethers["tether-base"] = os.path.abspath(opts.base)
+        servers[1:1] = ["tether-base"] + (["tether-base-stomp"] if "tether-stomp" in servers else [])
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    cases = [CASES[int(i)] for i in opts.cases.split(",") if i]
+    raw = os.path.join(ROOT, "bench/results/fanout_compare.raw.jsonl")
+    rows = []
+    with open(raw + ".partial", "w") as partial:
+        def keep(row):
+            rows.append(row)
+            partial.write(json.dumps(row) + "\n")
+            partial.flush()
+            r = row.get("deliveries_per_s")
+            print(f"{row['kind']} {row['server']} {row.get('subscribers')}/{row.get('channels')}/"
+                  f"{row.get('rate', '')}: " + (f"{r:,.0f}/s, {row['per_server_cpu_s']:,.0f} per server CPU-s, "
+                  f"loader {row['loader_cpu_pct']:.0f}%" if r else json.dumps(row)), flush=True)
+
+        for rep in range(opts.repeats):
+            for subs, channels, rate in cases:
+                for server in servers:
+                    extra = ["--connections", str(subs), "--channels", str(channels), "--rate", str(rate),
+                             "--duration", str(opts.duration)]
+                    r = measure(server, tethers, extra, 240)
+                    r.update(kind="fanout", server=server, repeat=rep, subscribers=subs, channels=channels, rate=rate)
+                    if "failed" not in r and r["server_cpu_s"] > 0:
+                        r["per_server_cpu_s"] = r["delivered"] / r["server_cpu_s"]
+                    keep(r)
+        if not opts.no_memory:
+            for rep in range(opts.repeats):
+                for n in MEMORY:
+                    for server in servers:
+                        if server.endswith("stomp"):
+                            continue
+                        r = measure(server, tethers, ["--connections", str(n), "--channels", "1", "--memory"], 300)
+                        r.update(kind="memory", server=server, repeat=rep, subscribers=n)
+                        keep(r)
+    os.replace(raw + ".partial", raw)
+    report(rows, servers, opts, uws, node)
+
+
+def report(rows, servers, opts, uws, node):
+    def runs(kind, server, case=None, n=None):
+        return [r for r in rows if r["kind"] == kind and r["server"] == server and "failed" not in r
+                and (case is None or (r["subscribers"], r["channels"], r["rate"]) == case)
+                and (n is None or r["subscribers"] == n)]
+
+    def ratio(vals, base):
+        return f"{statistics.median(vals) / statistics.median(base):.2f}" if vals and base else "-"
+
+    cases = sorted({(r["subscribers"], r["channels"], r["rate"]) for r in rows if r["kind"] == "fanout"},
+                   key=CASES.index)
+    uws_line = f"uWebSockets {uws} (C++, g++ -O3, no compression)" if uws else "uWebSockets not measured (no --uws)"
+    lines = [
+        "## Fan-out beside uWebSockets, Node ws and Node socket.io",
+        "",
+        f"Measured {datetime.date.today()} on {os.cpu_count()} cores ({platform.machine()}), loopback, by "
+        f"`bench/fanout_compare.py`: each server on core 0, a fresh process per run; the loader "
+        f"(bench/servers `fanout_load`: one thread on epoll, raw WebSocket frames) on core 1. "
+        f"{opts.repeats} runs of {opts.duration:g} s per case and server, the servers alternating inside each run. "
+        f"Servers: `tether serve` (tether.json subscribers at /ws, and STOMP 1.2: `tether-stomp`); {uws_line}, "
+        f"its topic publish; Node `ws` 8.23.0 (a send loop over the topic's subscribers) and socket.io 4.8.4 "
+        f"(a room broadcast) on Node {node}. Logging at warn or off, no compression. One publisher POSTs "
+        "about 40 B of data on one keep-alive HTTP connection and waits for each answer (tether and socket.io: "
+        "`/api/publish` with `{channel, data}`, delivered inside each server's envelope; uWebSockets and ws: "
+        "`/publish/<topic>`, delivered as is). Where a server is saturated the offered rate is not reached: "
+        "deliveries per server CPU-second (server CPU from /proc over the publishing window) is the column that "
+        "compares. Latency: publisher's clock before the POST to the loader's receipt. Median (min-max).",
+        "",
+        "| subscribers | channels | publications/s | server | deliveries per server CPU-s | ratio to uWebSockets "
+        "| deliveries/s | delivered/expected, gaps, reordered (all runs) | p50 ms | p99 ms | server CPU % | loader CPU % (max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        base = [r["per_server_cpu_s"] for r in runs("fanout", "uws", case)]
+        for s in servers:
+            rs = runs("fanout", s, case)
+            failed = [r for r in rows if r["kind"] == "fanout" and r["server"] == s and "failed" in r
+                      and (r["subscribers"], r["channels"], r["rate"]) == case]
+            if not rs:
+                if failed:
+                    lines.append(f"| {case[0]:,} | {case[1]:,} | {case[2]:,} | {s} | failed: "
+                                 f"{failed[0]['failed'][:80]} | | | | | | | |")
+                continue
+            per = [r["per_server_cpu_s"] for r in rs]
+            lines.append(
+                f"| {case[0]:,} | {case[1]:,} | {case[2]:,} | {s} | {spread(per)} | {ratio(per, base)} | "
+                f"{spread([r['deliveries_per_s'] for r in rs])} | "
+                f"{sum(r['delivered'] for r in rs):,}/{sum(r['expected'] for r in rs):,}, "
+                f"{sum(r['gaps'] for r in rs)}, {sum(r['reordered'] for r in rs)}"
+                f"{f' ({len(failed)} runs failed)' if failed else ''} | "
+                f"{spread([r['latency_ms']['p50'] for r in rs], ',.2f')} | "
+                f"{spread([r['latency_ms']['p99'] for r in rs], ',.2f')} | "
+                f"{statistics.median(r['server_cpu_pct'] for r in rs):.0f} | "
+                f"{max(r['loader_cpu_pct'] for r in rs):.0f} |")
+    mem = [r for r in rows if r["kind"] == "memory" and "failed" not in r]
+    if mem:
+        lines += ["", "Memory per idle subscribed connection: N connections, each subscribed to one channel "
+                  "(tether: connected with tether.json and subscribed), RSS growth from before the first "
+                  "connection to 1 s after the last subscription, divided by N.", "",
+                  "| connections | server | KiB per connection | server RSS MiB at the end |", "|---|---|---|---|"]
+        for n in MEMORY:
+            for s in servers:
+                rs = runs("memory", s, n=n)
+                if rs:
+                    lines.append(f"| {n:,} | {s} | {spread([r['rss_per_conn'] / 1024 for r in rs], ',.2f')} | "
+                                 f"{statistics.median(r['rss_after'] for r in rs) / 2**20:,.1f} |")
+    lines += ["", "Chart: `bench/results/fanout_compare.svg`. Raw results: `bench/results/fanout_compare.raw.jsonl`."]
+    with open(os.path.join(ROOT, "bench/results/fanout_compare.md"), "w") as f:
+        f.write("\n".join(lines).replace("## Fan-out", "# Fan-out", 1) + "\n")
+    replace_section(ROOT, "## Fan-out beside uWebSockets", "\n".join(lines))
+    groups = [f"{c[0] // 1000}k/{c[1]}/{c[2]}" for c in cases]
+    values = {(g, s): [r["per_server_cpu_s"] for r in runs("fanout", s, c)] for g, c in zip(groups, cases)
+              for s in servers}
+    bar_chart(os.path.join(ROOT, "bench/results/fanout_compare.svg"),
+              "Fan-out: deliveries per server CPU-second (subscribers/channels/publications per s)",
+              groups, servers, [("deliveries per server CPU-second", values)])
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
