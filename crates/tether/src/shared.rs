@@ -135,6 +135,11 @@ impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> Stream for SharedWebSocket<S>
             _ => st.reader = Some(cx.waker().clone()),
         }
         let r = st.ws.next_message(cx);
+        if r.is_pending() && !st.corked {
+            // Quiet now (the reader is polled when the peer sends, on a timer, or to write
+            // what a send could not): an idle connection keeps no write buffers.
+            st.ws.release_output();
+        }
         inner.buffered.store(st.ws.buffered_amount(), Ordering::Relaxed);
         r
     }

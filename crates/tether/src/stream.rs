@@ -230,6 +230,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
         Ok(true)
     }
 
+    /// Gives back the write buffers when everything is written (for a connection that is
+    /// quiet now; the next message allocates them again).
+    pub(crate) fn release_output(&mut self) {
+        if self.written == self.out.len() && self.tail.is_none() {
+            self.written = 0;
+            self.out = Vec::new();
+            self.conn.release_output();
+        }
+    }
+
     /// The protocol core, to queue frames on.
     pub(crate) fn core(&mut self) -> &mut Connection {
         &mut self.conn

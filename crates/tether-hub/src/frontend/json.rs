@@ -277,7 +277,9 @@ async fn serve_connection(link: Link, hub: Arc<Hub>, auth: Arc<dyn Authenticator
         };
         metrics.commands.fetch_add(1, Ordering::Relaxed);
         metrics.bytes_in.fetch_add(text.len() as u64, Ordering::Relaxed);
-        let reply = handle(&text, &sender, &mut session, &JSON, &|r| r).await;
+        // Boxed: a command's state (the largest of the connection's) is not kept in every
+        // idle connection's task.
+        let reply = Box::pin(handle(&text, &sender, &mut session, &JSON, &|r| r)).await;
         if let Some(reply) = reply {
             if reply.error {
                 metrics.command_errors.fetch_add(1, Ordering::Relaxed);

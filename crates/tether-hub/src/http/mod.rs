@@ -227,17 +227,38 @@ impl Shared {
 
     /// Runs an upgraded WebSocket with the front-end for its subprotocol or path.
     pub(crate) async fn run_websocket(&self, ws: NewSocket, path: &str, http2: bool, slot: Slot) {
+        self.websocket_task(ws, path, http2, slot).await;
+    }
+
+    /// What runs an upgraded WebSocket, to await or to spawn: the front-end's (boxed)
+    /// future and the connection's place, nothing else, so that an idle connection's task
+    /// is small.
+    pub(crate) fn websocket_task(
+        &self,
+        ws: NewSocket,
+        path: &str,
+        http2: bool,
+        slot: Slot,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let metrics = &self.hub.metrics;
         metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         if http2 { &metrics.websocket_http2 } else { &metrics.websocket_http1 }
             .fetch_add(1, Ordering::Relaxed);
         let protocol = ws.protocol();
-        if let Some((endpoint, route)) = self.sockjs_route(path) {
-            endpoint.run_websocket(ws.into_websocket(), route).await;
-        } else if let Some(front) = frontend::pick(protocol.as_deref(), path) {
-            front.serve(ws.into_link(&self.cork), self.context(), protocol).await;
+        let run: Option<futures_util::future::BoxFuture<'static, ()>> =
+            if let Some((endpoint, route)) = self.sockjs_route(path) {
+                let endpoint = endpoint.clone();
+                Some(Box::pin(async move { endpoint.run_websocket(ws.into_websocket(), route).await }))
+            } else {
+                frontend::pick(protocol.as_deref(), path)
+                    .map(|front| front.serve(ws.into_link(&self.cork), self.context(), protocol))
+            };
+        async move {
+            if let Some(run) = run {
+                run.await;
+            }
+            drop(slot);
         }
-        drop(slot);
     }
 }
 
@@ -432,6 +453,8 @@ async fn connection(incoming: tether::Incoming, shared: Arc<Shared>) {
     match incoming.upgrade_or_http(check).await {
         Ok(Accepted::WebSocket(ws, request)) => {
             tracing::debug!(%peer, path = %request.path, "websocket connected");
+            // Each runs in a task of its own, and this one ends: its state, sized for the
+            // handshake and the HTTP connection, is not kept for the WebSocket's life.
             match (slot, socketio) {
                 (Some(slot), Some((endpoint, target))) => {
                     let uri = match &request.query {
@@ -441,11 +464,14 @@ async fn connection(incoming: tether::Incoming, shared: Arc<Shared>) {
                     let uri = uri.parse().unwrap_or_default();
                     shared.hub.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
                     shared.hub.metrics.websocket_http1.fetch_add(1, Ordering::Relaxed);
-                    endpoint.serve_websocket(ws.spawn(), target, uri, request.headers).await;
-                    drop(slot);
+                    let headers = request.headers;
+                    tokio::spawn(async move {
+                        endpoint.serve_websocket(ws.spawn(), target, uri, headers).await;
+                        drop(slot);
+                    });
                 }
                 (Some(slot), None) => {
-                    shared.run_websocket(NewSocket::Opened(ws), &request.path, false, slot).await
+                    tokio::spawn(shared.websocket_task(NewSocket::Opened(ws), &request.path, false, slot));
                 }
                 (None, _) => {}
             }

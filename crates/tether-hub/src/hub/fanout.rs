@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::options::HubOptions;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -92,7 +92,47 @@ pub(super) struct Client {
     pub(super) info: Arc<ClientInfo>,
     pub(super) access: Access,
     pub(super) outlet: Arc<dyn Outlet>,
-    pub(super) channels: HashSet<Arc<str>>,
+    pub(super) channels: ChannelSet,
+}
+
+/// The channels one client is in: a few, so a list (a hash set's table costs an idle
+/// connection more than the names it holds).
+#[derive(Default)]
+pub(super) struct ChannelSet(Vec<Arc<str>>);
+
+impl ChannelSet {
+    pub(super) fn insert(&mut self, name: Arc<str>) {
+        if !self.contains(&name) {
+            self.0.push(name);
+        }
+    }
+
+    pub(super) fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|c| &**c == name)
+    }
+
+    /// Removes `name`, returning the name as stored.
+    pub(super) fn take(&mut self, name: &str) -> Option<Arc<str>> {
+        let at = self.0.iter().position(|c| &**c == name)?;
+        Some(self.0.swap_remove(at))
+    }
+
+    pub(super) fn remove(&mut self, name: &str) {
+        let _ = self.take(name);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl IntoIterator for ChannelSet {
+    type Item = Arc<str>;
+    type IntoIter = std::vec::IntoIter<Arc<str>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 #[derive(Default)]

@@ -220,9 +220,11 @@ impl Drop for Session {
 }
 
 /// Waits until `deadline`, or forever without one (a `select!` arm for optional timers).
+/// The timer is boxed: inline, it would be laid out in every connection's task, most of
+/// which have no deadline.
 pub(crate) async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => Box::pin(tokio::time::sleep_until(d)).await,
         None => std::future::pending().await,
     }
 }

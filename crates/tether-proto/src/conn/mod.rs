@@ -312,6 +312,17 @@ impl Connection {
         }
     }
 
+    /// Gives back the memory of the outgoing queues when nothing waits in them, so that
+    /// an idle connection holds none (a shell calls it when the connection goes quiet).
+    pub fn release_output(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = VecDeque::new();
+        }
+        if self.pending_pongs.is_empty() && self.pending_pongs.capacity() > 0 {
+            self.pending_pongs = VecDeque::new();
+        }
+    }
+
     /// The peer closed its side of TCP. Without a close handshake this ends the connection
     /// with 1006 (RFC 6455 7.1.5).
     pub fn handle_eof(&mut self) {
