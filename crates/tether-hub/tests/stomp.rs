@@ -261,6 +261,30 @@ async fn topics_are_hub_channels_shared_with_json_clients() {
 }
 
 #[tokio::test]
+async fn subscribers_sharing_a_frame_each_get_their_own_subscription_id() {
+    // Subscribers with the same id share one frame per publication; the others get
+    // theirs: ids alternate, and one long id (no short key) is there twice.
+    let hub = start().await;
+    let ids = ["x", "y", "x", "a-subscription-id-longer-than-15", "x", "a-subscription-id-longer-than-15"];
+    let mut clients = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (mut s, _) = Stomp::connect(hub.addr, &[]).await;
+        s.sync(subscribe("/topic/chat:ids", id, "auto"), &format!("r{i}")).await;
+        clients.push(s);
+    }
+    let mut json_client = Client::connect(hub.addr, "jay").await;
+    for n in 0..3 {
+        json_client.ok("publish", json!({"channel": "chat:ids", "data": n})).await;
+    }
+    for (s, id) in clients.iter_mut().zip(ids) {
+        for n in 0..3 {
+            let m = s.recv().await;
+            assert_eq!((m.get("subscription"), body(&m)), (Some(id), n.to_string().as_str()));
+        }
+    }
+}
+
+#[tokio::test]
 async fn queues_share_work_and_redeliver() {
     let hub = start().await;
     let (mut a, _) = Stomp::connect(hub.addr, &[]).await;

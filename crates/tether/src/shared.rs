@@ -183,9 +183,30 @@ impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> SharedSender<S> {
     where
         S: Send + 'static,
     {
-        let Some(cork) = &self.inner.cork else { return self.send_prepared(frame) };
+        self.feed_with(|ws| ws.core().send_prepared(frame).map_err(Error::from))
+    }
+
+    /// Queues a message and leaves the write to the connection's [`Cork`], as
+    /// [`feed_prepared`](Self::feed_prepared) does; without a cork, the same as
+    /// [`start_send`](Self::start_send).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::Closed`](tether_proto::UsageError::Closed) once the connection is closing or closed.
+    pub fn feed(&self, msg: Message) -> Result<(), Error>
+    where
+        S: Send + 'static,
+    {
+        self.feed_with(|ws| queue(ws.core(), msg))
+    }
+
+    fn feed_with(&self, f: impl FnOnce(&mut WebSocketStream<S>) -> Result<(), Error>) -> Result<(), Error>
+    where
+        S: Send + 'static,
+    {
+        let Some(cork) = &self.inner.cork else { return self.send_with(f) };
         let mut st = self.inner.lock();
-        st.ws.core().send_prepared(frame)?;
+        f(&mut st.ws)?;
         cork.inner.fed.fetch_add(1, Ordering::Relaxed);
         if !st.corked {
             st.corked = true;

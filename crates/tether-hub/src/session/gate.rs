@@ -68,6 +68,17 @@ impl SendGate {
         self.admit() && self.counted(self.sender.send_joined(head, part, encoded))
     }
 
+    /// Whether the connection takes WebSocket frames ([`send_frame`](Self::send_frame)).
+    pub(crate) fn takes_frames(&self) -> bool {
+        self.sender.takes_frames()
+    }
+
+    /// Queues a frame that other connections may share. `false` as for
+    /// [`send_event`](Self::send_event).
+    pub(crate) fn send_frame(&self, frame: &tether::PreparedFrame) -> bool {
+        self.admit() && self.counted(self.sender.send_frame(frame))
+    }
+
     fn counted(&self, r: Result<usize, tether::Error>) -> bool {
         match r {
             Ok(n) => self.sent(true, n),

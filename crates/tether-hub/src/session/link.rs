@@ -187,8 +187,17 @@ impl Tx {
         }
     }
 
+    /// Whether it takes WebSocket frames ([`send_frame`](Self::send_frame)): a WebSocket,
+    /// or an outbox that does.
+    pub(crate) fn takes_frames(&self) -> bool {
+        match self {
+            Self::Ws(_) | Self::Shared(_) => true,
+            Self::Outbox(o) => o.takes_frames(),
+        }
+    }
+
     /// Queues a frame shared by many connections; returns the bytes queued.
-    fn send_frame(&self, f: &PreparedFrame) -> Result<usize, Error> {
+    pub(crate) fn send_frame(&self, f: &PreparedFrame) -> Result<usize, Error> {
         match self {
             Self::Ws(s) => s.send_prepared(f).map(|()| f.wire().len()),
             Self::Shared(s) => s.feed_prepared(f).map(|()| f.wire().len()),
@@ -213,7 +222,13 @@ impl Tx {
                 // One buffer per message: the head's, grown by the part.
                 head.extend_from_slice(part);
                 let len = head.len();
-                self.start_send(binary_or_text(head.freeze())).map(|()| len)
+                let msg = binary_or_text(head.freeze());
+                match self {
+                    // Written with the rest of the fan-out, as `send_frame`'s frames are.
+                    Self::Shared(s) => s.feed(msg),
+                    _ => self.start_send(msg),
+                }
+                .map(|()| len)
             }
             Self::Outbox(o) => {
                 let (head, part) = (o.encode(&String::from_utf8_lossy(&head)), encoded(&**o));

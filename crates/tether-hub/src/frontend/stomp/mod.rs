@@ -112,21 +112,95 @@ fn encode_topic_part(event: &Event, version: Version) -> Bytes {
     out.freeze()
 }
 
+thread_local! {
+    /// The last topic MESSAGE made as a WebSocket frame: for which event (kept, so that its
+    /// address is not reused while it is compared), STOMP version and subscription id. A
+    /// fan-out goes through an event's subscribers in one go on one thread, so every
+    /// subscriber after the first with the same id and version queues the same frame.
+    static SHARED_FRAME: std::cell::RefCell<Option<SharedFrame>> = const { std::cell::RefCell::new(None) };
+}
+
+/// See [`SHARED_FRAME`].
+type SharedFrame = (Arc<Event>, Version, Name, tether::PreparedFrame);
+
 /// Delivers topic events and queue messages to one STOMP connection, disconnecting it
 /// (close code 4008) when it falls behind.
 struct StompOutlet {
     gate: SendGate,
     version: Version,
     /// Topic subscriptions: channel, then the subscription ids on it.
-    topics: Mutex<HashMap<Arc<str>, Vec<Arc<str>>>>,
+    topics: Mutex<Topics>,
+}
+
+/// A name compared by a key held inline when it is short (15 bytes or less, as channel
+/// names and subscription ids mostly are): a fan-out compares each subscriber's names
+/// without reading the strings, which live in allocations of their own.
+#[derive(Clone, Debug)]
+struct Name {
+    /// The bytes and the length + 1 for a short name; 0 for a long one.
+    key: u128,
+    name: Arc<str>,
+}
+
+impl Name {
+    fn new(name: Arc<str>) -> Self {
+        Self { key: short_key(&name), name }
+    }
+
+    fn is(&self, key: u128, name: &str) -> bool {
+        if self.key != 0 || key != 0 {
+            self.key == key
+        } else {
+            &*self.name == name
+        }
+    }
+}
+
+fn short_key(name: &str) -> u128 {
+    if name.len() > 15 {
+        return 0;
+    }
+    let mut b = [0u8; 16];
+    b[..name.len()].copy_from_slice(name.as_bytes());
+    b[15] = name.len() as u8 + 1;
+    u128::from_le_bytes(b)
+}
+
+/// A connection's topic subscriptions: few, so a list.
+#[derive(Default)]
+struct Topics(Vec<(Name, Vec<Name>)>);
+
+impl Topics {
+    fn position(&self, channel: &str) -> Option<usize> {
+        let key = short_key(channel);
+        self.0.iter().position(|(c, _)| c.is(key, channel))
+    }
+
+    fn get_mut(&mut self, channel: &str) -> Option<&mut Vec<Name>> {
+        let at = self.position(channel)?;
+        Some(&mut self.0[at].1)
+    }
+
+    fn insert(&mut self, channel: Arc<str>, ids: Vec<Name>) {
+        match self.get_mut(&channel) {
+            Some(old) => *old = ids,
+            None => self.0.push((Name::new(channel), ids)),
+        }
+    }
+
+    fn remove(&mut self, channel: &str) {
+        if let Some(at) = self.position(channel) {
+            self.0.swap_remove(at);
+        }
+    }
 }
 
 impl StompOutlet {
     fn new(gate: SendGate, version: Version) -> Self {
-        Self { gate, version, topics: Mutex::new(HashMap::new()) }
+        Self { gate, version, topics: Mutex::new(Topics::default()) }
     }
 
-    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Arc<str>>>> {
+    fn topics(&self) -> std::sync::MutexGuard<'_, Topics> {
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -136,9 +210,49 @@ impl StompOutlet {
     }
 
     /// Sends a topic event to one subscription: its own head, then the part every
-    /// subscriber shares (encoded once per version, and once more for SockJS).
-    fn send_event(&self, subscription: &str, event: &Event) -> bool {
+    /// subscriber shares (encoded once per version, and once more for SockJS). Over
+    /// WebSocket, the whole frame is shared too by the subscribers that follow with the
+    /// same subscription id (clients number their subscriptions alike: stomp.js's first is
+    /// `sub-0` everywhere): see [`SHARED_FRAME`].
+    fn send_event(&self, sub: &Name, event: &Arc<Event>) -> bool {
         let v = self.version;
+        let subscription = &sub.name;
+        if self.gate.takes_frames() {
+            let frame = SHARED_FRAME.with(|last| {
+                let mut last = last.borrow_mut();
+                match &*last {
+                    Some((e, ver, id, frame))
+                        if Arc::ptr_eq(e, event) && *ver == v && id.is(sub.key, subscription) =>
+                    {
+                        frame.clone()
+                    }
+                    _ => {
+                        let frame = event.with_part(
+                            encoding(v),
+                            |e| encode_topic_part(e, v),
+                            |part| {
+                                let mut whole = BytesMut::with_capacity(part.len() + subscription.len() + 24);
+                                whole.extend_from_slice(b"MESSAGE\n");
+                                write_header(
+                                    &mut whole,
+                                    "subscription",
+                                    subscription,
+                                    (v >= Version::V1_1).then_some(v),
+                                );
+                                whole.extend_from_slice(part);
+                                match std::str::from_utf8(&whole) {
+                                    Ok(text) => tether::PreparedFrame::text(text),
+                                    Err(_) => tether::PreparedFrame::binary(&whole),
+                                }
+                            },
+                        );
+                        *last = Some((event.clone(), v, sub.clone(), frame.clone()));
+                        frame
+                    }
+                }
+            });
+            return self.gate.send_frame(&frame);
+        }
         event.with_part(
             encoding(v),
             |e| encode_topic_part(e, v),
@@ -164,7 +278,8 @@ impl Outlet for StompOutlet {
             return true;
         }
         let topics = self.topics();
-        let Some(subs) = topics.get(&event.channel) else { return true };
+        let key = short_key(&event.channel);
+        let Some((_, subs)) = topics.0.iter().find(|(c, _)| c.is(key, &event.channel)) else { return true };
         subs.iter().all(|id| self.send_event(id, event))
     }
 
@@ -711,7 +826,7 @@ impl Conn {
             Dest::Topic(ch) => {
                 let what = format!("cannot subscribe to /topic/{ch}");
                 if let Some(subs) = outlet.topics().get_mut(ch) {
-                    subs.push(id);
+                    subs.push(Name::new(id));
                     self.subscriptions.insert(sub_id, dest);
                     return Ok(());
                 }
@@ -736,6 +851,7 @@ impl Conn {
                         ch,
                         recover.map(|p| StreamPosition { offset: p.offset, epoch: p.epoch }),
                         |s| {
+                            let id = Name::new(id.clone());
                             outlet.topics().insert(ch.clone(), vec![id.clone()]);
                             if !recovering || s.recovered {
                                 for e in past.iter().chain(&s.publications) {
@@ -775,9 +891,13 @@ impl Conn {
             Dest::Topic(ch) => {
                 let last = {
                     let mut topics = outlet.topics();
-                    let ids = topics.entry(ch.clone()).or_default();
-                    ids.retain(|i| **i != *sub_id);
-                    let last = ids.is_empty();
+                    let last = match topics.get_mut(&ch) {
+                        Some(ids) => {
+                            ids.retain(|i| *i.name != *sub_id);
+                            ids.is_empty()
+                        }
+                        None => true,
+                    };
                     if last {
                         topics.remove(&ch);
                     }
