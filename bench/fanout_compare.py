@@ -147,7 +147,7 @@ def main():
     tethers = {"tether": TETHER}
     if opts.base:
         tethers["tether-base"] = os.path.abspath(opts.base)
-        servers[1:1] = ["tether-base"] + (["tether-base-stomp"] if "tether-stomp" in servers else [])
+        servers[1:1] = ["tether-base"]
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     cases = [CASES[int(i)] for i in opts.cases.split(",") if i]
     raw = os.path.join(ROOT, "bench/results/fanout_compare.raw.jsonl")
