@@ -24,7 +24,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 ///
 /// As with [`WebSocketStream`], the connection makes progress only while it is polled:
 /// the reading task must keep polling (it answers pings, runs the timers and writes what
-/// the socket did not take at once). It is obtained with [`WebSocketStream::into_shared`].
+/// the socket did not take at once). It is obtained with [`WebSocketStream::into_shared`]
+/// (or [`into_corked`](WebSocketStream::into_corked), for [`SharedSender::feed_prepared`]),
+/// or [`Opened::shared`](crate::Opened::shared).
 pub struct SharedWebSocket<S> {
     inner: Arc<Inner<S>>,
 }
