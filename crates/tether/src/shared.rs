@@ -268,9 +268,13 @@ impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> SharedSender<S> {
     /// [`UsageError::Closed`](tether_proto::UsageError::Closed) when a close was sent already.
     pub fn send_close(&self, code: CloseCode, reason: impl Into<String>) -> Result<(), Error> {
         let reason = reason.into();
-        self.send_with(|ws| ws.core().close(code, &reason).map_err(Error::from))?;
-        // The reader runs the rest: the close timeout, the end of the transport.
-        self.inner.lock().wake_reader();
+        let mut st = self.inner.lock();
+        st.ws.core().close(code, &reason)?;
+        let _ = st.ws.write_now();
+        // The reader runs the rest (the close timeout, the end of the transport), and
+        // reports a write that failed.
+        st.wake_reader();
+        self.inner.buffered.store(st.ws.buffered_amount(), Ordering::Relaxed);
         Ok(())
     }
 

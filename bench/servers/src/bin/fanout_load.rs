@@ -193,6 +193,25 @@ fn json_string(s: &str) -> String {
 }
 
 impl Conn {
+    /// One readiness event: reads what arrived, writes what is queued; `Err` with why the
+    /// connection ended.
+    fn event(
+        &mut self,
+        ev: &mio::event::Event,
+        o: &Opts,
+        buf: &mut [u8],
+        tally: &mut Tally,
+    ) -> Result<(), String> {
+        if ev.is_readable() {
+            self.readable(o, buf, tally)?;
+        }
+        if self.flush() {
+            Ok(())
+        } else {
+            Err("write failed".into())
+        }
+    }
+
     /// Writes what is queued; `false` when the connection failed.
     fn flush(&mut self) -> bool {
         while !self.output.is_empty() {
@@ -555,10 +574,9 @@ fn run(o: &Opts) -> Result<(), String> {
         poll.poll(&mut events, Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
         for ev in &events {
             let i = ev.token().0;
-            let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else { continue };
-            let r = if ev.is_readable() { c.readable(o, &mut buf, &mut tally) } else { Ok(()) };
-            let r = r.and_then(|()| if c.flush() { Ok(()) } else { Err("write failed".into()) });
-            if let Err(why) = r {
+            if let Some(Err(why)) =
+                conns.get_mut(i).and_then(Option::as_mut).map(|c| c.event(ev, o, &mut buf, &mut tally))
+            {
                 fail(poll.registry(), &mut closed, &mut tally, &mut conns, i, why);
             }
         }
@@ -578,8 +596,9 @@ fn run(o: &Opts) -> Result<(), String> {
             poll.poll(&mut events, Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
             for ev in &events {
                 let i = ev.token().0;
-                let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else { continue };
-                if let Err(why) = c.readable(o, &mut buf, &mut tally) {
+                if let Some(Err(why)) =
+                    conns.get_mut(i).and_then(Option::as_mut).map(|c| c.event(ev, o, &mut buf, &mut tally))
+                {
                     fail(poll.registry(), &mut closed, &mut tally, &mut conns, i, why);
                 }
             }
@@ -662,10 +681,9 @@ fn run(o: &Opts) -> Result<(), String> {
                 continue;
             }
             let i = ev.token().0;
-            let Some(c) = conns.get_mut(i).and_then(Option::as_mut) else { continue };
-            let r = if ev.is_readable() { c.readable(o, &mut buf, &mut tally) } else { Ok(()) };
-            let r = r.and_then(|()| if c.flush() { Ok(()) } else { Err("write failed".into()) });
-            if let Err(why) = r {
+            if let Some(Err(why)) =
+                conns.get_mut(i).and_then(Option::as_mut).map(|c| c.event(ev, o, &mut buf, &mut tally))
+            {
                 fail(poll.registry(), &mut closed, &mut tally, &mut conns, i, why);
             }
         }

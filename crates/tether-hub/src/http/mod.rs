@@ -225,12 +225,8 @@ impl Shared {
         self.sockjs.iter().find_map(|e| Some((e, e.websocket_route(path)?)))
     }
 
-    /// Runs an upgraded WebSocket with the front-end for its subprotocol or path.
-    pub(crate) async fn run_websocket(&self, ws: NewSocket, path: &str, http2: bool, slot: Slot) {
-        self.websocket_task(ws, path, http2, slot).await;
-    }
-
-    /// What runs an upgraded WebSocket, to await or to spawn: the front-end's (boxed)
+    /// What runs an upgraded WebSocket with the front-end for its subprotocol or path, to
+    /// await or to spawn: the front-end's (boxed)
     /// future and the connection's place, nothing else, so that an idle connection's task
     /// is small.
     pub(crate) fn websocket_task(

@@ -179,7 +179,7 @@ fn websocket(mut req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr)
                 match pending.await {
                     Ok(ws) => {
                         tracing::debug!(%peer, %path, http2, "websocket connected");
-                        shared.run_websocket(super::NewSocket::Task(ws), &path, http2, slot).await;
+                        shared.websocket_task(super::NewSocket::Task(ws), &path, http2, slot).await;
                     }
                     Err(e) => tracing::debug!(%peer, "websocket upgrade failed: {e}"),
                 }

@@ -113,15 +113,15 @@ fn encode_topic_part(event: &Event, version: Version) -> Bytes {
 }
 
 thread_local! {
-    /// The last topic MESSAGE made as a WebSocket frame: for which event (kept, so that its
-    /// address is not reused while it is compared), STOMP version and subscription id. A
+    /// The last topic MESSAGE made as a WebSocket frame: for which event (a weak reference:
+    /// the event's data is let go, its address is not reused while it is compared), STOMP version and subscription id. A
     /// fan-out goes through an event's subscribers in one go on one thread, so every
     /// subscriber after the first with the same id and version queues the same frame.
     static SHARED_FRAME: std::cell::RefCell<Option<SharedFrame>> = const { std::cell::RefCell::new(None) };
 }
 
 /// See [`SHARED_FRAME`].
-type SharedFrame = (Arc<Event>, Version, Name, tether::PreparedFrame);
+type SharedFrame = (std::sync::Weak<Event>, Version, Name, tether::PreparedFrame);
 
 /// Delivers topic events and queue messages to one STOMP connection, disconnecting it
 /// (close code 4008) when it falls behind.
@@ -176,6 +176,10 @@ impl Topics {
         self.0.iter().position(|(c, _)| c.is(key, channel))
     }
 
+    fn get(&self, channel: &str) -> Option<&Vec<Name>> {
+        self.position(channel).map(|at| &self.0[at].1)
+    }
+
     fn get_mut(&mut self, channel: &str) -> Option<&mut Vec<Name>> {
         let at = self.position(channel)?;
         Some(&mut self.0[at].1)
@@ -222,7 +226,9 @@ impl StompOutlet {
                 let mut last = last.borrow_mut();
                 match &*last {
                     Some((e, ver, id, frame))
-                        if Arc::ptr_eq(e, event) && *ver == v && id.is(sub.key, subscription) =>
+                        if std::ptr::eq(e.as_ptr(), Arc::as_ptr(event))
+                            && *ver == v
+                            && id.is(sub.key, subscription) =>
                     {
                         frame.clone()
                     }
@@ -246,7 +252,7 @@ impl StompOutlet {
                                 }
                             },
                         );
-                        *last = Some((event.clone(), v, sub.clone(), frame.clone()));
+                        *last = Some((Arc::downgrade(event), v, sub.clone(), frame.clone()));
                         frame
                     }
                 }
@@ -278,8 +284,7 @@ impl Outlet for StompOutlet {
             return true;
         }
         let topics = self.topics();
-        let key = short_key(&event.channel);
-        let Some((_, subs)) = topics.0.iter().find(|(c, _)| c.is(key, &event.channel)) else { return true };
+        let Some(subs) = topics.get(&event.channel) else { return true };
         subs.iter().all(|id| self.send_event(id, event))
     }
 
