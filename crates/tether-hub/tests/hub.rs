@@ -274,6 +274,67 @@ async fn a_stalled_subscriber_among_fast_ones_is_closed_and_the_others_get_every
 }
 
 #[tokio::test]
+async fn deflate_subscribers_get_each_publication_compressed_once_and_others_plain() {
+    let mut options = namespaces();
+    let open_ns =
+        tether_hub::NamespaceOptions { allow_publish: true, allow_anonymous: true, ..Default::default() };
+    options.namespaces.insert("z".into(), open_ns);
+    let hub = start_with(options, |o| {
+        o.server.config = o.server.config.clone().with_deflate(Some(tether_hub::http::deflate()));
+    })
+    .await;
+    // Two clients that offer permessage-deflate (as browsers do) and one that does not.
+    let open = |deflate: bool| async move {
+        let config =
+            ClientConfig::default().with_protocol("tether.json").with_proxy(tether::Proxy::None).with_config(
+                tether::Config::default().with_deflate(deflate.then(tether::DeflateConfig::default)),
+            );
+        let (ws, resp) = tether::connect_with(&format!("ws://{}/ws", hub.addr), &config).await.unwrap();
+        let answer = resp.headers.get("sec-websocket-extensions").map(|v| v.to_str().unwrap().to_owned());
+        (Client { ws, next: 1, pushes: Default::default() }, answer)
+    };
+    let mut clients = Vec::new();
+    for (name, deflate) in [("ann", true), ("bob", true), ("cat", false)] {
+        let (mut c, answer) = open(deflate).await;
+        let expected = deflate
+            .then(|| "permessage-deflate; server_no_context_takeover; client_no_context_takeover".to_owned());
+        assert_eq!(answer, expected);
+        c.ok("connect", json!({"name": name})).await;
+        c.ok("subscribe", json!({"channel": "z:z"})).await;
+        clients.push(c);
+    }
+    let received = |c: &Client| c.ws.stats();
+    let before: Vec<_> = clients.iter().map(received).collect();
+    // A large publication from the server API, and one from a deflate client, which it
+    // sends compressed.
+    let text = "the quick brown fox jumps over the lazy dog; ".repeat(100);
+    let (status, _) = api(hub.addr, "publish", json!({"channel": "z:z", "data": text}), Some(KEY)).await;
+    assert_eq!(status, 200);
+    clients[0].ok("publish", json!({"channel": "z:z", "data": {"echo": text}})).await;
+    for c in &mut clients {
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let p = c.push().await;
+            if let Some(publication) = p.get("pub") {
+                got.push(publication["data"].clone());
+            }
+        }
+        assert_eq!(got, [json!(text), json!({"echo": text})]);
+    }
+    assert_eq!(clients[0].ws.stats().compressed_sent, 1, "the publish went compressed");
+    let wire: Vec<u64> =
+        clients.iter().zip(&before).map(|(c, b)| received(c).bytes_received - b.bytes_received).collect();
+    let compressed: Vec<u64> = clients
+        .iter()
+        .zip(&before)
+        .map(|(c, b)| received(c).compressed_received - b.compressed_received)
+        .collect();
+    // ann also got its (short, uncompressed) publish reply.
+    assert_eq!(compressed, [2, 2, 0], "{wire:?}");
+    assert!(wire[1] * 10 < wire[2], "compressed {} bytes against {} plain", wire[1], wire[2]);
+}
+
+#[tokio::test]
 async fn limits_channels_message_size_and_per_ip() {
     let mut options = namespaces();
     options.max_channels_per_connection = 2;

@@ -19,6 +19,7 @@
 use crate::error::{HandshakeError, ProtocolError};
 use crate::handshake::Extension;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use std::cell::RefCell;
 
 /// The extension token.
 pub const NAME: &str = "permessage-deflate";
@@ -99,10 +100,12 @@ impl DeflateConfig {
 pub struct DeflateParams {
     /// Window for what we send; `None` when we may not compress at all (an 8-bit window).
     pub compress_window_bits: Option<u8>,
-    /// We reset our compressor after every message.
+    /// We start every message afresh: no compressor is kept between messages (one is
+    /// borrowed from a per-thread pool for each), and frames prepared once for many
+    /// connections may be sent compressed.
     pub compress_no_context_takeover: bool,
-    /// The peer agreed to reset its compressor after every message. Informational: our
-    /// decompressor keeps its window regardless (see `docs/DESIGN.md`).
+    /// The peer must start every message afresh: our decompressor is not kept between its
+    /// messages (one is borrowed from a per-thread pool for each).
     pub decompress_no_context_takeover: bool,
     /// Messages shorter than this are sent uncompressed.
     pub threshold: usize,
@@ -184,7 +187,9 @@ pub fn server_accept(offers: &[Extension], config: &DeflateConfig) -> Option<(De
         let params = DeflateParams {
             compress_window_bits: (server_bits >= 9).then_some(server_bits),
             compress_no_context_takeover: server_nct,
-            decompress_no_context_takeover: offer.client_no_context_takeover || client_nct,
+            // Only our answer binds the client: its own offer of the parameter is a hint
+            // (RFC 7692 7.1.1.2), which Autobahn's client does not keep to.
+            decompress_no_context_takeover: client_nct,
             threshold: config.threshold,
             level: config.level,
         };
@@ -328,6 +333,92 @@ impl Inflated {
     }
 }
 
+/// How many idle compressors (and, apart, decompressors) a thread keeps for reuse.
+const POOL: usize = 4;
+
+thread_local! {
+    /// Compressors for messages that stand alone, with their window bits and level, reset.
+    static COMPRESSORS: RefCell<Vec<(u8, u32, Compress)>> = const { RefCell::new(Vec::new()) };
+    /// Decompressors for peers that start every message afresh, reset.
+    static DECOMPRESSORS: RefCell<Vec<Decompress>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A compressor of `bits` and `level` from this thread's pool, or a new one.
+fn take_compressor(bits: u8, level: u32) -> Compress {
+    let pooled = COMPRESSORS
+        .try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let at = pool.iter().position(|&(b, l, _)| b == bits && l == level)?;
+            Some(pool.swap_remove(at).2)
+        })
+        .ok()
+        .flatten();
+    pooled.unwrap_or_else(|| Compress::new_with_window_bits(Compression::new(level), false, bits))
+}
+
+/// Gives a compressor back, reset, to this thread's pool (dropped when the pool is full).
+fn give_compressor(bits: u8, level: u32, mut c: Compress) {
+    c.reset();
+    let _ = COMPRESSORS.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL {
+            pool.push((bits, level, c));
+        }
+    });
+}
+
+/// A decompressor from this thread's pool, or a new one (always a 15-bit window).
+fn take_decompressor() -> Decompress {
+    let pooled = DECOMPRESSORS.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
+    pooled.unwrap_or_else(|| Decompress::new_with_window_bits(false, 15))
+}
+
+/// Gives a decompressor back, reset, to this thread's pool (dropped when the pool is full).
+fn give_decompressor(mut d: Decompress) {
+    d.reset(false);
+    let _ = DECOMPRESSORS.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL {
+            pool.push(d);
+        }
+    });
+}
+
+/// Compresses one whole message with `c` (a sync flush, its `00 00 ff ff` removed, RFC 7692
+/// 7.2.1). An empty result is sent as the single byte `0x00`.
+fn compress_message(c: &mut Compress, input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() / 2 + 64);
+    let start = c.total_in();
+    loop {
+        let consumed = (c.total_in() - start) as usize;
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.len().max(64));
+        }
+        let _ = c.compress_vec(&input[consumed..], &mut out, FlushCompress::Sync);
+        let done = (c.total_in() - start) as usize == input.len();
+        if done && out.len() < out.capacity() {
+            break;
+        }
+    }
+    if out.ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+    }
+    if out.is_empty() {
+        out.push(0x00);
+    }
+    out
+}
+
+/// Compresses `input` as a message that stands alone, with no context before or after it,
+/// using a compressor from this thread's pool: what a sender without context takeover
+/// sends, and what a [`PreparedFrame`](crate::frame::PreparedFrame) shares.
+pub(crate) fn compress_alone(input: &[u8], bits: u8, level: u32) -> Vec<u8> {
+    let mut c = take_compressor(bits, level);
+    let out = compress_message(&mut c, input);
+    give_compressor(bits, level, c);
+    out
+}
+
 /// The compressor and decompressor of one connection, created on first use.
 pub(crate) struct Codec {
     params: DeflateParams,
@@ -348,43 +439,26 @@ impl Codec {
         self.params.compress_window_bits.is_some() && len >= self.params.threshold
     }
 
-    /// Compresses one whole message (RFC 7692 7.2.1): sync flush, then drop the final
-    /// `00 00 ff ff`.
+    /// Compresses one message. Without context takeover no compressor is kept between
+    /// messages: one is borrowed from the thread's pool.
     pub(crate) fn compress(&mut self, input: &[u8]) -> Vec<u8> {
         let bits = self.params.compress_window_bits.unwrap_or(15);
+        if self.params.compress_no_context_takeover {
+            return compress_alone(input, bits, self.params.level);
+        }
         let level = Compression::new(self.params.level);
         let c = self.compressor.get_or_insert_with(|| Compress::new_with_window_bits(level, false, bits));
-        let mut out = Vec::with_capacity(input.len() / 2 + 64);
-        let start = c.total_in();
-        loop {
-            let consumed = (c.total_in() - start) as usize;
-            if out.capacity() - out.len() < 64 {
-                out.reserve(out.len().max(64));
-            }
-            // Compressing into a growing Vec cannot fail: flate2 reports only stream errors,
-            // which a fresh or reset raw stream fed with Sync flushes does not produce.
-            let _ = c.compress_vec(&input[consumed..], &mut out, FlushCompress::Sync);
-            let done = (c.total_in() - start) as usize == input.len();
-            // A sync flush is complete once it stops filling the buffer.
-            if done && out.len() < out.capacity() {
-                break;
-            }
-        }
-        if out.ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        }
-        // With nothing new to flush (an empty message right after another flush) zlib emits
-        // nothing, and an empty payload plus the receiver's `00 00 ff ff` would read as the
-        // start of a 65280-byte stored block. Send RFC 7692 7.2.3.6's empty message instead:
-        // one 0x00 byte, which with the tail is an empty stored block. The compressor is
-        // byte-aligned after any sync flush, so this is valid in every state.
-        if out.is_empty() {
-            out.push(0x00);
-        }
-        if self.params.compress_no_context_takeover {
-            c.reset();
-        }
-        out
+        compress_message(c, input)
+    }
+
+    /// The window bits and level of a compressed frame shared by many connections that this
+    /// one may send for a message of `len` bytes: only without context takeover on our side
+    /// (a message compressed elsewhere would otherwise break the peer's window), and at or
+    /// over the threshold.
+    pub(crate) fn shares(&self, len: usize) -> Option<(u8, u32)> {
+        let bits = self.params.compress_window_bits?;
+        let ok = self.params.compress_no_context_takeover && len >= self.params.threshold;
+        ok.then_some((bits, self.params.level))
     }
 
     /// Inflates part of a compressed message into `out`, failing as soon as the message
@@ -399,7 +473,14 @@ impl Codec {
         if self.stream_ended {
             return Ok(());
         }
-        let d = self.decompressor.get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
+        let fresh = self.params.decompress_no_context_takeover;
+        let d = self.decompressor.get_or_insert_with(|| {
+            if fresh {
+                take_decompressor()
+            } else {
+                Decompress::new_with_window_bits(false, 15)
+            }
+        });
         let mut pos = 0;
         loop {
             let buf = out.room(limit)?;
@@ -429,11 +510,14 @@ impl Codec {
     /// Ends a compressed message: inflate the removed tail (RFC 7692 7.2.2).
     pub(crate) fn finish_message(&mut self, out: &mut Inflated, limit: usize) -> Result<(), ProtocolError> {
         self.decompress(&TAIL, out, limit)?;
-        // The inflate window is kept across messages even when the peer agreed to reset its
-        // compressor: resetting would free nothing, and it would break on a peer that reads
-        // `client_no_context_takeover` in its own offer as "may be asked" rather than as a
-        // promise (Autobahn's client does). A peer that does reset never refers back anyway.
-        if std::mem::take(&mut self.stream_ended) {
+        let ended = std::mem::take(&mut self.stream_ended);
+        if self.params.decompress_no_context_takeover {
+            // The peer must start every message afresh (our answer said so, RFC 7692
+            // 7.1.1.2): no window is kept until its next message.
+            if let Some(d) = self.decompressor.take() {
+                give_decompressor(d);
+            }
+        } else if ended {
             if let Some(d) = self.decompressor.as_mut() {
                 d.reset(false);
             }

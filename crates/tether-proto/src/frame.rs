@@ -301,16 +301,59 @@ mod tests {
 /// encoded once and shared: a hub that sends one message to many connections builds it once
 /// and hands each connection a reference-counted copy
 /// ([`Connection::send_prepared`](crate::Connection::send_prepared)).
-#[derive(Clone, PartialEq, Eq)]
+///
+/// With permessage-deflate, a connection that agreed to `server_no_context_takeover` sends it
+/// compressed: the first such connection compresses it (with its window and level), and every
+/// later one whose window is at least as large shares that compressed frame. A connection
+/// with context takeover, or a smaller window, sends it uncompressed (RFC 7692 lets any
+/// message go uncompressed).
+#[derive(Clone)]
 pub struct PreparedFrame {
     bytes: bytes::Bytes,
     payload_len: usize,
+    opcode: OpCode,
+    deflated: std::sync::Arc<std::sync::OnceLock<Deflated>>,
 }
+
+/// A prepared frame's compressed form.
+#[derive(Debug)]
+struct Deflated {
+    /// The window it was compressed with: a peer that allows a smaller one cannot take it.
+    window_bits: u8,
+    /// The whole frame (RSV1 set), or `None` when compressing made it no shorter.
+    wire: Option<bytes::Bytes>,
+}
+
+impl PartialEq for PreparedFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for PreparedFrame {}
 
 impl std::fmt::Debug for PreparedFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PreparedFrame").field("wire_len", &self.bytes.len()).finish()
     }
+}
+
+fn encode_whole(opcode: OpCode, rsv1: bool, payload: &[u8]) -> bytes::Bytes {
+    let header = FrameHeader {
+        fin: true,
+        rsv1,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask: None,
+        payload_len: payload.len() as u64,
+    };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = header.encode(&mut head);
+    let mut bytes = Vec::with_capacity(n + payload.len());
+    bytes.extend_from_slice(&head[..n]);
+    bytes.extend_from_slice(payload);
+    bytes.into()
 }
 
 impl PreparedFrame {
@@ -325,30 +368,39 @@ impl PreparedFrame {
     }
 
     fn new(opcode: OpCode, payload: &[u8]) -> Self {
-        let header = FrameHeader {
-            fin: true,
-            rsv1: false,
-            rsv2: false,
-            rsv3: false,
+        Self {
+            bytes: encode_whole(opcode, false, payload),
+            payload_len: payload.len(),
             opcode,
-            mask: None,
-            payload_len: payload.len() as u64,
-        };
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let n = header.encode(&mut head);
-        let mut bytes = Vec::with_capacity(n + payload.len());
-        bytes.extend_from_slice(&head[..n]);
-        bytes.extend_from_slice(payload);
-        Self { bytes: bytes.into(), payload_len: payload.len() }
+            deflated: Default::default(),
+        }
     }
 
-    /// The frame as it goes on the wire.
+    /// The frame as it goes on the wire, uncompressed.
     pub fn wire(&self) -> &bytes::Bytes {
         &self.bytes
     }
 
-    /// The payload length.
+    /// The payload length, uncompressed.
     pub fn payload_len(&self) -> usize {
         self.payload_len
+    }
+
+    /// The frame compressed as a message that stands alone, for a connection allowed a
+    /// window of `window_bits`: made on the first call (with that window and `level`) and
+    /// shared after. `None` when compressing does not make it shorter, or when it was made
+    /// with a larger window than this connection allows.
+    pub(crate) fn deflated(&self, window_bits: u8, level: u32) -> Option<&bytes::Bytes> {
+        let d = self.deflated.get_or_init(|| {
+            let payload = &self.bytes[self.bytes.len() - self.payload_len..];
+            let compressed = crate::deflate::compress_alone(payload, window_bits, level);
+            let wire = encode_whole(self.opcode, true, &compressed);
+            Deflated { window_bits, wire: (wire.len() < self.bytes.len()).then_some(wire) }
+        });
+        if d.window_bits <= window_bits {
+            d.wire.as_ref()
+        } else {
+            None
+        }
     }
 }

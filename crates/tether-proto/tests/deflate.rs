@@ -189,3 +189,114 @@ fn corrupt_compressed_data_closes_with_1007() {
     let err = server.poll_event().unwrap_err();
     assert_eq!(err.close_code(), CloseCode::INVALID_PAYLOAD);
 }
+
+/// What the client got, as texts.
+fn texts(client: &mut Connection) -> Vec<String> {
+    events(client)
+        .into_iter()
+        .map(|e| match e {
+            Ok(Event::Text(t)) => t.as_str().to_owned(),
+            other => panic!("not a text: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_prepared_frame_is_compressed_once_for_every_connection_without_context_takeover() {
+    let fresh = DeflateConfig::default().with_server_no_context_takeover(true);
+    let text = "{\"channel\":\"prices\",\"data\":{\"price\":101.5,\"symbol\":\"ACME\"}} ".repeat(40);
+    let frame = tether_proto::frame::PreparedFrame::text(&text);
+    let mut wires = Vec::new();
+    for _ in 0..3 {
+        let (mut client, mut server) = pair(DeflateConfig::default(), fresh.clone());
+        server.send_prepared(&frame).unwrap();
+        let wire = transmit(&mut server);
+        assert_eq!(wire[0], 0xc1, "FIN, RSV1, text");
+        assert!(wire.len() < frame.wire().len() / 4, "{} of {}", wire.len(), frame.wire().len());
+        assert_eq!(server.stats().compressed_sent, 1);
+        assert_eq!(server.stats().payload_sent, text.len() as u64);
+        assert_eq!(server.deflate_allocated(), (false, false), "no compressor kept");
+        client.handle_bytes(&wire);
+        assert_eq!(texts(&mut client), [text.as_str()]);
+        wires.push(wire);
+    }
+    assert!(wires.windows(2).all(|w| w[0] == w[1]), "the same compressed frame for each");
+
+    // Context takeover on the server: uncompressed, and the context stays usable for what
+    // the connection compresses itself before and after.
+    let (mut client, mut server) = pair(DeflateConfig::default(), DeflateConfig::default());
+    server.send_text(text.clone().into()).unwrap();
+    server.send_prepared(&frame).unwrap();
+    server.send_text(text.clone().into()).unwrap();
+    let wire = transmit(&mut server);
+    assert_eq!(server.stats().compressed_sent, 2);
+    client.handle_bytes(&wire);
+    assert_eq!(texts(&mut client), [text.as_str(); 3]);
+
+    // A client that allows the server a smaller window than the frame was compressed with
+    // gets it uncompressed; a frame compressed first for the small window serves both.
+    let small = DeflateConfig::default().with_server_max_window_bits(10);
+    let (mut client, mut server) = pair(small.clone(), fresh.clone());
+    server.send_prepared(&frame).unwrap();
+    let wire = transmit(&mut server);
+    assert_eq!((wire[0], server.stats().compressed_sent), (0x81, 0));
+    client.handle_bytes(&wire);
+    assert_eq!(texts(&mut client), [text.as_str()]);
+    let other = tether_proto::frame::PreparedFrame::text(&text);
+    for client_cfg in [small, DeflateConfig::default()] {
+        let (mut client, mut server) = pair(client_cfg, fresh.clone());
+        server.send_prepared(&other).unwrap();
+        let wire = transmit(&mut server);
+        assert_eq!((wire[0], server.stats().compressed_sent), (0xc1, 1));
+        client.handle_bytes(&wire);
+        assert_eq!(texts(&mut client), [text.as_str()]);
+    }
+
+    // Under the threshold, or not made shorter by compressing: uncompressed.
+    let (mut client, mut server) = pair(DeflateConfig::default(), fresh.clone());
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let random: Vec<u8> = (0..300)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    server.send_prepared(&tether_proto::frame::PreparedFrame::text("short")).unwrap();
+    server.send_prepared(&tether_proto::frame::PreparedFrame::binary(&random)).unwrap();
+    let wire = transmit(&mut server);
+    client.handle_bytes(&wire);
+    assert_eq!(
+        events(&mut client),
+        [Ok(Event::Text("short".into())), Ok(Event::Binary(Bytes::from(random)))]
+    );
+    assert_eq!(server.stats().compressed_sent, 0);
+}
+
+#[test]
+fn without_context_takeover_no_codec_state_is_kept_between_messages() {
+    let fresh =
+        DeflateConfig::default().with_server_no_context_takeover(true).with_client_no_context_takeover(true);
+    let (mut client, mut server) = pair(DeflateConfig::default(), fresh);
+    let text = "abcabcabc ".repeat(50);
+    for _ in 0..3 {
+        client.send_text(text.clone().into()).unwrap();
+        server.handle_bytes(&transmit(&mut client));
+        assert_eq!(texts(&mut server), [text.as_str()]);
+        server.send_text(text.clone().into()).unwrap();
+        client.handle_bytes(&transmit(&mut server));
+        assert_eq!(texts(&mut client), [text.as_str()]);
+        assert_eq!(server.deflate_allocated(), (false, false));
+    }
+    assert_eq!((server.stats().compressed_sent, server.stats().compressed_received), (3, 3));
+    // A message split across frames and reads keeps its decompressor until it ends.
+    client.send_text(text.clone().into()).unwrap();
+    let wire = refragment(&transmit(&mut client), &[3, 7]);
+    let (a, b) = wire.split_at(wire.len() / 2);
+    server.handle_bytes(a);
+    assert!(texts(&mut server).is_empty());
+    server.handle_bytes(b);
+    assert_eq!(texts(&mut server), [text.as_str()]);
+    assert_eq!(server.deflate_allocated(), (false, false));
+}

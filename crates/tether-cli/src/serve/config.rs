@@ -88,6 +88,11 @@ pub(crate) struct Args {
     /// code 4008) [default: 4194304].
     #[arg(long, env = "TETHER_MAX_QUEUED_BYTES")]
     max_queued_bytes: Option<usize>,
+    /// Accept permessage-deflate from clients that offer it (browsers do), answering
+    /// server_no_context_takeover and client_no_context_takeover: no connection keeps a
+    /// compressor between messages, and each publication is compressed once for all.
+    #[arg(long, env = "TETHER_DEFLATE")]
+    deflate: bool,
     /// Secret (32 bytes or more) that checks HS256 connection tokens.
     #[arg(long, env = "TETHER_TOKEN_HMAC_SECRET", hide_env_values = true, value_name = "SECRET")]
     token_hmac_secret: Option<String>,
@@ -131,6 +136,7 @@ pub(crate) struct FileConfig {
     max_channels_per_connection: Option<usize>,
     max_message_size: Option<usize>,
     max_queued_bytes: Option<usize>,
+    deflate: Option<bool>,
     demo: Option<bool>,
     token_hmac_secret: Option<String>,
     token_rsa_public_key: Option<PathBuf>,
@@ -440,6 +446,9 @@ pub(crate) const TEMPLATE: &str = r#"# tether serve configuration (TOML). Flags 
 # max_message_size = 65536
 # Unsent bytes per connection before it is closed as a slow consumer (4008).
 # max_queued_bytes = 4194304
+# permessage-deflate for clients that offer it (browsers do), without context takeover on
+# either side: each publication is compressed once for every such subscriber.
+# deflate = false
 
 # The demo page, the demo namespaces (when [namespaces] is absent) and the demo prices.
 # demo = false
@@ -555,6 +564,8 @@ pub(crate) struct Settings {
     pub(crate) max_handshakes: usize,
     pub(crate) max_connections_per_ip: usize,
     pub(crate) max_message_size: usize,
+    /// permessage-deflate offered, without context takeover.
+    pub(crate) deflate: bool,
     /// `None`: off.
     pub(crate) ping_interval: Option<Duration>,
     /// `None`: off.
@@ -612,6 +623,7 @@ impl Settings {
         let _ = writeln!(out, "max_channels_per_connection = {}", self.hub.max_channels_per_connection);
         let _ = writeln!(out, "max_message_size = {}", self.max_message_size);
         let _ = writeln!(out, "max_queued_bytes = {}", self.hub.max_queued_bytes);
+        let _ = writeln!(out, "deflate = {}", self.deflate);
         let _ = writeln!(out, "demo = {}", self.demo);
         let _ = writeln!(out, "token_hmac_secret = {}", secret(self.token_hmac_secret.is_some()));
         match &self.token_rsa_public_key {
@@ -758,6 +770,7 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
     let max_queued =
         positive("max queued bytes", args.max_queued_bytes.or(file.max_queued_bytes).unwrap_or(4 << 20))?;
     let demo = args.demo || file.demo.unwrap_or(false);
+    let deflate = args.deflate || file.deflate.unwrap_or(false);
     // Without `--demo` and without namespaces in the file there are none: channels without
     // a namespace only, for token holders, published by the server API.
     let namespaces = match &file.namespaces {
@@ -829,6 +842,7 @@ pub(crate) fn resolve(args: Args, file: FileConfig) -> anyhow::Result<Settings> 
         max_handshakes,
         max_connections_per_ip: max_per_ip,
         max_message_size: max_message,
+        deflate,
         ping_interval: ping,
         idle_timeout: idle,
         hub: hub_options,
@@ -884,9 +898,18 @@ mod tests {
         assert!(s.hub.namespaces.is_empty());
         assert!(!s.hub.default_namespace.allow_anonymous && !s.hub.default_namespace.allow_publish);
         assert!(s.redis.is_none());
-        assert!(!s.demo);
+        assert!(!s.demo && !s.deflate);
         assert!(s.cors_origins.is_empty() && s.admin_listen.is_none() && s.http2);
         assert_eq!(s.max_body_size, 1 << 20);
+    }
+
+    #[test]
+    fn deflate_from_the_flag_or_the_file() {
+        assert!(resolve(args(&["--deflate"]), FileConfig::default()).unwrap().deflate);
+        let s = resolve(args(&[]), file("deflate = true")).unwrap();
+        assert!(s.deflate);
+        assert!(s.describe().contains("deflate = true"));
+        assert!(!resolve(args(&[]), file("deflate = false")).unwrap().deflate);
     }
 
     #[test]

@@ -80,7 +80,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_max_message_size(s.max_message_size)
         .with_max_frame_size(s.max_message_size)
         .with_ping_interval(s.ping_interval)
-        .with_idle_timeout(s.idle_timeout);
+        .with_idle_timeout(s.idle_timeout)
+        .with_deflate(s.deflate.then(tether_hub::http::deflate));
     let server = tether::ServerConfig::default()
         .with_config(limits)
         .with_protocols(tether_hub::http::protocols())

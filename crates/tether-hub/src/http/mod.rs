@@ -86,6 +86,16 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 /// open without speaking, is let go.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// permessage-deflate as the hub offers it when turned on: without context takeover on
+/// either side, so that no connection keeps a compressor or a decompressor between
+/// messages (they are borrowed per message from a per-thread pool), and a publication is
+/// compressed once for every subscriber whose window allows it (`PreparedFrame`).
+pub fn deflate() -> tether::DeflateConfig {
+    tether::DeflateConfig::default()
+        .with_server_no_context_takeover(true)
+        .with_client_no_context_takeover(true)
+}
+
 /// The WebSocket subprotocols the hub speaks, preferred first (every front-end's, in the
 /// order they are registered: `tether.json`, then STOMP 1.2, 1.1 and 1.0).
 pub fn protocols() -> Vec<&'static str> {

@@ -78,8 +78,10 @@ impl Connection {
         Ok(())
     }
 
-    /// Queues a frame encoded once for many connections (never compressed: RFC 7692 lets
-    /// any message go uncompressed, and the compression context is untouched).
+    /// Queues a frame encoded once for many connections. With permessage-deflate and no
+    /// context takeover on our side it goes compressed, compressed once for all such
+    /// connections (see [`PreparedFrame`](crate::frame::PreparedFrame)); otherwise it goes
+    /// uncompressed (RFC 7692 lets any message), and the compression context is untouched.
     ///
     /// # Errors
     ///
@@ -92,7 +94,14 @@ impl Connection {
         }
         self.stats.messages_sent += 1;
         self.stats.payload_sent += frame.payload_len() as u64;
-        let payload = frame.wire().clone();
+        let shared = self.deflate.as_deref().and_then(|codec| codec.shares(frame.payload_len()));
+        let payload = match shared.and_then(|(bits, level)| frame.deflated(bits, level)) {
+            Some(compressed) => {
+                self.stats.compressed_sent += 1;
+                compressed.clone()
+            }
+            None => frame.wire().clone(),
+        };
         self.queue_frame(OutFrame { opcode: OpCode::Binary, payload, rsv1: false, prepared: true });
         Ok(())
     }
