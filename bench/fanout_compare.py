@@ -13,7 +13,14 @@ uWebSockets" section of bench/RESULTS.md.
 
 usage: bench/fanout_compare.py [--uws PATH/TO/uWebSockets] [--base OLD_TETHER_BINARY]
          [--repeats N] [--duration SECS] [--servers tether,tether-stomp,uws,ws,socketio]
-         [--cases 0,1,...] [--no-memory]
+         [--cases 0,1,...] [--no-memory] [--deflate [--size BYTES]]
+
+--deflate measures permessage-deflate instead: `tether serve --deflate` and uWebSockets with
+its shared compressor, each beside itself without compression, every subscriber offering
+permessage-deflate, publications of --size (512) bytes padded with words, cases 1 and 4 unless
+--cases; deliveries per server CPU-second and wire bytes per delivery, into
+bench/results/fanout_deflate.{md,raw.jsonl} and the "Fan-out with permessage-deflate" section
+of bench/RESULTS.md.
 
 PATH/TO/uWebSockets is a checkout of github.com/uNetworking/uWebSockets with
 github.com/uNetworking/uSockets in its uSockets/ folder (its submodule); the script
@@ -62,9 +69,9 @@ def build_uws(path):
     os.makedirs(os.path.dirname(UWS_BIN), exist_ok=True)
     objs = [os.path.join(path, "uSockets", f) for f in sorted(os.listdir(os.path.join(path, "uSockets")))
             if f.endswith(".o")]
-    subprocess.run(["g++", "-O3", "-march=native", "-flto=auto", "-std=c++2b", "-DUWS_NO_ZLIB",
+    subprocess.run(["g++", "-O3", "-march=native", "-flto=auto", "-std=c++2b",
                     "-I", os.path.join(path, "src"), "-I", os.path.join(path, "uSockets/src"),
-                    os.path.join(ROOT, "bench/uws/fanout.cpp"), *objs, "-o", UWS_BIN], check=True)
+                    os.path.join(ROOT, "bench/uws/fanout.cpp"), *objs, "-lz", "-o", UWS_BIN], check=True)
     rev = subprocess.run(["git", "-C", path, "log", "-1", "--format=%h %cs"], capture_output=True, text=True)
     return rev.stdout.strip() or "unknown revision"
 
@@ -77,8 +84,10 @@ def start(server, port, tethers):
         cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--api-key", KEY,
                "--max-connections-per-ip", "20000", "--max-connections", "20000",
                "--config", os.path.join(ROOT, "bench/hub.toml")]
-    elif server == "uws":
-        cmd = [UWS_BIN, str(port)]
+        if server.endswith("-deflate"):
+            cmd.append("--deflate")
+    elif server.startswith("uws"):
+        cmd = [UWS_BIN, str(port)] + (["deflate"] if server.endswith("-deflate") else [])
     elif server == "ws":
         cmd = ["node", os.path.join(NODE_DIR, "ws_fanout.mjs"), str(port)]
     else:
@@ -96,6 +105,7 @@ def start(server, port, tethers):
 
 
 def loader_args(server):
+    server = server.removesuffix("-deflate")
     if server in ("uws", "ws"):
         return ["--proto", "raw", "--publish", "raw", "--path", "/"]
     if server == "socketio":
@@ -133,15 +143,23 @@ def main():
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))))
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--deflate", action="store_true")
+    ap.add_argument("--size", type=int, default=512)
     opts = ap.parse_args()
+    if opts.deflate:
+        if opts.servers == ",".join(SERVERS):
+            opts.servers = "tether,tether-deflate,uws,uws-deflate"
+        if opts.cases == ",".join(str(i) for i in range(len(CASES))):
+            opts.cases = "1,4"
+        opts.no_memory = True
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tether-cli", "--bin", "tether"],
                    check=True, cwd=ROOT)
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "fanout_load"], check=True,
                    cwd=os.path.join(ROOT, "bench/servers"))
     servers = opts.servers.split(",")
-    uws = build_uws(opts.uws) if "uws" in servers else None
-    if uws is None and "uws" in servers:
-        servers.remove("uws")
+    uws = build_uws(opts.uws) if any(s.startswith("uws") for s in servers) else None
+    if uws is None:
+        servers = [s for s in servers if not s.startswith("uws")]
     if any(s in servers for s in ("ws", "socketio")) and not os.path.isdir(os.path.join(NODE_DIR, "node_modules")):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], check=True, cwd=NODE_DIR)
     tethers = {"tether": TETHER}
@@ -150,7 +168,8 @@ def main():
         servers[1:1] = ["tether-base"]
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     cases = [CASES[int(i)] for i in opts.cases.split(",") if i]
-    raw = os.path.join(ROOT, "bench/results/fanout_compare.raw.jsonl")
+    name = "fanout_deflate" if opts.deflate else "fanout_compare"
+    raw = os.path.join(ROOT, f"bench/results/{name}.raw.jsonl")
     rows = []
     with open(raw + ".partial", "w") as partial:
         def keep(row):
@@ -167,6 +186,8 @@ def main():
                 for server in servers:
                     extra = ["--connections", str(subs), "--channels", str(channels), "--rate", str(rate),
                              "--duration", str(opts.duration)]
+                    if opts.deflate:
+                        extra += ["--deflate", "--size", str(opts.size)]
                     r = measure(server, tethers, extra, 240)
                     r.update(kind="fanout", server=server, repeat=rep, subscribers=subs, channels=channels, rate=rate)
                     if "failed" not in r and r["server_cpu_s"] > 0:
@@ -182,7 +203,63 @@ def main():
                         r.update(kind="memory", server=server, repeat=rep, subscribers=n)
                         keep(r)
     os.replace(raw + ".partial", raw)
-    report(rows, servers, opts, uws, node)
+    if opts.deflate:
+        report_deflate(rows, servers, opts, uws)
+    else:
+        report(rows, servers, opts, uws, node)
+
+
+def report_deflate(rows, servers, opts, uws):
+    def runs(server, case):
+        return [r for r in rows if r["server"] == server and "failed" not in r
+                and (r["subscribers"], r["channels"], r["rate"]) == case]
+
+    cases = sorted({(r["subscribers"], r["channels"], r["rate"]) for r in rows}, key=CASES.index)
+    lines = [
+        "## Fan-out with permessage-deflate",
+        "",
+        f"Measured {datetime.date.today()} on {os.cpu_count()} cores ({platform.machine()}), loopback, by "
+        f"`bench/fanout_compare.py --deflate`: the same servers, loader and pinning as the section above; "
+        f"{opts.repeats} runs of {opts.duration:g} s per case and server. Every subscriber offers "
+        "permessage-deflate (`client_max_window_bits`); `tether-deflate` is `tether serve --deflate` (it "
+        "answers `server_no_context_takeover; client_no_context_takeover` and compresses each publication "
+        "once), `uws-deflate` is uWebSockets "
+        f"{uws or '(not measured)'} with its shared compressor, publishing with compression; `tether` and "
+        f"`uws` decline the offer. Publications of {opts.size} bytes of JSON data padded with words "
+        "(compressible about as JSON is); tether.json wraps each in its envelope, uWebSockets delivers the "
+        "body as is. Wire bytes per delivery: frame bytes received by the subscribers after subscribing, "
+        "divided by deliveries. Median (min-max).",
+        "",
+        "| subscribers | channels | publications/s | server | deliveries per server CPU-s | ratio to itself "
+        "without deflate | deliveries/s | delivered/expected, gaps, reordered (all runs) | wire bytes per delivery "
+        "| compressed | p50 ms | p99 ms | server CPU % | loader CPU % (max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        for s in servers:
+            rs = runs(s, case)
+            if not rs:
+                continue
+            base = [r["per_server_cpu_s"] for r in runs(s.removesuffix("-deflate"), case)]
+            per = [r["per_server_cpu_s"] for r in rs]
+            ratio = f"{statistics.median(per) / statistics.median(base):.2f}" if base else "-"
+            delivered = sum(r["delivered"] for r in rs)
+            lines.append(
+                f"| {case[0]:,} | {case[1]:,} | {case[2]:,} | {s} | {spread(per)} | {ratio} | "
+                f"{spread([r['deliveries_per_s'] for r in rs])} | "
+                f"{delivered:,}/{sum(r['expected'] for r in rs):,}, "
+                f"{sum(r['gaps'] for r in rs)}, {sum(r['reordered'] for r in rs)} | "
+                f"{spread([r['wire_bytes'] / max(r['delivered'], 1) for r in rs], ',.0f')} | "
+                f"{100 * sum(r['compressed'] for r in rs) / max(delivered, 1):.0f}% | "
+                f"{spread([r['latency_ms']['p50'] for r in rs], ',.2f')} | "
+                f"{spread([r['latency_ms']['p99'] for r in rs], ',.2f')} | "
+                f"{statistics.median(r['server_cpu_pct'] for r in rs):.0f} | "
+                f"{max(r['loader_cpu_pct'] for r in rs):.0f} |")
+    lines += ["", "Raw results: `bench/results/fanout_deflate.raw.jsonl`."]
+    with open(os.path.join(ROOT, "bench/results/fanout_deflate.md"), "w") as f:
+        f.write("\n".join(lines).replace("## Fan-out", "# Fan-out", 1) + "\n")
+    replace_section(ROOT, "## Fan-out with permessage-deflate", "\n".join(lines))
+    print("\n".join(lines))
 
 
 def report(rows, servers, opts, uws, node):

@@ -2,11 +2,13 @@
 // the fan-out cases, with uWebSockets' own topics. A text message from a client subscribes
 // it to the topic of that name and is answered "ok"; POST /publish/<topic> publishes its
 // body as one text message to that topic (uWebSockets encodes it once and writes it to
-// every subscriber from the publishing call, corked) and answers "ok". No compression,
-// no logging; a subscriber over 1 MiB of backpressure is closed (tether's slow-consumer
+// every subscriber from the publishing call, corked) and answers "ok". No compression
+// unless the second argument is "deflate": then permessage-deflate with uWebSockets' shared
+// compressor (no context takeover), and publications published with compression. No
+// logging; a subscriber over 1 MiB of backpressure is closed (tether's slow-consumer
 // limit). Built by bench/fanout_compare.py against a uWebSockets checkout given to it;
 // nothing of uWebSockets is committed here.
-// usage: uws_fanout PORT
+// usage: uws_fanout PORT [deflate]
 #include "App.h"
 #include <cstdio>
 #include <cstdlib>
@@ -16,9 +18,10 @@ struct PerSocket {};
 
 int main(int argc, char **argv) {
     int port = argc > 1 ? std::atoi(argv[1]) : 9001;
+    bool deflate = argc > 2 && std::string(argv[2]) == "deflate";
     uWS::App *app = new uWS::App();
     app->ws<PerSocket>("/*", {
-        .compression = uWS::DISABLED,
+        .compression = deflate ? uWS::SHARED_COMPRESSOR : uWS::DISABLED,
         .maxPayloadLength = 64 * 1024,
         .idleTimeout = 120,
         .maxBackpressure = 1024 * 1024,
@@ -27,14 +30,14 @@ int main(int argc, char **argv) {
             ws->subscribe(message);
             ws->send("ok", uWS::OpCode::TEXT);
         },
-    }).post("/publish/:topic", [app](auto *res, auto *req) {
+    }).post("/publish/:topic", [app, deflate](auto *res, auto *req) {
         std::string topic(req->getParameter(0));
         auto *body = new std::string();
         res->onAborted([body]() { delete body; });
-        res->onData([app, res, topic, body](std::string_view chunk, bool last) {
+        res->onData([app, res, topic, body, deflate](std::string_view chunk, bool last) {
             body->append(chunk);
             if (last) {
-                app->publish(topic, *body, uWS::OpCode::TEXT);
+                app->publish(topic, *body, uWS::OpCode::TEXT, deflate);
                 delete body;
                 res->end("ok");
             }

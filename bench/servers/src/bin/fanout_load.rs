@@ -18,6 +18,12 @@
 //!
 //! The data of publication `s` of a channel is `{"t":MICROS,"s":S,"p":"xx.."}`, padded to
 //! `--size` bytes; a delivery is any text message after the subscription that holds `"t":`.
+//!
+//! `--deflate` offers permessage-deflate on every subscriber, inflates what comes compressed
+//! (a decompressor per connection, reset after each message when the server answered
+//! `server_no_context_takeover`), and pads with words rather than one repeated letter, so
+//! that the data compresses about as JSON does. Every run reports the wire bytes of what
+//! the subscribers received after subscribing.
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -56,6 +62,8 @@ struct Opts {
     memory: bool,
     /// Publish requests sent ahead of their answers (1: wait for each answer).
     in_flight: usize,
+    /// Offer permessage-deflate.
+    deflate: bool,
 }
 
 fn opts() -> Result<Opts, String> {
@@ -74,11 +82,16 @@ fn opts() -> Result<Opts, String> {
         server_pid: None,
         memory: false,
         in_flight: 64,
+        deflate: false,
     };
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--memory") {
         args.remove(i);
         o.memory = true;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--deflate") {
+        args.remove(i);
+        o.deflate = true;
     }
     let mut it = args.chunks(2);
     for pair in &mut it {
@@ -134,10 +147,27 @@ struct Conn {
     output: Vec<u8>,
     /// The sequence of the last publication received.
     last: u64,
+    /// permessage-deflate, when the server agreed: the decompressor, and whether to reset
+    /// it after each message (the server answered `server_no_context_takeover`).
+    inflate: Option<(flate2::Decompress, bool)>,
 }
 
 #[derive(Default)]
 struct Tally {
+    /// Frame bytes (headers included) of the data frames received after subscribing.
+    wire_bytes: u64,
+    /// Messages among them that came compressed.
+    compressed: u64,
+    /// Compressed messages inflated (the others were the same bytes as the one before).
+    inflations: u64,
+    /// Where a compressed message is inflated.
+    inflated: Vec<u8>,
+    /// Compressed payloads that stood alone (no context takeover) and what they inflated
+    /// to: the same bytes for another subscriber inflate to the same text, so they are
+    /// looked up rather than inflated again (a server that compresses once sends every
+    /// subscriber the same bytes; so does one that compresses for each without context).
+    /// Emptied at 1,024 entries.
+    inflated_from: std::collections::HashMap<Box<[u8]>, Box<[u8]>>,
     delivered: u64,
     gaps: u64,
     reordered: u64,
@@ -333,6 +363,13 @@ impl Conn {
                 return Err(format!("handshake: {}", String::from_utf8_lossy(line)));
             }
             at = end + 4;
+            let head = String::from_utf8_lossy(&input[..end]).to_ascii_lowercase();
+            if let Some(ext) = head.lines().find_map(|l| l.strip_prefix("sec-websocket-extensions:")) {
+                if ext.contains("permessage-deflate") {
+                    let fresh = ext.contains("server_no_context_takeover");
+                    self.inflate = Some((flate2::Decompress::new(false), fresh));
+                }
+            }
             let name = format!("{}{}", o.prefix, self.channel);
             self.setup(o, &name);
         }
@@ -361,7 +398,30 @@ impl Conn {
             }
             let payload = &input[at + head..at + head + len];
             at += head + len;
+            if self.phase == Phase::Subscribed && matches!(b0 & 0x0f, 0x1 | 0x2) {
+                tally.wire_bytes += (head + len) as u64;
+            }
             match b0 & 0x0f {
+                0x1 if b0 & 0x40 != 0 => {
+                    tally.compressed += 1;
+                    let fresh = self.inflate.as_ref().is_some_and(|(_, fresh)| *fresh);
+                    if let Some((key, text)) = tally.inflated_from.remove_entry(payload).filter(|_| fresh) {
+                        self.text(&text, o, tally);
+                        tally.inflated_from.insert(key, text);
+                        continue;
+                    }
+                    let mut out = std::mem::take(&mut tally.inflated);
+                    self.inflate_message(payload, &mut out)?;
+                    tally.inflations += 1;
+                    if fresh {
+                        if tally.inflated_from.len() >= 1024 {
+                            tally.inflated_from.clear();
+                        }
+                        tally.inflated_from.insert(payload.into(), out.as_slice().into());
+                    }
+                    self.text(&out, o, tally);
+                    tally.inflated = out;
+                }
                 0x1 => self.text(payload, o, tally),
                 0x9 => control(&mut self.output, 0xA, payload),
                 0x8 => {
@@ -372,6 +432,36 @@ impl Conn {
             }
         }
         Ok(at)
+    }
+}
+
+impl Conn {
+    /// Inflates one whole compressed message (RFC 7692 7.2.2: the payload, then
+    /// `00 00 ff ff`) into `out`.
+    fn inflate_message(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let Some((d, fresh)) = self.inflate.as_mut() else {
+            return Err("RSV1 without permessage-deflate".into());
+        };
+        out.clear();
+        for input in [payload, &[0, 0, 0xff, 0xff][..]] {
+            let mut pos = 0;
+            loop {
+                if out.capacity() - out.len() < 1024 {
+                    out.reserve(out.capacity().max(4096));
+                }
+                let before = d.total_in();
+                d.decompress_vec(&input[pos..], out, flate2::FlushDecompress::Sync)
+                    .map_err(|e| format!("inflate: {e}"))?;
+                pos += (d.total_in() - before) as usize;
+                if pos == input.len() && out.capacity() > out.len() {
+                    break;
+                }
+            }
+        }
+        if *fresh {
+            d.reset(false);
+        }
+        Ok(())
     }
 }
 
@@ -421,7 +511,7 @@ impl Publisher {
         let seq = self.per_channel[ch];
         let name = format!("{}{}", o.prefix, ch);
         let head = format!("{{\"t\":{},\"s\":{seq},\"p\":\"", now_us());
-        let pad = "x".repeat(o.size.saturating_sub(head.len() + 2));
+        let pad = padding(o.size.saturating_sub(head.len() + 2), o.deflate, seq);
         let data = format!("{head}{pad}\"}}");
         let (path, body, auth) = if o.publish_raw {
             (format!("/publish/{name}"), data, String::new())
@@ -524,7 +614,11 @@ fn run(o: &Opts) -> Result<(), String> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut tally = Tally::default();
     let mut conns: Vec<Option<Conn>> = Vec::with_capacity(o.connections);
-    let proto_header = if o.proto == Proto::Stomp { "Sec-WebSocket-Protocol: v12.stomp\r\n" } else { "" };
+    let mut proto_header =
+        if o.proto == Proto::Stomp { "Sec-WebSocket-Protocol: v12.stomp\r\n" } else { "" }.to_owned();
+    if o.deflate {
+        proto_header.push_str("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n");
+    }
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto_header}\r\n",
         o.path, o.addr
@@ -561,6 +655,7 @@ fn run(o: &Opts) -> Result<(), String> {
                 input: Vec::new(),
                 output: request.clone().into_bytes(),
                 last: 0,
+                inflate: None,
             };
             if !c.flush() {
                 return Err("handshake write failed".into());
@@ -704,7 +799,7 @@ fn run(o: &Opts) -> Result<(), String> {
          \"elapsed_s\":{secs:.3},\"delivered\":{},\"expected\":{expected},\"gaps\":{},\"reordered\":{},\
          \"deliveries_per_s\":{:.1},\"server_cpu_s\":{server_cpu:.3},\"loader_cpu_s\":{loader_cpu:.3},\
          \"server_cpu_pct\":{:.1},\"loader_cpu_pct\":{:.1},\"latency_ms\":{{\"p50\":{:.3},\"p99\":{:.3},\"max\":{:.3}}},\
-         \"errors\":{{{}}}}}",
+         \"wire_bytes\":{},\"compressed\":{},\"inflations\":{},\"errors\":{{{}}}}}",
         o.connections,
         o.channels,
         o.rate,
@@ -719,7 +814,33 @@ fn run(o: &Opts) -> Result<(), String> {
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         percentile(&lat, 1.0),
+        tally.wire_bytes,
+        tally.compressed,
+        tally.inflations,
         errors.join(","),
     );
     Ok(())
+}
+
+/// `n` bytes of padding: one letter repeated, or with `words` text that compresses about as
+/// JSON does (words from a small vocabulary, in an order that varies with `seed`).
+fn padding(n: usize, words: bool, seed: u64) -> String {
+    if !words {
+        return "x".repeat(n);
+    }
+    const WORDS: [&str; 16] = [
+        "price", "bid", "ask", "volume", "ACME", "GLOBEX", "INITECH", "101.25", "99.5", "open", "close",
+        "high", "low", "trade", "quote", "7340",
+    ];
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = String::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(WORDS[(x % 16) as usize]);
+        out.push(' ');
+    }
+    out.truncate(n);
+    out
 }
