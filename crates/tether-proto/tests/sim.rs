@@ -380,3 +380,17 @@ fn reading_in_place_hands_out_a_large_binary_message_without_copying() {
     s.release_input();
     assert_eq!(s.input_buffer(0).capacity(), 0);
 }
+
+#[test]
+fn release_input_lets_go_of_a_buffer_emptied_by_its_last_message() {
+    let mut s = Connection::server(Config::default());
+    // Exactly one message arrives: the buffer holds only it, and hands it all out.
+    s.handle_bytes(&raw(true, 0, 1, b"{\"id\":1,\"connect\":{}}", true));
+    let payload = match s.poll_event() {
+        Ok(Some(Event::Text(t))) => t.into_bytes(),
+        other => panic!("{other:?}"),
+    };
+    assert!(!payload.is_unique(), "the input buffer shares the message's allocation");
+    s.release_input();
+    assert!(payload.is_unique(), "the connection no longer holds a share of it");
+}

@@ -477,7 +477,11 @@ async fn connection(incoming: tether::Incoming, shared: Arc<Shared>) {
                     });
                 }
                 (Some(slot), None) => {
-                    tokio::spawn(shared.websocket_task(NewSocket::Opened(ws), &request.path, false, slot));
+                    // Boxed: a task whose future is a box is the smallest tokio makes (its cells
+                    // are 128-byte aligned), and the connection's task lives as long as it.
+                    let task: futures_util::future::BoxFuture<'static, ()> =
+                        Box::pin(shared.websocket_task(NewSocket::Opened(ws), &request.path, false, slot));
+                    tokio::spawn(task);
                 }
                 (None, _) => {}
             }

@@ -96,13 +96,15 @@ pub(super) struct Client {
 }
 
 /// The channels one client is in: a few, so a list (a hash set's table costs an idle
-/// connection more than the names it holds).
+/// connection more than the names it holds), grown one at a time (a `Vec`'s first push
+/// makes room for four).
 #[derive(Default)]
 pub(super) struct ChannelSet(Vec<Arc<str>>);
 
 impl ChannelSet {
     pub(super) fn insert(&mut self, name: Arc<str>) {
         if !self.contains(&name) {
+            self.0.reserve_exact(1);
             self.0.push(name);
         }
     }

@@ -15,9 +15,13 @@ use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, Str
 use crate::metrics::Metrics;
 use auth::{AuthError, Authenticator, Identity};
 use bytes::Bytes;
+use futures_util::Stream;
 use gate::SendGate;
 use link::Tx;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::SystemTime;
 
 /// The close code and reason of a connection whose token ran out.
@@ -217,6 +221,55 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.end();
     }
+}
+
+/// An optional timer kept across waits: boxed (most connections have none, and an inline
+/// `Sleep` would be laid out in every connection's task) and reset in place when its
+/// deadline moves.
+#[derive(Default)]
+pub(crate) struct Deadline(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Deadline {
+    /// Sets the deadline (`None`: none).
+    pub(crate) fn set(&mut self, deadline: Option<tokio::time::Instant>) {
+        match (deadline, &mut self.0) {
+            (None, timer) => *timer = None,
+            (Some(d), Some(timer)) if timer.deadline() == d => {}
+            (Some(d), Some(timer)) => timer.as_mut().reset(d),
+            (Some(d), timer @ None) => *timer = Some(Box::pin(tokio::time::sleep_until(d))),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// What a connection waited for.
+pub(crate) enum Waited<T> {
+    /// The next item of its stream (`None`: the stream ended).
+    Next(Option<T>),
+    /// The deadline passed first.
+    Deadline,
+}
+
+/// The next item of `read`, or the deadline, whichever comes first: one poll function
+/// rather than a `select!`, whose futures and branch state would take room in every idle
+/// connection's task.
+pub(crate) async fn next_or_deadline<S: Stream + Unpin>(
+    read: &mut S,
+    deadline: &mut Deadline,
+) -> Waited<S::Item> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(item) = Pin::new(&mut *read).poll_next(cx) {
+            return Poll::Ready(Waited::Next(item));
+        }
+        deadline.poll(cx).map(|()| Waited::Deadline)
+    })
+    .await
 }
 
 /// Waits until `deadline`, or forever without one (a `select!` arm for optional timers).

@@ -157,12 +157,15 @@ pub struct Connection {
     state: State,
     inbuf: BytesMut,
     frame: Option<FrameInProgress>,
-    message: Option<MessageInProgress>,
+    /// Boxed: only a message that arrives in pieces or compressed has one, and an idle
+    /// connection's size is what many idle connections cost.
+    message: Option<Box<MessageInProgress>>,
     out: VecDeque<OutFrame>,
     pending_pongs: VecDeque<Bytes>,
     buffered: usize,
     mask: Option<MaskSource>,
-    closed: Option<Closed>,
+    /// Boxed: only a closing connection has one.
+    closed: Option<Box<Closed>>,
     closed_reported: bool,
     failed: bool,
     // Timers. The core never reads the clock: `handle_timeout` brings the time.
@@ -305,9 +308,10 @@ impl Connection {
     }
 
     /// Lets go of the input buffer's memory when it holds nothing (between messages, so
-    /// that an idle connection keeps no buffer).
+    /// that an idle connection keeps no buffer). Also when it has no room left: emptied by
+    /// handing out its last message, it still holds a share of that message's allocation.
     pub fn release_input(&mut self) {
-        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
+        if self.inbuf.is_empty() {
             self.inbuf = BytesMut::new();
         }
     }
@@ -418,7 +422,7 @@ impl Connection {
 
     /// Queues the answer to the peer's close frame, echoing its status code (RFC 6455 5.5.1).
     fn reply_close(&mut self) {
-        let Some(closed) = self.closed.clone() else { return };
+        let Some(closed) = self.closed.as_deref().cloned() else { return };
         let reply = if closed.code == CloseCode::NO_STATUS {
             Bytes::new()
         } else {
@@ -432,7 +436,7 @@ impl Connection {
     /// TCP before closing it itself.
     fn finish(&mut self, closed: Closed) {
         self.state = State::Closed;
-        self.closed = Some(closed);
+        self.closed = Some(Box::new(closed));
         self.frame = None;
         self.message = None;
         self.inbuf = BytesMut::new();
@@ -453,7 +457,7 @@ impl Connection {
         if self.state == State::Open {
             // The close frame is queued by the next `poll_event` (see `State::Failing`).
             self.state = State::Failing;
-            self.closed = Some(closed);
+            self.closed = Some(Box::new(closed));
             self.frame = None;
             self.message = None;
             self.inbuf = BytesMut::new();
@@ -465,7 +469,7 @@ impl Connection {
     }
 
     fn send_failure_close(&mut self) {
-        let Some(closed) = self.closed.clone() else { return };
+        let Some(closed) = self.closed.as_deref().cloned() else { return };
         self.queue(OpCode::Close, close_payload(closed.code, &closed.reason));
         self.finish(closed);
         self.arm_close_timer = false;
@@ -489,7 +493,7 @@ impl Connection {
 
     /// How the connection ended, once it has.
     pub fn closed(&self) -> Option<&Closed> {
-        self.closed.as_ref()
+        self.closed.as_deref()
     }
 
     /// Whether the I/O layer should close the socket now: everything queued has been

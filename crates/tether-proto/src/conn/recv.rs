@@ -30,7 +30,7 @@ impl Connection {
         if self.closed_reported || self.failed {
             return None;
         }
-        let closed = self.closed.clone()?;
+        let closed = self.closed.as_deref().cloned()?;
         self.closed_reported = true;
         Some(closed)
     }
@@ -168,13 +168,15 @@ impl Connection {
         if let Some(key) = header.mask {
             apply_mask(&mut chunk, key, offset);
         }
-        let message = self.message.get_or_insert_with(|| MessageInProgress {
-            text: header.opcode == OpCode::Text,
-            buf: BytesMut::new(),
-            inflated: Inflated::default(),
-            checked: 0,
-            compressed: header.rsv1,
-            utf8: Utf8Validator::new(),
+        let message = self.message.get_or_insert_with(|| {
+            Box::new(MessageInProgress {
+                text: header.opcode == OpCode::Text,
+                buf: BytesMut::new(),
+                inflated: Inflated::default(),
+                checked: 0,
+                compressed: header.rsv1,
+                utf8: Utf8Validator::new(),
+            })
         });
         let limit = self.config.max_message_size;
         if message.compressed {
@@ -207,7 +209,8 @@ impl Connection {
         if !header.fin {
             return Ok(None);
         }
-        let Some(mut message) = self.message.take() else { return Ok(None) };
+        let Some(message) = self.message.take() else { return Ok(None) };
+        let mut message = *message;
         if message.text && message.utf8.finish().is_err() {
             return Err(ProtocolError::InvalidUtf8);
         }
@@ -260,14 +263,15 @@ impl Connection {
                 if self.state == State::Open {
                     // RFC 6455 5.5.1: answer with a close frame "as soon as practical";
                     // the reply is queued by the next `poll_event` (see `CloseReceived`).
-                    self.closed = Some(Closed { code, reason, initiator: Initiator::Remote, clean: true });
+                    self.closed =
+                        Some(Box::new(Closed { code, reason, initiator: Initiator::Remote, clean: true }));
                     self.closed_reported = true;
                     self.state = State::CloseReceived;
                     self.message = None;
                     self.frame = None;
                     self.inbuf = BytesMut::new();
                     self.arm_close_timer = true;
-                    return Ok(self.closed.clone().map(Event::Closed));
+                    return Ok(self.closed.as_deref().cloned().map(Event::Closed));
                 }
                 self.finish(Closed { code, reason, initiator: Initiator::Local, clean: true });
                 Ok(self.take_closed().map(Event::Closed))
