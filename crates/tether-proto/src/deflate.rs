@@ -394,8 +394,11 @@ fn compress_message(c: &mut Compress, input: &[u8]) -> Vec<u8> {
         if out.capacity() - out.len() < 64 {
             out.reserve(out.len().max(64));
         }
+        // Compressing into a growing Vec cannot fail: flate2 reports only stream errors,
+        // which a fresh or reset raw stream fed with Sync flushes does not produce.
         let _ = c.compress_vec(&input[consumed..], &mut out, FlushCompress::Sync);
         let done = (c.total_in() - start) as usize == input.len();
+        // A sync flush is complete once it stops filling the buffer.
         if done && out.len() < out.capacity() {
             break;
         }
@@ -403,6 +406,11 @@ fn compress_message(c: &mut Compress, input: &[u8]) -> Vec<u8> {
     if out.ends_with(&TAIL) {
         out.truncate(out.len() - TAIL.len());
     }
+    // With nothing new to flush (an empty message right after another flush) zlib emits
+    // nothing, and an empty payload plus the receiver's `00 00 ff ff` would read as the
+    // start of a 65280-byte stored block. Send RFC 7692 7.2.3.6's empty message instead:
+    // one 0x00 byte, which with the tail is an empty stored block. The compressor is
+    // byte-aligned after any sync flush, so this is valid in every state.
     if out.is_empty() {
         out.push(0x00);
     }

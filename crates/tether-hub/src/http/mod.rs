@@ -477,8 +477,9 @@ async fn connection(incoming: tether::Incoming, shared: Arc<Shared>) {
                     });
                 }
                 (Some(slot), None) => {
-                    // Boxed: a task whose future is a box is the smallest tokio makes (its cells
-                    // are 128-byte aligned), and the connection's task lives as long as it.
+                    // Boxed: tokio's task cells are 128-byte aligned, and a cell holding a box
+                    // takes 128 bytes where one holding this future inline takes 256, for as
+                    // long as the connection lives.
                     let task: futures_util::future::BoxFuture<'static, ()> =
                         Box::pin(shared.websocket_task(NewSocket::Opened(ws), &request.path, false, slot));
                     tokio::spawn(task);
