@@ -338,13 +338,15 @@ const POOL: usize = 4;
 
 thread_local! {
     /// Compressors for messages that stand alone, with their window bits and level, reset.
-    static COMPRESSORS: RefCell<Vec<(u8, u32, Compress)>> = const { RefCell::new(Vec::new()) };
+    static COMPRESSORS: RefCell<Vec<(u8, u32, Box<Compress>)>> = const { RefCell::new(Vec::new()) };
     /// Decompressors for peers that start every message afresh, reset.
-    static DECOMPRESSORS: RefCell<Vec<Decompress>> = const { RefCell::new(Vec::new()) };
+    // Boxed as a connection's codec holds them, so that lending one moves a pointer.
+    #[allow(clippy::vec_box)]
+    static DECOMPRESSORS: RefCell<Vec<Box<Decompress>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A compressor of `bits` and `level` from this thread's pool, or a new one.
-fn take_compressor(bits: u8, level: u32) -> Compress {
+fn take_compressor(bits: u8, level: u32) -> Box<Compress> {
     let pooled = COMPRESSORS
         .try_with(|pool| {
             let mut pool = pool.borrow_mut();
@@ -353,11 +355,11 @@ fn take_compressor(bits: u8, level: u32) -> Compress {
         })
         .ok()
         .flatten();
-    pooled.unwrap_or_else(|| Compress::new_with_window_bits(Compression::new(level), false, bits))
+    pooled.unwrap_or_else(|| Box::new(Compress::new_with_window_bits(Compression::new(level), false, bits)))
 }
 
 /// Gives a compressor back, reset, to this thread's pool (dropped when the pool is full).
-fn give_compressor(bits: u8, level: u32, mut c: Compress) {
+fn give_compressor(bits: u8, level: u32, mut c: Box<Compress>) {
     c.reset();
     let _ = COMPRESSORS.try_with(|pool| {
         let mut pool = pool.borrow_mut();
@@ -368,13 +370,13 @@ fn give_compressor(bits: u8, level: u32, mut c: Compress) {
 }
 
 /// A decompressor from this thread's pool, or a new one (always a 15-bit window).
-fn take_decompressor() -> Decompress {
+fn take_decompressor() -> Box<Decompress> {
     let pooled = DECOMPRESSORS.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
-    pooled.unwrap_or_else(|| Decompress::new_with_window_bits(false, 15))
+    pooled.unwrap_or_else(|| Box::new(Decompress::new_with_window_bits(false, 15)))
 }
 
 /// Gives a decompressor back, reset, to this thread's pool (dropped when the pool is full).
-fn give_decompressor(mut d: Decompress) {
+fn give_decompressor(mut d: Box<Decompress>) {
     d.reset(false);
     let _ = DECOMPRESSORS.try_with(|pool| {
         let mut pool = pool.borrow_mut();
@@ -427,11 +429,13 @@ pub(crate) fn compress_alone(input: &[u8], bits: u8, level: u32) -> Vec<u8> {
     out
 }
 
-/// The compressor and decompressor of one connection, created on first use.
+/// The compressor and decompressor of one connection, created on first use. Boxed: each
+/// is a few hundred bytes inline, and without context takeover a connection holds neither
+/// between messages.
 pub(crate) struct Codec {
     params: DeflateParams,
-    compressor: Option<Compress>,
-    decompressor: Option<Decompress>,
+    compressor: Option<Box<Compress>>,
+    decompressor: Option<Box<Decompress>>,
     /// The current message's DEFLATE stream ended with a BFINAL block: the rest of the
     /// message (and the appended tail) is ignored, and the next message starts a new stream.
     stream_ended: bool,
@@ -455,7 +459,9 @@ impl Codec {
             return compress_alone(input, bits, self.params.level);
         }
         let level = Compression::new(self.params.level);
-        let c = self.compressor.get_or_insert_with(|| Compress::new_with_window_bits(level, false, bits));
+        let c = self
+            .compressor
+            .get_or_insert_with(|| Box::new(Compress::new_with_window_bits(level, false, bits)));
         compress_message(c, input)
     }
 
@@ -486,7 +492,7 @@ impl Codec {
             if fresh {
                 take_decompressor()
             } else {
-                Decompress::new_with_window_bits(false, 15)
+                Box::new(Decompress::new_with_window_bits(false, 15))
             }
         });
         let mut pos = 0;
