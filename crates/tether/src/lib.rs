@@ -37,6 +37,7 @@ mod handoff;
 pub mod hyper;
 mod limit;
 mod message;
+pub mod prefetch;
 mod server;
 mod shared;
 mod socket;

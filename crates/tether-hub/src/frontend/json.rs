@@ -38,6 +38,10 @@ impl Outlet for JsonOutlet {
     fn disconnect(&self, code: u16, reason: &str) {
         self.gate.disconnect(code, reason);
     }
+
+    fn prefetch(&self) {
+        self.gate.prefetch();
+    }
 }
 
 /// Appends a JSON string literal.

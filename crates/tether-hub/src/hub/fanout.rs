@@ -183,7 +183,18 @@ fn deliver(
 ) -> Vec<ClientId> {
     let mut slow = Vec::new();
     let mut delivered = 0;
+    // Each push takes a few cache misses (the outlet, then the connection it points to),
+    // and its locks make them wait one after the other; asked for ahead, they overlap:
+    // the outlet `OUTLET_AHEAD` subscribers ahead, its connection `CONNECTION_AHEAD`.
+    let mut outlets = subscribers.values().skip(OUTLET_AHEAD);
+    let mut connections = subscribers.values().skip(CONNECTION_AHEAD);
     for (id, sub) in subscribers {
+        if let Some(s) = outlets.next() {
+            tether::prefetch::value(&*s.outlet);
+        }
+        if let Some(s) = connections.next() {
+            s.outlet.prefetch();
+        }
         if !sub.wants(event) {
             continue;
         }
@@ -196,6 +207,12 @@ fn deliver(
     metrics.delivered.fetch_add(delivered, Ordering::Relaxed);
     slow
 }
+
+/// How far ahead of its push a subscriber's outlet is asked for.
+const OUTLET_AHEAD: usize = 8;
+/// How far ahead of its push a subscriber's connection is asked for (its outlet, asked for
+/// earlier, tells where it is).
+const CONNECTION_AHEAD: usize = 4;
 
 /// Polls a broker call once and, if it is not done, finishes it in a task (the memory
 /// broker is always done at once; a remote broker goes on in the background).

@@ -30,6 +30,9 @@ pub(crate) trait Outlet: Send + Sync {
     fn push(&self, event: &Arc<Event>) -> bool;
     /// Disconnects the connection with a close code and reason.
     fn disconnect(&self, code: u16, reason: &str);
+    /// Asks the CPU to bring in what a [`push`](Self::push) will touch, without waiting: a
+    /// fan-out calls it a few subscribers ahead. Only a hint.
+    fn prefetch(&self) {}
 }
 
 /// The hub's answer to a subscribe.

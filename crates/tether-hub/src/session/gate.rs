@@ -92,6 +92,13 @@ impl SendGate {
         self.admit() && self.sent(self.sender.start_send(msg).is_ok(), len)
     }
 
+    /// Asks the CPU to bring in the connection's state (see [`tether::SharedSender::prefetch`]).
+    pub(crate) fn prefetch(&self) {
+        if let Tx::Shared(s) = &self.sender {
+            s.prefetch();
+        }
+    }
+
     /// Closes the connection with `code` and `reason`; nothing more is queued.
     pub(crate) fn disconnect(&self, code: u16, reason: &str) {
         self.closing.store(true, Ordering::Relaxed);
