@@ -12,7 +12,7 @@ bench/results/fanout_compare.md, .raw.jsonl, fanout_compare.svg and the "Fan-out
 uWebSockets" section of bench/RESULTS.md.
 
 usage: bench/fanout_compare.py [--uws PATH/TO/uWebSockets] [--base OLD_TETHER_BINARY]
-         [--repeats N] [--duration SECS] [--servers tether,tether-stomp,uws,ws,socketio]
+         [--repeats N] [--duration SECS] [--servers tether,tether-linger,tether-stomp,uws,ws,socketio]
          [--cases 0,1,...] [--no-memory] [--deflate [--size BYTES]]
 
 --deflate measures permessage-deflate instead: `tether serve --deflate` and uWebSockets with
@@ -49,7 +49,9 @@ KEY = "fanout-bench-key-0123456789"
 # (subscribers, channels, publications per second): the six cases of the issue.
 CASES = [(1000, 1, 10), (1000, 1, 200), (10000, 1000, 2000), (10000, 1, 20), (10000, 1, 100), (10000, 1, 300)]
 MEMORY = [10000, 19000]
-SERVERS = ["tether", "tether-stomp", "uws", "ws", "socketio"]
+SERVERS = ["tether", "tether-linger", "tether-stomp", "uws", "ws", "socketio"]
+# What `tether-linger` adds: the fan-out's writes may wait up to 20 ms under load.
+LINGER_MS = 20
 
 
 def free_port():
@@ -86,6 +88,8 @@ def start(server, port, tethers):
                "--config", os.path.join(ROOT, "bench/hub.toml")]
         if server.endswith("-deflate"):
             cmd.append("--deflate")
+        if server == "tether-linger":
+            cmd += ["--fanout-linger-ms", str(LINGER_MS)]
     elif server.startswith("uws"):
         cmd = [UWS_BIN, str(port)] + (["deflate"] if server.endswith("-deflate") else [])
     elif server == "ws":
@@ -197,7 +201,7 @@ def main():
             for rep in range(opts.repeats):
                 for n in MEMORY:
                     for server in servers:
-                        if server.endswith("stomp"):
+                        if server.endswith("stomp") or server == "tether-linger":
                             continue
                         r = measure(server, tethers, ["--connections", str(n), "--channels", "1", "--memory"], 300)
                         r.update(kind="memory", server=server, repeat=rep, subscribers=n)
@@ -281,7 +285,8 @@ def report(rows, servers, opts, uws, node):
         f"`bench/fanout_compare.py`: each server on core 0, a fresh process per run; the loader "
         f"(bench/servers `fanout_load`: one thread on epoll, raw WebSocket frames) on core 1. "
         f"{opts.repeats} runs of {opts.duration:g} s per case and server, the servers alternating inside each run. "
-        f"Servers: `tether serve` (tether.json subscribers at /ws, and STOMP 1.2: `tether-stomp`); {uws_line}, "
+        f"Servers: `tether serve` (tether.json subscribers at /ws, and STOMP 1.2: `tether-stomp`; "
+        f"`tether-linger`: tether.json with `--fanout-linger-ms {LINGER_MS}`, writes held back under load); {uws_line}, "
         f"its topic publish; Node `ws` 8.23.0 (a send loop over the topic's subscribers) and socket.io 4.8.4 "
         f"(a room broadcast) on Node {node}. Logging at warn or off, no compression. One publisher POSTs "
         "about 40 B of data on one keep-alive HTTP connection at the case's rate, pipelined (at most 64 "

@@ -108,6 +108,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         sockjs: s.sockjs.clone(),
         socketio_prefix: s.socketio_prefix.clone(),
         socketio: s.socketio.clone(),
+        fanout_linger: s.fanout_linger,
         ..ServeOptions::default()
     };
     let hub = match s.redis {
