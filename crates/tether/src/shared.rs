@@ -383,7 +383,8 @@ impl Cork {
     ///
     /// # Panics
     ///
-    /// Outside a tokio runtime.
+    /// Outside a tokio runtime. With a linger, its task panics at its first wait if the
+    /// runtime has no time driver (`enable_time`).
     pub fn with_linger(max: Duration) -> Self {
         let wake = Arc::new(tokio::sync::Notify::new());
         let inner = Arc::new(CorkInner {

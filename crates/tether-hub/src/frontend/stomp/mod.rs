@@ -332,6 +332,7 @@ impl Outlet for StompOutlet {
         }
         let topics = self.topics();
         let Some(subs) = topics.get(&event.channel) else { return true };
+        // Bound to a name: the iterator borrows from the guard, which must outlive it.
         let sent = subs.iter().all(|id| self.send_event(id, event));
         sent
     }
