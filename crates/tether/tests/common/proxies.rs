@@ -55,8 +55,21 @@ fn available(program: &str) -> bool {
     found
 }
 
+/// A loopback port free now and not handed out before in this process. The listener that
+/// found it is closed before the proxy binds it, so another test's `bind` to port 0 may
+/// get the same one meanwhile: a proxy started there would fail to listen while the
+/// other's answered in its place (seen once: the test without auth met the basic-auth
+/// proxy's 407).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 fn wait_listening(mut child: Child, port: u16, dir: Option<TempDir>) -> RunningProxy {
@@ -70,6 +83,12 @@ fn wait_listening(mut child: Child, port: u16, dir: Option<TempDir>) -> RunningP
             panic!("proxy not listening on port {port} after 10 s");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // Something listens; make sure it is this proxy, not another that holds the port (ours
+    // would exit at once, unable to bind it).
+    std::thread::sleep(Duration::from_millis(50));
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("proxy exited at start ({status}): port {port} is another program's");
     }
     RunningProxy { child, port, _dir: dir }
 }
