@@ -94,9 +94,7 @@ impl SendGate {
 
     /// Asks the CPU to bring in the connection's state (see [`tether::SharedSender::prefetch`]).
     pub(crate) fn prefetch(&self) {
-        if let Tx::Shared(s) = &self.sender {
-            s.prefetch();
-        }
+        self.sender.prefetch();
     }
 
     /// Closes the connection with `code` and `reason`; nothing more is queued.

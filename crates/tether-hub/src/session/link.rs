@@ -114,6 +114,15 @@ impl TextEncoding {
 }
 
 impl Tx {
+    /// Asks the CPU to bring in the connection's state before a send (see
+    /// [`tether::SharedSender::prefetch`]); nothing for the other carriers, which have no
+    /// such hint.
+    pub(crate) fn prefetch(&self) {
+        if let Self::Shared(s) = self {
+            s.prefetch();
+        }
+    }
+
     /// Bytes queued and not yet written (or taken by the client).
     pub(crate) fn buffered_amount(&self) -> usize {
         match self {
