@@ -32,6 +32,10 @@ const WRITE_IN_PLACE: usize = 8 * 1024;
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+    /// Frames written without a task context go through one buffer per thread, warm in the
+    /// cache, instead of each connection's own (cold in a fan-out to many): only what the
+    /// socket does not take at once is copied to the connection's buffer.
+    static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A stream after a successful opening handshake, before it is given a shell.
@@ -210,6 +214,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     where
         S: TryWrite,
     {
+        if self.written == self.out.len() && self.tail.is_none() && self.io.can_try_write() {
+            return WRITE_SCRATCH.with_borrow_mut(|buf| self.write_through(buf));
+        }
         while self.refill() {
             let head = &self.out[self.written..];
             let r = match (&self.tail, head.is_empty()) {
@@ -228,6 +235,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             }
         }
         Ok(true)
+    }
+
+    /// Writes the queued frames through `buf` (the thread's scratch buffer) while the socket
+    /// takes them whole: `Ok(true)` when everything is written; `Ok(false)` when the socket
+    /// took part (or would block, or was interrupted), and an error as the socket gave it:
+    /// then what it did not take is in `out` and `tail`, for the task to write.
+    fn write_through(&mut self, buf: &mut Vec<u8>) -> io::Result<bool>
+    where
+        S: TryWrite,
+    {
+        let split = if self.vectored { WRITE_IN_PLACE } else { usize::MAX };
+        let r = loop {
+            buf.clear();
+            let (any, tail) = self.conn.poll_transmit_split(buf, split);
+            if !any {
+                break Ok(true);
+            }
+            let r = match (&tail, buf.is_empty()) {
+                (None, _) => self.io.try_write(buf),
+                (Some(tail), true) => self.io.try_write(tail),
+                (Some(tail), false) => {
+                    self.io.try_write_vectored(&[io::IoSlice::new(buf), io::IoSlice::new(tail)])
+                }
+            };
+            let (n, r) = match r {
+                Some(Ok(n)) => (n, Ok(false)),
+                Some(Err(e))
+                    if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    (0, Ok(false))
+                }
+                Some(Err(e)) => (0, Err(e)),
+                None => (0, Ok(false)),
+            };
+            let whole = buf.len() + tail.as_ref().map_or(0, Bytes::len);
+            if n == whole && r.is_ok() {
+                continue;
+            }
+            // Kept for the next write, as if written from `out`.
+            let from_head = n.min(buf.len());
+            self.out.extend_from_slice(&buf[from_head..]);
+            self.tail = tail.map(|mut t| {
+                t.advance(n - from_head);
+                t
+            });
+            self.tail = self.tail.take().filter(|t| !t.is_empty());
+            break r;
+        };
+        if buf.capacity() > KEEP_WRITE_BUF {
+            *buf = Vec::new();
+        }
+        r
     }
 
     /// Gives back the write buffers when everything is written (for a connection that is
@@ -490,6 +549,12 @@ pub trait TryWrite {
     fn try_write(&self, buf: &[u8]) -> Option<io::Result<usize>> {
         self.try_write_vectored(&[io::IoSlice::new(buf)])
     }
+
+    /// Whether writes of this kind can succeed at all (`false` for TLS, whose writes always
+    /// answer `None`): saves preparing a write that would not be made.
+    fn can_try_write(&self) -> bool {
+        true
+    }
 }
 
 impl TryWrite for TcpStream {
@@ -515,6 +580,10 @@ impl TryWrite for Transport {
             Self::Plain(s) => Some(s.try_write(buf)),
             Self::Tls(_) => None,
         }
+    }
+
+    fn can_try_write(&self) -> bool {
+        matches!(self, Self::Plain(_))
     }
 }
 

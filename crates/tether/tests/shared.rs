@@ -121,6 +121,11 @@ async fn what_the_socket_does_not_take_is_written_once_the_peer_reads() {
     ws.send(Message::text("burst 256 65536")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     read_burst(&mut ws, 256, 65536).await;
+    // The same with small frames (copied into one buffer per write, not written in place):
+    // the socket takes part of a write, and the rest must follow it whole and in order.
+    ws.send(Message::text("burst 16384 1000")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    read_burst(&mut ws, 16384, 1000).await;
     ws.send(Message::text("after")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("after"));
     ws.close().await.unwrap();
@@ -165,6 +170,9 @@ async fn fed_frames_go_out_when_the_feeding_task_yields_in_order_with_the_rest()
     ws.send(Message::text("burst 256 65536")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     read_burst(&mut ws, 256, 65536).await;
+    ws.send(Message::text("burst 16384 1000")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    read_burst(&mut ws, 16384, 1000).await;
     ws.send(Message::text("echo")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("echo"));
     ws.close().await.unwrap();
