@@ -557,27 +557,32 @@ pub trait TryWrite {
     }
 }
 
+/// Straight to the socket, not through tokio's `try_write`: that one first reads the
+/// socket's readiness, in memory of its own (a cache miss per connection in a fan-out to
+/// many), to save the system call when tokio saw the socket full. A write that finds it
+/// full fails with `WouldBlock` just the same, and the task that writes the rest asks
+/// tokio, which then learns it.
 impl TryWrite for TcpStream {
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
-        Some(TcpStream::try_write_vectored(self, bufs))
+        Some(socket2::SockRef::from(self).send_vectored(bufs))
     }
 
     fn try_write(&self, buf: &[u8]) -> Option<io::Result<usize>> {
-        Some(TcpStream::try_write(self, buf))
+        Some(socket2::SockRef::from(self).send(buf))
     }
 }
 
 impl TryWrite for Transport {
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
         match self {
-            Self::Plain(s) => Some(s.try_write_vectored(bufs)),
+            Self::Plain(s) => TryWrite::try_write_vectored(s, bufs),
             Self::Tls(_) => None,
         }
     }
 
     fn try_write(&self, buf: &[u8]) -> Option<io::Result<usize>> {
         match self {
-            Self::Plain(s) => Some(s.try_write(buf)),
+            Self::Plain(s) => TryWrite::try_write(s, buf),
             Self::Tls(_) => None,
         }
     }
