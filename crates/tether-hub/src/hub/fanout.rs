@@ -186,8 +186,16 @@ fn deliver(
     // Each push takes a few cache misses (the outlet, then the connection it points to),
     // and its locks make them wait one after the other; asked for ahead, they overlap:
     // the outlet `OUTLET_AHEAD` subscribers ahead, its connection `CONNECTION_AHEAD`.
-    let mut outlets = subscribers.values().skip(OUTLET_AHEAD);
-    let mut connections = subscribers.values().skip(CONNECTION_AHEAD);
+    let mut outlets = subscribers.values();
+    let mut connections = subscribers.values();
+    // The first ones too, before the first push: a channel has often fewer subscribers
+    // than the distance.
+    for s in outlets.by_ref().take(OUTLET_AHEAD) {
+        tether::prefetch::value(&*s.outlet);
+    }
+    for s in connections.by_ref().take(CONNECTION_AHEAD) {
+        s.outlet.prefetch();
+    }
     for (id, sub) in subscribers {
         if let Some(s) = outlets.next() {
             tether::prefetch::value(&*s.outlet);
