@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Fan-out beside other servers: `tether serve` (tether.json and STOMP subscribers),
 uWebSockets' topic pub/sub (C++, built from a checkout given with --uws; skipped with a
-notice without it), Node `ws` (a broadcast loop) and Node socket.io (a room broadcast),
-each pinned to core 0, a fresh process per run; the loader is bench/servers
+notice without it), Node `ws` (a broadcast loop), Node socket.io (a room broadcast) and
+the floor (bench/servers `floor_fanout`: one `send` per subscriber per publication and
+nothing else, what the system calls alone cost), each pinned to core 0, a fresh process per run; the loader is bench/servers
 `fanout_load` (one thread on epoll, raw frames) pinned to core 1. Six cases of
 (subscribers, channels, publications/s), R repeats with the servers alternating inside
 each; deliveries per server CPU-second (the comparison), deliveries/s, loss and order,
@@ -12,7 +13,7 @@ bench/results/fanout_compare.md, .raw.jsonl, fanout_compare.svg and the "Fan-out
 uWebSockets" section of bench/RESULTS.md.
 
 usage: bench/fanout_compare.py [--uws PATH/TO/uWebSockets] [--base OLD_TETHER_BINARY]
-         [--repeats N] [--duration SECS] [--servers tether,tether-linger,tether-stomp,uws,ws,socketio]
+         [--repeats N] [--duration SECS] [--servers tether,tether-linger,tether-stomp,uws,floor,ws,socketio]
          [--cases 0,1,...] [--no-memory] [--deflate [--size BYTES]]
 
 --deflate measures permessage-deflate instead: `tether serve --deflate` and uWebSockets with
@@ -44,12 +45,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TETHER = os.path.join(ROOT, "target/release/tether")
 LOADER = os.path.join(ROOT, "bench/servers/target/release/fanout_load")
 UWS_BIN = os.path.join(ROOT, "target/bench-uws/uws_fanout")
+FLOOR = os.path.join(ROOT, "bench/servers/target/release/floor_fanout")
 NODE_DIR = os.path.join(ROOT, "bench/node")
 KEY = "fanout-bench-key-0123456789"
 # (subscribers, channels, publications per second): the six cases of the issue.
 CASES = [(1000, 1, 10), (1000, 1, 200), (10000, 1000, 2000), (10000, 1, 20), (10000, 1, 100), (10000, 1, 300)]
 MEMORY = [10000, 19000]
-SERVERS = ["tether", "tether-linger", "tether-stomp", "uws", "ws", "socketio"]
+SERVERS = ["tether", "tether-linger", "tether-stomp", "uws", "floor", "ws", "socketio"]
 # What `tether-linger` adds: the fan-out's writes may wait up to 20 ms under load.
 LINGER_MS = 20
 
@@ -98,6 +100,8 @@ def start(server, port, tethers):
             cmd += ["--fanout-linger-ms", str(LINGER_MS)]
     elif server.startswith("uws"):
         cmd = [UWS_BIN, str(port)] + (["deflate"] if server.endswith("-deflate") else [])
+    elif server == "floor":
+        cmd = [FLOOR, str(port)]
     elif server == "ws":
         cmd = ["node", os.path.join(NODE_DIR, "ws_fanout.mjs"), str(port)]
     else:
@@ -116,7 +120,7 @@ def start(server, port, tethers):
 
 def loader_args(server):
     server = server.removesuffix("-deflate")
-    if server in ("uws", "ws"):
+    if server in ("uws", "floor", "ws"):
         return ["--proto", "raw", "--publish", "raw", "--path", "/"]
     if server == "socketio":
         return ["--proto", "socketio", "--publish", "api"]
@@ -164,7 +168,7 @@ def main():
         opts.no_memory = True
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tether-cli", "--bin", "tether"],
                    check=True, cwd=ROOT)
-    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "fanout_load"], check=True,
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "fanout_load", "--bin", "floor_fanout"], check=True,
                    cwd=os.path.join(ROOT, "bench/servers"))
     servers = opts.servers.split(",")
     uws = build_uws(opts.uws) if any(s.startswith("uws") for s in servers) else None
@@ -295,7 +299,10 @@ def report(rows, servers, opts, uws, node):
         "the servers alternating inside each run. "
         f"Servers: `tether serve` (tether.json subscribers at /ws, and STOMP 1.2: `tether-stomp`; "
         f"`tether-linger`: tether.json with `--fanout-linger-ms {LINGER_MS}`, writes held back under load); {uws_line}, "
-        f"its topic publish; Node `ws` 8.23.0 (a send loop over the topic's subscribers) and socket.io 4.8.4 "
+        f"its topic publish; `floor`: bench/servers `floor_fanout`, uWebSockets' protocol on one epoll thread "
+        "doing nothing but one `send` per subscriber per publication (each publication framed once, written "
+        "from the publishing request; the answers to one read in one write; no batching of publications, "
+        "no history, no authentication), so its CPU is about what those system calls cost; Node `ws` 8.23.0 (a send loop over the topic's subscribers) and socket.io 4.8.4 "
         f"(a room broadcast) on Node {node}. Logging at warn or off, no compression. One publisher POSTs "
         "about 40 B of data on one keep-alive HTTP connection at the case's rate, pipelined (at most 64 "
         "unanswered; tether and socket.io: "
