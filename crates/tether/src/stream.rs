@@ -276,11 +276,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             // Kept for the next write, as if written from `out`.
             let from_head = n.min(buf.len());
             self.out.extend_from_slice(&buf[from_head..]);
-            self.tail = tail.map(|mut t| {
-                t.advance(n - from_head);
-                t
-            });
-            self.tail = self.tail.take().filter(|t| !t.is_empty());
+            self.tail = tail
+                .map(|mut t| {
+                    t.advance(n - from_head);
+                    t
+                })
+                .filter(|t| !t.is_empty());
             break r;
         };
         if buf.capacity() > KEEP_WRITE_BUF {
@@ -557,6 +558,33 @@ pub trait TryWrite {
     }
 }
 
+/// The flags of `TryWrite`'s `send`s: where the system has it, `MSG_NOSIGNAL`, so that a
+/// send to a peer that is gone fails with `EPIPE` instead of raising `SIGPIPE`, which kills
+/// a process that has not set it aside (std's and tokio's writes pass it too). Elsewhere
+/// (macOS) the sockets std makes carry `SO_NOSIGPIPE` instead.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos",
+    target_os = "solaris"
+))]
+const SEND_FLAGS: std::ffi::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "illumos",
+    target_os = "solaris"
+)))]
+const SEND_FLAGS: std::ffi::c_int = 0;
+
 /// Straight to the socket, not through tokio's `try_write`: that one first reads the
 /// socket's readiness, in memory of its own (a cache miss per connection in a fan-out to
 /// many), to save the system call when tokio saw the socket full. A write that finds it
@@ -564,11 +592,11 @@ pub trait TryWrite {
 /// tokio, which then learns it.
 impl TryWrite for TcpStream {
     fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
-        Some(socket2::SockRef::from(self).send_vectored(bufs))
+        Some(socket2::SockRef::from(self).send_vectored_with_flags(bufs, SEND_FLAGS))
     }
 
     fn try_write(&self, buf: &[u8]) -> Option<io::Result<usize>> {
-        Some(socket2::SockRef::from(self).send(buf))
+        Some(socket2::SockRef::from(self).send_with_flags(buf, SEND_FLAGS))
     }
 }
 
@@ -656,5 +684,43 @@ impl AsyncWrite for Transport {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TryWrite;
+    use std::io;
+    use std::time::Duration;
+
+    /// A write to a peer that is gone is an error the caller sees, and on Linux it is
+    /// asked for without `SIGPIPE` (the test harness ignores the signal, as every Rust
+    /// program does by default, so the flag itself is what is checked).
+    #[tokio::test]
+    async fn a_direct_write_to_a_peer_that_is_gone_fails_without_a_signal() {
+        #[cfg(target_os = "linux")]
+        assert_eq!(super::SEND_FLAGS & libc::MSG_NOSIGNAL, libc::MSG_NOSIGNAL);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        assert_eq!(TryWrite::try_write(&client, b"hello").unwrap().unwrap(), 5);
+        drop(server);
+        // The first send after the close gets a reset back; a later one fails.
+        let mut failed = None;
+        for _ in 0..100 {
+            match TryWrite::try_write(&client, b"more").unwrap() {
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    failed = Some(e.kind());
+                    break;
+                }
+            }
+        }
+        let kind = failed.expect("writes to a closed peer kept succeeding");
+        assert!(matches!(kind, io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset), "{kind:?}");
+        let vectored =
+            TryWrite::try_write_vectored(&client, &[io::IoSlice::new(b"a"), io::IoSlice::new(b"b")]);
+        assert!(vectored.unwrap().is_err());
     }
 }
