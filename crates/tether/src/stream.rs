@@ -218,15 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             return WRITE_SCRATCH.with_borrow_mut(|buf| self.write_through(buf));
         }
         while self.refill() {
-            let head = &self.out[self.written..];
-            let r = match (&self.tail, head.is_empty()) {
-                (None, _) => self.io.try_write(head),
-                (Some(tail), true) => self.io.try_write(tail),
-                (Some(tail), false) => {
-                    self.io.try_write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(tail)])
-                }
-            };
-            match r {
+            match try_write_parts(&self.io, &self.out[self.written..], self.tail.as_ref()) {
                 None => return Ok(false),
                 Some(Ok(n)) => self.advance(n)?,
                 Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -252,37 +244,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             if !any {
                 break Ok(true);
             }
-            let r = match (&tail, buf.is_empty()) {
-                (None, _) => self.io.try_write(buf),
-                (Some(tail), true) => self.io.try_write(tail),
-                (Some(tail), false) => {
-                    self.io.try_write_vectored(&[io::IoSlice::new(buf), io::IoSlice::new(tail)])
+            let r = try_write_parts(&self.io, buf, tail.as_ref());
+            if let Some(Ok(n)) = r {
+                if n == buf.len() + tail.as_ref().map_or(0, Bytes::len) {
+                    continue;
                 }
-            };
-            let (n, r) = match r {
-                Some(Ok(n)) => (n, Ok(false)),
+            }
+            // Kept as a leftover of `out` (written out before: `written` is its end), for
+            // the task to write, less what the socket took.
+            self.out.extend_from_slice(buf);
+            self.tail = tail;
+            break match r {
+                Some(Ok(n)) => self.advance(n).map(|()| false),
                 Some(Err(e))
                     if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted =>
                 {
-                    (0, Ok(false))
+                    Ok(false)
                 }
-                Some(Err(e)) => (0, Err(e)),
-                None => (0, Ok(false)),
+                Some(Err(e)) => Err(e),
+                None => Ok(false),
             };
-            let whole = buf.len() + tail.as_ref().map_or(0, Bytes::len);
-            if n == whole && r.is_ok() {
-                continue;
-            }
-            // Kept for the next write, as if written from `out`.
-            let from_head = n.min(buf.len());
-            self.out.extend_from_slice(&buf[from_head..]);
-            self.tail = tail
-                .map(|mut t| {
-                    t.advance(n - from_head);
-                    t
-                })
-                .filter(|t| !t.is_empty());
-            break r;
         };
         if buf.capacity() > KEEP_WRITE_BUF {
             *buf = Vec::new();
@@ -558,31 +539,23 @@ pub trait TryWrite {
     }
 }
 
+/// Writes `head` then `tail` (a payload written in place) with one call, as far as the
+/// socket takes them now.
+fn try_write_parts<S: TryWrite>(io: &S, head: &[u8], tail: Option<&Bytes>) -> Option<io::Result<usize>> {
+    match (tail, head.is_empty()) {
+        (None, _) => io.try_write(head),
+        (Some(tail), true) => io.try_write(tail),
+        (Some(tail), false) => io.try_write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(tail)]),
+    }
+}
+
 /// The flags of `TryWrite`'s `send`s: where the system has it, `MSG_NOSIGNAL`, so that a
 /// send to a peer that is gone fails with `EPIPE` instead of raising `SIGPIPE`, which kills
-/// a process that has not set it aside (std's and tokio's writes pass it too). Elsewhere
-/// (macOS) the sockets std makes carry `SO_NOSIGPIPE` instead.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos",
-    target_os = "solaris"
-))]
+/// a process that has not set it aside (std's and tokio's writes pass it too). On Apple's
+/// systems the sockets std makes carry `SO_NOSIGPIPE` instead.
+#[cfg(all(unix, not(target_vendor = "apple")))]
 const SEND_FLAGS: std::ffi::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "illumos",
-    target_os = "solaris"
-)))]
+#[cfg(not(all(unix, not(target_vendor = "apple"))))]
 const SEND_FLAGS: std::ffi::c_int = 0;
 
 /// Straight to the socket, not through tokio's `try_write`: that one first reads the
