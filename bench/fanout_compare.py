@@ -3,10 +3,10 @@
 uWebSockets' topic pub/sub (C++, built from a checkout given with --uws; skipped with a
 notice without it), Node `ws` (a broadcast loop), Node socket.io (a room broadcast) and
 the floor (bench/servers `floor_fanout`: one `send` per subscriber per publication and
-nothing else, what the system calls alone cost), each pinned to core 0, a fresh process per run; the loader is bench/servers
-`fanout_load` (one thread on epoll, raw frames) pinned to core 1. Six cases of
-(subscribers, channels, publications/s), R repeats with the servers alternating inside
-each; deliveries per server CPU-second (the comparison), deliveries/s, loss and order,
+nothing else, what the system calls alone cost), each pinned to core 0, a fresh process
+per run; the loader is bench/servers `fanout_load` (one thread on epoll, raw frames)
+pinned to core 1. Six cases of (subscribers, channels, publications/s), R repeats with the
+servers alternating inside each; deliveries per server CPU-second (the comparison), deliveries/s, loss and order,
 p50/p99 latency, server and loader CPU. Then memory per idle subscribed connection (RSS
 growth / connections) at 10,000 and 19,000 connections. Writes
 bench/results/fanout_compare.md, .raw.jsonl, fanout_compare.svg and the "Fan-out beside
@@ -168,8 +168,8 @@ def main():
         opts.no_memory = True
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tether-cli", "--bin", "tether"],
                    check=True, cwd=ROOT)
-    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "fanout_load", "--bin", "floor_fanout"], check=True,
-                   cwd=os.path.join(ROOT, "bench/servers"))
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "fanout_load", "--bin", "floor_fanout"],
+                   check=True, cwd=os.path.join(ROOT, "bench/servers"))
     servers = opts.servers.split(",")
     uws = build_uws(opts.uws) if any(s.startswith("uws") for s in servers) else None
     if uws is None:
@@ -302,7 +302,8 @@ def report(rows, servers, opts, uws, node):
         f"its topic publish; `floor`: bench/servers `floor_fanout`, uWebSockets' protocol on one epoll thread "
         "doing nothing but one `send` per subscriber per publication (each publication framed once, written "
         "from the publishing request; the answers to one read in one write; no batching of publications, "
-        "no history, no authentication), so its CPU is about what those system calls cost; Node `ws` 8.23.0 (a send loop over the topic's subscribers) and socket.io 4.8.4 "
+        "no history, no authentication), so its CPU is about what those system calls cost; Node `ws` 8.23.0 "
+        "(a send loop over the topic's subscribers) and socket.io 4.8.4 "
         f"(a room broadcast) on Node {node}. Logging at warn or off, no compression. One publisher POSTs "
         "about 40 B of data on one keep-alive HTTP connection at the case's rate, pipelined (at most 64 "
         "unanswered; tether and socket.io: "
