@@ -404,12 +404,8 @@ impl Cork {
                 }
                 // Let the tasks that are ready run first, while they feed more (a server
                 // working through pipelined publications): what they feed joins this batch.
-                for _ in 0..MAX_YIELDS {
-                    let Some(fed) = weak.upgrade().map(|c| c.fed.load(Ordering::Relaxed)) else { return };
-                    requeue().await;
-                    if weak.upgrade().is_none_or(|c| c.fed.load(Ordering::Relaxed) == fed) {
-                        break;
-                    }
+                if !yield_while_fed(|| weak.upgrade().map(|c| c.fed.load(Ordering::Relaxed))).await {
+                    return;
                 }
                 let Some(cork) = weak.upgrade() else { return };
                 cork.scheduled.store(false, Ordering::Release);
@@ -455,6 +451,25 @@ fn linger_until(last: Option<Flushed>, now: Instant, max: Duration) -> Option<In
     }
     let until = last.ended + last.took.min(max);
     (now < until).then_some(until)
+}
+
+/// Lets the tasks that are ready run before this one goes on, and again while they feed it
+/// more, at most 16 times: a task that gathers what others feed it (a [`Cork`], a hub's
+/// fan-out of publications) waits so for a burst to end, and handles it in one go.
+/// `fed` counts what was fed so far, `None` once the gatherer is gone; then this returns
+/// `false`. It never waits for I/O or a timer: the tasks it lets run are those already
+/// ready.
+pub async fn yield_while_fed(mut fed: impl FnMut() -> Option<u64>) -> bool {
+    for _ in 0..MAX_YIELDS {
+        let Some(before) = fed() else { return false };
+        requeue().await;
+        match fed() {
+            None => return false,
+            Some(now) if now == before => break,
+            Some(_) => {}
+        }
+    }
+    true
 }
 
 /// Lets the tasks already ready run before this one goes on, without polling for I/O

@@ -41,6 +41,8 @@ pub(super) struct Channel {
     pub(super) pending: HashMap<ClientId, Pending>,
     /// While this node fills a gap from the broker's history: what arrived meanwhile.
     syncing: Option<Vec<Arc<Event>>>,
+    /// Events taken in order and not yet pushed to `subscribers` (see [`Shared::pump`]).
+    batch: Vec<Arc<Event>>,
 }
 
 impl Channel {
@@ -51,7 +53,19 @@ impl Channel {
             subscribers: HashMap::new(),
             pending: HashMap::new(),
             syncing: None,
+            batch: Vec::new(),
         }
+    }
+
+    /// Pushes the batch to the subscribers; returns those too slow to take it.
+    fn settle(&mut self, metrics: &Metrics) -> Vec<ClientId> {
+        if self.batch.is_empty() {
+            return Vec::new();
+        }
+        let slow = deliver(&self.subscribers, &self.batch, metrics);
+        // Cleared, not dropped: a busy channel batches again soon, in the same room.
+        self.batch.clear();
+        slow
     }
 
     pub(super) fn unused(&self) -> bool {
@@ -141,6 +155,10 @@ impl IntoIterator for ChannelSet {
 pub(super) struct State {
     pub(super) channels: HashMap<Arc<str>, Channel>,
     pub(super) clients: HashMap<ClientId, Client>,
+    /// The channels with a batch, in the order their batches began.
+    batched: Vec<Arc<str>>,
+    /// A pump task is on its way.
+    pump_scheduled: bool,
 }
 
 impl State {
@@ -174,14 +192,28 @@ pub(super) fn entry_event(channel: &Arc<str>, epoch: &Arc<str>, e: Entry) -> Arc
     Event::new(channel.clone(), Push::Publication(p))
 }
 
-/// Pushes `event` to every subscriber that wants it; returns those too slow to take it
-/// (their outlet is already disconnecting them).
+/// Pushes `events`, in order, to every subscriber that wants them; returns those too slow
+/// to take them (their outlet is already disconnecting them).
 fn deliver(
     subscribers: &HashMap<ClientId, Subscriber>,
-    event: &Arc<Event>,
+    events: &[Arc<Event>],
     metrics: &Metrics,
 ) -> Vec<ClientId> {
     let mut slow = Vec::new();
+    let delivered = match events {
+        [event] => deliver_one(subscribers, event, &mut slow),
+        _ => deliver_blocks(subscribers, events, &mut slow),
+    };
+    metrics.delivered.fetch_add(delivered, Ordering::Relaxed);
+    slow
+}
+
+/// [`deliver`] of one event; returns how many subscribers took it.
+fn deliver_one(
+    subscribers: &HashMap<ClientId, Subscriber>,
+    event: &Arc<Event>,
+    slow: &mut Vec<ClientId>,
+) -> u64 {
     let mut delivered = 0;
     // Each push takes a few cache misses (the outlet, then the connection it points to),
     // and its locks make them wait one after the other; asked for ahead, they overlap:
@@ -212,9 +244,63 @@ fn deliver(
             slow.push(*id);
         }
     }
-    metrics.delivered.fetch_add(delivered, Ordering::Relaxed);
-    slow
+    delivered
 }
+
+/// [`deliver`] of several events, [`BLOCK`] subscribers at a time: each event goes to the
+/// block's subscribers, then the next event to the same ones. A connection's state is
+/// then used by all the events while it is in the cache, where a pass over every subscriber
+/// per event would fetch it from memory again for each (10,000 connections' state is more
+/// than the cache holds); and an outlet that shares one encoding between consecutive
+/// subscribers still finds it ready. Each subscriber gets the events in order, and none
+/// after one it could not take.
+fn deliver_blocks(
+    subscribers: &HashMap<ClientId, Subscriber>,
+    events: &[Arc<Event>],
+    slow: &mut Vec<ClientId>,
+) -> u64 {
+    let mut delivered = 0;
+    let mut block: Vec<(ClientId, &Subscriber, bool)> = Vec::with_capacity(BLOCK.min(subscribers.len()));
+    let mut all = subscribers.iter().peekable();
+    while all.peek().is_some() {
+        block.clear();
+        for (id, sub) in all.by_ref().take(BLOCK) {
+            tether::prefetch::value(&*sub.outlet);
+            block.push((*id, sub, true));
+        }
+        for (_, sub, _) in block.iter().take(CONNECTION_AHEAD) {
+            sub.outlet.prefetch();
+        }
+        for (i, event) in events.iter().enumerate() {
+            for j in 0..block.len() {
+                if i == 0 {
+                    // The first event's pass brings the connections in, a few ahead.
+                    if let Some((_, ahead, _)) = block.get(j + CONNECTION_AHEAD) {
+                        ahead.outlet.prefetch();
+                    }
+                }
+                let (id, sub, alive) = &mut block[j];
+                if !*alive || !sub.wants(event) {
+                    continue;
+                }
+                if sub.outlet.push(event) {
+                    delivered += 1;
+                } else {
+                    *alive = false;
+                    slow.push(*id);
+                }
+            }
+        }
+    }
+    delivered
+}
+
+/// A channel with fewer subscribers than this delivers each event at once, unbatched.
+const BATCH_FROM: usize = BLOCK;
+
+/// How many subscribers [`deliver_blocks`] takes at a time: their state (outlet, connection,
+/// queued frames: a few KiB each while a burst is batched) fits in a core's L2 cache.
+const BLOCK: usize = 64;
 
 /// How far ahead of its push a subscriber's outlet is asked for.
 const OUTLET_AHEAD: usize = 8;
@@ -260,6 +346,8 @@ pub(crate) struct Shared {
     pub(super) broker: Arc<dyn Broker>,
     pub(super) queues: Queues,
     me: Weak<Shared>,
+    /// Events batched so far (see [`pump`](Self::pump)).
+    batched: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -276,6 +364,7 @@ impl Shared {
             broker: broker.clone(),
             queues,
             me: me.clone(),
+            batched: std::sync::atomic::AtomicU64::new(0),
         });
         let events: Weak<dyn BrokerEvents> = Arc::downgrade(&shared) as Weak<dyn BrokerEvents>;
         broker.start(events);
@@ -387,7 +476,9 @@ impl Shared {
         }
         on_subscribed(&result);
         let sub = Subscriber { info: pending.info, outlet: pending.outlet, base: (pos.epoch, pos.offset) };
-        let mut slow = Vec::new();
+        // What is batched is in the buffer too: it goes to the others first, then this
+        // subscriber gets it from the buffer, once.
+        let mut slow = ch.settle(&self.metrics);
         for e in &pending.buffer {
             if sub.wants(e) && !sub.outlet.push(e) {
                 slow.push(client);
@@ -496,7 +587,79 @@ impl Shared {
         for p in ch.pending.values_mut() {
             p.buffer.push(event.clone());
         }
-        deliver(&ch.subscribers, &event, &self.metrics)
+        if ch.batch.is_empty() && ch.subscribers.len() < BATCH_FROM {
+            // A small channel: its few connections stay in the cache anyway, and a task
+            // would cost more than the batch saves.
+            return deliver(&ch.subscribers, std::slice::from_ref(&event), &self.metrics);
+        }
+        ch.batch.push(event);
+        if ch.batch.len() == 1 {
+            state.batched.push(name.clone());
+        }
+        self.batched.fetch_add(1, Ordering::Relaxed);
+        if !state.pump_scheduled {
+            if !self.spawn_pump() {
+                // No runtime to pump in: at once.
+                return self.settle_all(state);
+            }
+            state.pump_scheduled = true;
+        }
+        Vec::new()
+    }
+
+    /// Pushes every channel's batch to its subscribers; returns those too slow.
+    fn settle_all(&self, state: &mut State) -> Vec<ClientId> {
+        let mut slow = Vec::new();
+        for name in std::mem::take(&mut state.batched) {
+            if let Some(ch) = state.channels.get_mut(&name) {
+                slow.extend(ch.settle(&self.metrics));
+            }
+        }
+        slow
+    }
+
+    /// Starts a task that runs [`pump`](Self::pump) once the tasks that are ready have run;
+    /// false outside a tokio runtime.
+    fn spawn_pump(&self) -> bool {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return false };
+        let me = self.me.clone();
+        rt.spawn(async move {
+            let fed = || me.upgrade().map(|s| s.batched.load(Ordering::Relaxed));
+            if tether::yield_while_fed(fed).await {
+                if let Some(s) = me.upgrade() {
+                    s.pump();
+                }
+            }
+        });
+        true
+    }
+
+    /// Pushes `channel`'s batch to its subscribers now, ahead of the fan-out task: a client's
+    /// publication reaches its own subscription before the client hears that it was
+    /// published (with a broker that answers only after it delivered, as the memory one).
+    pub(super) fn settle_now(&self, channel: &str) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(ch) = state.channels.get_mut(channel) else { return };
+        let slow = ch.settle(&self.metrics);
+        let leaving = self.drop_slow(state, slow);
+        drop(guard);
+        self.after(leaving, true);
+    }
+
+    /// Pushes what the broker's events batched to the subscribers. The events of a burst (a
+    /// publisher's pipelined requests, a busy broker connection's reads) are batched until
+    /// the tasks that are ready have run, then go out together: a subscriber takes all of
+    /// them in a row ([`deliver`]), and its connection writes them in one go. Alone, an event
+    /// waits only for that.
+    fn pump(&self) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.pump_scheduled = false;
+        let slow = self.settle_all(state);
+        let leaving = self.drop_slow(state, slow);
+        drop(guard);
+        self.after(leaving, true);
     }
 
     /// An event from the broker for `channel`.
@@ -576,12 +739,13 @@ impl Shared {
             state.channels.remove(name);
             return (Some(outlets), Vec::new());
         };
-        let mut slow = Vec::new();
+        // What was batched before the gap goes first.
+        let mut slow = ch.settle(&self.metrics);
         for event in missed {
             for p in ch.pending.values_mut() {
                 p.buffer.push(event.clone());
             }
-            slow.extend(deliver(&ch.subscribers, &event, &self.metrics));
+            slow.extend(deliver(&ch.subscribers, std::slice::from_ref(&event), &self.metrics));
         }
         for event in waiting {
             slow.extend(self.apply(state, name, event));

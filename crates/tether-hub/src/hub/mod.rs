@@ -256,7 +256,10 @@ impl Hub {
     }
 
     /// Publishes `data` to `channel` for a client: checked against the namespace and the
-    /// client's access, then as [`publish`](Self::publish), with the client's info.
+    /// client's access, then as [`publish`](Self::publish), with the client's info. What
+    /// the broker delivered of it meanwhile reaches the subscribers here before this returns
+    /// (so the client's own subscription has it before the answer), where the server API's
+    /// publications are batched until the tasks that are ready have run.
     pub(crate) async fn publish_from(
         &self,
         client: ClientId,
@@ -264,7 +267,10 @@ impl Hub {
         data: Bytes,
     ) -> Result<StreamPosition, HubError> {
         let info = self.publisher(client, channel)?;
-        self.publish(channel, data, Some(info)).await
+        let pos = self.publish(channel, data, Some(info)).await;
+        // Its answer goes out after the publication reached this client's own subscription.
+        self.shared.settle_now(channel);
+        pos
     }
 
     /// Publishes `data` to `channel`: appended to history (where kept) and pushed to every
@@ -486,6 +492,21 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     }
 
+    /// Runs `f`, then lets the hub's fan-out task run (it goes once the tasks that are
+    /// ready have run), until `done` holds; fails after 1,000 turns.
+    fn block_on_until<F: std::future::Future>(f: F, done: impl Fn() -> bool) -> F::Output {
+        block_on(async {
+            let out = f.await;
+            for _ in 0..1_000 {
+                if done() {
+                    return out;
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("the fan-out did not run");
+        })
+    }
+
     fn subscribe(hub: &Hub, id: ClientId, channel: &str) -> Result<(), HubError> {
         block_on(hub.subscribe(id, channel, None, |_| {}))
     }
@@ -523,11 +544,73 @@ mod tests {
             subscribe(&hub, id, "room").unwrap();
             outlets.push(outlet);
         }
-        block_on(hub.publish("room", Bytes::from_static(b"1"), None)).unwrap();
+        let all_have_it = || outlets.iter().all(|o| o.frames.lock().unwrap().len() == 1);
+        block_on_until(hub.publish("room", Bytes::from_static(b"1"), None), all_have_it).unwrap();
         assert_eq!(encodes.load(Ordering::Relaxed), 1);
         // Every outlet holds the very same bytes (a shared buffer, not a copy).
         let first = outlets[0].frames.lock().unwrap()[0].wire().as_ptr();
         assert!(outlets.iter().all(|o| o.frames.lock().unwrap()[0].wire().as_ptr() == first));
+    }
+
+    /// Takes publications until it holds `room` of them, then refuses (a slow consumer).
+    struct Bounded {
+        offsets: Mutex<Vec<u64>>,
+        room: usize,
+        refused: AtomicUsize,
+    }
+
+    impl Outlet for Bounded {
+        fn push(&self, event: &Arc<Event>) -> bool {
+            let mut offsets = self.offsets.lock().unwrap();
+            if offsets.len() == self.room {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            offsets.extend(event.publication().map(|p| p.offset));
+            true
+        }
+        fn disconnect(&self, _: u16, _: &str) {}
+    }
+
+    /// A burst of publications goes out as one batch (subscribers in blocks, each taking
+    /// every publication in a row): each subscriber gets each one once, in order; one that
+    /// cannot keep up is asked once, gets nothing after, and leaves the channel.
+    #[test]
+    fn a_burst_reaches_every_subscriber_in_order_and_a_slow_one_leaves() {
+        let mut options = HubOptions::default();
+        options.default_namespace.allow_anonymous = true;
+        let hub = Hub::new(options);
+        // More subscribers than a block holds, the slow one in the middle of the map's order.
+        let outlets: Vec<Arc<Bounded>> = (0..150)
+            .map(|i| {
+                let room = if i == 70 { 5 } else { usize::MAX };
+                Arc::new(Bounded { offsets: Mutex::new(Vec::new()), room, refused: AtomicUsize::new(0) })
+            })
+            .collect();
+        for o in &outlets {
+            let access = Access { anonymous: true, channels: None };
+            let (id, _) = hub.connect(String::new(), access, o.clone());
+            subscribe(&hub, id, "burst").unwrap();
+        }
+        let everyone_done = || outlets.iter().all(|o| o.offsets.lock().unwrap().len() >= 20.min(o.room));
+        let burst = async {
+            // The memory broker never waits: all 20 are batched before the fan-out runs.
+            for i in 0..20 {
+                hub.publish("burst", Bytes::from(format!("{i}")), None).await.unwrap();
+            }
+        };
+        block_on_until(burst, everyone_done);
+        let all: Vec<u64> = (1..=20).collect();
+        for (i, o) in outlets.iter().enumerate() {
+            let got = o.offsets.lock().unwrap().clone();
+            if i == 70 {
+                assert_eq!(got, all[..5], "the slow subscriber");
+                assert_eq!(o.refused.load(Ordering::Relaxed), 1, "asked once after it refused");
+            } else {
+                assert_eq!(got, all, "subscriber {i}");
+            }
+        }
+        assert_eq!(hub.channels(), [("burst".to_string(), 149)]);
     }
 
     #[test]
