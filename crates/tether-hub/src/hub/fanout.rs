@@ -308,6 +308,17 @@ const OUTLET_AHEAD: usize = 8;
 /// earlier, tells where it is).
 const CONNECTION_AHEAD: usize = 4;
 
+/// Runs the hub's [`pump`](Shared::pump) when dropped (see [`Shared::spawn_pump`]).
+struct PumpOnDrop(Weak<Shared>);
+
+impl Drop for PumpOnDrop {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.pump();
+        }
+    }
+}
+
 /// Polls a broker call once and, if it is not done, finishes it in a task (the memory
 /// broker is always done at once; a remote broker goes on in the background).
 fn run_soon(fut: BoxFuture<'static, ()>) {
@@ -619,17 +630,16 @@ impl Shared {
     }
 
     /// Starts a task that runs [`pump`](Self::pump) once the tasks that are ready have run;
-    /// false outside a tokio runtime.
+    /// false outside a tokio runtime. The pump runs even if the task is dropped first (its
+    /// runtime shutting down): nothing batched is left behind, and the next event can start
+    /// another.
     fn spawn_pump(&self) -> bool {
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return false };
-        let me = self.me.clone();
+        let pump = PumpOnDrop(self.me.clone());
         rt.spawn(async move {
-            let fed = || me.upgrade().map(|s| s.batched.load(Ordering::Relaxed));
-            if tether::yield_while_fed(fed).await {
-                if let Some(s) = me.upgrade() {
-                    s.pump();
-                }
-            }
+            let fed = || pump.0.upgrade().map(|s| s.batched.load(Ordering::Relaxed));
+            tether::yield_while_fed(fed).await;
+            drop(pump);
         });
         true
     }

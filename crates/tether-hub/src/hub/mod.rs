@@ -613,6 +613,38 @@ mod tests {
         assert_eq!(hub.channels(), [("burst".to_string(), 149)]);
     }
 
+    /// A runtime that ends before its fan-out task ran leaves nothing batched behind: the
+    /// events go out as the task is dropped, and the next runtime's events too.
+    #[test]
+    fn a_batch_is_delivered_when_its_runtime_ends_first() {
+        let mut options = HubOptions::default();
+        options.default_namespace.allow_anonymous = true;
+        let hub = Hub::new(options);
+        let outlets: Vec<Arc<Bounded>> = (0..BATCH_SIZE_TEST)
+            .map(|_| {
+                Arc::new(Bounded {
+                    offsets: Mutex::new(Vec::new()),
+                    room: usize::MAX,
+                    refused: AtomicUsize::new(0),
+                })
+            })
+            .collect();
+        for o in &outlets {
+            let access = Access { anonymous: true, channels: None };
+            let (id, _) = hub.connect(String::new(), access, o.clone());
+            subscribe(&hub, id, "ends").unwrap();
+        }
+        // `block_on` returns as soon as the publish is answered, and drops its runtime with
+        // the fan-out task not yet run.
+        block_on(hub.publish("ends", Bytes::from_static(b"1"), None)).unwrap();
+        assert!(outlets.iter().all(|o| *o.offsets.lock().unwrap() == [1]));
+        block_on(hub.publish("ends", Bytes::from_static(b"2"), None)).unwrap();
+        assert!(outlets.iter().all(|o| *o.offsets.lock().unwrap() == [1, 2]));
+    }
+
+    /// Subscribers enough for a channel's events to be batched.
+    const BATCH_SIZE_TEST: usize = 100;
+
     #[test]
     fn tokens_limit_channels() {
         let mut options = HubOptions::default();
