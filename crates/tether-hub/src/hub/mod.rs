@@ -572,6 +572,22 @@ mod tests {
         fn disconnect(&self, _: u16, _: &str) {}
     }
 
+    /// `n` outlets subscribed to `channel`; the one at `slow` (if any) takes 5 publications.
+    fn bounded_subscribers(hub: &Hub, channel: &str, n: usize, slow: Option<usize>) -> Vec<Arc<Bounded>> {
+        let outlets: Vec<Arc<Bounded>> = (0..n)
+            .map(|i| {
+                let room = if Some(i) == slow { 5 } else { usize::MAX };
+                Arc::new(Bounded { offsets: Mutex::new(Vec::new()), room, refused: AtomicUsize::new(0) })
+            })
+            .collect();
+        for o in &outlets {
+            let access = Access { anonymous: true, channels: None };
+            let (id, _) = hub.connect(String::new(), access, o.clone());
+            subscribe(hub, id, channel).unwrap();
+        }
+        outlets
+    }
+
     /// A burst of publications goes out as one batch (subscribers in blocks, each taking
     /// every publication in a row): each subscriber gets each one once, in order; one that
     /// cannot keep up is asked once, gets nothing after, and leaves the channel.
@@ -580,18 +596,9 @@ mod tests {
         let mut options = HubOptions::default();
         options.default_namespace.allow_anonymous = true;
         let hub = Hub::new(options);
-        // More subscribers than a block holds, the slow one in the middle of the map's order.
-        let outlets: Vec<Arc<Bounded>> = (0..150)
-            .map(|i| {
-                let room = if i == 70 { 5 } else { usize::MAX };
-                Arc::new(Bounded { offsets: Mutex::new(Vec::new()), room, refused: AtomicUsize::new(0) })
-            })
-            .collect();
-        for o in &outlets {
-            let access = Access { anonymous: true, channels: None };
-            let (id, _) = hub.connect(String::new(), access, o.clone());
-            subscribe(&hub, id, "burst").unwrap();
-        }
+        // More subscribers than a block holds (which block the slow one is in depends on
+        // the map's order).
+        let outlets = bounded_subscribers(&hub, "burst", 150, Some(70));
         let everyone_done = || outlets.iter().all(|o| o.offsets.lock().unwrap().len() >= 20.min(o.room));
         let burst = async {
             // The memory broker never waits: all 20 are batched before the fan-out runs.
@@ -620,20 +627,8 @@ mod tests {
         let mut options = HubOptions::default();
         options.default_namespace.allow_anonymous = true;
         let hub = Hub::new(options);
-        let outlets: Vec<Arc<Bounded>> = (0..BATCH_SIZE_TEST)
-            .map(|_| {
-                Arc::new(Bounded {
-                    offsets: Mutex::new(Vec::new()),
-                    room: usize::MAX,
-                    refused: AtomicUsize::new(0),
-                })
-            })
-            .collect();
-        for o in &outlets {
-            let access = Access { anonymous: true, channels: None };
-            let (id, _) = hub.connect(String::new(), access, o.clone());
-            subscribe(&hub, id, "ends").unwrap();
-        }
+        // Enough subscribers for the channel's events to be batched.
+        let outlets = bounded_subscribers(&hub, "ends", 100, None);
         // `block_on` returns as soon as the publish is answered, and drops its runtime with
         // the fan-out task not yet run.
         block_on(hub.publish("ends", Bytes::from_static(b"1"), None)).unwrap();
@@ -641,9 +636,6 @@ mod tests {
         block_on(hub.publish("ends", Bytes::from_static(b"2"), None)).unwrap();
         assert!(outlets.iter().all(|o| *o.offsets.lock().unwrap() == [1, 2]));
     }
-
-    /// Subscribers enough for a channel's events to be batched.
-    const BATCH_SIZE_TEST: usize = 100;
 
     #[test]
     fn tokens_limit_channels() {
