@@ -130,6 +130,7 @@ impl Driver {
                 self.abandoned();
             }
             // Commands already waiting, without blocking.
+            let awaited_close_read = self.awaiting_close_read;
             while commands_open {
                 match self.cmd_rx.try_recv() {
                     Ok(cmd) => self.apply(cmd),
@@ -139,6 +140,13 @@ impl Driver {
                         self.abandoned();
                     }
                 }
+            }
+            if awaited_close_read && !self.awaiting_close_read {
+                // The application has read the peer's close (it can do so on another thread
+                // before this loop gets here): go round once more, so that the core queues the
+                // close reply (at its next `poll_event`) before anything waits. Otherwise
+                // nothing would wake this task to send it until the close timeout.
+                continue;
             }
             if written == write_buf.len() {
                 written = 0;

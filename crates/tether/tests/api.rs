@@ -374,3 +374,31 @@ async fn an_async_check_sets_headers_picks_the_protocol_or_refuses_with_a_body()
     let answer = raw_request(&url, &handshake("/slow")).await;
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
 }
+
+/// The server answers a close at once even when its application reads the close (on
+/// another thread) before the connection's task has gone round its loop: that task used to
+/// wait for the next wake-up (the close timeout) before queuing its reply. Many rounds on a
+/// two-thread runtime, each bounded well under the close timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_close_reply_does_not_wait_for_the_close_timeout() {
+    for round in 0..1_000 {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut ws = tether::accept(b).await.unwrap();
+            let msg = ws.next().await.unwrap().unwrap();
+            ws.send(msg).await.unwrap();
+            while ws.next().await.is_some() {}
+        });
+        let url = tether::Url::parse("ws://localhost/").unwrap();
+        let (mut ws, _) = tether::client_handshake(a, &url, &ClientConfig::default()).await.unwrap();
+        ws.send(Message::text("hello")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+        ws.send_close(CloseCode::NORMAL, "").unwrap();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(2), async { while ws.next().await.is_some() {} }).await;
+        assert!(closed.is_ok(), "round {round}: no close reply within 2 s (the close timeout is 5 s)");
+        let status = ws.close_status().expect("closed");
+        assert!(status.clean && status.code == CloseCode::NORMAL, "round {round}: {status:?}");
+        server.await.unwrap();
+    }
+}
