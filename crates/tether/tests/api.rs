@@ -232,8 +232,9 @@ async fn keepalive_pings_reach_the_client() {
     assert!(matches!(ws.next().await, Some(Ok(Message::Ping(_)))));
 }
 
-#[tokio::test]
-async fn accept_over_an_in_memory_stream() {
+/// A client connected over an in-memory stream to a server (in a task) that echoes the
+/// first message, then reads until the end.
+async fn in_memory_echo_once() -> (tether::WebSocket, tokio::task::JoinHandle<()>) {
     let (a, b) = tokio::io::duplex(64 * 1024);
     let server = tokio::spawn(async move {
         let mut ws = tether::accept(b).await.unwrap();
@@ -242,7 +243,13 @@ async fn accept_over_an_in_memory_stream() {
         while ws.next().await.is_some() {}
     });
     let url = tether::Url::parse("ws://localhost/").unwrap();
-    let (mut ws, _) = tether::client_handshake(a, &url, &ClientConfig::default()).await.unwrap();
+    let (ws, _) = tether::client_handshake(a, &url, &ClientConfig::default()).await.unwrap();
+    (ws, server)
+}
+
+#[tokio::test]
+async fn accept_over_an_in_memory_stream() {
+    let (mut ws, server) = in_memory_echo_once().await;
     ws.send(Message::text("over duplex")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over duplex"));
     ws.close().await.unwrap();
@@ -382,15 +389,7 @@ async fn an_async_check_sets_headers_picks_the_protocol_or_refuses_with_a_body()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_close_reply_does_not_wait_for_the_close_timeout() {
     for round in 0..1_000 {
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let server = tokio::spawn(async move {
-            let mut ws = tether::accept(b).await.unwrap();
-            let msg = ws.next().await.unwrap().unwrap();
-            ws.send(msg).await.unwrap();
-            while ws.next().await.is_some() {}
-        });
-        let url = tether::Url::parse("ws://localhost/").unwrap();
-        let (mut ws, _) = tether::client_handshake(a, &url, &ClientConfig::default()).await.unwrap();
+        let (mut ws, server) = in_memory_echo_once().await;
         ws.send(Message::text("hello")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
         ws.send_close(CloseCode::NORMAL, "").unwrap();

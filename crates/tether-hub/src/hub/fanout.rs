@@ -155,10 +155,9 @@ impl IntoIterator for ChannelSet {
 pub(super) struct State {
     pub(super) channels: HashMap<Arc<str>, Channel>,
     pub(super) clients: HashMap<ClientId, Client>,
-    /// The channels with a batch, in the order their batches began.
+    /// The channels with a batch, in the order their batches began; not empty while a
+    /// pump task is on its way.
     batched: Vec<Arc<str>>,
-    /// A pump task is on its way.
-    pump_scheduled: bool,
 }
 
 impl State {
@@ -235,16 +234,20 @@ fn deliver_one(
         if let Some(s) = connections.next() {
             s.outlet.prefetch();
         }
-        if !sub.wants(event) {
-            continue;
-        }
-        if sub.outlet.push(event) {
-            delivered += 1;
-        } else {
-            slow.push(*id);
+        match offer(sub, event) {
+            Some(true) => delivered += 1,
+            Some(false) => slow.push(*id),
+            None => {}
         }
     }
     delivered
+}
+
+/// Pushes `event` to `sub` if it wants it: `None` if not, else whether it took it (one that
+/// did not is too slow: its outlet is disconnecting it).
+#[inline]
+fn offer(sub: &Subscriber, event: &Arc<Event>) -> Option<bool> {
+    sub.wants(event).then(|| sub.outlet.push(event))
 }
 
 /// [`deliver`] of several events, [`BLOCK`] subscribers at a time: each event goes to the
@@ -280,14 +283,16 @@ fn deliver_blocks(
                     }
                 }
                 let (id, sub, alive) = &mut block[j];
-                if !*alive || !sub.wants(event) {
+                if !*alive {
                     continue;
                 }
-                if sub.outlet.push(event) {
-                    delivered += 1;
-                } else {
-                    *alive = false;
-                    slow.push(*id);
+                match offer(sub, event) {
+                    Some(true) => delivered += 1,
+                    Some(false) => {
+                        *alive = false;
+                        slow.push(*id);
+                    }
+                    None => {}
                 }
             }
         }
@@ -358,7 +363,7 @@ pub(crate) struct Shared {
     pub(super) queues: Queues,
     me: Weak<Shared>,
     /// Events batched so far (see [`pump`](Self::pump)).
-    batched: std::sync::atomic::AtomicU64,
+    batched_events: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -375,7 +380,7 @@ impl Shared {
             broker: broker.clone(),
             queues,
             me: me.clone(),
-            batched: std::sync::atomic::AtomicU64::new(0),
+            batched_events: std::sync::atomic::AtomicU64::new(0),
         });
         let events: Weak<dyn BrokerEvents> = Arc::downgrade(&shared) as Weak<dyn BrokerEvents>;
         broker.start(events);
@@ -491,7 +496,7 @@ impl Shared {
         // subscriber gets it from the buffer, once.
         let mut slow = ch.settle(&self.metrics);
         for e in &pending.buffer {
-            if sub.wants(e) && !sub.outlet.push(e) {
+            if offer(&sub, e) == Some(false) {
                 slow.push(client);
                 break;
             }
@@ -604,16 +609,14 @@ impl Shared {
             return deliver(&ch.subscribers, std::slice::from_ref(&event), &self.metrics);
         }
         ch.batch.push(event);
+        self.batched_events.fetch_add(1, Ordering::Relaxed);
         if ch.batch.len() == 1 {
-            state.batched.push(name.clone());
-        }
-        self.batched.fetch_add(1, Ordering::Relaxed);
-        if !state.pump_scheduled {
-            if !self.spawn_pump() {
+            // The first batch since the last pump starts one.
+            if state.batched.is_empty() && !self.spawn_pump() {
                 // No runtime to pump in: at once.
-                return self.settle_all(state);
+                return ch.settle(&self.metrics);
             }
-            state.pump_scheduled = true;
+            state.batched.push(name.clone());
         }
         Vec::new()
     }
@@ -637,7 +640,7 @@ impl Shared {
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return false };
         let pump = PumpOnDrop(self.me.clone());
         rt.spawn(async move {
-            let fed = || pump.0.upgrade().map(|s| s.batched.load(Ordering::Relaxed));
+            let fed = || pump.0.upgrade().map(|s| s.batched_events.load(Ordering::Relaxed));
             tether::yield_while_fed(fed).await;
             drop(pump);
         });
@@ -648,13 +651,9 @@ impl Shared {
     /// publication reaches its own subscription before the client hears that it was
     /// published (with a broker that answers only after it delivered, as the memory one).
     pub(super) fn settle_now(&self, channel: &str) {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        let Some(ch) = state.channels.get_mut(channel) else { return };
-        let slow = ch.settle(&self.metrics);
-        let leaving = self.drop_slow(state, slow);
-        drop(guard);
-        self.after(leaving, true);
+        self.settle_with(|state| {
+            state.channels.get_mut(channel).map(|ch| ch.settle(&self.metrics)).unwrap_or_default()
+        });
     }
 
     /// Pushes what the broker's events batched to the subscribers. The events of a burst (a
@@ -663,11 +662,14 @@ impl Shared {
     /// them in a row ([`deliver`]), and its connection writes them in one go. Alone, an event
     /// waits only for that.
     fn pump(&self) {
+        self.settle_with(|state| self.settle_all(state));
+    }
+
+    /// Runs `settle` under the state lock, then drops the subscribers it found too slow.
+    fn settle_with(&self, settle: impl FnOnce(&mut State) -> Vec<ClientId>) {
         let mut guard = self.lock();
-        let state = &mut *guard;
-        state.pump_scheduled = false;
-        let slow = self.settle_all(state);
-        let leaving = self.drop_slow(state, slow);
+        let slow = settle(&mut guard);
+        let leaving = self.drop_slow(&mut guard, slow);
         drop(guard);
         self.after(leaving, true);
     }
