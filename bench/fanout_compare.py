@@ -276,6 +276,17 @@ def report_deflate(rows, servers, opts, uws):
     print("\n".join(lines))
 
 
+def cpu_split(rs):
+    """Median server CPU per delivery in µs, user space and kernel ("" for runs from before
+    the loader reported user time)."""
+    rs = [r for r in rs if "server_user_s" in r and r["delivered"]]
+    if not rs:
+        return ""
+    user = statistics.median(1e6 * r["server_user_s"] / r["delivered"] for r in rs)
+    kernel = statistics.median(1e6 * (r["server_cpu_s"] - r["server_user_s"]) / r["delivered"] for r in rs)
+    return f"{user:.2f}, {kernel:.2f}"
+
+
 def report(rows, servers, opts, uws, node):
     def runs(kind, server, case=None, n=None):
         return [r for r in rows if r["kind"] == kind and r["server"] == server and "failed" not in r
@@ -310,11 +321,14 @@ def report(rows, servers, opts, uws, node):
         "`/api/publish` with `{channel, data}`, delivered inside each server's envelope; uWebSockets and ws: "
         "`/publish/<topic>`, delivered as is). Where a server is saturated the offered rate is not reached: "
         "deliveries per server CPU-second (server CPU from /proc over the publishing window) is the column that "
-        "compares. Latency: publisher's clock before the POST to the loader's receipt. Median (min-max).",
+        "compares. Latency: publisher's clock before the POST to the loader's receipt. The server's CPU per "
+        "delivery is split into user space and the kernel (/proc's utime and stime, 10 ms ticks): the kernel's "
+        "share is mostly the `send`s, the same work for every server. Median (min-max).",
         "",
         "| subscribers | channels | publications/s | server | deliveries per server CPU-s | ratio to uWebSockets "
-        "| deliveries/s | delivered/expected, gaps, reordered (all runs) | p50 ms | p99 ms | server CPU % | loader CPU % (max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| deliveries/s | delivered/expected, gaps, reordered (all runs) | p50 ms | p99 ms | server CPU % "
+        "| server µs per delivery: user, kernel | loader CPU % (max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in cases:
         base = [r["per_server_cpu_s"] for r in runs("fanout", "uws", case)]
@@ -325,7 +339,7 @@ def report(rows, servers, opts, uws, node):
             if not rs:
                 if failed:
                     lines.append(f"| {case[0]:,} | {case[1]:,} | {case[2]:,} | {s} | failed: "
-                                 f"{failed[0]['failed'][:80]} | | | | | | | |")
+                                 f"{failed[0]['failed'][:80]} | | | | | | | | |")
                 continue
             per = [r["per_server_cpu_s"] for r in rs]
             lines.append(
@@ -336,7 +350,7 @@ def report(rows, servers, opts, uws, node):
                 f"{f' ({len(failed)} runs failed)' if failed else ''} | "
                 f"{spread([r['latency_ms']['p50'] for r in rs], ',.2f')} | "
                 f"{spread([r['latency_ms']['p99'] for r in rs], ',.2f')} | "
-                f"{statistics.median(r['server_cpu_pct'] for r in rs):.0f} | "
+                f"{statistics.median(r['server_cpu_pct'] for r in rs):.0f} | {cpu_split(rs)} | "
                 f"{max(r['loader_cpu_pct'] for r in rs):.0f} |")
     mem = [r for r in rows if r["kind"] == "memory" and "failed" not in r]
     if mem:

@@ -2,12 +2,13 @@
 //! frames, no task or allocation per delivery, so that it stays well below one core while
 //! the server under test saturates its own. N subscribers over C channels (connection `i`
 //! takes channel `i % C`), one publisher over a keep-alive HTTP connection at a fixed rate,
-//! for a fixed time; then it waits (at most 10 s) for what is still
-//! on its way and prints one JSON line: deliveries, what was expected, gaps and reorders
-//! (each publication carries its per-channel sequence), publish-to-delivery latency, its own
-//! CPU and the server's (from /proc/PID/stat), all over the same window. Publishing keeps
-//! to its schedule whatever the answers (pipelined on its connection), with at most
-//! `--in-flight` (64) requests unanswered; `--in-flight 1` waits for each answer.
+//! for a fixed time; then it waits (at most 10 s) for what is still on its way and prints
+//! one JSON line: deliveries, what was expected, gaps and reorders (each publication
+//! carries its per-channel sequence), publish-to-delivery latency, its own CPU and the
+//! server's (from /proc/PID/stat; the server's also in user space alone), all over the same
+//! window. Publishing keeps to its schedule whatever the answers (pipelined on its
+//! connection), with at most `--in-flight` (64) requests unanswered; `--in-flight 1` waits
+//! for each answer.
 //!
 //! Protocols (`--proto`): `json` (tether.json at the hub's /ws), `stomp` (STOMP 1.2 over
 //! the same path), `socketio` (Engine.IO v4 over WebSocket, event `subscribe` with an ack),
@@ -465,14 +466,14 @@ impl Conn {
     }
 }
 
-/// utime + stime of a process, in seconds.
-fn proc_cpu(pid: u32) -> f64 {
+/// CPU time of a process in seconds: user space (utime), and in all (utime + stime).
+fn proc_cpu(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let (user, system) = (field(11), field(12));
+    (user / 100.0, (user + system) / 100.0)
 }
 
 /// Resident memory of a process, in bytes.
@@ -725,7 +726,7 @@ fn run(o: &Opts) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tally.latency_us.reserve((o.rate * o.duration) as usize * o.connections / o.channels);
 
-    let (server0, self0) = (o.server_pid.map_or(0.0, proc_cpu), self_cpu());
+    let (server0, self0) = (o.server_pid.map_or((0.0, 0.0), proc_cpu), self_cpu());
     let start = Instant::now();
     let publish_for = Duration::from_secs_f64(o.duration);
     let interval = Duration::from_secs_f64(1.0 / o.rate);
@@ -784,7 +785,8 @@ fn run(o: &Opts) -> Result<(), String> {
         }
     }
     let elapsed = start.elapsed();
-    let server_cpu = o.server_pid.map_or(0.0, proc_cpu) - server0;
+    let server1 = o.server_pid.map_or((0.0, 0.0), proc_cpu);
+    let (server_user, server_cpu) = (server1.0 - server0.0, server1.1 - server0.1);
     let loader_cpu = self_cpu() - self0;
     let mut lat = std::mem::take(&mut tally.latency_us);
     lat.sort_unstable();
@@ -797,7 +799,7 @@ fn run(o: &Opts) -> Result<(), String> {
     println!(
         "{{\"subscribers\":{},\"channels\":{},\"rate\":{},\"published\":{},\"late\":{late},\"publish_s\":{:.3},\
          \"elapsed_s\":{secs:.3},\"delivered\":{},\"expected\":{expected},\"gaps\":{},\"reordered\":{},\
-         \"deliveries_per_s\":{:.1},\"server_cpu_s\":{server_cpu:.3},\"loader_cpu_s\":{loader_cpu:.3},\
+         \"deliveries_per_s\":{:.1},\"server_cpu_s\":{server_cpu:.3},\"server_user_s\":{server_user:.3},\"loader_cpu_s\":{loader_cpu:.3},\
          \"server_cpu_pct\":{:.1},\"loader_cpu_pct\":{:.1},\"latency_ms\":{{\"p50\":{:.3},\"p99\":{:.3},\"max\":{:.3}}},\
          \"wire_bytes\":{},\"compressed\":{},\"inflations\":{},\"errors\":{{{}}}}}",
         o.connections,
