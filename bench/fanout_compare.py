@@ -14,7 +14,7 @@ uWebSockets" section of bench/RESULTS.md.
 
 usage: bench/fanout_compare.py [--uws PATH/TO/uWebSockets] [--base OLD_TETHER_BINARY]
          [--repeats N] [--duration SECS] [--servers tether,tether-linger,tether-stomp,uws,floor,ws,socketio]
-         [--cases 0,1,...] [--no-memory] [--deflate [--size BYTES]]
+         [--cases 0,1,...] [--no-memory] [--deflate [--size BYTES]] [--report]
 
 --deflate measures permessage-deflate instead: `tether serve --deflate` and uWebSockets with
 its shared compressor, each beside itself without compression, every subscriber offering
@@ -27,6 +27,8 @@ PATH/TO/uWebSockets is a checkout of github.com/uNetworking/uWebSockets with
 github.com/uNetworking/uSockets in its uSockets/ folder (its submodule); the script
 builds uSockets there (make) and bench/uws/fanout.cpp against it into target/bench-uws/.
 --base adds a second tether build (`tether-base`) to every case, for A/B of a change.
+--report measures nothing: it writes the tables and the chart again from the last run's raw
+results (with --deflate, the deflate run's), after a change to the report.
 """
 import argparse
 import datetime
@@ -159,6 +161,8 @@ def main():
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--deflate", action="store_true")
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--report", action="store_true",
+                    help="only write the tables and chart again from the last run's raw results")
     opts = ap.parse_args()
     if opts.deflate:
         if opts.servers == ",".join(SERVERS):
@@ -166,6 +170,8 @@ def main():
         if opts.cases == ",".join(str(i) for i in range(len(CASES))):
             opts.cases = "1,4"
         opts.no_memory = True
+    if opts.report:
+        return report_again(opts)
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tether-cli", "--bin", "tether"],
                    check=True, cwd=ROOT)
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "fanout_load", "--bin", "floor_fanout"],
@@ -220,6 +226,25 @@ def main():
     if opts.deflate:
         report_deflate(rows, servers, opts, uws)
     else:
+        report(rows, servers, opts, uws, node)
+
+
+def report_again(opts):
+    """Writes the report of the last run (its raw results) again: for a change to the report
+    itself. `--repeats` is taken from the results; `--duration` and `--size` are as given."""
+    name = "fanout_deflate" if opts.deflate else "fanout_compare"
+    with open(os.path.join(ROOT, f"bench/results/{name}.raw.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    opts.repeats = max(r["repeat"] for r in rows) + 1
+    uws = None
+    if opts.uws and any(s.startswith("uws") for s in servers):
+        rev = subprocess.run(["git", "-C", opts.uws, "log", "-1", "--format=%h %cs"], capture_output=True, text=True)
+        uws = rev.stdout.strip() or "unknown revision"
+    if opts.deflate:
+        report_deflate(rows, servers, opts, uws)
+    else:
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
         report(rows, servers, opts, uws, node)
 
 
@@ -293,8 +318,12 @@ def report(rows, servers, opts, uws, node):
                 and (case is None or (r["subscribers"], r["channels"], r["rate"]) == case)
                 and (n is None or r["subscribers"] == n)]
 
-    def ratio(vals, base):
-        return f"{statistics.median(vals) / statistics.median(base):.2f}" if vals and base else "-"
+    def ratio(rs, base_rs):
+        """Each run's deliveries per CPU-second over uWebSockets' in the same repeat (the two
+        ran minutes apart at most, so the machine's slower drifts cancel): median (min-max)."""
+        base = {r["repeat"]: r["per_server_cpu_s"] for r in base_rs}
+        pairs = [r["per_server_cpu_s"] / base[r["repeat"]] for r in rs if r["repeat"] in base]
+        return spread(pairs, ",.2f") if pairs else "-"
 
     cases = sorted({(r["subscribers"], r["channels"], r["rate"]) for r in rows if r["kind"] == "fanout"},
                    key=CASES.index)
@@ -323,7 +352,8 @@ def report(rows, servers, opts, uws, node):
         "deliveries per server CPU-second (server CPU from /proc over the publishing window) is the column that "
         "compares. Latency: publisher's clock before the POST to the loader's receipt. The server's CPU per "
         "delivery is split into user space and the kernel (/proc's utime and stime, 10 ms ticks): the kernel's "
-        "share is mostly the `send`s, the same work for every server. Median (min-max).",
+        "share is mostly the `send`s, the same work for every server. Median (min-max); the ratio to "
+        "uWebSockets is taken run by run, each run against uWebSockets' run of the same repeat.",
         "",
         "| subscribers | channels | publications/s | server | deliveries per server CPU-s | ratio to uWebSockets "
         "| deliveries/s | delivered/expected, gaps, reordered (all runs) | p50 ms | p99 ms | server CPU % "
@@ -331,7 +361,7 @@ def report(rows, servers, opts, uws, node):
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in cases:
-        base = [r["per_server_cpu_s"] for r in runs("fanout", "uws", case)]
+        base = runs("fanout", "uws", case)
         for s in servers:
             rs = runs("fanout", s, case)
             failed = [r for r in rows if r["kind"] == "fanout" and r["server"] == s and "failed" in r
@@ -343,7 +373,7 @@ def report(rows, servers, opts, uws, node):
                 continue
             per = [r["per_server_cpu_s"] for r in rs]
             lines.append(
-                f"| {case[0]:,} | {case[1]:,} | {case[2]:,} | {s} | {spread(per)} | {ratio(per, base)} | "
+                f"| {case[0]:,} | {case[1]:,} | {case[2]:,} | {s} | {spread(per)} | {ratio(rs, base)} | "
                 f"{spread([r['deliveries_per_s'] for r in rs])} | "
                 f"{sum(r['delivered'] for r in rs):,}/{sum(r['expected'] for r in rs):,}, "
                 f"{sum(r['gaps'] for r in rs)}, {sum(r['reordered'] for r in rs)}"
