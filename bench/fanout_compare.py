@@ -35,6 +35,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -193,6 +194,7 @@ def main():
     rows = []
     with open(raw + ".partial", "w") as partial:
         def keep(row):
+            row["date"] = str(datetime.date.today())
             rows.append(row)
             partial.write(json.dumps(row) + "\n")
             partial.flush()
@@ -249,6 +251,8 @@ def report_again(opts):
 
 
 def report_deflate(rows, servers, opts, uws):
+    name = "fanout_deflate"
+
     def runs(server, case):
         return [r for r in rows if r["server"] == server and "failed" not in r
                 and (r["subscribers"], r["channels"], r["rate"]) == case]
@@ -257,7 +261,7 @@ def report_deflate(rows, servers, opts, uws):
     lines = [
         "## Fan-out with permessage-deflate",
         "",
-        f"Measured {datetime.date.today()} on {os.cpu_count()} cores ({platform.machine()}), loopback, by "
+        f"Measured {measured(rows, name)} on {os.cpu_count()} cores ({platform.machine()}), loopback, by "
         f"`bench/fanout_compare.py --deflate`: the same servers, loader and pinning as the section above; "
         f"{opts.repeats} runs of {opts.duration:g} s per case and server. Every subscriber offers "
         "permessage-deflate (`client_max_window_bits`); `tether-deflate` is `tether serve --deflate` (it "
@@ -301,6 +305,20 @@ def report_deflate(rows, servers, opts, uws):
     print("\n".join(lines))
 
 
+def measured(rows, name):
+    """When the rows were measured: their own date, or for rows from before they carried one,
+    the date the report of `name` already gives."""
+    dates = {r["date"] for r in rows if "date" in r}
+    if dates:
+        return max(dates)
+    try:
+        with open(os.path.join(ROOT, f"bench/results/{name}.md")) as f:
+            m = re.search(r"Measured (\d{4}-\d{2}-\d{2})", f.read())
+    except OSError:
+        m = None
+    return m.group(1) if m else "(date not recorded)"
+
+
 def cpu_split(rs):
     """Median server CPU per delivery in µs, user space and kernel ("" for runs from before
     the loader reported user time)."""
@@ -313,6 +331,8 @@ def cpu_split(rs):
 
 
 def report(rows, servers, opts, uws, node):
+    name = "fanout_compare"
+
     def runs(kind, server, case=None, n=None):
         return [r for r in rows if r["kind"] == kind and r["server"] == server and "failed" not in r
                 and (case is None or (r["subscribers"], r["channels"], r["rate"]) == case)
@@ -331,7 +351,7 @@ def report(rows, servers, opts, uws, node):
     lines = [
         "## Fan-out beside uWebSockets, Node ws and Node socket.io",
         "",
-        f"Measured {datetime.date.today()} on {os.cpu_count()} cores ({platform.machine()}), loopback, by "
+        f"Measured {measured(rows, name)} on {os.cpu_count()} cores ({platform.machine()}), loopback, by "
         f"`bench/fanout_compare.py`: each server on core 0, a fresh process per run; the loader "
         f"(bench/servers `fanout_load`: one thread on epoll, raw WebSocket frames) on core 1. "
         f"{opts.repeats} runs of {opts.duration:g} s per case and server (the light case, "
