@@ -240,9 +240,11 @@ def report_again(opts):
     servers = list(dict.fromkeys(r["server"] for r in rows))
     opts.repeats = max(r["repeat"] for r in rows) + 1
     uws = None
-    if opts.uws and any(s.startswith("uws") for s in servers):
-        rev = subprocess.run(["git", "-C", opts.uws, "log", "-1", "--format=%h %cs"], capture_output=True, text=True)
-        uws = rev.stdout.strip() or "unknown revision"
+    if any(s.startswith("uws") for s in servers):
+        # The revision measured is not in the raw results: the checkout's, if it is given.
+        rev = subprocess.run(["git", "-C", opts.uws, "log", "-1", "--format=%h %cs"],
+                             capture_output=True, text=True) if opts.uws else None
+        uws = (rev.stdout.strip() if rev else "") or "(revision not given: --uws PATH)"
     if opts.deflate:
         report_deflate(rows, servers, opts, uws)
     else:
