@@ -11,10 +11,13 @@ pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A private `redis-server` on a loopback port, without persistence; killed on drop.
+/// A private `redis-server` on a loopback port, without persistence unless made
+/// [`persistent`](Self::persistent); killed on drop.
 pub(crate) struct Redis {
     pub(crate) port: u16,
     pub(crate) child: Child,
+    /// What it was started with beyond the port, for a restart.
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -24,6 +27,13 @@ impl Redis {
 
     pub(crate) fn on(port: u16) -> Self {
         Self::with(port, &[])
+    }
+
+    /// A server that keeps its data in an append-only file in `dir`, written and synced
+    /// before each answer (`appendfsync always`): what it acknowledged survives a kill.
+    pub(crate) fn persistent(dir: &std::path::Path) -> Self {
+        let dir = dir.to_str().expect("a UTF-8 temporary directory");
+        Self::with(free_port(), &["--appendonly", "yes", "--appendfsync", "always", "--dir", dir])
     }
 
     /// A replica of the server on `master`.
@@ -44,20 +54,22 @@ impl Redis {
             assert!(start.elapsed() < WAIT, "redis-server did not start on port {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { port, child }
+        Self { port, child, extra: extra.iter().map(|a| (*a).to_owned()).collect() }
     }
 
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server (its data is gone: no persistence) and starts a new one on the
-    /// same port after `down`.
+    /// Kills the server (SIGKILL) and starts it again on the same port with the same
+    /// settings after `down`: without persistence its data is gone; a
+    /// [`persistent`](Self::persistent) one reloads what it acknowledged.
     pub(crate) fn restart(&mut self, down: Duration) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(down);
-        *self = Self::on(self.port);
+        let extra = std::mem::take(&mut self.extra);
+        *self = Self::with(self.port, &extra.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }
 
