@@ -85,8 +85,23 @@ def build_uws(path):
     subprocess.run(["g++", "-O3", "-march=native", "-flto=auto", "-std=c++2b",
                     "-I", os.path.join(path, "src"), "-I", os.path.join(path, "uSockets/src"),
                     os.path.join(ROOT, "bench/uws/fanout.cpp"), *objs, "-lz", "-o", UWS_BIN], check=True)
+    return uws_revision(path)
+
+
+def uws_revision(path):
+    """The uWebSockets checkout's commit and date (the raw results do not record it)."""
     rev = subprocess.run(["git", "-C", path, "log", "-1", "--format=%h %cs"], capture_output=True, text=True)
     return rev.stdout.strip() or "unknown revision"
+
+
+def node_version():
+    return subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+
+
+def raw_path(opts):
+    """The run's raw results: the deflate run's with --deflate."""
+    name = "fanout_deflate" if opts.deflate else "fanout_compare"
+    return os.path.join(ROOT, f"bench/results/{name}.raw.jsonl")
 
 
 def start(server, port, tethers):
@@ -187,10 +202,9 @@ def main():
     if opts.base:
         tethers["tether-base"] = os.path.abspath(opts.base)
         servers[1:1] = ["tether-base"]
-    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    node = node_version()
     cases = [CASES[int(i)] for i in opts.cases.split(",") if i]
-    name = "fanout_deflate" if opts.deflate else "fanout_compare"
-    raw = os.path.join(ROOT, f"bench/results/{name}.raw.jsonl")
+    raw = raw_path(opts)
     rows = []
     with open(raw + ".partial", "w") as partial:
         def keep(row):
@@ -234,22 +248,17 @@ def main():
 def report_again(opts):
     """Writes the report of the last run (its raw results) again: for a change to the report
     itself. `--repeats` is taken from the results; `--duration` and `--size` are as given."""
-    name = "fanout_deflate" if opts.deflate else "fanout_compare"
-    with open(os.path.join(ROOT, f"bench/results/{name}.raw.jsonl")) as f:
+    with open(raw_path(opts)) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     servers = list(dict.fromkeys(r["server"] for r in rows))
     opts.repeats = max(r["repeat"] for r in rows) + 1
     uws = None
     if any(s.startswith("uws") for s in servers):
-        # The revision measured is not in the raw results: the checkout's, if it is given.
-        rev = subprocess.run(["git", "-C", opts.uws, "log", "-1", "--format=%h %cs"],
-                             capture_output=True, text=True) if opts.uws else None
-        uws = (rev.stdout.strip() if rev else "") or "(revision not given: --uws PATH)"
+        uws = uws_revision(opts.uws) if opts.uws else "(revision not given: --uws PATH)"
     if opts.deflate:
         report_deflate(rows, servers, opts, uws)
     else:
-        node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-        report(rows, servers, opts, uws, node)
+        report(rows, servers, opts, uws, node_version())
 
 
 def report_deflate(rows, servers, opts, uws):
