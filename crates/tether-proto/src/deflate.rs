@@ -439,11 +439,22 @@ pub(crate) struct Codec {
     /// The current message's DEFLATE stream ended with a BFINAL block: the rest of the
     /// message (and the appended tail) is ignored, and the next message starts a new stream.
     stream_ended: bool,
+    /// Messages sent compressed ([`Stats::compressed_sent`](crate::Stats::compressed_sent)).
+    pub(crate) compressed_sent: u64,
+    /// Messages received compressed.
+    pub(crate) compressed_received: u64,
 }
 
 impl Codec {
     pub(crate) fn new(params: DeflateParams) -> Self {
-        Self { params, compressor: None, decompressor: None, stream_ended: false }
+        Self {
+            params,
+            compressor: None,
+            decompressor: None,
+            stream_ended: false,
+            compressed_sent: 0,
+            compressed_received: 0,
+        }
     }
 
     /// Whether a message of `len` bytes should be compressed.

@@ -35,6 +35,7 @@ mod h2;
 mod handoff;
 #[cfg(feature = "hyper")]
 pub mod hyper;
+mod intern;
 mod limit;
 mod message;
 pub mod prefetch;

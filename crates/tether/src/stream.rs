@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 use tether_proto::frame::MAX_HEADER_LEN;
@@ -29,6 +30,12 @@ const READ_IN_PLACE: usize = 8 * 1024;
 /// Payloads this large are written from where they are (a vectored write after their
 /// frame header), not copied into the write buffer.
 const WRITE_IN_PLACE: usize = 8 * 1024;
+
+/// [`WebSocketStream`]'s read hint for a message of `n` bytes with its header: no more than
+/// one read takes.
+fn hint(n: usize) -> u32 {
+    u32::try_from(n.min(SCRATCH)).unwrap_or(u32::MAX)
+}
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
@@ -78,7 +85,7 @@ where
             eof: false,
             shut: false,
             done: false,
-            protocol: self.protocol,
+            protocol: self.protocol.map(crate::intern::name),
             timer: None,
             _permit: self.permit,
         }
@@ -110,14 +117,17 @@ pub struct WebSocketStream<S> {
     tail: Option<Bytes>,
     /// Whether the socket writes several buffers at once (plain TCP does; TLS does not).
     vectored: bool,
-    /// The size of the last message with its header when it was large (0 otherwise): the
-    /// next one is likely as large, and read in place.
-    read_hint: usize,
+    /// The size of the last message with its header when it was large (0 otherwise), at
+    /// most what one read takes: the next one is likely as large, and read in place. (A
+    /// `u32` beside the flags: an idle connection's size is what many idle connections
+    /// cost.)
+    read_hint: u32,
     eof: bool,
     shut: bool,
     /// The stream has ended (`None` was returned).
     done: bool,
-    protocol: Option<String>,
+    /// Shared by the connections that agreed the same one ([`crate::intern`]).
+    protocol: Option<Arc<str>>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A listener's place, given back when the stream is dropped.
     _permit: Option<Permit>,
@@ -298,7 +308,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Reads once and feeds the core; `Ok(0)` at the end. A large frame is read straight
     /// into the core's buffer; anything else into the thread's scratch buffer.
     fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let want = self.conn.input_wanted().max(self.read_hint);
+        let want = self.conn.input_wanted().max(self.read_hint as usize);
         let r = if want >= READ_IN_PLACE {
             self.poll_read_in_place(cx, want)
         } else {
@@ -368,7 +378,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                         _ => None,
                     };
                     if let Some(n) = size {
-                        self.read_hint = if n >= READ_IN_PLACE { n + MAX_HEADER_LEN } else { 0 };
+                        self.read_hint = if n >= READ_IN_PLACE { hint(n + MAX_HEADER_LEN) } else { 0 };
                     }
                     match from_event(event) {
                         Some(msg) => return Poll::Ready(Some(Ok(msg))),

@@ -89,6 +89,43 @@ struct OutFrame {
     prepared: bool,
 }
 
+/// Frames waiting to be sent, oldest first: the first in place, any after it on the heap. A
+/// connection that has one frame at a time to send (a reply, a subscriber's publication at
+/// light load) then allocates nothing for it, and an idle connection keeps nothing.
+#[derive(Default)]
+struct OutQueue {
+    /// The oldest frame; `None` only when the queue is empty.
+    head: Option<OutFrame>,
+    rest: VecDeque<OutFrame>,
+}
+
+impl OutQueue {
+    fn push_back(&mut self, frame: OutFrame) {
+        if self.head.is_none() {
+            self.head = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<OutFrame> {
+        let frame = self.head.take()?;
+        self.head = self.rest.pop_front();
+        Some(frame)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// Gives back the heap part's memory when it holds nothing.
+    fn release(&mut self) {
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+    }
+}
+
 /// Counters of one connection: what crossed the wire and what the application saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -108,6 +145,17 @@ pub struct Stats {
     pub compressed_received: u64,
     /// Messages sent compressed.
     pub compressed_sent: u64,
+}
+
+/// [`Stats`]' counters that every connection keeps.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    bytes_received: u64,
+    bytes_sent: u64,
+    messages_received: u64,
+    messages_sent: u64,
+    payload_received: u64,
+    payload_sent: u64,
 }
 
 impl OutFrame {
@@ -160,8 +208,13 @@ pub struct Connection {
     /// Boxed: only a message that arrives in pieces or compressed has one, and an idle
     /// connection's size is what many idle connections cost.
     message: Option<Box<MessageInProgress>>,
-    out: VecDeque<OutFrame>,
-    pending_pongs: VecDeque<Bytes>,
+    out: OutQueue,
+    /// Pongs owed, oldest first; never empty when there. Boxed: most connections never owe
+    /// one, and an idle connection's size is what many idle connections cost (the box is 8
+    /// bytes in every connection, the queue 32; only a connection that owes pongs pays for
+    /// the extra allocation).
+    #[allow(clippy::box_collection)]
+    pending_pongs: Option<Box<VecDeque<Bytes>>>,
     buffered: usize,
     mask: Option<MaskSource>,
     /// Boxed: only a closing connection has one.
@@ -179,7 +232,9 @@ pub struct Connection {
     /// Boxed: most connections have no compression, and an idle connection's size is
     /// what many idle connections cost.
     deflate: Option<Box<Codec>>,
-    stats: Stats,
+    /// [`Stats`] but for the compressed messages, which the codec counts (a connection
+    /// without compression has no use for those counters).
+    counts: Counts,
 }
 
 impl fmt::Debug for Connection {
@@ -213,8 +268,8 @@ impl Connection {
             inbuf: BytesMut::new(),
             frame: None,
             message: None,
-            out: VecDeque::new(),
-            pending_pongs: VecDeque::new(),
+            out: OutQueue::default(),
+            pending_pongs: None,
             buffered: 0,
             mask,
             closed: None,
@@ -228,7 +283,7 @@ impl Connection {
             close_transport: false,
             ping_counter: 0,
             deflate: None,
-            stats: Stats::default(),
+            counts: Counts::default(),
         }
     }
 
@@ -251,7 +306,19 @@ impl Connection {
 
     /// Counters of bytes and messages in both directions.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let c = &self.counts;
+        let (compressed_received, compressed_sent) =
+            self.deflate.as_deref().map_or((0, 0), |d| (d.compressed_received, d.compressed_sent));
+        Stats {
+            bytes_received: c.bytes_received,
+            bytes_sent: c.bytes_sent,
+            messages_received: c.messages_received,
+            messages_sent: c.messages_sent,
+            payload_received: c.payload_received,
+            payload_sent: c.payload_sent,
+            compressed_received,
+            compressed_sent,
+        }
     }
 
     /// This connection's role.
@@ -272,7 +339,7 @@ impl Connection {
             return;
         }
         self.activity = true;
-        self.stats.bytes_received += data.len() as u64;
+        self.counts.bytes_received += data.len() as u64;
         self.inbuf.extend_from_slice(data);
     }
 
@@ -295,7 +362,7 @@ impl Connection {
         }
         if n > 0 {
             self.activity = true;
-            self.stats.bytes_received += n as u64;
+            self.counts.bytes_received += n as u64;
         }
     }
 
@@ -319,12 +386,7 @@ impl Connection {
     /// Gives back the memory of the outgoing queues when nothing waits in them, so that
     /// an idle connection holds none (a shell calls it when the connection goes quiet).
     pub fn release_output(&mut self) {
-        if self.out.is_empty() && self.out.capacity() > 0 {
-            self.out = VecDeque::new();
-        }
-        if self.pending_pongs.is_empty() && self.pending_pongs.capacity() > 0 {
-            self.pending_pongs = VecDeque::new();
-        }
+        self.out.release();
     }
 
     /// The peer closed its side of TCP. Without a close handshake this ends the connection
@@ -500,7 +562,7 @@ impl Connection {
     /// transmitted and either this is the server after the close handshake (RFC 6455 7.1.1:
     /// the server closes TCP first), the connection failed, or a timeout expired.
     pub fn should_close_transport(&self) -> bool {
-        if self.state != State::Closed || !self.out.is_empty() || !self.pending_pongs.is_empty() {
+        if self.state != State::Closed || !self.out.is_empty() || self.pending_pongs.is_some() {
             return false;
         }
         self.close_transport || self.failed || self.role == Role::Server
@@ -531,4 +593,47 @@ fn close_payload(code: CloseCode, reason: &str) -> Bytes {
     v.extend_from_slice(&code.0.to_be_bytes());
     v.extend_from_slice(&reason.as_bytes()[..end]);
     Bytes::from(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{OutFrame, OutQueue};
+    use crate::frame::OpCode;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    fn frame(n: u32) -> OutFrame {
+        OutFrame {
+            opcode: OpCode::Binary,
+            payload: Bytes::from(n.to_be_bytes().to_vec()),
+            rsv1: false,
+            prepared: false,
+        }
+    }
+
+    proptest! {
+        /// Whatever the pushes and pops, the queue gives the frames back in the order they
+        /// came, as a plain `VecDeque` does, and holds no heap memory once emptied and released.
+        #[test]
+        fn the_out_queue_is_first_in_first_out(ops in proptest::collection::vec(any::<bool>(), 0..200)) {
+            let (mut queue, mut model) = (OutQueue::default(), VecDeque::new());
+            for (n, push) in (0u32..).zip(ops) {
+                if push {
+                    queue.push_back(frame(n));
+                    model.push_back(n);
+                } else {
+                    let got = queue.pop_front().map(|f| u32::from_be_bytes(f.payload[..].try_into().unwrap()));
+                    prop_assert_eq!(got, model.pop_front());
+                }
+                prop_assert_eq!(queue.is_empty(), model.is_empty());
+            }
+            while let Some(f) = queue.pop_front() {
+                prop_assert_eq!(Some(u32::from_be_bytes(f.payload[..].try_into().unwrap())), model.pop_front());
+            }
+            prop_assert!(model.is_empty());
+            queue.release();
+            prop_assert_eq!(queue.rest.capacity(), 0);
+        }
+    }
 }

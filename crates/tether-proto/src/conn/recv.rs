@@ -215,7 +215,9 @@ impl Connection {
             return Err(ProtocolError::InvalidUtf8);
         }
         if message.compressed {
-            self.stats.compressed_received += 1;
+            if let Some(codec) = self.deflate.as_deref_mut() {
+                codec.compressed_received += 1;
+            }
             let payload = message.inflated.into_bytes();
             return Ok(Some(self.count_delivery(message.text, payload)));
         }
@@ -234,8 +236,8 @@ impl Connection {
     }
 
     fn count_delivery(&mut self, text: bool, payload: Bytes) -> Event {
-        self.stats.messages_received += 1;
-        self.stats.payload_received += payload.len() as u64;
+        self.counts.messages_received += 1;
+        self.counts.payload_received += payload.len() as u64;
         if text {
             Event::Text(Utf8Bytes::from_validated(payload))
         } else {
@@ -247,13 +249,14 @@ impl Connection {
         match opcode {
             OpCode::Ping => {
                 if self.state == State::Open {
-                    if self.pending_pongs.len() >= self.config.max_pending_pongs.max(1) {
-                        if let Some(old) = self.pending_pongs.pop_front() {
+                    let pongs = self.pending_pongs.get_or_insert_with(Box::default);
+                    if pongs.len() >= self.config.max_pending_pongs.max(1) {
+                        if let Some(old) = pongs.pop_front() {
                             self.buffered -= old.len() + MAX_HEADER_LEN;
                         }
                     }
                     self.buffered += payload.len() + MAX_HEADER_LEN;
-                    self.pending_pongs.push_back(payload.clone());
+                    pongs.push_back(payload.clone());
                 }
                 Ok(Some(Event::Ping(payload)))
             }

@@ -59,12 +59,12 @@ impl Connection {
 
     fn send_data(&mut self, opcode: OpCode, payload: Bytes, compress: bool) -> Result<(), UsageError> {
         self.check_open()?;
-        self.stats.messages_sent += 1;
-        self.stats.payload_sent += payload.len() as u64;
+        self.counts.messages_sent += 1;
+        self.counts.payload_sent += payload.len() as u64;
         let frame = match self.deflate.as_mut() {
             // RFC 7692 6: RSV1 on the (only) frame marks it compressed.
             Some(codec) if compress && codec.wants(payload.len()) => {
-                self.stats.compressed_sent += 1;
+                codec.compressed_sent += 1;
                 OutFrame {
                     opcode,
                     payload: Bytes::from(codec.compress(&payload)),
@@ -92,16 +92,15 @@ impl Connection {
         if self.role == Role::Client {
             return Err(UsageError::ClientPrepared);
         }
-        self.stats.messages_sent += 1;
-        self.stats.payload_sent += frame.payload_len() as u64;
-        let shared = self.deflate.as_deref().and_then(|codec| codec.shares(frame.payload_len()));
-        let payload = match shared.and_then(|(bits, level)| frame.deflated(bits, level)) {
-            Some(compressed) => {
-                self.stats.compressed_sent += 1;
-                compressed.clone()
-            }
-            None => frame.wire().clone(),
-        };
+        self.counts.messages_sent += 1;
+        self.counts.payload_sent += frame.payload_len() as u64;
+        let shared = self.deflate.as_deref_mut().and_then(|codec| {
+            let (bits, level) = codec.shares(frame.payload_len())?;
+            let compressed = frame.deflated(bits, level)?;
+            codec.compressed_sent += 1;
+            Some(compressed)
+        });
+        let payload = shared.unwrap_or_else(|| frame.wire()).clone();
         self.queue_frame(OutFrame { opcode: OpCode::Binary, payload, rsv1: false, prepared: true });
         Ok(())
     }
@@ -183,9 +182,11 @@ impl Connection {
     fn transmit(&mut self, buf: &mut Vec<u8>, min_split: usize) -> (bool, Option<Bytes>) {
         const SOFT_LIMIT: usize = 64 * 1024;
         let start = buf.len();
-        while let Some(pong) = self.pending_pongs.pop_front() {
-            self.buffered -= pong.len() + MAX_HEADER_LEN;
-            self.encode(OpCode::Pong, false, &pong, buf);
+        if let Some(pongs) = self.pending_pongs.take() {
+            for pong in pongs.iter() {
+                self.buffered -= pong.len() + MAX_HEADER_LEN;
+                self.encode(OpCode::Pong, false, pong, buf);
+            }
         }
         let mut split = None;
         while buf.len() < SOFT_LIMIT {
@@ -206,7 +207,7 @@ impl Connection {
             }
         }
         let tail = split.as_ref().map_or(0, Bytes::len);
-        self.stats.bytes_sent += (buf.len() - start + tail) as u64;
+        self.counts.bytes_sent += (buf.len() - start + tail) as u64;
         (buf.len() > start || split.is_some(), split)
     }
 
