@@ -272,6 +272,34 @@ pub(crate) async fn next_or_deadline<S: Stream + Unpin>(
     .await
 }
 
+/// What a connection with several timers woke for.
+pub(crate) enum Woke<T> {
+    /// The next item of its stream (`None`: the stream ended).
+    Next(Option<T>),
+    /// The deadline at this index passed (the first one, if several did).
+    Deadline(usize),
+}
+
+/// The next item of `read`, or the first of `deadlines` to pass, whichever comes first:
+/// [`next_or_deadline`] with several timers.
+pub(crate) async fn next_or_first_deadline<S: Stream + Unpin>(
+    read: &mut S,
+    deadlines: &mut [&mut Deadline],
+) -> Woke<S::Item> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(item) = Pin::new(&mut *read).poll_next(cx) {
+            return Poll::Ready(Woke::Next(item));
+        }
+        for (i, deadline) in deadlines.iter_mut().enumerate() {
+            if deadline.poll(cx).is_ready() {
+                return Poll::Ready(Woke::Deadline(i));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// Waits until `deadline`, or forever without one (a `select!` arm for optional timers).
 /// The timer is boxed: inline, it would be laid out in every connection's task, most of
 /// which have no deadline.

@@ -315,8 +315,9 @@ pub struct Decoder {
     version: Version,
     /// The search for the end of the current frame's head or body.
     scan: Scan,
-    /// The current frame's head, once whole, while its body is awaited.
-    head: Option<Head>,
+    /// The current frame's head, once whole, while its body is awaited (boxed: most
+    /// connections wait between frames, with none).
+    head: Option<Box<Head>>,
     /// Heads parsed, for the tests that check each is parsed once.
     #[cfg(test)]
     heads_parsed: usize,
@@ -366,6 +367,15 @@ impl Decoder {
         self.buf.extend_from_slice(data);
     }
 
+    /// Lets go of the buffer's memory when it holds nothing (between frames, so that an
+    /// idle connection keeps none; emptied by handing out a frame's body, it still holds a
+    /// share of that body's allocation).
+    pub fn release(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Bytes received and not yet part of a frame.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -379,7 +389,7 @@ impl Decoder {
     /// of no further use (the connection must end with an ERROR frame).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let head = match self.head.take() {
-            Some(head) => head,
+            Some(head) => *head,
             None => {
                 if self.scan.seen == 0 {
                     // Heart-beats: EOLs between frames.
@@ -415,7 +425,7 @@ impl Decoder {
                     return Err(FrameError::TooLarge { limit: self.limits.max_frame_size });
                 }
                 if self.buf.len() < head.len + n + 1 {
-                    self.head = Some(head);
+                    self.head = Some(Box::new(head));
                     return Ok(None);
                 }
                 if self.buf[head.len + n] != 0 {
@@ -430,7 +440,7 @@ impl Decoder {
                 }
                 None => {
                     self.scan.seen = self.buf.len();
-                    self.head = Some(head);
+                    self.head = Some(Box::new(head));
                     return Ok(None);
                 }
             },
