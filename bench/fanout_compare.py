@@ -233,7 +233,7 @@ def main():
             for rep in range(opts.repeats):
                 for n in MEMORY:
                     for server in servers:
-                        if server.endswith("stomp") or server == "tether-linger":
+                        if server == "tether-linger":
                             continue
                         r = measure(server, tethers, ["--connections", str(n), "--channels", "1", "--memory"], 300)
                         r.update(kind="memory", server=server, repeat=rep, subscribers=n)
@@ -416,8 +416,9 @@ def report(rows, servers, opts, uws, node):
     mem = [r for r in rows if r["kind"] == "memory" and "failed" not in r]
     if mem:
         lines += ["", "Memory per idle subscribed connection: N connections, each subscribed to one channel "
-                  "(tether: connected with tether.json and subscribed), RSS growth from before the first "
-                  "connection to 1 s after the last subscription, divided by N.", "",
+                  "(tether: connected with tether.json and subscribed; tether-stomp: STOMP 1.2, CONNECT and "
+                  "SUBSCRIBE), RSS growth from before the first connection to 1 s after the last subscription, "
+                  "divided by N.", "",
                   "| connections | server | KiB per connection | server RSS MiB at the end |", "|---|---|---|---|"]
         for n in MEMORY:
             for s in servers:
