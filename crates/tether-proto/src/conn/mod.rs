@@ -110,7 +110,10 @@ impl OutQueue {
 
     fn pop_front(&mut self) -> Option<OutFrame> {
         let frame = self.head.take()?;
-        self.head = self.rest.pop_front();
+        // Mostly nothing follows: the head is then left empty, with no call into the deque.
+        if !self.rest.is_empty() {
+            self.head = self.rest.pop_front();
+        }
         Some(frame)
     }
 
