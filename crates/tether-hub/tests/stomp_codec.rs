@@ -53,6 +53,8 @@ fn expected(f: &Frame) -> Frame {
     f
 }
 
+/// Decodes `pieces` as the server does: after each piece, the frames it completed, then the
+/// decoder lets go of an empty buffer.
 fn decode(version: Version, pieces: &[&[u8]]) -> Vec<Frame> {
     let mut d = Decoder::new(version, Limits::default());
     let mut out = Vec::new();
@@ -61,6 +63,7 @@ fn decode(version: Version, pieces: &[&[u8]]) -> Vec<Frame> {
         while let Some(f) = d.next_frame().expect("valid input") {
             out.push(f);
         }
+        d.release();
     }
     assert_eq!(d.buffered(), 0);
     out
