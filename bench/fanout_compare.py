@@ -359,6 +359,8 @@ def report(rows, servers, opts, uws, node):
     cases = sorted({(r["subscribers"], r["channels"], r["rate"]) for r in rows if r["kind"] == "fanout"},
                    key=CASES.index)
     uws_line = f"uWebSockets {uws} (C++, g++ -O3, no compression)" if uws else "uWebSockets not measured (no --uws)"
+    base_line = "; `tether-base`: another build of tether beside it, given with `--base`, for an A/B" \
+        if "tether-base" in servers else ""
     lines = [
         "## Fan-out beside uWebSockets, Node ws and Node socket.io",
         "",
@@ -370,8 +372,7 @@ def report(rows, servers, opts, uws, node):
         "the servers alternating inside each run. "
         f"Servers: `tether serve` (tether.json subscribers at /ws, and STOMP 1.2: `tether-stomp`; "
         f"`tether-linger`: tether.json with `--fanout-linger-ms {LINGER_MS}`, writes held back under load"
-        f"{'; `tether-base`: another build of tether beside it, given with `--base`, for an A/B' if 'tether-base' in servers else ''}"
-        f"); {uws_line}, "
+        f"{base_line}); {uws_line}, "
         f"its topic publish; `floor`: bench/servers `floor_fanout`, uWebSockets' protocol on one epoll thread "
         "doing nothing but one `send` per subscriber per publication (each publication framed once, written "
         "from the publishing request; the answers to one read in one write; no batching of publications, "

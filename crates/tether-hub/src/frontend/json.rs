@@ -8,7 +8,7 @@ use crate::hub::{ClientInfo, Event, Hub, Outlet, Push, StreamPosition};
 use crate::session::auth::Authenticator;
 use crate::session::gate::SendGate;
 use crate::session::link::{Link, TextEncoding, Tx};
-use crate::session::{next_or_deadline, Deadline, Session, Waited, EXPIRED};
+use crate::session::{next_or_deadline, Deadline, Session, Woke, EXPIRED};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -267,19 +267,19 @@ fn serve_connection(
                 // A connection whose token expires must refresh it in time.
                 deadline.set(session.deadline());
                 let text = match next_or_deadline(&mut read, &mut deadline).await {
-                    Waited::Deadline => {
+                    Woke::Deadline(_) => {
                         let _ = sender.send_close(CloseCode(EXPIRED.0), EXPIRED.1);
                         session.expiry_handled();
                         continue;
                     }
-                    Waited::Next(None) => break,
-                    Waited::Next(Some(Err(e))) => {
+                    Woke::Next(None) => break,
+                    Woke::Next(Some(Err(e))) => {
                         tracing::debug!("connection failed: {e}");
                         break;
                     }
-                    Waited::Next(Some(Ok(Message::Text(t)))) => Ok(t),
-                    Waited::Next(Some(Ok(Message::Binary(_)))) => Err(()),
-                    Waited::Next(Some(Ok(_))) => continue,
+                    Woke::Next(Some(Ok(Message::Text(t)))) => Ok(t),
+                    Woke::Next(Some(Ok(Message::Binary(_)))) => Err(()),
+                    Woke::Next(Some(Ok(_))) => continue,
                 };
                 // Borrowed, not moved: a moved-out value would be a second copy kept across
                 // the command's wait.

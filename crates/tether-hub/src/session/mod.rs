@@ -248,12 +248,12 @@ impl Deadline {
     }
 }
 
-/// What a connection waited for.
-pub(crate) enum Waited<T> {
+/// What a connection woke for.
+pub(crate) enum Woke<T> {
     /// The next item of its stream (`None`: the stream ended).
     Next(Option<T>),
-    /// The deadline passed first.
-    Deadline,
+    /// The deadline at this index passed (the first one, if several did).
+    Deadline(usize),
 }
 
 /// The next item of `read`, or the deadline, whichever comes first: one poll function
@@ -262,22 +262,8 @@ pub(crate) enum Waited<T> {
 pub(crate) async fn next_or_deadline<S: Stream + Unpin>(
     read: &mut S,
     deadline: &mut Deadline,
-) -> Waited<S::Item> {
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(item) = Pin::new(&mut *read).poll_next(cx) {
-            return Poll::Ready(Waited::Next(item));
-        }
-        deadline.poll(cx).map(|()| Waited::Deadline)
-    })
-    .await
-}
-
-/// What a connection with several timers woke for.
-pub(crate) enum Woke<T> {
-    /// The next item of its stream (`None`: the stream ended).
-    Next(Option<T>),
-    /// The deadline at this index passed (the first one, if several did).
-    Deadline(usize),
+) -> Woke<S::Item> {
+    std::future::poll_fn(|cx| poll_next_or_deadlines(read, &mut [&mut *deadline], cx)).await
 }
 
 /// The next item of `read`, or the first of `deadlines` to pass, whichever comes first:
@@ -286,18 +272,24 @@ pub(crate) async fn next_or_first_deadline<S: Stream + Unpin>(
     read: &mut S,
     deadlines: &mut [&mut Deadline],
 ) -> Woke<S::Item> {
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(item) = Pin::new(&mut *read).poll_next(cx) {
-            return Poll::Ready(Woke::Next(item));
+    std::future::poll_fn(|cx| poll_next_or_deadlines(read, deadlines, cx)).await
+}
+
+/// One poll of the waits above: the stream first, then the deadlines in order.
+fn poll_next_or_deadlines<S: Stream + Unpin>(
+    read: &mut S,
+    deadlines: &mut [&mut Deadline],
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Woke<S::Item>> {
+    if let Poll::Ready(item) = Pin::new(read).poll_next(cx) {
+        return Poll::Ready(Woke::Next(item));
+    }
+    for (i, deadline) in deadlines.iter_mut().enumerate() {
+        if deadline.poll(cx).is_ready() {
+            return Poll::Ready(Woke::Deadline(i));
         }
-        for (i, deadline) in deadlines.iter_mut().enumerate() {
-            if deadline.poll(cx).is_ready() {
-                return Poll::Ready(Woke::Deadline(i));
-            }
-        }
-        Poll::Pending
-    })
-    .await
+    }
+    Poll::Pending
 }
 
 /// Waits until `deadline`, or forever without one (a `select!` arm for optional timers).
