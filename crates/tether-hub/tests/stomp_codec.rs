@@ -53,8 +53,8 @@ fn expected(f: &Frame) -> Frame {
     f
 }
 
-/// Decodes `pieces` as the server does: after each piece, the frames it completed, then the
-/// decoder lets go of an empty buffer.
+/// Decodes `pieces` as the server does: after each piece, the frames it completed, then a
+/// decoder that holds nothing of a frame is dropped, and the next piece goes to a new one.
 fn decode(version: Version, pieces: &[&[u8]]) -> Vec<Frame> {
     let mut d = Decoder::new(version, Limits::default());
     let mut out = Vec::new();
@@ -63,7 +63,9 @@ fn decode(version: Version, pieces: &[&[u8]]) -> Vec<Frame> {
         while let Some(f) = d.next_frame().expect("valid input") {
             out.push(f);
         }
-        d.release();
+        if d.is_idle() {
+            d = Decoder::new(version, Limits::default());
+        }
     }
     assert_eq!(d.buffered(), 0);
     out

@@ -55,7 +55,7 @@ impl Access {
             Self::Jwt(jwt) => {
                 let got = presented(req).ok_or_else(missing)?;
                 let identity = jwt.authenticate(got).map_err(|e| Reject::new(401, e.message))?;
-                Ok(identity.access.channels)
+                Ok(identity.access.channels.map(Vec::from))
             }
         }
     }

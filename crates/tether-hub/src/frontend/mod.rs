@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub(crate) struct Context {
     pub(crate) hub: Arc<Hub>,
     pub(crate) auth: Arc<dyn Authenticator>,
-    pub(crate) stomp: stomp::StompOptions,
+    pub(crate) stomp: Arc<stomp::StompOptions>,
 }
 
 /// A wire format the hub speaks over WebSocket.

@@ -110,16 +110,18 @@ pub(super) struct Client {
 }
 
 /// The channels one client is in: a few, so a list (a hash set's table costs an idle
-/// connection more than the names it holds), grown one at a time (a `Vec`'s first push
-/// makes room for four).
+/// connection more than the names it holds), exactly as long as it is (a `Vec`'s first
+/// push makes room for four, and its capacity is one more word in every connection).
 #[derive(Default)]
-pub(super) struct ChannelSet(Vec<Arc<str>>);
+pub(super) struct ChannelSet(Box<[Arc<str>]>);
 
 impl ChannelSet {
     pub(super) fn insert(&mut self, name: Arc<str>) {
         if !self.contains(&name) {
-            self.0.reserve_exact(1);
-            self.0.push(name);
+            let mut list = std::mem::take(&mut self.0).into_vec();
+            list.reserve_exact(1);
+            list.push(name);
+            self.0 = list.into_boxed_slice();
         }
     }
 
@@ -130,7 +132,10 @@ impl ChannelSet {
     /// Removes `name`, returning the name as stored.
     pub(super) fn take(&mut self, name: &str) -> Option<Arc<str>> {
         let at = self.0.iter().position(|c| &**c == name)?;
-        Some(self.0.swap_remove(at))
+        let mut list = std::mem::take(&mut self.0).into_vec();
+        let name = list.swap_remove(at);
+        self.0 = list.into_boxed_slice();
+        Some(name)
     }
 
     pub(super) fn remove(&mut self, name: &str) {
@@ -147,7 +152,7 @@ impl IntoIterator for ChannelSet {
     type IntoIter = std::vec::IntoIter<Arc<str>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.0.into_vec().into_iter()
     }
 }
 
@@ -476,6 +481,7 @@ impl Shared {
             ch.offset = pos.offset;
         }
         let mut result = Subscribed {
+            channel: name.clone(),
             epoch: pos.epoch.clone(),
             offset: pos.offset,
             recovered: false,

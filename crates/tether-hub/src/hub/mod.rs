@@ -38,6 +38,8 @@ pub(crate) trait Outlet: Send + Sync {
 /// The hub's answer to a subscribe.
 #[derive(Debug, Clone)]
 pub(crate) struct Subscribed {
+    /// The channel's name as the hub holds it: one allocation for all its subscribers.
+    pub(crate) channel: Arc<str>,
     /// The channel's epoch.
     pub(crate) epoch: Arc<str>,
     /// The channel's current offset.
@@ -643,7 +645,7 @@ mod tests {
         options.default_namespace.allow_publish = true;
         let hub = Hub::new(options);
         let outlet = Arc::new(Counting { encodes: Arc::default(), frames: Mutex::new(Vec::new()) });
-        let access = Access { anonymous: false, channels: Some(vec!["mine".into()]) };
+        let access = Access { anonymous: false, channels: Some(Box::new(["mine".into()])) };
         let (id, _) = hub.connect("u".into(), access, outlet);
         assert_eq!(subscribe(&hub, id, "other"), Err(HubError::PermissionDenied));
         assert_eq!(hub.check_publish(id, "other"), Err(HubError::PermissionDenied));

@@ -132,7 +132,7 @@ impl Authenticator for Jwt {
         let claims = data.claims;
         Ok(Identity {
             user: claims.sub,
-            access: Access { anonymous: false, channels: claims.channels },
+            access: Access { anonymous: false, channels: claims.channels.map(Vec::into_boxed_slice) },
             expires: claims.exp.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
         })
     }

@@ -258,27 +258,29 @@ pub(crate) enum Woke<T> {
 
 /// The next item of `read`, or the deadline, whichever comes first: one poll function
 /// rather than a `select!`, whose futures and branch state would take room in every idle
-/// connection's task.
-pub(crate) async fn next_or_deadline<S: Stream + Unpin>(
-    read: &mut S,
-    deadline: &mut Deadline,
-) -> Woke<S::Item> {
-    std::future::poll_fn(|cx| poll_next_or_deadlines(read, &mut [&mut *deadline], cx)).await
+/// connection's task (and a `poll_fn` itself, not an `async fn` around one, which would
+/// hold the arguments twice).
+pub(crate) fn next_or_deadline<'a, S: Stream + Unpin>(
+    read: &'a mut S,
+    deadline: &'a mut Deadline,
+) -> impl Future<Output = Woke<S::Item>> + 'a {
+    std::future::poll_fn(move |cx| poll_next_or_deadlines(read, std::slice::from_mut(deadline), cx))
 }
 
 /// The next item of `read`, or the first of `deadlines` to pass, whichever comes first:
-/// [`next_or_deadline`] with several timers.
-pub(crate) async fn next_or_first_deadline<S: Stream + Unpin>(
-    read: &mut S,
-    deadlines: &mut [&mut Deadline],
-) -> Woke<S::Item> {
-    std::future::poll_fn(|cx| poll_next_or_deadlines(read, deadlines, cx)).await
+/// [`next_or_deadline`] with several timers (a slice of them, not of references to them,
+/// which would be kept across the wait in every connection's task).
+pub(crate) fn next_or_first_deadline<'a, S: Stream + Unpin>(
+    read: &'a mut S,
+    deadlines: &'a mut [Deadline],
+) -> impl Future<Output = Woke<S::Item>> + 'a {
+    std::future::poll_fn(move |cx| poll_next_or_deadlines(read, deadlines, cx))
 }
 
 /// One poll of the waits above: the stream first, then the deadlines in order.
 fn poll_next_or_deadlines<S: Stream + Unpin>(
     read: &mut S,
-    deadlines: &mut [&mut Deadline],
+    deadlines: &mut [Deadline],
     cx: &mut std::task::Context<'_>,
 ) -> Poll<Woke<S::Item>> {
     if let Poll::Ready(item) = Pin::new(read).poll_next(cx) {

@@ -367,13 +367,9 @@ impl Decoder {
         self.buf.extend_from_slice(data);
     }
 
-    /// Lets go of the buffer's memory when it holds nothing (between frames, so that an
-    /// idle connection keeps none; emptied by handing out a frame's body, it still holds a
-    /// share of that body's allocation).
-    pub fn release(&mut self) {
-        if self.buf.is_empty() {
-            self.buf = BytesMut::new();
-        }
+    /// Whether the decoder holds nothing of a frame: a new one would do as well.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty() && self.head.is_none()
     }
 
     /// Bytes received and not yet part of a frame.

@@ -136,18 +136,22 @@ struct StompOutlet {
 /// without reading the strings, which live in allocations of their own.
 #[derive(Clone, Debug)]
 struct Name {
-    /// The bytes and the length + 1 for a short name; 0 for a long one.
-    key: u128,
+    /// The bytes and the length + 1 for a short name; zeros for a long one. Two words, not
+    /// a `u128`: aligned to 8 bytes, not 16, which would pad every outlet.
+    key: Key,
     name: Arc<str>,
 }
+
+/// See [`Name`].
+type Key = [u64; 2];
 
 impl Name {
     fn new(name: Arc<str>) -> Self {
         Self { key: short_key(&name), name }
     }
 
-    fn is(&self, key: u128, name: &str) -> bool {
-        if self.key != 0 || key != 0 {
+    fn is(&self, key: Key, name: &str) -> bool {
+        if self.key != [0; 2] || key != [0; 2] {
             self.key == key
         } else {
             &*self.name == name
@@ -155,14 +159,15 @@ impl Name {
     }
 }
 
-fn short_key(name: &str) -> u128 {
+fn short_key(name: &str) -> Key {
     if name.len() > 15 {
-        return 0;
+        return [0; 2];
     }
     let mut b = [0u8; 16];
     b[..name.len()].copy_from_slice(name.as_bytes());
     b[15] = name.len() as u8 + 1;
-    u128::from_le_bytes(b)
+    let k = u128::from_le_bytes(b);
+    [k as u64, (k >> 64) as u64]
 }
 
 /// A short list that holds its first item inline. Most STOMP connections subscribe to one
@@ -172,26 +177,33 @@ fn short_key(name: &str) -> u128 {
 struct Few<T> {
     /// `None` only when the list is empty.
     first: Option<T>,
-    rest: Vec<T>,
+    /// The others, boxed: one pointer where a `Vec` is three words, in every outlet.
+    #[allow(clippy::box_collection, reason = "a thin pointer; most lists have one item")]
+    rest: Option<Box<Vec<T>>>,
 }
 
 impl<T> Default for Few<T> {
     fn default() -> Self {
-        Self { first: None, rest: Vec::new() }
+        Self { first: None, rest: None }
     }
 }
 
 impl<T> Few<T> {
     fn one(item: T) -> Self {
-        Self { first: Some(item), rest: Vec::new() }
+        Self { first: Some(item), rest: None }
+    }
+
+    fn others(&self) -> &[T] {
+        self.rest.as_deref().map_or(&[], Vec::as_slice)
     }
 
     fn iter(&self) -> impl Iterator<Item = &T> {
-        self.first.iter().chain(&self.rest)
+        self.first.iter().chain(self.others())
     }
 
     fn find_mut(&mut self, mut f: impl FnMut(&T) -> bool) -> Option<&mut T> {
-        self.first.iter_mut().chain(&mut self.rest).find(|t| f(t))
+        let rest = self.rest.as_deref_mut().map_or(&mut [][..], Vec::as_mut_slice);
+        self.first.iter_mut().chain(rest).find(|t| f(t))
     }
 
     fn is_empty(&self) -> bool {
@@ -201,7 +213,7 @@ impl<T> Few<T> {
     fn push(&mut self, item: T) {
         match self.first {
             None => self.first = Some(item),
-            Some(_) => self.rest.push(item),
+            Some(_) => self.rest.get_or_insert_default().push(item),
         }
     }
 
@@ -209,11 +221,12 @@ impl<T> Few<T> {
     fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         let mut all = std::mem::take(self).into_items().filter(|t| keep(t));
         self.first = all.next();
-        self.rest = all.collect();
+        let rest: Vec<T> = all.collect();
+        self.rest = (!rest.is_empty()).then(|| Box::new(rest));
     }
 
     fn into_items(self) -> impl Iterator<Item = T> {
-        self.first.into_iter().chain(self.rest)
+        self.first.into_iter().chain(self.rest.map(|r| *r).unwrap_or_default())
     }
 }
 
@@ -239,9 +252,26 @@ impl Topics {
         }
     }
 
-    fn remove(&mut self, channel: &str) {
-        let key = short_key(channel);
-        self.0.retain(|(c, _)| !c.is(key, channel));
+    /// The number of subscriptions.
+    fn len(&self) -> usize {
+        self.0.iter().map(|(_, ids)| ids.iter().count()).sum()
+    }
+
+    fn has_id(&self, id: &str) -> bool {
+        let key = short_key(id);
+        self.0.iter().any(|(_, ids)| ids.iter().any(|i| i.is(key, id)))
+    }
+
+    /// Removes subscription `id`: its channel, and whether it was the channel's last.
+    fn remove_id(&mut self, id: &str) -> Option<(Arc<str>, bool)> {
+        let key = short_key(id);
+        let (channel, ids) = self.0.find_mut(|(_, ids)| ids.iter().any(|i| i.is(key, id)))?;
+        ids.retain(|i| !i.is(key, id));
+        let (channel, last) = (channel.name.clone(), ids.is_empty());
+        if last {
+            self.0.retain(|(c, _)| !Arc::ptr_eq(&c.name, &channel));
+        }
+        Some((channel, last))
     }
 }
 
@@ -426,7 +456,7 @@ fn queue_fail(what: &str, e: &QueueError) -> Fail {
 #[derive(Debug, Clone)]
 enum Dest {
     Topic(Arc<str>),
-    Queue(String),
+    Queue(Box<str>),
 }
 
 fn destination(frame: &Frame) -> Result<Dest, Fail> {
@@ -435,7 +465,7 @@ fn destination(frame: &Frame) -> Result<Dest, Fail> {
         return Ok(Dest::Topic(ch.into()));
     }
     if let Some(q) = d.strip_prefix("/queue/") {
-        return Ok(Dest::Queue(q.to_owned()));
+        return Ok(Dest::Queue(q.into()));
     }
     Err(Fail::protocol(format!("unknown destination {d:?}"))
         .detail("destinations are /topic/<channel> (a hub channel) or /queue/<name> (a work queue)"))
@@ -495,48 +525,75 @@ fn forwarded(frame: &Frame) -> Vec<(String, String)> {
 /// A connection's state.
 struct Conn {
     session: Session,
-    options: StompOptions,
+    /// The front-end's settings, one for all connections.
+    options: Arc<StompOptions>,
     sender: Tx,
     /// The newest version the subprotocol allows.
     cap: Version,
     version: Version,
     outlet: Option<Arc<StompOutlet>>,
-    /// Subscription ids and where they lead.
-    subscriptions: Subscriptions,
+    /// Queue subscriptions (topic subscriptions are in the outlet).
+    queues: QueueSubscriptions,
     /// Open transactions and the frames they hold. Boxed, as most connections never open
     /// one: the box is 8 bytes in every connection, the map 48.
     #[allow(clippy::box_collection)]
     transactions: Option<Box<HashMap<String, Vec<Frame>>>>,
     transaction_frames: usize,
-    heart_beat_in: Option<Duration>,
-    heart_beat_out: Option<Duration>,
+    /// The negotiated heart-beats, in milliseconds (0: none): four bytes each where an
+    /// `Option<Duration>` is sixteen, in every connection.
+    heart_beat_in: u32,
+    heart_beat_out: u32,
 }
 
-/// A connection's subscriptions by id: a list, as they are few (at most
-/// `max_channels_per_connection`, 128 by default) and a hash table's smallest holds four
-/// (about 200 bytes for one subscription, in every subscribed connection); grown one at a
-/// time.
-#[derive(Default)]
-struct Subscriptions(Vec<(String, Dest)>);
-
-impl Subscriptions {
-    fn contains(&self, id: &str) -> bool {
-        self.0.iter().any(|(i, _)| i == id)
+impl Conn {
+    /// How often the client must send something, if it must.
+    fn heart_beat_in(&self) -> Option<Duration> {
+        beat(self.heart_beat_in)
     }
 
-    fn len(&self) -> usize {
-        self.0.len()
+    /// How often we send a heart-beat, if we do.
+    fn heart_beat_out(&self) -> Option<Duration> {
+        beat(self.heart_beat_out)
+    }
+}
+
+fn beat(ms: u32) -> Option<Duration> {
+    (ms != 0).then(|| Duration::from_millis(ms.into()))
+}
+
+/// A connection's queue subscriptions by id: a list, as they are few (at most
+/// `max_channels_per_connection`, 128 by default, with the topic subscriptions), and boxed,
+/// as most connections have none. Topic subscriptions are only in the outlet's [`Topics`],
+/// which the fan-out reads: a second list of them took about 50 bytes in every subscribed
+/// connection.
+#[derive(Default)]
+#[allow(clippy::box_collection, reason = "a thin pointer; most connections have no queue")]
+struct QueueSubscriptions(Option<Box<Vec<Box<str>>>>);
+
+impl QueueSubscriptions {
+    fn ids(&self) -> &[Box<str>] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids().iter().any(|i| **i == *id)
     }
 
     /// Adds `id` (which the caller checked is not there yet).
-    fn insert(&mut self, id: String, dest: Dest) {
-        self.0.reserve_exact(1);
-        self.0.push((id, dest));
+    fn insert(&mut self, id: &str) {
+        let list = self.0.get_or_insert_default();
+        list.reserve_exact(1);
+        list.push(id.into());
     }
 
-    fn remove(&mut self, id: &str) -> Option<Dest> {
-        let at = self.0.iter().position(|(i, _)| i == id)?;
-        Some(self.0.swap_remove(at).1)
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(list) = self.0.as_deref_mut() else { return false };
+        let Some(at) = list.iter().position(|i| **i == *id) else { return false };
+        list.swap_remove(at);
+        if list.is_empty() {
+            self.0 = None;
+        }
+        true
     }
 }
 
@@ -569,12 +626,13 @@ fn serve_connection(
     link: Link,
     hub: Arc<Hub>,
     auth: Arc<dyn Authenticator>,
-    options: StompOptions,
+    options: Arc<StompOptions>,
     subprotocol: Option<&str>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let cap = subprotocol.and_then(Version::from_subprotocol).unwrap_or(Version::V1_2);
     let Link { tx: sender, rx: mut read } = link;
-    let mut decoder = Decoder::new(Version::V1_2, options.limits);
+    // Boxed, and only while it holds part of a frame: an idle connection has none.
+    let mut decoder: Option<Box<Decoder>> = None;
     let mut session = Conn {
         session: Session::new(hub, auth),
         options,
@@ -582,29 +640,28 @@ fn serve_connection(
         cap,
         version: Version::V1_2,
         outlet: None,
-        subscriptions: Subscriptions::default(),
+        queues: QueueSubscriptions::default(),
         transactions: None,
         transaction_frames: 0,
-        heart_beat_in: None,
-        heart_beat_out: None,
+        heart_beat_in: 0,
+        heart_beat_out: 0,
     };
     // Timers: nothing heard from the client for twice its heart-beat, the token's expiry,
     // and our own heart-beat.
-    let (mut silent, mut expiry, mut beat) = (Deadline::default(), Deadline::default(), Deadline::default());
+    let mut timers: [Deadline; 3] = Default::default();
     async move {
         let mut closing = false;
         let mut last_read = tokio::time::Instant::now();
         loop {
-            silent.set(session.heart_beat_in.filter(|_| !closing).map(|d| last_read + d * 2));
-            expiry.set(session.session.deadline().filter(|_| !closing));
+            timers[SILENT].set(session.heart_beat_in().filter(|_| !closing).map(|d| last_read + d * 2));
+            timers[EXPIRY].set(session.session.deadline().filter(|_| !closing));
             // What woke the loop is consumed in this block, before anything else is awaited
             // (a value matched on is kept to the end of its block, awaited or not).
             let error = {
-                let woke =
-                    next_or_first_deadline(&mut read, &mut [&mut silent, &mut expiry, &mut beat]).await;
+                let woke = next_or_first_deadline(&mut read, &mut timers).await;
                 let data = match woke {
                     Woke::Deadline(SILENT) => {
-                        let ms = session.heart_beat_in.map_or(0, |d| d.as_millis());
+                        let ms = session.heart_beat_in;
                         let fail =
                             Fail { close: close::HEARTBEAT_TIMEOUT, ..Fail::protocol("heart-beat timeout") }
                                 .detail(format!(
@@ -615,7 +672,7 @@ fn serve_connection(
                     Woke::Deadline(EXPIRY) => Err(Fail { close: EXPIRED.0, ..Fail::policy(EXPIRED.1) }),
                     Woke::Deadline(_) => {
                         let next = tokio::time::Instant::now();
-                        beat.set(session.heart_beat_out.filter(|_| !closing).map(|d| next + d));
+                        timers[BEAT].set(session.heart_beat_out().filter(|_| !closing).map(|d| next + d));
                         if !closing && session.sender.start_send(Message::text("\n")).is_err() {
                             break;
                         }
@@ -637,7 +694,11 @@ fn serve_connection(
                             continue;
                         }
                         session.session.metrics().bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        decoder.push(&data);
+                        // Before CONNECT, the version is 1.2's (CONNECT reads the same in all).
+                        let limits = session.options.limits;
+                        decoder
+                            .get_or_insert_with(|| Box::new(Decoder::new(session.version, limits)))
+                            .push(&data);
                         None
                     }
                     // Boxed: kept across the ERROR's send, it would be laid out in every
@@ -650,10 +711,15 @@ fn serve_connection(
                     Box::pin(session.error(*fail, None)).await;
                     true
                 }
-                None => Box::pin(handle_frames(&mut session, &mut decoder, &mut beat)).await,
+                None => match decoder.as_deref_mut() {
+                    Some(d) => Box::pin(handle_frames(&mut session, d, &mut timers[BEAT])).await,
+                    None => false,
+                },
             };
-            // Between frames: an idle connection keeps no input buffer.
-            decoder.release();
+            // Between frames: an idle connection keeps no decoder.
+            if decoder.as_deref().is_some_and(Decoder::is_idle) {
+                decoder = None;
+            }
         }
     }
 }
@@ -677,7 +743,7 @@ async fn handle_frames(session: &mut Conn, decoder: &mut Decoder, beat: &mut Dea
             Ok(Step::Connected) => {
                 decoder.set_version(session.version);
                 let next = tokio::time::Instant::now();
-                beat.set(session.heart_beat_out.map(|d| next + d));
+                beat.set(session.heart_beat_out().map(|d| next + d));
             }
             Ok(Step::Disconnect) => {
                 // The session ends here: its queue messages go back now, not when the client
@@ -697,6 +763,7 @@ async fn handle_frames(session: &mut Conn, decoder: &mut Decoder, beat: &mut Dea
 /// [`serve_connection`]'s timers, by their index in the wait.
 const SILENT: usize = 0;
 const EXPIRY: usize = 1;
+const BEAT: usize = 2;
 
 /// What the loop does after a frame.
 enum Step {
@@ -836,7 +903,9 @@ impl Conn {
                 let Some((cx, cy)) = parsed else {
                     return Err(Fail::protocol(format!("invalid heart-beat header {hb:?}")));
                 };
-                let rate = |a: u64, b: u64| (a != 0 && b != 0).then(|| Duration::from_millis(a.max(b)));
+                // In milliseconds, at most `u32::MAX` (49 days): 0 is none.
+                let rate =
+                    |a: u64, b: u64| if a == 0 || b == 0 { 0 } else { a.max(b).min(u32::MAX.into()) as u32 };
                 self.heart_beat_out = rate(sx, cy);
                 self.heart_beat_in = rate(cx, sy);
             }
@@ -922,11 +991,15 @@ impl Conn {
             None if self.version == Version::V1_0 => required(frame, "destination")?.to_owned(),
             None => return Err(Fail::protocol("SUBSCRIBE frame without an id header")),
         };
-        if self.subscriptions.contains(&sub_id) {
+        let (used, count) = {
+            let topics = outlet.topics();
+            (self.queues.contains(&sub_id) || topics.has_id(&sub_id), self.queues.ids().len() + topics.len())
+        };
+        if used {
             return Err(Fail::protocol(format!("subscription id {sub_id:?} is already in use")));
         }
         let limit = self.session.max_channels();
-        if self.subscriptions.len() >= limit {
+        if count >= limit {
             return Err(Fail::policy(format!("too many subscriptions (limit {limit})")));
         }
         let mode = match frame.get("ack").unwrap_or("auto") {
@@ -941,7 +1014,6 @@ impl Conn {
                 let what = format!("cannot subscribe to /topic/{ch}");
                 if let Some(subs) = outlet.topics().get_mut(ch) {
                     subs.push(Name::new(id));
-                    self.subscriptions.insert(sub_id, dest);
                     return Ok(());
                 }
                 let history = match frame.get("history").map(str::parse::<usize>) {
@@ -965,8 +1037,10 @@ impl Conn {
                         ch,
                         recover.map(|p| StreamPosition { offset: p.offset, epoch: p.epoch }),
                         |s| {
-                            let id = Name::new(id.clone());
-                            outlet.topics().insert(ch.clone(), Few::one(id.clone()));
+                            let id = Name::new(id);
+                            // The hub's name for the channel, not this frame's copy: one
+                            // allocation for all the channel's subscribers.
+                            outlet.topics().insert(s.channel.clone(), Few::one(id.clone()));
                             if !recovering || s.recovered {
                                 for e in past.iter().chain(&s.publications) {
                                     outlet.send_event(&id, e);
@@ -983,9 +1057,9 @@ impl Conn {
                     .queue_subscribe(&sub_id, q, mode, outlet)
                     .map_err(|e| hub_fail(&what, &e))?
                     .map_err(|e| queue_fail(&what, &e))?;
+                self.queues.insert(&sub_id);
             }
         }
-        self.subscriptions.insert(sub_id, dest);
         Ok(())
     }
 
@@ -997,34 +1071,18 @@ impl Conn {
             None if self.version == Version::V1_0 => required(frame, "destination")?.to_owned(),
             None => return Err(Fail::protocol("UNSUBSCRIBE frame without an id header")),
         };
-        let sub = self
-            .subscriptions
-            .remove(&sub_id)
-            .ok_or_else(|| Fail::protocol(format!("no subscription {sub_id:?}")))?;
-        match sub {
-            Dest::Topic(ch) => {
-                let last = {
-                    let mut topics = outlet.topics();
-                    let last = match topics.get_mut(&ch) {
-                        Some(ids) => {
-                            ids.retain(|i| *i.name != *sub_id);
-                            ids.is_empty()
-                        }
-                        None => true,
-                    };
-                    if last {
-                        topics.remove(&ch);
-                    }
-                    last
-                };
-                if last {
-                    let _ = self.session.unsubscribe(&ch);
-                }
+        if self.queues.remove(&sub_id) {
+            // The queue may have dropped the consumer already (its connection closing).
+            let _ = self.session.queue_unsubscribe(&sub_id);
+            return Ok(());
+        }
+        let removed = outlet.topics().remove_id(&sub_id);
+        match removed {
+            Some((channel, true)) => {
+                let _ = self.session.unsubscribe(&channel);
             }
-            Dest::Queue(_) => {
-                // The queue may have dropped the consumer already (its connection closing).
-                let _ = self.session.queue_unsubscribe(&sub_id);
-            }
+            Some((_, false)) => {}
+            None => return Err(Fail::protocol(format!("no subscription {sub_id:?}"))),
         }
         Ok(())
     }
@@ -1052,7 +1110,7 @@ mod tests {
         assert_eq!(ids(&few), ["sub-1", "a-subscription-id-longer-than-15"]);
         assert_eq!(few.first.as_ref().map(|n| &*n.name), Some("sub-1"));
         few.retain(|_| false);
-        assert!(few.is_empty() && few.rest.is_empty());
+        assert!(few.is_empty() && few.rest.is_none());
         few.push(Name::new("again".into()));
         assert_eq!(ids(&few), ["again"]);
     }
@@ -1068,9 +1126,17 @@ mod tests {
         assert_eq!(ids(topics.get(&long).expect("long")), [format!("id-{long}").as_str()]);
         topics.get_mut("ticker:1").expect("ticker").push(Name::new("second".into()));
         assert_eq!(ids(topics.get("ticker:1").expect("ticker")), ["id-ticker:1", "second"]);
-        topics.remove("news");
+        assert_eq!(topics.len(), 4);
+        assert!(topics.has_id("second") && topics.has_id(&format!("id-{long}")) && !topics.has_id("id-gone"));
+        // A channel's last id takes the channel with it; another one leaves it.
+        assert_eq!(topics.remove_id("id-news"), Some(("news".into(), true)));
         assert!(topics.get("news").is_none());
-        assert!(topics.get(&long).is_some() && topics.get("ticker:1").is_some());
+        assert_eq!(topics.remove_id("second"), Some(("ticker:1".into(), false)));
+        assert_eq!(ids(topics.get("ticker:1").expect("ticker")), ["id-ticker:1"]);
+        assert_eq!(topics.remove_id(&format!("id-{long}")), Some((long.clone(), true)));
+        assert_eq!(topics.remove_id("second"), None);
+        assert!(topics.get(&long).is_none() && topics.get("ticker:1").is_some());
         assert!(topics.get("ticker:2").is_none());
+        assert_eq!(topics.len(), 1);
     }
 }
