@@ -43,6 +43,7 @@ mod server;
 mod shared;
 mod socket;
 mod stream;
+mod timer;
 pub mod tls;
 mod upgrade;
 

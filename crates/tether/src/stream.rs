@@ -3,6 +3,7 @@
 
 use crate::limit::Permit;
 use crate::message::{close_parts, from_event};
+use crate::timer::Deadline;
 use crate::{driver, Error, Message, WebSocket};
 use bytes::{Buf, Bytes};
 use futures_core::Stream;
@@ -86,7 +87,7 @@ where
             shut: false,
             done: false,
             protocol: self.protocol.map(crate::intern::name),
-            timer: None,
+            timer: Deadline::default(),
             _permit: self.permit,
         }
     }
@@ -128,7 +129,8 @@ pub struct WebSocketStream<S> {
     done: bool,
     /// Shared by the connections that agreed the same one ([`crate::intern`]).
     protocol: Option<Arc<str>>,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The next deadline's registration with the one timer of all connections.
+    timer: Deadline,
     /// A listener's place, given back when the stream is dropped.
     _permit: Option<Permit>,
 }
@@ -347,17 +349,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     /// Arms the timer for the core's next deadline; `Ready` when it has passed.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(deadline) = self.conn.poll_timeout() else { return Poll::Pending };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let timer = match &mut self.timer {
-            Some(t) => {
-                if t.deadline() != deadline {
-                    t.as_mut().reset(deadline);
-                }
-                t
-            }
-            None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        timer.as_mut().poll(cx)
+        self.timer.poll(deadline, cx)
     }
 
     pub(crate) fn next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
@@ -448,7 +440,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     fn end(&mut self) -> Poll<Option<Result<Message, Error>>> {
         self.done = true;
         self.out = Vec::new();
-        self.timer = None;
+        self.timer.clear();
         Poll::Ready(None)
     }
 
