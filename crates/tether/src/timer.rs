@@ -216,16 +216,17 @@ impl Deadline {
     /// earlier).
     pub(crate) fn poll(&mut self, deadline: Instant, cx: &Context<'_>) -> Poll<()> {
         let timer = timer();
-        let at = timer.tick(deadline);
-        if at <= timer.now() {
+        let (at, now) = (timer.tick(deadline), timer.now());
+        if at <= now {
             self.clear();
             return Poll::Ready(());
         }
         let waker = cx.waker();
         let (data, vtable) = waker_id(waker);
         let registered = self.at != 0 && self.data == data && self.vtable == vtable;
-        // A registration at or before `at` that has not fired wakes this task first.
-        if registered && self.at <= at && self.at > timer.now() {
+        // A registration at or before `at` that has not fired wakes this task first (one
+        // that fires between the clock's reading and now wakes it too).
+        if registered && self.at <= at && self.at > now {
             return Poll::Pending;
         }
         let mut state = timer.lock();

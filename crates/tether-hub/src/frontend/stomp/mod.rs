@@ -453,7 +453,7 @@ fn queue_fail(what: &str, e: &QueueError) -> Fail {
 }
 
 /// Where a destination leads.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Dest {
     Topic(Arc<str>),
     Queue(Box<str>),
