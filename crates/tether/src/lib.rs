@@ -43,7 +43,7 @@ mod server;
 mod shared;
 mod socket;
 mod stream;
-mod timer;
+pub mod timer;
 pub mod tls;
 mod upgrade;
 

@@ -1,5 +1,7 @@
-//! One timer for the deadlines of every [`WebSocketStream`](crate::WebSocketStream): a
-//! thread that sleeps until the earliest and wakes the tasks whose deadlines have passed.
+//! One timer for the deadlines of every [`WebSocketStream`](crate::WebSocketStream), and of
+//! anything else that waits for a time in many tasks at once (a hub's heart-beats and token
+//! expiries): a thread that sleeps until the earliest and wakes the tasks whose deadlines
+//! have passed. [`Deadline`] is a task's registration with it.
 //!
 //! A connection's deadlines (the next ping, the idle timeout, the close timeout) are
 //! seconds away and move rarely, and a server holds many connections that wait on them.
@@ -7,7 +9,8 @@
 //! of heap in every connection; here a connection holds what it registered (24 bytes) and
 //! the timer an entry of 24 bytes in one heap of them. This is the shape of uWebSockets'
 //! timeout wheel, one timer for all sockets, on a thread so that it serves every runtime
-//! (current-thread or multi-threaded, and several in one process) alike.
+//! (current-thread or multi-threaded, and several in one process) alike. It keeps real
+//! time: tokio's paused clock (`tokio::time::pause`) does not move it.
 //!
 //! A deadline that moves later keeps its registration, which wakes the task early; the
 //! poll that follows finds nothing due and registers the later one. So most polls touch
@@ -21,6 +24,18 @@
 //! memory) is let go soon, not when its deadline would have come, which may be hours away.
 //! Entries with the same key (the same task, the same millisecond) are interchangeable:
 //! cancelling one leaves the others, which wake the same task at the same time.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut timer = tether::timer::Deadline::new();
+//! let at = Instant::now() + Duration::from_millis(20);
+//! // In a poll function: Pending (the task is woken at `at`, or earlier) until `at` passes.
+//! std::future::poll_fn(|cx| timer.poll(at, cx)).await;
+//! assert!(Instant::now() >= at);
+//! # }
+//! ```
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -28,6 +43,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+/// The least the heap grows by, in entries.
+const GROWTH_MIN: usize = 64;
 
 /// The timer's state, shared with its thread.
 struct Timer {
@@ -112,6 +130,11 @@ impl State {
         if self.cancels > 64 && self.cancels * 2 > self.entries.len() {
             let mut entries = std::mem::take(&mut self.entries).into_vec();
             entries.retain(|e| !self.take_cancel(e));
+            // What connections that closed held is given back, a quarter kept to grow into.
+            let keep = entries.len() + GROWTH_MIN.max(entries.len() / 4);
+            if entries.capacity() > 2 * keep {
+                entries.shrink_to(keep);
+            }
             self.entries = BinaryHeap::from(entries);
             // Each cancel is of an entry in the heap (see `Deadline::clear`); none is left.
             self.cancelled = HashMap::new();
@@ -146,6 +169,12 @@ impl Timer {
 
     fn add(&'static self, state: &mut State, at: u64, waker: Waker) {
         let earliest = state.entries.peek().is_none_or(|e| at < e.at);
+        let len = state.entries.len();
+        if len == state.entries.capacity() {
+            // By a quarter, not double: a server's heap holds an entry for most of its
+            // connections, and doubling would leave up to half of it unused.
+            state.entries.reserve_exact(GROWTH_MIN.max(len / 4));
+        }
         state.entries.push(Entry { at, waker });
         if !state.running {
             let spawned = std::thread::Builder::new().name("tether-timer".into()).spawn(move || self.run());
@@ -199,11 +228,14 @@ impl Timer {
     }
 }
 
-/// A connection's registration with the timer: the time it is registered for and the waker
-/// it gave, to register again only when the deadline moves earlier, the registration has
-/// fired, or another task polls. Dropping it gives the registration up.
+/// A task's registration with the timer: the time it is registered for and the waker it
+/// gave (24 bytes), to register again only when the deadline moves earlier, the
+/// registration has fired, or another task polls. Dropping it gives the registration up.
+///
+/// The deadline is given at each poll, not kept here: a caller with several deadlines polls
+/// one registration with the earliest of them.
 #[derive(Debug, Default)]
-pub(crate) struct Deadline {
+pub struct Deadline {
     /// 0: none.
     at: u64,
     /// The registered waker's data and vtable, to compare with the next poll's.
@@ -212,9 +244,15 @@ pub(crate) struct Deadline {
 }
 
 impl Deadline {
-    /// `Ready` once `deadline` has passed; until then, the task of `cx` is woken at it (or
-    /// earlier).
-    pub(crate) fn poll(&mut self, deadline: Instant, cx: &Context<'_>) -> Poll<()> {
+    /// No registration.
+    pub const fn new() -> Self {
+        Self { at: 0, data: 0, vtable: 0 }
+    }
+
+    /// `Ready` once `deadline` has passed (the registration is then given up); until then,
+    /// `Pending`, and the task of `cx` is woken at `deadline` or earlier, to a resolution
+    /// of a millisecond and never before it.
+    pub fn poll(&mut self, deadline: Instant, cx: &Context<'_>) -> Poll<()> {
         let timer = timer();
         let (at, now) = (timer.tick(deadline), timer.now());
         if at <= now {
@@ -237,7 +275,7 @@ impl Deadline {
     }
 
     /// Gives the registration up, if there is one.
-    pub(crate) fn clear(&mut self) {
+    pub fn clear(&mut self) {
         if self.at != 0 {
             let timer = timer();
             let mut state = timer.lock();
@@ -411,5 +449,32 @@ mod tests {
             assert!(wait_for(count, 1), "a deadline did not fire");
             assert!(count.first() >= *deadline, "woken before the deadline");
         }
+    }
+
+    #[test]
+    fn the_heap_grows_by_a_quarter_and_shrinks_when_registrations_are_given_up() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut held: Vec<_> = (0..10_000)
+            .map(|_| {
+                let (_, waker) = counter();
+                let mut d = Deadline::default();
+                assert!(d.poll(far, &Context::from_waker(&waker)).is_pending());
+                d
+            })
+            .collect();
+        {
+            let state = super::timer().lock();
+            let (len, cap) = (state.entries.len(), state.entries.capacity());
+            // The other tests' entries (at most the 500 of the test above) may have fired
+            // since the last growth; doubling would leave 10,000 entries in 16,384.
+            assert!(
+                len >= 10_000 && cap <= len + len / 4 + 600 + super::GROWTH_MIN,
+                "{len} entries in {cap}"
+            );
+        }
+        held.truncate(1_000);
+        let state = super::timer().lock();
+        let (len, cap) = (state.entries.len(), state.entries.capacity());
+        assert!(cap < 5_000, "{len} entries left in a heap of {cap} after 9,000 were given up");
     }
 }

@@ -25,6 +25,11 @@
 //! `server_no_context_takeover`), and pads with words rather than one repeated letter, so
 //! that the data compresses about as JSON does. Every run reports the wire bytes of what
 //! the subscribers received after subscribing.
+//!
+//! `--token T` authenticates every subscriber with the hub's token `T` (tether.json's
+//! `connect`, STOMP's `passcode`), as a signed-in client does: a token with an expiry makes
+//! the hub keep a deadline per connection. `--heart-beat CX,CY` (STOMP) asks for heart-beats
+//! as stomp.js does by default (`10000,10000`); the loader then sends its own at half of CX.
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -65,6 +70,10 @@ struct Opts {
     in_flight: usize,
     /// Offer permessage-deflate.
     deflate: bool,
+    /// The token each subscriber connects with (none: anonymous).
+    token: Option<String>,
+    /// STOMP's heart-beat header (what the client sends, what it wants), in ms.
+    heart_beat: (u64, u64),
 }
 
 fn opts() -> Result<Opts, String> {
@@ -84,6 +93,8 @@ fn opts() -> Result<Opts, String> {
         memory: false,
         in_flight: 64,
         deflate: false,
+        token: None,
+        heart_beat: (0, 0),
     };
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--memory") {
@@ -120,11 +131,22 @@ fn opts() -> Result<Opts, String> {
             "--prefix" => o.prefix = v.clone(),
             "--in-flight" => o.in_flight = v.parse::<usize>().map_err(|e| bad(&e))?.max(1),
             "--server-pid" => o.server_pid = Some(v.parse().map_err(|e| bad(&e))?),
+            "--token" => o.token = Some(v.clone()),
+            "--heart-beat" => {
+                let (cx, cy) = v.split_once(',').ok_or_else(|| bad(&"expected CX,CY"))?;
+                o.heart_beat = (cx.parse().map_err(|e| bad(&e))?, cy.parse().map_err(|e| bad(&e))?);
+            }
             _ => return Err(format!("unknown option {k}")),
         }
     }
     if o.channels == 0 || o.connections == 0 || o.rate.is_nan() || o.rate <= 0.0 {
         return Err("--connections and --channels must be at least 1, --rate positive".into());
+    }
+    if o.heart_beat != (0, 0) && o.proto != Proto::Stomp {
+        return Err("--heart-beat is STOMP's (--proto stomp)".into());
+    }
+    if o.token.is_some() && !matches!(o.proto, Proto::Json | Proto::Stomp) {
+        return Err("--token is for --proto json or stomp".into());
     }
     if o.proto == Proto::SocketIo {
         o.path = "/socket.io/?EIO=4&transport=websocket".into();
@@ -219,6 +241,39 @@ fn control(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
 }
 
+/// The loader's STOMP heart-beats (`--heart-beat CX,CY` with CX > 0): an EOL to every
+/// connection past its handshake, at half the interval promised, so none is ever late.
+struct Beats {
+    every: Option<Duration>,
+    next: Instant,
+}
+
+impl Beats {
+    fn new(o: &Opts) -> Self {
+        let every = (o.heart_beat.0 > 0).then(|| Duration::from_millis((o.heart_beat.0 / 2).max(1)));
+        Self { every, next: Instant::now() + every.unwrap_or_default() }
+    }
+
+    /// Sends the beats that are due; returns the connections whose write failed.
+    fn due(&mut self, conns: &mut [Option<Conn>]) -> Vec<usize> {
+        let Some(every) = self.every else { return Vec::new() };
+        if Instant::now() < self.next {
+            return Vec::new();
+        }
+        self.next += every;
+        let mut failed = Vec::new();
+        for (i, c) in conns.iter_mut().enumerate() {
+            if let Some(c) = c.as_mut().filter(|c| c.phase != Phase::Handshake) {
+                frame(&mut c.output, b"\n");
+                if !c.flush() {
+                    failed.push(i);
+                }
+            }
+        }
+        failed
+    }
+}
+
 fn json_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -262,11 +317,19 @@ impl Conn {
     fn setup(&mut self, o: &Opts, name: &str) {
         let msgs: Vec<String> = match o.proto {
             Proto::Json => vec![
-                "{\"id\":1,\"connect\":{}}".into(),
+                match &o.token {
+                    Some(t) => format!("{{\"id\":1,\"connect\":{{\"token\":{}}}}}", json_string(t)),
+                    None => "{\"id\":1,\"connect\":{}}".into(),
+                },
                 format!("{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}", json_string(name)),
             ],
             Proto::Stomp => vec![
-                "CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0".into(),
+                format!(
+                    "CONNECT\naccept-version:1.2\nheart-beat:{},{}\n{}\n\0",
+                    o.heart_beat.0,
+                    o.heart_beat.1,
+                    o.token.as_ref().map_or(String::new(), |t| format!("passcode:{t}\n"))
+                ),
                 format!("SUBSCRIBE\nid:0\ndestination:/topic/{name}\nreceipt:subscribed\n\n\0"),
             ],
             // Engine.IO's open packet comes first.
@@ -640,6 +703,7 @@ fn run(o: &Opts) -> Result<(), String> {
             tally.errors.push(why);
         }
     };
+    let mut beats = Beats::new(o);
     // Open and subscribe every connection, at most OPENING handshakes at a time.
     let setup_deadline = Instant::now() + Duration::from_secs(120);
     let mut opened = 0;
@@ -668,6 +732,9 @@ fn run(o: &Opts) -> Result<(), String> {
             return Err(format!("only {} of {} subscribed after 120 s", tally.subscribed, o.connections));
         }
         poll.poll(&mut events, Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+        for i in beats.due(&mut conns) {
+            fail(poll.registry(), &mut closed, &mut tally, &mut conns, i, "heart-beat write failed".into());
+        }
         for ev in &events {
             let i = ev.token().0;
             if let Some(Err(why)) =
@@ -690,6 +757,9 @@ fn run(o: &Opts) -> Result<(), String> {
         let settle = Instant::now() + Duration::from_secs(1);
         while Instant::now() < settle {
             poll.poll(&mut events, Some(Duration::from_millis(50))).map_err(|e| e.to_string())?;
+            for i in beats.due(&mut conns) {
+                fail(poll.registry(), &mut closed, &mut tally, &mut conns, i, "heart-beat write failed".into());
+            }
             for ev in &events {
                 let i = ev.token().0;
                 if let Some(Err(why)) =
@@ -768,6 +838,9 @@ fn run(o: &Opts) -> Result<(), String> {
             next.saturating_duration_since(now).min(Duration::from_millis(5))
         };
         poll.poll(&mut events, Some(timeout)).map_err(|e| e.to_string())?;
+        for i in beats.due(&mut conns) {
+            fail(poll.registry(), &mut closed, &mut tally, &mut conns, i, "heart-beat write failed".into());
+        }
         for ev in &events {
             if ev.token() == PUBLISHER {
                 if ev.is_readable() {

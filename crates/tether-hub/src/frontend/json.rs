@@ -8,7 +8,7 @@ use crate::hub::{ClientInfo, Event, Hub, Outlet, Push, StreamPosition};
 use crate::session::auth::Authenticator;
 use crate::session::gate::SendGate;
 use crate::session::link::{Link, TextEncoding, Tx};
-use crate::session::{next_or_deadline, Deadline, Session, Woke, EXPIRED};
+use crate::session::{next_or_deadline, Deadlines, Session, Woke, EXPIRED};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -258,14 +258,14 @@ fn serve_connection(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let Link { tx: sender, rx: mut read } = link;
     let mut session = Session::new(hub, auth);
-    let mut deadline = Deadline::default();
+    let mut deadline = Deadlines::<1>::default();
     async move {
         loop {
             // Only the send's box is kept across the send: the command and the reply are
             // gone by then (a binding lives to the end of its block, awaited or not).
             let send = {
                 // A connection whose token expires must refresh it in time.
-                deadline.set(session.deadline());
+                deadline.set(0, session.deadline());
                 let text = match next_or_deadline(&mut read, &mut deadline).await {
                     Woke::Deadline(_) => {
                         let _ = sender.send_close(CloseCode(EXPIRED.0), EXPIRED.1);

@@ -223,28 +223,56 @@ impl Drop for Session {
     }
 }
 
-/// An optional timer kept across waits: boxed (most connections have none, and an inline
-/// `Sleep` would be laid out in every connection's task) and reset in place when its
-/// deadline moves.
-#[derive(Default)]
-pub(crate) struct Deadline(Option<Pin<Box<tokio::time::Sleep>>>);
+/// A connection's deadlines (`N` of them, each optional), kept across waits. They are
+/// served by one registration with `tether`'s timer (the one thread behind every
+/// connection's pings and timeouts) for the earliest of them, and boxed, only while one is
+/// set: most connections have none, and a STOMP client with heart-beats both ways and a
+/// token that expires has three. A boxed tokio `Sleep` for each took 112 bytes of heap;
+/// here three take one allocation of 72 bytes.
+pub(crate) struct Deadlines<const N: usize>(Option<Box<Times<N>>>);
 
-impl Deadline {
-    /// Sets the deadline (`None`: none).
-    pub(crate) fn set(&mut self, deadline: Option<tokio::time::Instant>) {
+struct Times<const N: usize> {
+    at: [Option<std::time::Instant>; N],
+    timer: tether::timer::Deadline,
+}
+
+impl<const N: usize> Default for Deadlines<N> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<const N: usize> Deadlines<N> {
+    /// Sets deadline `i` (`None`: none).
+    pub(crate) fn set(&mut self, i: usize, deadline: Option<tokio::time::Instant>) {
         match (deadline, &mut self.0) {
-            (None, timer) => *timer = None,
-            (Some(d), Some(timer)) if timer.deadline() == d => {}
-            (Some(d), Some(timer)) => timer.as_mut().reset(d),
-            (Some(d), timer @ None) => *timer = Some(Box::pin(tokio::time::sleep_until(d))),
+            (None, None) => {}
+            (None, Some(times)) => {
+                times.at[i] = None;
+                if times.at.iter().all(Option::is_none) {
+                    self.0 = None;
+                }
+            }
+            (Some(d), Some(times)) => times.at[i] = Some(d.into_std()),
+            (Some(d), times @ None) => {
+                let mut at = [None; N];
+                at[i] = Some(d.into_std());
+                *times = Some(Box::new(Times { at, timer: tether::timer::Deadline::new() }));
+            }
         }
     }
 
-    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        match &mut self.0 {
-            Some(timer) => timer.as_mut().poll(cx),
-            None => Poll::Pending,
+    /// `Ready` with the index of the first deadline (in order) that has passed; until one
+    /// has, the task of `cx` is woken at the earliest.
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<usize> {
+        let Some(times) = &mut self.0 else { return Poll::Pending };
+        let Some(earliest) = times.at.iter().flatten().min().copied() else { return Poll::Pending };
+        if times.timer.poll(earliest, cx).is_pending() {
+            return Poll::Pending;
         }
+        // The timer is ready only once `earliest` has passed, so one is found.
+        let now = std::time::Instant::now();
+        Poll::Ready(times.at.iter().position(|at| at.is_some_and(|at| at <= now)).unwrap_or_default())
     }
 }
 
@@ -256,42 +284,20 @@ pub(crate) enum Woke<T> {
     Deadline(usize),
 }
 
-/// The next item of `read`, or the deadline, whichever comes first: one poll function
-/// rather than a `select!`, whose futures and branch state would take room in every idle
-/// connection's task (and a `poll_fn` itself, not an `async fn` around one, which would
-/// hold the arguments twice).
-pub(crate) fn next_or_deadline<'a, S: Stream + Unpin>(
-    read: &'a mut S,
-    deadline: &'a mut Deadline,
-) -> impl Future<Output = Woke<S::Item>> + 'a {
-    std::future::poll_fn(move |cx| poll_next_or_deadlines(read, std::slice::from_mut(deadline), cx))
-}
-
 /// The next item of `read`, or the first of `deadlines` to pass, whichever comes first:
-/// [`next_or_deadline`] with several timers (a slice of them, not of references to them,
-/// which would be kept across the wait in every connection's task).
-pub(crate) fn next_or_first_deadline<'a, S: Stream + Unpin>(
+/// one poll function rather than a `select!`, whose futures and branch state would take
+/// room in every idle connection's task (and a `poll_fn` itself, not an `async fn` around
+/// one, which would hold the arguments twice).
+pub(crate) fn next_or_deadline<'a, S: Stream + Unpin, const N: usize>(
     read: &'a mut S,
-    deadlines: &'a mut [Deadline],
+    deadlines: &'a mut Deadlines<N>,
 ) -> impl Future<Output = Woke<S::Item>> + 'a {
-    std::future::poll_fn(move |cx| poll_next_or_deadlines(read, deadlines, cx))
-}
-
-/// One poll of the waits above: the stream first, then the deadlines in order.
-fn poll_next_or_deadlines<S: Stream + Unpin>(
-    read: &mut S,
-    deadlines: &mut [Deadline],
-    cx: &mut std::task::Context<'_>,
-) -> Poll<Woke<S::Item>> {
-    if let Poll::Ready(item) = Pin::new(read).poll_next(cx) {
-        return Poll::Ready(Woke::Next(item));
-    }
-    for (i, deadline) in deadlines.iter_mut().enumerate() {
-        if deadline.poll(cx).is_ready() {
-            return Poll::Ready(Woke::Deadline(i));
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(item) = Pin::new(&mut *read).poll_next(cx) {
+            return Poll::Ready(Woke::Next(item));
         }
-    }
-    Poll::Pending
+        deadlines.poll(cx).map(Woke::Deadline)
+    })
 }
 
 /// Waits until `deadline`, or forever without one (a `select!` arm for optional timers).
@@ -301,5 +307,70 @@ pub(crate) async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant
     match deadline {
         Some(d) => Box::pin(tokio::time::sleep_until(d)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_or_deadline, Deadlines, Woke};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// A stream that never yields: only the deadlines can end a wait.
+    fn silent() -> futures_util::stream::Pending<()> {
+        futures_util::stream::pending()
+    }
+
+    #[tokio::test]
+    async fn the_earliest_deadline_wakes_and_is_named_by_its_index() {
+        let mut d = Deadlines::<3>::default();
+        let start = Instant::now();
+        d.set(0, Some(start + Duration::from_secs(3600)));
+        d.set(2, Some(start + Duration::from_millis(30)));
+        let woke = next_or_deadline(&mut silent(), &mut d).await;
+        assert!(matches!(woke, Woke::Deadline(2)), "the passed deadline is named");
+        assert!(start.elapsed() >= Duration::from_millis(30), "not before its time");
+        assert!(start.elapsed() < Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_moved_later_is_kept_to_its_new_time() {
+        let mut d = Deadlines::<1>::default();
+        let start = Instant::now();
+        d.set(0, Some(start + Duration::from_millis(20)));
+        // Registered for 20 ms, then moved to 80 ms: the early registration must not end
+        // the wait.
+        let first =
+            tokio::time::timeout(Duration::from_millis(5), next_or_deadline(&mut silent(), &mut d)).await;
+        assert!(first.is_err(), "nothing is due after 5 ms");
+        d.set(0, Some(start + Duration::from_millis(80)));
+        let woke = next_or_deadline(&mut silent(), &mut d).await;
+        assert!(matches!(woke, Woke::Deadline(0)));
+        assert!(start.elapsed() >= Duration::from_millis(80), "woke at {:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn cleared_deadlines_never_wake_and_free_their_box() {
+        let mut d = Deadlines::<2>::default();
+        let soon = Instant::now() + Duration::from_millis(10);
+        d.set(0, Some(soon));
+        d.set(1, Some(soon));
+        assert!(d.0.is_some());
+        d.set(0, None);
+        assert!(d.0.is_some(), "one is still set");
+        d.set(1, None);
+        assert!(d.0.is_none(), "no deadline, no allocation");
+        let wait =
+            tokio::time::timeout(Duration::from_millis(60), next_or_deadline(&mut silent(), &mut d)).await;
+        assert!(wait.is_err(), "a cleared deadline does not end the wait");
+    }
+
+    #[tokio::test]
+    async fn the_stream_comes_first() {
+        let mut d = Deadlines::<1>::default();
+        d.set(0, Some(Instant::now()));
+        let mut ready = futures_util::stream::iter([7]);
+        assert!(matches!(next_or_deadline(&mut ready, &mut d).await, Woke::Next(Some(7))));
+        assert!(matches!(next_or_deadline(&mut silent(), &mut d).await, Woke::Deadline(0)));
     }
 }

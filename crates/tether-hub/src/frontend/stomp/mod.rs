@@ -16,7 +16,7 @@ use crate::hub::{Event, Hub, HubError, Outlet, StreamPosition};
 use crate::session::auth::Authenticator;
 use crate::session::gate::SendGate;
 use crate::session::link::{binary_or_text as message, Link, Outbox, Tx};
-use crate::session::{next_or_first_deadline, Deadline, Session, Woke, EXPIRED};
+use crate::session::{next_or_deadline, Deadlines, Session, Woke, EXPIRED};
 use bytes::{Bytes, BytesMut};
 use frame::{write_header, Command, Decoder, Frame, FrameError, Limits, Version};
 use futures_util::future::BoxFuture;
@@ -619,7 +619,7 @@ impl FrontEnd for Stomp {
 ///
 /// Laid out for idle connections, as tether.json's is: the async block captures what it
 /// keeps, one poll function waits for the next message or the first of the timers (the
-/// heart-beats both ways and the token's expiry, each boxed and only when set) instead of a
+/// heart-beats both ways and the token's expiry, in one box and only while one is set) instead of a
 /// `select!`, and a command's handling and an ERROR's send are boxed while they run. The
 /// future is 480 bytes where it was 2,016.
 fn serve_connection(
@@ -648,17 +648,17 @@ fn serve_connection(
     };
     // Timers: nothing heard from the client for twice its heart-beat, the token's expiry,
     // and our own heart-beat.
-    let mut timers: [Deadline; 3] = Default::default();
+    let mut timers = Deadlines::<3>::default();
     async move {
         let mut closing = false;
         let mut last_read = tokio::time::Instant::now();
         loop {
-            timers[SILENT].set(session.heart_beat_in().filter(|_| !closing).map(|d| last_read + d * 2));
-            timers[EXPIRY].set(session.session.deadline().filter(|_| !closing));
+            timers.set(SILENT, session.heart_beat_in().filter(|_| !closing).map(|d| last_read + d * 2));
+            timers.set(EXPIRY, session.session.deadline().filter(|_| !closing));
             // What woke the loop is consumed in this block, before anything else is awaited
             // (a value matched on is kept to the end of its block, awaited or not).
             let error = {
-                let woke = next_or_first_deadline(&mut read, &mut timers).await;
+                let woke = next_or_deadline(&mut read, &mut timers).await;
                 let data = match woke {
                     Woke::Deadline(SILENT) => {
                         let ms = session.heart_beat_in;
@@ -672,7 +672,7 @@ fn serve_connection(
                     Woke::Deadline(EXPIRY) => Err(Fail { close: EXPIRED.0, ..Fail::policy(EXPIRED.1) }),
                     Woke::Deadline(_) => {
                         let next = tokio::time::Instant::now();
-                        timers[BEAT].set(session.heart_beat_out().filter(|_| !closing).map(|d| next + d));
+                        timers.set(BEAT, session.heart_beat_out().filter(|_| !closing).map(|d| next + d));
                         if !closing && session.sender.start_send(Message::text("\n")).is_err() {
                             break;
                         }
@@ -712,7 +712,7 @@ fn serve_connection(
                     true
                 }
                 None => match decoder.as_deref_mut() {
-                    Some(d) => Box::pin(handle_frames(&mut session, d, &mut timers[BEAT])).await,
+                    Some(d) => Box::pin(handle_frames(&mut session, d, &mut timers)).await,
                     None => false,
                 },
             };
@@ -726,7 +726,7 @@ fn serve_connection(
 
 /// Handles the frames `decoder` holds, in order; returns whether the connection is now
 /// closing (after a DISCONNECT or an ERROR).
-async fn handle_frames(session: &mut Conn, decoder: &mut Decoder, beat: &mut Deadline) -> bool {
+async fn handle_frames(session: &mut Conn, decoder: &mut Decoder, timers: &mut Deadlines<3>) -> bool {
     loop {
         let frame = match decoder.next_frame() {
             Ok(Some(frame)) => frame,
@@ -743,7 +743,7 @@ async fn handle_frames(session: &mut Conn, decoder: &mut Decoder, beat: &mut Dea
             Ok(Step::Connected) => {
                 decoder.set_version(session.version);
                 let next = tokio::time::Instant::now();
-                beat.set(session.heart_beat_out().map(|d| next + d));
+                timers.set(BEAT, session.heart_beat_out().map(|d| next + d));
             }
             Ok(Step::Disconnect) => {
                 // The session ends here: its queue messages go back now, not when the client
