@@ -57,6 +57,11 @@ MEMORY = [10000, 19000]
 SERVERS = ["tether", "tether-linger", "tether-stomp", "uws", "floor", "ws", "socketio"]
 # What `tether-linger` adds: the fan-out's writes may wait up to 20 ms under load.
 LINGER_MS = 20
+# Memory only: each tether server again with signed-in subscribers (`-signed`: a token that
+# expires, so the hub keeps a deadline per connection; STOMP with heart-beats both ways at
+# 10 s, what stomp.js asks for by default).
+SECRET = "fanout-bench-token-secret-0123456789abcdef"
+STOMP_HEART_BEAT = "10000,10000"
 
 
 def case_duration(case, duration):
@@ -107,6 +112,8 @@ def raw_path(opts):
 def start(server, port, tethers):
     """Starts `server` on `port` pinned to core 0; returns the process once it listens."""
     env = dict(os.environ, TETHER_LOG="warn")
+    if server.endswith("-signed"):
+        env["TETHER_TOKEN_HMAC_SECRET"] = SECRET
     if server.startswith("tether"):
         binary = tethers["tether-base" if server.startswith("tether-base") else "tether"]
         cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--api-key", KEY,
@@ -136,13 +143,21 @@ def start(server, port, tethers):
     sys.exit(f"{server} did not start")
 
 
-def loader_args(server):
+def loader_args(server, tethers):
     server = server.removesuffix("-deflate")
     if server in ("uws", "floor", "ws"):
         return ["--proto", "raw", "--publish", "raw", "--path", "/"]
     if server == "socketio":
         return ["--proto", "socketio", "--publish", "api"]
-    return ["--proto", "stomp" if server.endswith("stomp") else "json", "--publish", "api", "--api-key", KEY]
+    stomp = "stomp" in server
+    args = ["--proto", "stomp" if stomp else "json", "--publish", "api", "--api-key", KEY]
+    if server.endswith("-signed"):
+        token = subprocess.run([tethers["tether"], "token", "--user", "bench-user", "--expires-in", "3600",
+                                "--token-hmac-secret", SECRET], capture_output=True, text=True, check=True)
+        args += ["--token", token.stdout.strip()]
+        if stomp:
+            args += ["--heart-beat", STOMP_HEART_BEAT]
+    return args
 
 
 def measure(server, tethers, extra, timeout):
@@ -150,7 +165,7 @@ def measure(server, tethers, extra, timeout):
     proc = start(server, port, tethers)
     try:
         out = subprocess.run(["taskset", "-c", "1", LOADER, "--addr", f"127.0.0.1:{port}",
-                              "--server-pid", str(proc.pid), *loader_args(server), *extra],
+                              "--server-pid", str(proc.pid), *loader_args(server, tethers), *extra],
                              capture_output=True, text=True, timeout=timeout)
         if out.returncode != 0:
             return {"failed": out.stderr.strip()[-300:]}
@@ -230,11 +245,15 @@ def main():
                         r["per_server_cpu_s"] = r["delivered"] / r["server_cpu_s"]
                     keep(r)
         if not opts.no_memory:
+            memory_servers = []
+            for server in servers:
+                if server != "tether-linger":
+                    memory_servers.append(server)
+                if server in ("tether", "tether-base", "tether-stomp"):
+                    memory_servers.append(server + "-signed")
             for rep in range(opts.repeats):
                 for n in MEMORY:
-                    for server in servers:
-                        if server == "tether-linger":
-                            continue
+                    for server in memory_servers:
                         r = measure(server, tethers, ["--connections", str(n), "--channels", "1", "--memory"], 300)
                         r.update(kind="memory", server=server, repeat=rep, subscribers=n)
                         keep(r)
@@ -420,11 +439,13 @@ def report(rows, servers, opts, uws, node):
     if mem:
         lines += ["", "Memory per idle subscribed connection: N connections, each subscribed to one channel "
                   "(tether: connected with tether.json and subscribed; tether-stomp: STOMP 1.2, CONNECT and "
-                  "SUBSCRIBE), RSS growth from before the first connection to 1 s after the last subscription, "
-                  "divided by N.", "",
+                  "SUBSCRIBE; both anonymous, as the fan-out cases; `-signed`: the same, connected with a token "
+                  f"that expires in an hour, and STOMP asking for heart-beats of {STOMP_HEART_BEAT} ms, "
+                  "what stomp.js asks for by default), RSS growth from before the first connection to 1 s "
+                  "after the last subscription, divided by N.", "",
                   "| connections | server | KiB per connection | server RSS MiB at the end |", "|---|---|---|---|"]
         for n in MEMORY:
-            for s in servers:
+            for s in dict.fromkeys(r["server"] for r in mem):
                 rs = runs("memory", s, n=n)
                 if rs:
                     lines.append(f"| {n:,} | {s} | {spread([r['rss_per_conn'] / 1024 for r in rs], ',.2f')} | "
