@@ -114,8 +114,10 @@ pub struct WebSocketStream<S> {
     /// Encoded frames; `out[written..]` is not written yet.
     out: Vec<u8>,
     written: usize,
-    /// A payload written in place, after `out` (what is left of it).
-    tail: Option<Bytes>,
+    /// A payload written in place, after `out` (what is left of it). Boxed: only a large
+    /// payload the socket did not take whole has one, and an idle connection's size is
+    /// what many idle connections cost (8 bytes, not 32, in every connection).
+    tail: Option<Box<Bytes>>,
     /// Whether the socket writes several buffers at once (plain TCP does; TLS does not).
     vectored: bool,
     /// The size of the last message with its header when it was large (0 otherwise), at
@@ -153,7 +155,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     /// Bytes queued and not yet written to the socket, like the browser's `bufferedAmount`.
     pub fn buffered_amount(&self) -> usize {
-        self.conn.buffered_amount() + self.out.len() - self.written + self.tail.as_ref().map_or(0, Bytes::len)
+        self.conn.buffered_amount() + self.out.len() - self.written
+            + self.tail.as_ref().map_or(0, |t| t.len())
     }
 
     /// How the connection ended, once it has.
@@ -197,7 +200,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             // Without vectored writes (TLS), nothing is split off: one buffer per write.
             let split = if self.vectored { WRITE_IN_PLACE } else { usize::MAX };
             let (any, tail) = self.conn.poll_transmit_split(&mut self.out, split);
-            self.tail = tail;
+            self.tail = tail.map(Box::new);
             return any;
         }
         true
@@ -230,7 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             return WRITE_SCRATCH.with_borrow_mut(|buf| self.write_through(buf));
         }
         while self.refill() {
-            match try_write_parts(&self.io, &self.out[self.written..], self.tail.as_ref()) {
+            match try_write_parts(&self.io, &self.out[self.written..], self.tail.as_deref()) {
                 None => return Ok(false),
                 Some(Ok(n)) => self.advance(n)?,
                 Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -265,7 +268,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             // Kept as a leftover of `out` (written out before: `written` is its end), for
             // the task to write, less what the socket took.
             self.out.extend_from_slice(buf);
-            self.tail = tail;
+            self.tail = tail.map(Box::new);
             break match r {
                 Some(Ok(n)) => self.advance(n).map(|()| false),
                 Some(Err(e))

@@ -233,7 +233,7 @@ impl Broker for MemoryBroker {
             let mut presence = lock(&self.presence);
             let entries = presence.entry(channel.into()).or_default();
             for c in clients {
-                entries.insert(c.client.clone(), (c.clone(), deadline));
+                entries.insert(c.client.to_string(), (c.clone(), deadline));
             }
         }
         Box::pin(ready(Ok(())))

@@ -171,7 +171,7 @@ async fn presence(hub: Arc<Hub>, broker: Arc<dyn Broker>) {
     subscribe(&hub, a, "room:who", None).await;
     subscribe(&hub, b, "room:who", None).await;
     let users =
-        |list: Vec<Arc<crate::hub::ClientInfo>>| list.iter().map(|c| c.user.clone()).collect::<Vec<_>>();
+        |list: Vec<Arc<crate::hub::ClientInfo>>| list.iter().map(|c| c.user.to_string()).collect::<Vec<_>>();
     assert_eq!(users(hub.presence("room:who", None).await.unwrap()), ["ann", "bob"]);
     hub.unsubscribe(b, "room:who").unwrap();
     let start = Instant::now();

@@ -15,10 +15,11 @@ pub type ClientId = u64;
 /// Who a client is, as others see it in presence, join/leave and publications.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
-    /// The connection's id (unique in this hub).
-    pub client: String,
+    /// The connection's id (unique in this hub). Boxed strings, not `String`s: every
+    /// connection has one of these, and a `String`'s capacity is a word more.
+    pub client: Box<str>,
     /// The user (the token's `sub`, or the name an anonymous client chose; may be empty).
-    pub user: String,
+    pub user: Box<str>,
     /// Whether the client connected without a token: its `user` is only a display name it
     /// chose, never the same person as an authenticated user of that name.
     pub anonymous: bool,
@@ -259,7 +260,7 @@ mod tests {
     fn each_registered_encoding_has_its_own_cell() {
         // B is registered before A encodes: both get a cell.
         let _ = B.slot();
-        let info = Arc::new(ClientInfo { client: "c1".into(), user: String::new(), anonymous: true });
+        let info = Arc::new(ClientInfo { client: "c1".into(), user: "".into(), anonymous: true });
         let event = Event::new("ch".into(), Push::Join(info));
         let a1 = event.with_frame(&A, |_| PreparedFrame::text("a"), PreparedFrame::clone);
         let a2 = event.with_frame(&A, |_| PreparedFrame::text("not used"), PreparedFrame::clone);

@@ -126,8 +126,11 @@ impl Hub {
         outlet: Arc<dyn Outlet>,
     ) -> (ClientId, Arc<ClientInfo>) {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
-        let info =
-            Arc::new(ClientInfo { client: self.shared.client_id(id), user, anonymous: access.anonymous });
+        let info = Arc::new(ClientInfo {
+            client: self.shared.client_id(id).into(),
+            user: user.into(),
+            anonymous: access.anonymous,
+        });
         let client = Client { info: info.clone(), access, outlet, channels: Default::default() };
         self.lock().clients.insert(id, client);
         self.metrics.connections.fetch_add(1, Ordering::Relaxed);
@@ -464,7 +467,7 @@ impl Hub {
     /// `reason`; returns how many. Anonymous clients that chose the name `user` are not
     /// that user and stay connected.
     pub fn disconnect_user(&self, user: &str, code: u16, reason: &str) -> usize {
-        self.disconnect_where(|c| !c.info.anonymous && c.info.user == user, code, reason)
+        self.disconnect_where(|c| !c.info.anonymous && *c.info.user == *user, code, reason)
     }
 
     /// Disconnects every connection (shutdown).

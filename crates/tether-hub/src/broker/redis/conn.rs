@@ -476,7 +476,7 @@ impl RedisBroker {
         let mut call = self.presence_add.key(self.key(channel, "p"));
         call.key(self.key(channel, "x")).arg(millis(self.options.presence_ttl));
         for c in clients {
-            call.arg(&c.client).arg(encode_info(Some(c)));
+            call.arg(&*c.client).arg(encode_info(Some(c)));
         }
         let _: Value = call.invoke_async(&mut conn).await.map_err(unavailable)?;
         Ok(())

@@ -80,7 +80,7 @@ pub(super) fn decode_info(b: &[u8]) -> Option<Arc<ClientInfo>> {
     let at = s.find(['\n', '\r'])?;
     let (client, user) = (&s[..at], &s[at + 1..]);
     let anonymous = s.as_bytes()[at] == b'\r';
-    Some(Arc::new(ClientInfo { client: client.to_owned(), user: user.to_owned(), anonymous }))
+    Some(Arc::new(ClientInfo { client: client.into(), user: user.into(), anonymous }))
 }
 
 /// Decodes a Pub/Sub payload: `p<offset> <epoch> <info length> <info><data>`, `j<info>` or

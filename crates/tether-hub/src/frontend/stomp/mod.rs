@@ -120,7 +120,7 @@ thread_local! {
 }
 
 /// See [`SHARED_FRAME`].
-type SharedFrame = (std::sync::Weak<Event>, Version, Name, tether::PreparedFrame);
+type SharedFrame = (std::sync::Weak<Event>, Version, Id, tether::PreparedFrame);
 
 /// Delivers topic events and queue messages to one STOMP connection, disconnecting it
 /// (close code 4008) when it falls behind.
@@ -168,6 +168,47 @@ fn short_key(name: &str) -> Key {
     b[15] = name.len() as u8 + 1;
     let k = u128::from_le_bytes(b);
     [k as u64, (k >> 64) as u64]
+}
+
+/// A subscription id: its key inline, as a [`Name`]'s, and the string only when it is
+/// longer than 15 bytes. A short id is all in its key, so a subscription takes no
+/// allocation of its own (ids are mostly short: stomp.js's are `sub-0`, `sub-1`, ...).
+#[derive(Clone, Debug)]
+struct Id {
+    key: Key,
+    /// `None` for a short id.
+    long: Option<Arc<str>>,
+}
+
+impl Id {
+    fn new(id: &str) -> Self {
+        let key = short_key(id);
+        Self { key, long: (key == [0; 2]).then(|| id.into()) }
+    }
+
+    fn is(&self, key: Key, id: &str) -> bool {
+        match &self.long {
+            None => self.key == key,
+            Some(long) => key == [0; 2] && &**long == id,
+        }
+    }
+
+    fn same(&self, other: &Id) -> bool {
+        self.key == other.key && self.long.as_deref() == other.long.as_deref()
+    }
+
+    /// Calls `f` with the id as a string.
+    fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match &self.long {
+            Some(long) => f(long),
+            None => {
+                let bytes = (u128::from(self.key[0]) | (u128::from(self.key[1]) << 64)).to_le_bytes();
+                let len = usize::from(bytes[15]).saturating_sub(1).min(15);
+                // The bytes of a `str` cut at its end: valid UTF-8.
+                f(std::str::from_utf8(&bytes[..len]).unwrap_or_default())
+            }
+        }
+    }
 }
 
 /// A short list that holds its first item inline. Most STOMP connections subscribe to one
@@ -232,20 +273,20 @@ impl<T> Few<T> {
 
 /// A connection's topic subscriptions: channel, then the subscription ids on it.
 #[derive(Default)]
-struct Topics(Few<(Name, Few<Name>)>);
+struct Topics(Few<(Name, Few<Id>)>);
 
 impl Topics {
-    fn get(&self, channel: &str) -> Option<&Few<Name>> {
+    fn get(&self, channel: &str) -> Option<&Few<Id>> {
         let key = short_key(channel);
         self.0.iter().find(|(c, _)| c.is(key, channel)).map(|(_, ids)| ids)
     }
 
-    fn get_mut(&mut self, channel: &str) -> Option<&mut Few<Name>> {
+    fn get_mut(&mut self, channel: &str) -> Option<&mut Few<Id>> {
         let key = short_key(channel);
         self.0.find_mut(|(c, _)| c.is(key, channel)).map(|(_, ids)| ids)
     }
 
-    fn insert(&mut self, channel: Arc<str>, ids: Few<Name>) {
+    fn insert(&mut self, channel: Arc<str>, ids: Few<Id>) {
         match self.get_mut(&channel) {
             Some(old) => *old = ids,
             None => self.0.push((Name::new(channel), ids)),
@@ -294,17 +335,14 @@ impl StompOutlet {
     /// WebSocket, the whole frame is shared too by the subscribers that follow with the
     /// same subscription id (clients number their subscriptions alike: stomp.js's first is
     /// `sub-0` everywhere): see [`SHARED_FRAME`].
-    fn send_event(&self, sub: &Name, event: &Arc<Event>) -> bool {
+    fn send_event(&self, sub: &Id, event: &Arc<Event>) -> bool {
         let v = self.version;
-        let subscription = &sub.name;
         if self.gate.takes_frames() {
             let frame = SHARED_FRAME.with(|last| {
                 let mut last = last.borrow_mut();
                 match &*last {
                     Some((e, ver, id, frame))
-                        if std::ptr::eq(e.as_ptr(), Arc::as_ptr(event))
-                            && *ver == v
-                            && id.is(sub.key, subscription) =>
+                        if std::ptr::eq(e.as_ptr(), Arc::as_ptr(event)) && *ver == v && id.same(sub) =>
                     {
                         frame.clone()
                     }
@@ -313,19 +351,22 @@ impl StompOutlet {
                             encoding(v),
                             |e| encode_topic_part(e, v),
                             |part| {
-                                let mut whole = BytesMut::with_capacity(part.len() + subscription.len() + 24);
-                                whole.extend_from_slice(b"MESSAGE\n");
-                                write_header(
-                                    &mut whole,
-                                    "subscription",
-                                    subscription,
-                                    (v >= Version::V1_1).then_some(v),
-                                );
-                                whole.extend_from_slice(part);
-                                match std::str::from_utf8(&whole) {
-                                    Ok(text) => tether::PreparedFrame::text(text),
-                                    Err(_) => tether::PreparedFrame::binary(&whole),
-                                }
+                                sub.with_str(|subscription| {
+                                    let mut whole =
+                                        BytesMut::with_capacity(part.len() + subscription.len() + 24);
+                                    whole.extend_from_slice(b"MESSAGE\n");
+                                    write_header(
+                                        &mut whole,
+                                        "subscription",
+                                        subscription,
+                                        (v >= Version::V1_1).then_some(v),
+                                    );
+                                    whole.extend_from_slice(part);
+                                    match std::str::from_utf8(&whole) {
+                                        Ok(text) => tether::PreparedFrame::text(text),
+                                        Err(_) => tether::PreparedFrame::binary(&whole),
+                                    }
+                                })
                             },
                         );
                         *last = Some((Arc::downgrade(event), v, sub.clone(), frame.clone()));
@@ -340,9 +381,12 @@ impl StompOutlet {
             |e| encode_topic_part(e, v),
             |part| {
                 // Sized for the whole message: over WebSocket the part is appended in place.
-                let mut head = BytesMut::with_capacity(part.len() + subscription.len() + 24);
-                head.extend_from_slice(b"MESSAGE\n");
-                write_header(&mut head, "subscription", subscription, (v >= Version::V1_1).then_some(v));
+                let head = sub.with_str(|subscription| {
+                    let mut head = BytesMut::with_capacity(part.len() + subscription.len() + 24);
+                    head.extend_from_slice(b"MESSAGE\n");
+                    write_header(&mut head, "subscription", subscription, (v >= Version::V1_1).then_some(v));
+                    head
+                });
                 let encoded = |o: &dyn Outbox| {
                     let encode = |_: &Event| o.encode(&String::from_utf8_lossy(part));
                     event.with_part(outbox_encoding(v), encode, Bytes::clone)
@@ -1008,12 +1052,12 @@ impl Conn {
             "client-individual" => AckMode::Individual,
             other => return Err(Fail::protocol(format!("unknown ack mode {other:?}"))),
         };
-        let id: Arc<str> = sub_id.as_str().into();
+        let id = Id::new(&sub_id);
         match &dest {
             Dest::Topic(ch) => {
                 let what = format!("cannot subscribe to /topic/{ch}");
                 if let Some(subs) = outlet.topics().get_mut(ch) {
-                    subs.push(Name::new(id));
+                    subs.push(id);
                     return Ok(());
                 }
                 let history = match frame.get("history").map(str::parse::<usize>) {
@@ -1037,7 +1081,6 @@ impl Conn {
                         ch,
                         recover.map(|p| StreamPosition { offset: p.offset, epoch: p.epoch }),
                         |s| {
-                            let id = Name::new(id);
                             // The hub's name for the channel, not this frame's copy: one
                             // allocation for all the channel's subscribers.
                             outlet.topics().insert(s.channel.clone(), Few::one(id.clone()));
@@ -1090,11 +1133,33 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::{Few, Name, Topics};
+    use super::{short_key, Few, Id, Topics};
     use std::sync::Arc;
 
-    fn ids(few: &Few<Name>) -> Vec<&str> {
-        few.iter().map(|n| &*n.name).collect()
+    fn ids(few: &Few<Id>) -> Vec<String> {
+        few.iter().map(|n| n.with_str(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn an_id_of_15_bytes_or_less_is_held_in_its_key_alone() {
+        for id in [
+            "",
+            "0",
+            "sub-0",
+            "fifteen-bytes-x",
+            "é-ünïcode",
+            "sixteen-bytes-xx",
+            "a-much-longer-subscription-id",
+        ] {
+            let short = id.len() <= 15;
+            let held = Id::new(id);
+            assert_eq!(held.long.is_none(), short, "{id:?}");
+            assert_eq!(held.with_str(str::to_owned), id);
+            assert!(held.is(short_key(id), id) && held.same(&Id::new(id)));
+            assert!(!held.is(short_key("other"), "other") && !held.same(&Id::new("other")));
+        }
+        // A long id never matches a short one's key, nor the reverse.
+        assert!(!Id::new("sixteen-bytes-xx").same(&Id::new("sixteen-bytes-x")));
     }
 
     #[test]
@@ -1102,16 +1167,16 @@ mod tests {
         let mut few = Few::default();
         assert!(few.is_empty());
         for id in ["sub-0", "sub-1", "a-subscription-id-longer-than-15"] {
-            few.push(Name::new(id.into()));
+            few.push(Id::new(id));
         }
         assert_eq!(ids(&few), ["sub-0", "sub-1", "a-subscription-id-longer-than-15"]);
         // Removing the inline first item moves the next one in.
-        few.retain(|n| &*n.name != "sub-0");
+        few.retain(|n| !n.is(short_key("sub-0"), "sub-0"));
         assert_eq!(ids(&few), ["sub-1", "a-subscription-id-longer-than-15"]);
-        assert_eq!(few.first.as_ref().map(|n| &*n.name), Some("sub-1"));
+        assert_eq!(few.first.as_ref().map(|n| n.with_str(str::to_owned)), Some("sub-1".into()));
         few.retain(|_| false);
         assert!(few.is_empty() && few.rest.is_none());
-        few.push(Name::new("again".into()));
+        few.push(Id::new("again"));
         assert_eq!(ids(&few), ["again"]);
     }
 
@@ -1120,11 +1185,11 @@ mod tests {
         let mut topics = Topics::default();
         let long: Arc<str> = "a-channel-name-longer-than-15-bytes".into();
         for ch in ["news", &long, "ticker:1"] {
-            topics.insert(ch.into(), Few::one(Name::new(format!("id-{ch}").into())));
+            topics.insert(ch.into(), Few::one(Id::new(&format!("id-{ch}"))));
         }
         assert_eq!(ids(topics.get("news").expect("news")), ["id-news"]);
-        assert_eq!(ids(topics.get(&long).expect("long")), [format!("id-{long}").as_str()]);
-        topics.get_mut("ticker:1").expect("ticker").push(Name::new("second".into()));
+        assert_eq!(ids(topics.get(&long).expect("long")), [format!("id-{long}")]);
+        topics.get_mut("ticker:1").expect("ticker").push(Id::new("second"));
         assert_eq!(ids(topics.get("ticker:1").expect("ticker")), ["id-ticker:1", "second"]);
         assert_eq!(topics.len(), 4);
         assert!(topics.has_id("second") && topics.has_id(&format!("id-{long}")) && !topics.has_id("id-gone"));
