@@ -347,11 +347,26 @@ async fn limits_channels_message_size_and_per_ip() {
     a.ok("subscribe", json!({"channel": "chat:1"})).await;
     a.ok("subscribe", json!({"channel": "chat:2"})).await;
     assert_eq!(a.call("subscribe", json!({"channel": "chat:3"})).await["error"]["code"], 106);
-    let _b = Client::connect(hub.addr, "b").await;
+    let b = Client::connect(hub.addr, "b").await;
     let _c = Client::connect(hub.addr, "c").await;
     let config = ClientConfig::default().with_protocol("tether.json").with_proxy(tether::Proxy::None);
-    let err = tether::connect_with(&format!("ws://{}/ws", hub.addr), &config).await.unwrap_err().to_string();
+    let url = format!("ws://{}/ws", hub.addr);
+    let err = tether::connect_with(&url, &config).await.unwrap_err().to_string();
     assert!(err.contains("503"), "{err}");
+    // A connection that ends gives its place back (its session holds it).
+    drop(b);
+    let mut again = None;
+    for _ in 0..100 {
+        match tether::connect_with(&url, &config).await {
+            Ok(ws) => {
+                again = Some(ws);
+                break;
+            }
+            Err(e) => assert!(e.to_string().contains("503"), "{e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "the place of a closed connection was not given back");
     // A message over the limit closes the connection with 1009.
     a.ws.send(Message::text(format!("{{\"id\":9,\"ping\":{{}},\"pad\":\"{}\"}}", "x".repeat(2000))))
         .await

@@ -4,8 +4,8 @@
 
 use super::{Context, FrontEnd};
 use crate::codes::{auth_code, reply as code, reply_code};
-use crate::hub::{ClientInfo, Event, Hub, Outlet, Push, StreamPosition};
-use crate::session::auth::Authenticator;
+use crate::hub::{ClientInfo, Event, Outlet, Push, StreamPosition};
+use crate::session::admit::Slot;
 use crate::session::gate::SendGate;
 use crate::session::link::{Link, TextEncoding, Tx};
 use crate::session::{next_or_deadline, Deadlines, Session, Woke, EXPIRED};
@@ -240,8 +240,14 @@ impl FrontEnd for Json {
         "/ws"
     }
 
-    fn serve(&self, link: Link, cx: Context, _subprotocol: Option<String>) -> BoxFuture<'static, ()> {
-        Box::pin(serve_connection(link, cx.hub, cx.auth))
+    fn serve(
+        &self,
+        link: Link,
+        cx: Context,
+        _subprotocol: Option<String>,
+        slot: Option<Slot>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(serve_connection(link, Session::new(cx.door, slot)))
     }
 }
 
@@ -253,11 +259,9 @@ impl FrontEnd for Json {
 /// are boxed while they run. The future is 168 bytes where it was 672.
 fn serve_connection(
     link: Link,
-    hub: Arc<Hub>,
-    auth: Arc<dyn Authenticator>,
+    mut session: Session,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let Link { tx: sender, rx: mut read } = link;
-    let mut session = Session::new(hub, auth);
     let mut deadline = Deadlines::<1>::default();
     async move {
         loop {

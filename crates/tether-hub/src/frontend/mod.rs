@@ -8,17 +8,17 @@ pub mod socketio;
 pub mod sockjs;
 pub mod stomp;
 
-use crate::hub::Hub;
-use crate::session::auth::Authenticator;
+use crate::session::admit::Slot;
 use crate::session::link::Link;
+use crate::session::Door;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
 /// What a front-end gets to serve a connection.
 #[derive(Clone)]
 pub(crate) struct Context {
-    pub(crate) hub: Arc<Hub>,
-    pub(crate) auth: Arc<dyn Authenticator>,
+    /// The hub and the authenticator, which every session holds.
+    pub(crate) door: Arc<Door>,
     pub(crate) stomp: Arc<stomp::StompOptions>,
 }
 
@@ -29,8 +29,15 @@ pub(crate) trait FrontEnd: Send + Sync {
     /// The path where a connection without a subprotocol speaks it.
     fn path(&self) -> &'static str;
     /// Runs one connection (a WebSocket or a SockJS session) until it closes;
-    /// `subprotocol` is the negotiated one.
-    fn serve(&self, link: Link, cx: Context, subprotocol: Option<String>) -> BoxFuture<'static, ()>;
+    /// `subprotocol` is the negotiated one. The session keeps `slot`, the connection's
+    /// place among the server's, until it ends.
+    fn serve(
+        &self,
+        link: Link,
+        cx: Context,
+        subprotocol: Option<String>,
+        slot: Option<Slot>,
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// Every front-end, the default (for `/ws` without a subprotocol) first.

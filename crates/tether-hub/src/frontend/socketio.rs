@@ -241,7 +241,7 @@ fn ack(id: u64, reply: &str) -> String {
 /// Runs one Socket.IO connection (an Engine.IO session) until it ends.
 async fn serve_connection(mut conn: Connection, cx: Context, connect_timeout: Duration) {
     let tx = Tx::Outbox(Arc::new(EngineOutbox(conn.socket.clone())));
-    let mut session = Session::new(cx.hub, cx.auth);
+    let mut session = Session::new(cx.door, None);
     let metrics = session.metrics().clone();
     let mut decoder = Decoder::new(0);
     let mut connected = false;

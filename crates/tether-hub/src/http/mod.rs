@@ -19,13 +19,15 @@ use crate::frontend::sockjs::{self, SockJsOptions};
 use crate::frontend::stomp::StompOptions;
 use crate::frontend::{self, Context};
 use crate::hub::Hub;
+use crate::session::admit::{Counts, Slot};
 use crate::session::auth::{Authenticator, NoTokens};
 use crate::session::link::Link;
-use std::collections::HashMap;
+use crate::session::Door;
+use futures_util::future::BoxFuture;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tether::{Accepted, Listener, Reject, ServerConfig, WebSocket};
 
@@ -153,46 +155,6 @@ impl Default for ServeOptions {
     }
 }
 
-/// Counts of open connections, total and per IP, released on drop of a [`Slot`].
-#[derive(Default)]
-struct Counts {
-    total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-pub(crate) struct Slot {
-    counts: Arc<Counts>,
-    ip: Option<IpAddr>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.counts.total.fetch_sub(1, Ordering::AcqRel);
-        if let Some(ip) = self.ip {
-            let mut map = self.counts.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
-            }
-        }
-    }
-}
-
-impl Counts {
-    fn take_ip(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<Slot> {
-        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_default();
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        self.total.fetch_add(1, Ordering::AcqRel);
-        Some(Slot { counts: self.clone(), ip: Some(ip) })
-    }
-}
-
 /// What every connection's task shares.
 pub(crate) struct Shared {
     pub(crate) hub: Arc<Hub>,
@@ -206,8 +168,8 @@ pub(crate) struct Shared {
     /// Where the fan-out's writes to fast-path WebSockets wait for the end of a batch.
     cork: tether::Cork,
     counts: Arc<Counts>,
-    /// `options.stomp`, shared by every STOMP connection.
-    stomp: Arc<StompOptions>,
+    /// What every front-end gets.
+    cx: Context,
 }
 
 /// The WebSocket endpoints' paths, for answers that name them.
@@ -217,7 +179,7 @@ pub(crate) const ENDPOINTS: &str =
 impl Shared {
     /// What a front-end gets to serve a connection.
     pub(crate) fn context(&self) -> Context {
-        Context { hub: self.hub.clone(), auth: self.options.auth.clone(), stomp: self.stomp.clone() }
+        self.cx.clone()
     }
 
     /// Admits a WebSocket to `path` from `ip`: a front-end's path, within the per-IP limit.
@@ -243,52 +205,32 @@ impl Shared {
     }
 
     /// What runs an upgraded WebSocket with the front-end for its subprotocol or path, to
-    /// await or to spawn: the front-end's (boxed)
-    /// future and the connection's place, nothing else, so that an idle connection's task
-    /// is small.
+    /// await or to spawn: the front-end's boxed future, whose session holds the
+    /// connection's place, and nothing else, so that an idle connection's task is small.
     pub(crate) fn websocket_task(
         &self,
         ws: NewSocket,
         path: &str,
         http2: bool,
         slot: Slot,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    ) -> BoxFuture<'static, ()> {
         let metrics = &self.hub.metrics;
         metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         if http2 { &metrics.websocket_http2 } else { &metrics.websocket_http1 }
             .fetch_add(1, Ordering::Relaxed);
         let protocol = ws.protocol();
-        let run: Option<futures_util::future::BoxFuture<'static, ()>> =
-            if let Some((endpoint, route)) = self.sockjs_route(path) {
-                let endpoint = endpoint.clone();
-                Some(Box::pin(async move { endpoint.run_websocket(ws.into_websocket(), route).await }))
-            } else {
-                frontend::pick(protocol.as_deref(), path)
-                    .map(|front| front.serve(ws.into_link(&self.cork), self.context(), protocol))
-            };
-        Served { run, slot: Some(slot) }
-    }
-}
-
-/// A front-end's connection and its place, given back once the connection has ended: a
-/// future of its own, 48 bytes, where an async block held the front-end's future twice (72
-/// bytes, boxed in every connection's task).
-struct Served {
-    run: Option<futures_util::future::BoxFuture<'static, ()>>,
-    slot: Option<Slot>,
-}
-
-impl std::future::Future for Served {
-    type Output = ();
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        let this = self.get_mut();
-        if let Some(run) = &mut this.run {
-            std::task::ready!(run.as_mut().poll(cx));
-            this.run = None;
+        if let Some((endpoint, route)) = self.sockjs_route(path) {
+            let endpoint = endpoint.clone();
+            return Box::pin(async move {
+                endpoint.run_websocket(ws.into_websocket(), route).await;
+                drop(slot);
+            });
         }
-        this.slot = None;
-        std::task::Poll::Ready(())
+        match frontend::pick(protocol.as_deref(), path) {
+            Some(front) => front.serve(ws.into_link(&self.cork), self.context(), protocol, Some(slot)),
+            // Admitted paths all have a front-end; the place is given back at once.
+            None => Box::pin(std::future::ready(())),
+        }
     }
 }
 
@@ -357,7 +299,8 @@ impl Server {
         let _ = hub.metrics.listener.set(listener.stats());
         let server = listener.config().clone();
         let stomp = Arc::new(options.stomp);
-        let cx = Context { hub: hub.clone(), auth: options.auth.clone(), stomp: stomp.clone() };
+        let door = Arc::new(Door { hub: hub.clone(), auth: options.auth.clone() });
+        let cx = Context { door, stomp };
         let origins = Some(server.origin.clone());
         let sockjs = [(&options.sockjs_prefix, "/ws"), (&options.sockjs_stomp_prefix, "/stomp")]
             .into_iter()
@@ -377,7 +320,7 @@ impl Server {
         });
         let cork = tether::Cork::with_linger(options.fanout_linger);
         let shared =
-            Arc::new(Shared { hub, options, server, sockjs, socketio, cork, counts: Arc::default(), stomp });
+            Arc::new(Shared { hub, options, server, sockjs, socketio, cork, counts: Arc::default(), cx });
         Ok(Self { listener, admin, shared })
     }
 
@@ -440,10 +383,10 @@ impl Server {
         tracing::info!(connections = n, "shutting down: closing connections with 1001");
         let deadline = tokio::time::Instant::now() + shared.options.shutdown_timeout;
         let counts = &shared.counts;
-        while counts.total.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        while counts.total() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = counts.total.load(Ordering::Acquire);
+        let left = counts.total();
         if left > 0 {
             tracing::warn!(connections = left, "shutdown timeout: dropping the rest");
         }
@@ -502,12 +445,10 @@ async fn connection(incoming: tether::Incoming, shared: Arc<Shared>) {
                     });
                 }
                 (Some(slot), None) => {
-                    // Boxed: tokio's task cells are 128-byte aligned, and a cell holding a box
-                    // takes 128 bytes where one holding this future inline takes 256, for as
-                    // long as the connection lives.
-                    let task: futures_util::future::BoxFuture<'static, ()> =
-                        Box::pin(shared.websocket_task(NewSocket::Opened(ws), &request.path, false, slot));
-                    tokio::spawn(task);
+                    // The front-end's future, boxed: tokio's task cells are 128-byte
+                    // aligned, and a cell holding a box takes 128 bytes where one holding
+                    // the future inline would take more, for as long as the connection lives.
+                    tokio::spawn(shared.websocket_task(NewSocket::Opened(ws), &request.path, false, slot));
                 }
                 (None, _) => {}
             }

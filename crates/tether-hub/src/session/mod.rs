@@ -5,6 +5,7 @@
 //! ([`gate`]); when the session ends, the hub forgets the connection. A front-end only
 //! translates its wire format to these calls and back.
 
+pub(crate) mod admit;
 pub mod auth;
 pub(crate) mod gate;
 pub(crate) mod link;
@@ -13,56 +14,75 @@ use crate::codes::close;
 use crate::hub::queue::{AckMode, QueueError, QueueOutlet};
 use crate::hub::{Access, ClientId, ClientInfo, Event, Hub, HubError, Outlet, StreamPosition, Subscribed};
 use crate::metrics::Metrics;
+use admit::Slot;
 use auth::{AuthError, Authenticator, Identity};
 use bytes::Bytes;
 use futures_util::Stream;
 use gate::SendGate;
 use link::Tx;
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The close code and reason of a connection whose token ran out.
 pub(crate) const EXPIRED: (u16, &str) = (close::TOKEN_EXPIRED, "token expired");
 
+/// What every session of a server goes through: the hub and the authenticator, shared
+/// (one pointer in each session where the two took three).
+pub(crate) struct Door {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) auth: Arc<dyn Authenticator>,
+}
+
 /// One connection's session. Dropping it takes the connection out of the hub (its
-/// channels, with leave events, and its queues, whose unacknowledged messages go back).
+/// channels, with leave events, and its queues, whose unacknowledged messages go back) and
+/// gives back its place among the server's connections. 56 bytes, in every connection.
 pub(crate) struct Session {
-    hub: Arc<Hub>,
-    auth: Arc<dyn Authenticator>,
+    door: Arc<Door>,
     client: Option<(ClientId, Arc<ClientInfo>)>,
-    /// When the token runs out, unless refreshed.
-    expires: Option<SystemTime>,
+    /// When the token runs out, unless refreshed: nanoseconds since the Unix epoch.
+    expires: Option<NonZeroU64>,
+    /// The connection's place (counted per address), where the server counts it.
+    _slot: Option<Slot>,
 }
 
 impl Session {
-    /// A session not yet connected.
-    pub(crate) fn new(hub: Arc<Hub>, auth: Arc<dyn Authenticator>) -> Self {
-        Self { hub, auth, client: None, expires: None }
+    /// A session not yet connected, holding the connection's place `slot` until it ends.
+    pub(crate) fn new(door: Arc<Door>, slot: Option<Slot>) -> Self {
+        Self { door, client: None, expires: None, _slot: slot }
+    }
+
+    fn set_expires(&mut self, at: Option<SystemTime>) {
+        self.expires = at.map(|t| {
+            // Before the epoch is long past: 1 ns after it.
+            let nanos = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            NonZeroU64::new(u64::try_from(nanos).unwrap_or(u64::MAX)).unwrap_or(NonZeroU64::MIN)
+        });
     }
 
     /// The hub's counters.
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
-        &self.hub.metrics
+        &self.door.hub.metrics
     }
 
     /// Channels one connection may use at once.
     pub(crate) fn max_channels(&self) -> usize {
-        self.hub.options().max_channels_per_connection
+        self.door.hub.options().max_channels_per_connection
     }
 
     /// A sender under the hub's slow-consumer policy.
     pub(crate) fn gate(&self, sender: Tx) -> SendGate {
-        SendGate::new(sender, self.hub.options().max_queued_bytes, self.hub.metrics.clone())
+        SendGate::new(sender, self.door.hub.options().max_queued_bytes, self.door.hub.metrics.clone())
     }
 
     /// Who the client is: from its token, or anonymous under `name` (what an anonymous
     /// client may do is up to each namespace).
     pub(crate) fn authenticate(&self, token: Option<&str>, name: &str) -> Result<Identity, AuthError> {
         match token {
-            Some(token) => self.auth.authenticate(token),
+            Some(token) => self.door.auth.authenticate(token),
             None => Ok(Identity {
                 user: name.to_owned(),
                 access: Access { anonymous: true, channels: None },
@@ -73,8 +93,8 @@ impl Session {
 
     /// Joins the hub as `identity`, with `outlet` for what the hub pushes.
     pub(crate) fn connect(&mut self, identity: Identity, outlet: Arc<dyn Outlet>) -> Arc<ClientInfo> {
-        self.expires = identity.expires;
-        let (id, info) = self.hub.connect(identity.user, identity.access, outlet);
+        self.set_expires(identity.expires);
+        let (id, info) = self.door.hub.connect(identity.user, identity.access, outlet);
         self.client = Some((id, info.clone()));
         info
     }
@@ -90,12 +110,12 @@ impl Session {
 
     /// When the token expires, if it does.
     pub(crate) fn expires(&self) -> Option<SystemTime> {
-        self.expires
+        self.expires.map(|n| UNIX_EPOCH + Duration::from_nanos(n.get()))
     }
 
     /// When the session must end unless refreshed, on tokio's clock.
     pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
-        self.expires.map(|t| {
+        self.expires().map(|t| {
             let left = t.duration_since(SystemTime::now()).unwrap_or_default();
             tokio::time::Instant::now() + left
         })
@@ -108,7 +128,7 @@ impl Session {
 
     /// Replaces the token with a new one for the same user.
     pub(crate) fn refresh(&mut self, token: &str) -> Result<(), AuthError> {
-        let identity = self.auth.authenticate(token)?;
+        let identity = self.door.auth.authenticate(token)?;
         let Some((id, info)) = &self.client else {
             return Err(AuthError::invalid("not connected"));
         };
@@ -120,8 +140,8 @@ impl Session {
         if *identity.user != *info.user || info.user.is_empty() {
             return Err(AuthError::invalid("the new token is for another user"));
         }
-        self.hub.set_access(*id, identity.access);
-        self.expires = identity.expires;
+        self.door.hub.set_access(*id, identity.access);
+        self.set_expires(identity.expires);
         Ok(())
     }
 
@@ -132,22 +152,22 @@ impl Session {
         recover: Option<StreamPosition>,
         on_subscribed: impl FnOnce(&Subscribed),
     ) -> Result<(), HubError> {
-        self.hub.subscribe(self.id()?, channel, recover, on_subscribed).await
+        self.door.hub.subscribe(self.id()?, channel, recover, on_subscribed).await
     }
 
     /// Unsubscribes from `channel`.
     pub(crate) fn unsubscribe(&self, channel: &str) -> Result<(), HubError> {
-        self.hub.unsubscribe(self.id().map_err(|_| HubError::NotSubscribed)?, channel)
+        self.door.hub.unsubscribe(self.id().map_err(|_| HubError::NotSubscribed)?, channel)
     }
 
     /// Publishes to `channel` as this client.
     pub(crate) async fn publish(&self, channel: &str, data: Bytes) -> Result<StreamPosition, HubError> {
-        self.hub.publish_from(self.id()?, channel, data).await
+        self.door.hub.publish_from(self.id()?, channel, data).await
     }
 
     /// Who is in `channel` (the client must be subscribed to it).
     pub(crate) async fn presence(&self, channel: &str) -> Result<Vec<Arc<ClientInfo>>, HubError> {
-        self.hub.presence(channel, Some(self.id()?)).await
+        self.door.hub.presence(channel, Some(self.id()?)).await
     }
 
     /// `channel`'s history (the client must be subscribed to it).
@@ -157,7 +177,7 @@ impl Session {
         limit: usize,
         since: Option<u64>,
     ) -> Result<(StreamPosition, Vec<Arc<Event>>), HubError> {
-        self.hub.history(channel, limit, since, Some(self.id()?)).await
+        self.door.hub.history(channel, limit, since, Some(self.id()?)).await
     }
 
     /// `channel`'s latest publications, without being subscribed (what a front-end that
@@ -168,7 +188,7 @@ impl Session {
         limit: usize,
     ) -> Result<(StreamPosition, Vec<Arc<Event>>), HubError> {
         self.id()?;
-        self.hub.history(channel, limit, None, None).await
+        self.door.hub.history(channel, limit, None, None).await
     }
 
     /// Adds a message to the work queue `queue`.
@@ -178,7 +198,7 @@ impl Session {
         body: Bytes,
         headers: Vec<(String, String)>,
     ) -> Result<Result<(), QueueError>, HubError> {
-        self.hub.queue_send(self.id()?, queue, body, headers).await
+        self.door.hub.queue_send(self.id()?, queue, body, headers).await
     }
 
     /// Makes subscription `subscription` a consumer of `queue`.
@@ -189,30 +209,30 @@ impl Session {
         mode: AckMode,
         outlet: Arc<dyn QueueOutlet>,
     ) -> Result<Result<(), QueueError>, HubError> {
-        self.hub.queue_subscribe(self.id()?, subscription, queue, mode, outlet)
+        self.door.hub.queue_subscribe(self.id()?, subscription, queue, mode, outlet)
     }
 
     /// Ends a queue subscription.
     pub(crate) fn queue_unsubscribe(&self, subscription: &str) -> Result<(), QueueError> {
         let id = self.id().map_err(|_| QueueError::NoSubscription(subscription.to_owned()))?;
-        self.hub.queue_unsubscribe(id, subscription)
+        self.door.hub.queue_unsubscribe(id, subscription)
     }
 
     /// Acknowledges (`ack`) or gives back a queue message.
     pub(crate) fn queue_settle(&self, tag: u64, ack: bool) -> Result<(), QueueError> {
         let id = self.id().map_err(|_| QueueError::UnknownTag(tag))?;
-        self.hub.queue_settle(id, tag, ack)
+        self.door.hub.queue_settle(id, tag, ack)
     }
 
     /// Returns once what this session settled has taken effect in the broker.
     pub(crate) async fn settled(&self) {
-        self.hub.settled().await;
+        self.door.hub.settled().await;
     }
 
     /// Leaves the hub now (the connection may still be closing).
     pub(crate) fn end(&mut self) {
         if let Some((id, _)) = self.client.take() {
-            self.hub.disconnect(id);
+            self.door.hub.disconnect(id);
         }
     }
 }
@@ -330,6 +350,31 @@ mod tests {
     /// A stream that never yields: only the deadlines can end a wait.
     fn silent() -> futures_util::stream::Pending<()> {
         futures_util::stream::pending()
+    }
+
+    #[test]
+    fn a_session_keeps_its_expiry_to_the_nanosecond_in_56_bytes() {
+        use super::{Door, Session};
+        use crate::hub::Hub;
+        use crate::options::HubOptions;
+        use crate::session::auth::NoTokens;
+        use std::sync::Arc;
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let door =
+            Arc::new(Door { hub: Arc::new(Hub::new(HubOptions::default())), auth: Arc::new(NoTokens) });
+        let mut session = Session::new(door, None);
+        assert_eq!(session.expires(), None);
+        let at = UNIX_EPOCH + Duration::new(1_900_000_000, 123_456_789);
+        session.set_expires(Some(at));
+        assert_eq!(session.expires(), Some(at));
+        // Long past is still an expiry, not none.
+        session.set_expires(Some(UNIX_EPOCH - Duration::from_secs(5)));
+        assert!(session.expires().is_some_and(|t| t <= SystemTime::now()));
+        assert_eq!(session.deadline().map(|d| d <= Instant::now()), Some(true));
+        session.expiry_handled();
+        assert_eq!(session.deadline(), None);
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(std::mem::size_of::<Session>(), 56);
     }
 
     #[tokio::test]
