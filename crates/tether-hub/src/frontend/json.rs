@@ -5,7 +5,6 @@
 use super::{Context, FrontEnd};
 use crate::codes::{auth_code, reply as code, reply_code};
 use crate::hub::{ClientInfo, Event, Outlet, Push, StreamPosition};
-use crate::session::admit::Slot;
 use crate::session::gate::SendGate;
 use crate::session::link::{Link, TextEncoding, Tx};
 use crate::session::{next_or_deadline, Deadlines, Session, Woke, EXPIRED};
@@ -240,14 +239,8 @@ impl FrontEnd for Json {
         "/ws"
     }
 
-    fn serve(
-        &self,
-        link: Link,
-        cx: Context,
-        _subprotocol: Option<String>,
-        slot: Option<Slot>,
-    ) -> BoxFuture<'static, ()> {
-        Box::pin(serve_connection(link, Session::new(cx.door, slot)))
+    fn serve(&self, link: Link, session: Session, _: Context, _: Option<String>) -> BoxFuture<'static, ()> {
+        Box::pin(serve_connection(link, session))
     }
 }
 

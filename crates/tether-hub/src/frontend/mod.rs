@@ -8,9 +8,8 @@ pub mod socketio;
 pub mod sockjs;
 pub mod stomp;
 
-use crate::session::admit::Slot;
 use crate::session::link::Link;
-use crate::session::Door;
+use crate::session::{Door, Session};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
@@ -28,15 +27,15 @@ pub(crate) trait FrontEnd: Send + Sync {
     fn subprotocols(&self) -> &'static [&'static str];
     /// The path where a connection without a subprotocol speaks it.
     fn path(&self) -> &'static str;
-    /// Runs one connection (a WebSocket or a SockJS session) until it closes;
-    /// `subprotocol` is the negotiated one. The session keeps `slot`, the connection's
-    /// place among the server's, until it ends.
+    /// Runs one connection (a WebSocket or a SockJS session) in `session`, which the
+    /// caller made (holding the connection's place, where it counts one), until it
+    /// closes; `subprotocol` is the negotiated one.
     fn serve(
         &self,
         link: Link,
+        session: Session,
         cx: Context,
         subprotocol: Option<String>,
-        slot: Option<Slot>,
     ) -> BoxFuture<'static, ()>;
 }
 

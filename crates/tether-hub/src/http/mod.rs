@@ -22,7 +22,7 @@ use crate::hub::Hub;
 use crate::session::admit::{Counts, Slot};
 use crate::session::auth::{Authenticator, NoTokens};
 use crate::session::link::Link;
-use crate::session::Door;
+use crate::session::{Door, Session};
 use futures_util::future::BoxFuture;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -227,7 +227,10 @@ impl Shared {
             });
         }
         match frontend::pick(protocol.as_deref(), path) {
-            Some(front) => front.serve(ws.into_link(&self.cork), self.context(), protocol, Some(slot)),
+            Some(front) => {
+                let session = Session::new(self.cx.door.clone(), Some(slot));
+                front.serve(ws.into_link(&self.cork), session, self.context(), protocol)
+            }
             // Admitted paths all have a front-end; the place is given back at once.
             None => Box::pin(std::future::ready(())),
         }

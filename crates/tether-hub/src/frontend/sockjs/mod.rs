@@ -106,7 +106,9 @@ impl App {
                 let _ = tx.send_close(CloseCode(3000), "Go away!");
                 while rx.next().await.is_some() {}
             }),
-            Self::Front(front, cx) => front.serve(link, cx.clone(), None, None),
+            Self::Front(front, cx) => {
+                front.serve(link, crate::session::Session::new(cx.door.clone(), None), cx.clone(), None)
+            }
         }
     }
 }

@@ -13,7 +13,6 @@ use crate::codes::close;
 use crate::hub::event::PartEncoding;
 use crate::hub::queue::{AckMode, Delivery, QueueError, QueueOutlet};
 use crate::hub::{Event, HubError, Outlet, StreamPosition};
-use crate::session::admit::Slot;
 use crate::session::gate::SendGate;
 use crate::session::link::{binary_or_text as message, Link, Outbox, Tx};
 use crate::session::{next_or_deadline, Deadlines, Session, Woke, EXPIRED};
@@ -662,11 +661,10 @@ impl FrontEnd for Stomp {
     fn serve(
         &self,
         link: Link,
+        session: Session,
         cx: Context,
         subprotocol: Option<String>,
-        slot: Option<Slot>,
     ) -> BoxFuture<'static, ()> {
-        let session = Session::new(cx.door, slot);
         Box::pin(serve_connection(link, session, cx.stomp, subprotocol.as_deref()))
     }
 }
