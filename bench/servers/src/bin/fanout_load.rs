@@ -30,6 +30,13 @@
 //! `connect`, STOMP's `passcode`), as a signed-in client does: a token with an expiry makes
 //! the hub keep a deadline per connection. `--heart-beat CX,CY` (STOMP) asks for heart-beats
 //! as stomp.js does by default (`10000,10000`); the loader then sends its own at half of CX.
+//!
+//! `--server-core N` (the core the server is pinned to) adds, over the same window, the
+//! core's busy time (/proc/stat) and the CPU of its `ksoftirqd/N`: the kernel thread that
+//! does the network's deferred work (here the loopback's receive side of the server's
+//! sends) when there is more of it than the sending context finishes. That time is not in
+//! the server's /proc CPU though the server caused it: a server that batches its system
+//! calls (io_uring) leaves more of it there, and looks cheaper than it is without it.
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -63,6 +70,7 @@ struct Opts {
     api_key: String,
     prefix: String,
     server_pid: Option<u32>,
+    server_core: Option<u32>,
     /// Only the server's memory: RSS before the first connection and 1 s after the last
     /// subscription, no publishing.
     memory: bool,
@@ -90,6 +98,7 @@ fn opts() -> Result<Opts, String> {
         api_key: String::new(),
         prefix: "ticker:bench".into(),
         server_pid: None,
+        server_core: None,
         memory: false,
         in_flight: 64,
         deflate: false,
@@ -131,6 +140,7 @@ fn opts() -> Result<Opts, String> {
             "--prefix" => o.prefix = v.clone(),
             "--in-flight" => o.in_flight = v.parse::<usize>().map_err(|e| bad(&e))?.max(1),
             "--server-pid" => o.server_pid = Some(v.parse().map_err(|e| bad(&e))?),
+            "--server-core" => o.server_core = Some(v.parse().map_err(|e| bad(&e))?),
             "--token" => o.token = Some(v.clone()),
             "--heart-beat" => {
                 let (cx, cy) = v.split_once(',').ok_or_else(|| bad(&"expected CX,CY"))?;
@@ -539,6 +549,26 @@ fn proc_cpu(pid: u32) -> (f64, f64) {
     (user / 100.0, (user + system) / 100.0)
 }
 
+/// Busy time of CPU `core` in seconds (/proc/stat: all but idle and iowait).
+fn core_busy(core: u32) -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let prefix = format!("cpu{core} ");
+    let Some(line) = stat.lines().find(|l| l.starts_with(&prefix)) else { return 0.0 };
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: f64 = v.iter().sum();
+    (total - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0)) / 100.0
+}
+
+/// The process id of `ksoftirqd/core`.
+fn ksoftirqd(core: u32) -> Option<u32> {
+    let name = format!("ksoftirqd/{core}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == name).then_some(pid)
+    })
+}
+
 /// Resident memory of a process, in bytes.
 fn proc_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -796,6 +826,8 @@ fn run(o: &Opts) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tally.latency_us.reserve((o.rate * o.duration) as usize * o.connections / o.channels);
 
+    let softirqd = o.server_core.and_then(ksoftirqd);
+    let core0 = (o.server_core.map_or(0.0, core_busy), softirqd.map_or(0.0, |p| proc_cpu(p).1));
     let (server0, self0) = (o.server_pid.map_or((0.0, 0.0), proc_cpu), self_cpu());
     let start = Instant::now();
     let publish_for = Duration::from_secs_f64(o.duration);
@@ -860,6 +892,14 @@ fn run(o: &Opts) -> Result<(), String> {
     let elapsed = start.elapsed();
     let server1 = o.server_pid.map_or((0.0, 0.0), proc_cpu);
     let (server_user, server_cpu) = (server1.0 - server0.0, server1.1 - server0.1);
+    let core = match (o.server_core, softirqd) {
+        (Some(c), Some(p)) => format!(
+            ",\"core_busy_s\":{:.3},\"ksoftirqd_s\":{:.3}",
+            core_busy(c) - core0.0,
+            proc_cpu(p).1 - core0.1
+        ),
+        _ => String::new(),
+    };
     let loader_cpu = self_cpu() - self0;
     let mut lat = std::mem::take(&mut tally.latency_us);
     lat.sort_unstable();
@@ -874,7 +914,7 @@ fn run(o: &Opts) -> Result<(), String> {
          \"elapsed_s\":{secs:.3},\"delivered\":{},\"expected\":{expected},\"gaps\":{},\"reordered\":{},\
          \"deliveries_per_s\":{:.1},\"server_cpu_s\":{server_cpu:.3},\"server_user_s\":{server_user:.3},\"loader_cpu_s\":{loader_cpu:.3},\
          \"server_cpu_pct\":{:.1},\"loader_cpu_pct\":{:.1},\"latency_ms\":{{\"p50\":{:.3},\"p99\":{:.3},\"max\":{:.3}}},\
-         \"wire_bytes\":{},\"compressed\":{},\"inflations\":{},\"errors\":{{{}}}}}",
+         \"wire_bytes\":{},\"compressed\":{},\"inflations\":{},\"errors\":{{{}}}{core}}}",
         o.connections,
         o.channels,
         o.rate,
