@@ -70,6 +70,13 @@ def case_duration(case, duration):
     return max(duration, 15.0) if case == CASES[0] else duration
 
 
+def case_args(case, duration):
+    """The loader's arguments for `case` (subscribers, channels, publications/s)."""
+    subs, channels, rate = case
+    return ["--connections", str(subs), "--channels", str(channels), "--rate", str(rate),
+            "--duration", str(case_duration(case, duration))]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -243,8 +250,7 @@ def main():
         for rep in range(opts.repeats):
             for subs, channels, rate in cases:
                 for server in servers:
-                    extra = ["--connections", str(subs), "--channels", str(channels), "--rate", str(rate),
-                             "--duration", str(case_duration((subs, channels, rate), opts.duration))]
+                    extra = case_args((subs, channels, rate), opts.duration)
                     if opts.deflate:
                         extra += ["--deflate", "--size", str(opts.size)]
                     r = measure(server, tethers, extra, 240)

@@ -18,13 +18,33 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 
 import fanout_compare as fc
 from procstat import replace_section, spread
 
 SERVERS = ["floor", "floor-uring"]
+
+
+def runs(rows, server, case):
+    return [r for r in rows if r["server"] == server and tuple(r["case"]) == case and "failed" not in r]
+
+
+def own(r):
+    """Deliveries per CPU-second of the server's own (/proc)."""
+    return r["delivered"] / r["server_cpu_s"]
+
+
+def with_softirqd(r):
+    """Deliveries per CPU-second of the server's own and its core's ksoftirqd."""
+    return r["delivered"] / fc.server_cpu(r)
+
+
+def ratio(key, rs, base_rs):
+    """`key` of each run over the floor's in the same repeat: median (min-max)."""
+    base = {r["repeat"]: key(r) for r in base_rs}
+    pairs = [key(r) / base[r["repeat"]] for r in rs if r["repeat"] in base]
+    return spread(pairs, ",.2f") if pairs else "-"
 
 
 def main():
@@ -40,9 +60,7 @@ def main():
     for rep in range(opts.repeats):
         for case in cases:
             for server in SERVERS:
-                extra = ["--connections", str(case[0]), "--channels", str(case[1]), "--rate", str(case[2]),
-                         "--duration", str(fc.case_duration(case, opts.duration))]
-                r = fc.measure(server, {}, extra, 240)
+                r = fc.measure(server, {}, fc.case_args(case, opts.duration), 240)
                 r.update(server=server, repeat=rep, case=list(case), date=str(datetime.date.today()))
                 rows.append(r)
                 print(json.dumps({k: r.get(k) for k in ("server", "case", "delivered", "server_cpu_s",
@@ -68,23 +86,15 @@ def main():
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in cases:
-        def runs(server):
-            return [r for r in rows if r["server"] == server and tuple(r["case"]) == case and "failed" not in r]
-
-        def ratio(key, rs):
-            base = {r["repeat"]: key(r) for r in runs("floor")}
-            pairs = [key(r) / base[r["repeat"]] for r in rs if r["repeat"] in base]
-            return spread(pairs, ",.2f") if pairs else "-"
-
-        own = lambda r: r["delivered"] / r["server_cpu_s"]  # noqa: E731
-        with_softirqd = lambda r: r["delivered"] / fc.server_cpu(r)  # noqa: E731
+        base = runs(rows, "floor", case)
         for server in SERVERS:
-            rs = runs(server)
+            rs = runs(rows, server, case)
             if not rs:
                 continue
             lines.append(
                 f"| {case[0]:,} | {case[1]:,} | {case[2]:,} | {server} | {spread([own(r) for r in rs])} | "
-                f"{ratio(own, rs)} | {spread([with_softirqd(r) for r in rs])} | {ratio(with_softirqd, rs)} | "
+                f"{ratio(own, rs, base)} | {spread([with_softirqd(r) for r in rs])} | "
+                f"{ratio(with_softirqd, rs, base)} | "
                 f"{spread([r.get('ksoftirqd_s', 0) for r in rs], ',.2f')} | "
                 f"{spread([r.get('core_busy_s', 0) for r in rs], ',.2f')} | "
                 f"{sum(r['delivered'] for r in rs):,}/{sum(r['expected'] for r in rs):,} | "

@@ -332,15 +332,17 @@ impl Server {
                 }
             }
             let want = self.in_ring.len();
-            if want == 0 {
-                continue;
-            }
-            if let Err(e) = ring.submit_and_wait(want) {
-                eprintln!("floor fanout: io_uring: {e}");
-                std::process::exit(1);
-            }
             let mut done = 0;
             while done < want {
+                match ring.submit_and_wait(want - done) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(e) => {
+                        // Entries may still be in the kernel, reading `f`: end here.
+                        eprintln!("floor fanout: io_uring: {e}");
+                        std::process::exit(1);
+                    }
+                }
                 for cqe in ring.completion() {
                     done += 1;
                     let s = self.in_ring[cqe.user_data() as usize];
@@ -357,12 +359,6 @@ impl Server {
                     };
                     if sent < f.len() && !c.send(&f[sent..]) {
                         self.dead.push(s);
-                    }
-                }
-                if done < want {
-                    if let Err(e) = ring.submit_and_wait(want - done) {
-                        eprintln!("floor fanout: io_uring: {e}");
-                        std::process::exit(1);
                     }
                 }
             }
