@@ -95,6 +95,11 @@ impl Driver {
         let mut pending: Option<Result<Message, Error>> = None;
         let mut eof = false;
         let mut commands_open = true;
+        // A write that failed because the peer is gone (it closed or reset the connection,
+        // typically after sending a close frame for what it refused): what it sent before
+        // is still to be read, its close frame first, so the connection reads on to the end
+        // and drops what it would write.
+        let mut write_gone: Option<std::io::Error> = None;
         // One timer for the connection's life, moved only when the core's deadline moves: a
         // timer made afresh on every wake-up would be registered and dropped again for
         // every message (every delivery of a fan-out, with pings or an idle timeout on).
@@ -155,6 +160,9 @@ impl Driver {
                     write_buf = Vec::new();
                 }
                 self.conn.poll_transmit(&mut write_buf);
+                if write_gone.is_some() {
+                    written = write_buf.len();
+                }
             }
             self.shared
                 .pending
@@ -228,6 +236,16 @@ impl Driver {
                     if n == read_buf.len() && read_buf.len() < MAX_READ {
                         read_buf.resize(read_buf.len() * 2, 0);
                     }
+                }
+                Wake::Wrote(Err(e)) if peer_gone(&e) && !eof => {
+                    tracing::debug!(error = %e, "websocket write failed: reading what the peer sent");
+                    written = write_buf.len();
+                    write_gone = Some(e);
+                }
+                // At the end of what was read after a write failed: the write's error.
+                Wake::Read(Err(e)) if write_gone.is_some() && peer_gone(&e) => {
+                    drop((rd, wr));
+                    return self.io_failed(write_gone.unwrap_or(e), pending).await;
                 }
                 Wake::Wrote(Err(e)) | Wake::Read(Err(e)) => {
                     drop((rd, wr));
@@ -346,6 +364,11 @@ impl Driver {
             let _ = self.msg_tx.send(Err(e.into())).await;
         }
     }
+}
+
+/// An error that says the peer closed or reset the connection.
+fn peer_gone(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
 }
 
 async fn poll_timer(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {

@@ -85,6 +85,7 @@ where
             read_hint: 0,
             eof: false,
             shut: false,
+            write_gone: false,
             done: false,
             protocol: self.protocol.map(crate::intern::name),
             timer: Deadline::default(),
@@ -127,6 +128,10 @@ pub struct WebSocketStream<S> {
     read_hint: u32,
     eof: bool,
     shut: bool,
+    /// A write failed because the peer is gone (it closed or reset the connection, typically
+    /// after a close frame for what it refused): what it sent before is still read, its
+    /// close frame first, and what would be written is dropped.
+    write_gone: bool,
     /// The stream has ended (`None` was returned).
     done: bool,
     /// Shared by the connections that agreed the same one ([`crate::intern`]).
@@ -171,6 +176,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
 
     /// Writes queued frames; `Ready(Ok)` once everything is written and flushed.
     pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_gone {
+            self.drop_output();
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if !self.refill() {
                 return Pin::new(&mut self.io).poll_flush(cx);
@@ -185,6 +194,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                 }
             }?;
             self.advance(n)?;
+        }
+    }
+
+    /// Drops what is queued and what the core would write next (the peer is gone).
+    fn drop_output(&mut self) {
+        self.written = 0;
+        self.out.clear();
+        self.tail = None;
+        while self.conn.poll_transmit_split(&mut self.out, usize::MAX).0 {
+            self.out.clear();
         }
     }
 
@@ -401,6 +420,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
                         return self.end();
                     }
                 }
+                Poll::Ready(Err(e)) if peer_gone(&e) && !self.eof => {
+                    tracing::debug!(error = %e, "websocket write failed: reading what the peer sent");
+                    self.write_gone = true;
+                    self.drop_output();
+                }
                 Poll::Ready(Err(e)) => return self.failed(e),
                 Poll::Pending => {}
             }
@@ -459,6 +483,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
             Poll::Ready(Some(Err(e.into())))
         }
     }
+}
+
+/// An error that says the peer closed or reset the connection.
+fn peer_gone(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {

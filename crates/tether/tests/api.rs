@@ -401,3 +401,77 @@ async fn the_close_reply_does_not_wait_for_the_close_timeout() {
         server.await.unwrap();
     }
 }
+
+/// A server that refuses a message while the client is still sending it: it sends its close
+/// frame (1009) and closes TCP with the rest unread (a reset). Its URL and task.
+async fn refusing_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-key")))
+            .expect("a key")
+            .1
+            .trim();
+        let accept = tether::tether_proto::handshake::accept_key(key.as_bytes());
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        s.write_all(answer.as_bytes()).await.unwrap();
+        // The client is sending: some of its message has arrived, most has not.
+        let mut some = vec![0u8; 4096];
+        s.read_exact(&mut some).await.unwrap();
+        let reason = b"too big";
+        let mut close = vec![0x88, 2 + reason.len() as u8, 0x03, 0xF1];
+        close.extend_from_slice(reason);
+        s.write_all(&close).await.unwrap();
+        // Dropped with unread data: the kernel answers with a reset.
+        drop(s);
+    });
+    (url, server)
+}
+
+/// 16 MiB: more than the socket buffers take while the server does not read.
+const TOO_BIG: usize = 16 << 20;
+
+/// The client's write fails, and it still reads the close frame that came before the reset:
+/// the application sees the server's code, not a broken pipe.
+#[tokio::test]
+async fn a_close_frame_before_a_reset_is_read_though_the_write_failed() {
+    let (url, server) = refusing_server().await;
+    let (mut ws, _) = tether::connect(&url).await.unwrap();
+    let sent =
+        tokio::time::timeout(Duration::from_secs(10), ws.send(Message::binary(vec![0u8; TOO_BIG]))).await;
+    assert!(sent.is_ok(), "the send did not end when the peer went away");
+    server.await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap();
+    let frame = CloseFrame { code: CloseCode::MESSAGE_TOO_BIG, reason: "too big".into() };
+    assert_eq!(got.unwrap().unwrap(), Message::Close(Some(frame)));
+}
+
+/// The same with the connection driven by its caller (`WebSocketStream`): the failed send
+/// reports its error, and the next read the close frame.
+#[tokio::test]
+async fn a_close_frame_before_a_reset_is_read_though_the_write_failed_direct() {
+    let (url, server) = refusing_server().await;
+    let (mut ws, _) = tether::connect_direct(&url, &ClientConfig::default()).await.unwrap();
+    let sent =
+        tokio::time::timeout(Duration::from_secs(10), ws.send(Message::binary(vec![0u8; TOO_BIG]))).await;
+    let sent = sent.expect("the send did not end when the peer went away");
+    server.await.unwrap();
+    if let Err(e) = sent {
+        assert!(e.to_string().contains("reset") || e.to_string().contains("pipe"), "{e}");
+    }
+    let got = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap();
+    let frame = CloseFrame { code: CloseCode::MESSAGE_TOO_BIG, reason: "too big".into() };
+    assert_eq!(got.unwrap().unwrap(), Message::Close(Some(frame)));
+}
