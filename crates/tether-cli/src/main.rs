@@ -67,6 +67,14 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if one_core {
+            // The timer of every connection's deadlines in a task here, not a thread of its
+            // own: with one thread, the kernel counts no reference on a socket's file at
+            // each system call (tether::timer::drive). It takes the timer before this task
+            // goes on.
+            tokio::spawn(tether::timer::drive());
+            tokio::task::yield_now().await;
+        }
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Echo(args) => echo::run(args).await,

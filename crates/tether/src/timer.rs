@@ -12,6 +12,11 @@
 //! (current-thread or multi-threaded, and several in one process) alike. It keeps real
 //! time: tokio's paused clock (`tokio::time::pause`) does not move it.
 //!
+//! A process whose only runtime is a current-thread one can run the timer in a task of that
+//! runtime instead, with [`drive`], and so have one thread: Linux counts a reference on a
+//! socket's file at every system call on it (`fdget`, `fput`) only when the process has more
+//! than one thread sharing its file table, which a timer thread makes it have.
+//!
 //! A deadline that moves later keeps its registration, which wakes the task early; the
 //! poll that follows finds nothing due and registers the later one. So most polls touch
 //! nothing shared, and a busy connection whose idle deadline moves at every message
@@ -52,8 +57,21 @@ struct Timer {
     /// Times are whole milliseconds since `base`.
     base: Instant,
     state: Mutex<State>,
-    /// Signalled when an entry earlier than all others arrives.
+    /// Signalled when an entry earlier than all others arrives (the thread).
     changed: Condvar,
+    /// Notified when an entry earlier than all others arrives (the task of [`drive`]).
+    notify: tokio::sync::Notify,
+}
+
+/// What runs the timer.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum Driver {
+    /// Nothing yet: the first registration starts the thread.
+    #[default]
+    None,
+    Thread,
+    /// A task in [`drive`].
+    Task,
 }
 
 #[derive(Default)]
@@ -63,8 +81,8 @@ struct State {
     cancelled: HashMap<Key, u32>,
     /// The sum of `cancelled`.
     cancels: usize,
-    /// Whether the thread runs.
-    running: bool,
+    /// What runs the timer.
+    driver: Driver,
 }
 
 /// A registration: its time, and the data and vtable of its waker.
@@ -145,7 +163,12 @@ impl State {
 
 fn timer() -> &'static Timer {
     static TIMER: OnceLock<Timer> = OnceLock::new();
-    TIMER.get_or_init(|| Timer { base: Instant::now(), state: Mutex::default(), changed: Condvar::new() })
+    TIMER.get_or_init(|| Timer {
+        base: Instant::now(),
+        state: Mutex::default(),
+        changed: Condvar::new(),
+        notify: tokio::sync::Notify::new(),
+    })
 }
 
 impl Timer {
@@ -176,21 +199,45 @@ impl Timer {
             state.entries.reserve_exact(GROWTH_MIN.max(len / 4));
         }
         state.entries.push(Entry { at, waker });
-        if !state.running {
-            let spawned = std::thread::Builder::new().name("tether-timer".into()).spawn(move || self.run());
-            match spawned {
-                Ok(_) => state.running = true,
-                // Tried again at the next registration; until then, deadlines are late.
-                Err(e) => {
-                    static SAID: AtomicBool = AtomicBool::new(false);
-                    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                        tracing::error!(error = %e, "cannot start the timer thread: timeouts and pings wait");
-                    }
+        match state.driver {
+            Driver::None => self.start_thread(state),
+            Driver::Thread if earliest => self.changed.notify_one(),
+            Driver::Task if earliest => self.notify.notify_one(),
+            Driver::Thread | Driver::Task => {}
+        }
+    }
+
+    fn start_thread(&'static self, state: &mut State) {
+        let spawned = std::thread::Builder::new().name("tether-timer".into()).spawn(move || self.run());
+        match spawned {
+            Ok(_) => state.driver = Driver::Thread,
+            // Tried again at the next registration; until then, deadlines are late.
+            Err(e) => {
+                static SAID: AtomicBool = AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::error!(error = %e, "cannot start the timer thread: timeouts and pings wait");
                 }
             }
-        } else if earliest {
-            self.changed.notify_one();
         }
+    }
+
+    /// Takes what is due out of the heap into `due`; the time of the next entry, if any.
+    fn take_due(&self, state: &mut State, now: u64, due: &mut Vec<Waker>) -> Option<u64> {
+        while let Some(e) = state.entries.peek() {
+            if e.at > now {
+                return Some(e.at);
+            }
+            if let Some(e) = state.entries.pop() {
+                if !state.take_cancel(&e) {
+                    due.push(e.waker);
+                }
+            }
+        }
+        // A heap of entries that all fired long ago gives its memory back.
+        if state.entries.capacity() > 1024 {
+            state.entries.shrink_to_fit();
+        }
+        None
     }
 
     /// The thread: wakes what is due, then sleeps until the next entry or a new earlier one.
@@ -199,13 +246,7 @@ impl Timer {
         let mut state = self.lock();
         loop {
             let now = self.now();
-            while state.entries.peek().is_some_and(|e| e.at <= now) {
-                if let Some(e) = state.entries.pop() {
-                    if !state.take_cancel(&e) {
-                        due.push(e.waker);
-                    }
-                }
-            }
+            let next = self.take_due(&mut state, now, &mut due);
             if !due.is_empty() {
                 // Woken outside the lock: a wake may run the task here, which may register.
                 drop(state);
@@ -213,17 +254,77 @@ impl Timer {
                 state = self.lock();
                 continue;
             }
-            // A heap of entries that all fired long ago gives its memory back.
-            if state.entries.is_empty() && state.entries.capacity() > 1024 {
-                state.entries.shrink_to_fit();
-            }
-            state = match state.entries.peek() {
-                Some(next) => {
-                    let wait = Duration::from_millis(next.at.saturating_sub(now));
+            state = match next {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now));
                     self.changed.wait_timeout(state, wait).map_or_else(|e| e.into_inner().0, |(s, _)| s)
                 }
                 None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
             };
+        }
+    }
+}
+
+/// Runs the timer in the calling task, for as long as the task runs, instead of in a thread
+/// of its own: for a process whose only runtime is a current-thread one (`tether serve` on
+/// one core), which then has one thread, so that the kernel does not count a reference on a
+/// socket's file at each `send`, and the timer's wakes are a push on the runtime's own queue
+/// rather than a write to its eventfd. Spawn it before the first deadline is registered:
+/// once the thread runs (at the first registration), it keeps the timer and this returns at
+/// once, as it does when another task drives it.
+///
+/// The task sleeps with tokio's timer (the runtime needs it enabled), so it is not for a
+/// runtime whose clock is paused. Deadlines registered from other runtimes are served too,
+/// while this task runs; when it is dropped (its runtime shut down), the thread takes over
+/// what is left.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// tokio::spawn(tether::timer::drive());
+/// # }
+/// ```
+pub async fn drive() {
+    /// Hands the timer back when the task ends or is dropped.
+    struct Driving(&'static Timer);
+    impl Drop for Driving {
+        fn drop(&mut self) {
+            let mut state = self.0.lock();
+            state.driver = Driver::None;
+            if !state.entries.is_empty() {
+                self.0.start_thread(&mut state);
+            }
+        }
+    }
+
+    let timer = timer();
+    {
+        let mut state = timer.lock();
+        if state.driver != Driver::None {
+            return;
+        }
+        state.driver = Driver::Task;
+    }
+    let _driving = Driving(timer);
+    let mut due = Vec::new();
+    loop {
+        let now = timer.now();
+        let next = timer.take_due(&mut timer.lock(), now, &mut due);
+        if !due.is_empty() {
+            due.drain(..).for_each(Waker::wake);
+            continue;
+        }
+        // A registration earlier than `next` after the lock was let go leaves a permit.
+        let changed = timer.notify.notified();
+        match next {
+            Some(at) => {
+                let at = timer.base + Duration::from_millis(at);
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = changed => {}
+                }
+            }
+            None => changed.await,
         }
     }
 }
@@ -361,7 +462,10 @@ mod tests {
     fn a_deadline_that_has_passed_is_ready_at_once() {
         let (count, waker) = counter();
         let mut d = Deadline::default();
-        assert_eq!(d.poll(Instant::now(), &Context::from_waker(&waker)), Poll::Ready(()));
+        // A millisecond ago at least: the timer counts whole milliseconds, and a deadline of
+        // now (rounded up) is `Pending` until the clock reaches the next one.
+        let past = Instant::now() - Duration::from_millis(2);
+        assert_eq!(d.poll(past, &Context::from_waker(&waker)), Poll::Ready(()));
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
     }
