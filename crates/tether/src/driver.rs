@@ -237,13 +237,13 @@ impl Driver {
                         read_buf.resize(read_buf.len() * 2, 0);
                     }
                 }
-                Wake::Wrote(Err(e)) if peer_gone(&e) && !eof => {
+                Wake::Wrote(Err(e)) if crate::stream::peer_gone(&e) && !eof => {
                     tracing::debug!(error = %e, "websocket write failed: reading what the peer sent");
                     written = write_buf.len();
                     write_gone = Some(e);
                 }
                 // At the end of what was read after a write failed: the write's error.
-                Wake::Read(Err(e)) if write_gone.is_some() && peer_gone(&e) => {
+                Wake::Read(Err(e)) if write_gone.is_some() && crate::stream::peer_gone(&e) => {
                     drop((rd, wr));
                     return self.io_failed(write_gone.unwrap_or(e), pending).await;
                 }
@@ -364,11 +364,6 @@ impl Driver {
             let _ = self.msg_tx.send(Err(e.into())).await;
         }
     }
-}
-
-/// An error that says the peer closed or reset the connection.
-fn peer_gone(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
 }
 
 async fn poll_timer(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {

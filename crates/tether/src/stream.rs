@@ -485,8 +485,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 }
 
-/// An error that says the peer closed or reset the connection.
-fn peer_gone(e: &io::Error) -> bool {
+/// An error that says the peer closed or reset the connection (both connection shapes read
+/// on after a write fails so).
+pub(crate) fn peer_gone(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
 }
 
