@@ -98,7 +98,11 @@ impl MemoryBroker {
             // exists only for this publication.
             return StreamPosition { offset: 1, epoch: new_epoch() };
         }
-        let stream = streams.entry(channel.into()).or_insert_with(Stream::new);
+        // Looked up by the name first: the key (an allocation) is made only for a new stream.
+        let stream = match streams.get_mut(channel) {
+            Some(s) => s,
+            None => streams.entry(channel.into()).or_insert_with(Stream::new),
+        };
         let now = Instant::now();
         stream.expire(ns.history_ttl, now);
         stream.offset += 1;

@@ -45,6 +45,16 @@ impl Outlet for JsonOutlet {
 
 /// Appends a JSON string literal.
 pub(crate) fn push_str(out: &mut String, s: &str) {
+    // A string with nothing JSON escapes (a quote, a backslash, a control character) goes
+    // in as it is, with no string made for it: channel names, client ids and user names
+    // mostly are such.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // serde_json escapes exactly as JSON requires; a String cannot fail to serialize.
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
@@ -467,4 +477,32 @@ pub(crate) async fn handle(
         });
     }
     Some(error(id, code::INTERNAL, "unhandled command"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `push_str` writes what serde_json writes for any string, the plain ones it copies
+        /// as they are and the ones with something to escape.
+        #[test]
+        fn push_str_writes_what_serde_json_writes(
+            prefix in "[a-z]{0,3}",
+            s in "\\PC*|[\\u{0}-\\u{7f}]*|[\"\\\\a\\u{1f}\\u{7f}\\u{e9}]*",
+        ) {
+            let mut out = prefix.clone();
+            push_str(&mut out, &s);
+            prop_assert_eq!(out, format!("{prefix}{}", serde_json::to_string(&s).unwrap()));
+        }
+    }
+
+    #[test]
+    fn push_str_escapes_quotes_backslashes_and_control_characters() {
+        let mut out = String::new();
+        push_str(&mut out, "ticker:a");
+        push_str(&mut out, "a\"b\\c\nd\u{1}");
+        assert_eq!(out, r#""ticker:a""a\"b\\c\nd\u0001""#);
+    }
 }

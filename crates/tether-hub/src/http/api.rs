@@ -7,6 +7,7 @@ use crate::session::auth::same_secret;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// An API answer: status and JSON body.
@@ -132,7 +133,9 @@ struct Channels<'a> {
 
 #[derive(Deserialize)]
 struct ApiPublish<'a> {
-    channel: String,
+    /// Borrowed from the body unless it has escapes (no string made per publication).
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
     #[serde(borrow)]
     data: &'a RawValue,
 }

@@ -104,12 +104,15 @@ async fn handle(
             return text(404, ENDPOINTS);
         }
     }
-    if let Some(name) = path.strip_prefix("/api/") {
+    if path.starts_with("/api/") {
         if !surface.admin() {
             return text(404, "not found (the server API is on the admin listener)");
         }
-        let name = name.to_owned();
-        return server_api(req, &name, shared).await;
+        // The method's name, borrowed from a copy of the URI (a reference count, where a
+        // copy of the name would be an allocation per request) while the request moves on.
+        let uri = req.uri().clone();
+        let name = uri.path().strip_prefix("/api/").unwrap_or_default();
+        return server_api(req, name, shared).await;
     }
     let (hub, options) = (&shared.hub, &shared.options);
     if req.method() != Method::GET && req.method() != Method::HEAD {

@@ -166,8 +166,9 @@ impl Connection {
 
     /// Appends the next frames to send to `buf` (a pending pong first, then queued frames in
     /// order), stopping once `buf` holds 64 KiB or more. Returns whether it appended anything.
+    #[inline]
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> bool {
-        self.transmit(buf, usize::MAX).0
+        self.has_output() && self.transmit(buf, usize::MAX).0
     }
 
     /// Like [`poll_transmit`](Self::poll_transmit), for a shell with vectored writes: it
@@ -175,8 +176,19 @@ impl Connection {
     /// masking (a server's, or one encoded once for many connections), appends only that
     /// frame's header, and returns its payload uncopied, to be written right after `buf`.
     /// Returns whether there is anything to write, and that payload.
+    #[inline]
     pub fn poll_transmit_split(&mut self, buf: &mut Vec<u8>, min_split: usize) -> (bool, Option<Bytes>) {
+        if !self.has_output() {
+            return (false, None);
+        }
         self.transmit(buf, min_split)
+    }
+
+    /// Whether anything waits to be transmitted. Inlined into the shells' write loops, whose
+    /// last call (after the socket took everything) then costs no call into [`transmit`].
+    #[inline]
+    fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.pending_pongs.is_some()
     }
 
     fn transmit(&mut self, buf: &mut Vec<u8>, min_split: usize) -> (bool, Option<Bytes>) {
