@@ -1,6 +1,7 @@
 //! The hub over real WebSocket connections: the JSON protocol, history and recovery, epoch
 //! change, presence and join/leave, slow consumers, limits, origins and the server API.
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -270,6 +271,61 @@ async fn a_stalled_subscriber_among_fast_ones_is_closed_and_the_others_get_every
         assert!(seen.windows(2).all(|w| w[1].0 == w[0].0 + 1), "offsets not contiguous");
     }
     // The stalled one finds 4008 when it reads at last.
+    assert_eq!(stalled.closed().await, Some((4008, "slow consumer".to_owned())));
+}
+
+/// A burst published while the fan-out has not run goes out as one batch, each WebSocket
+/// subscriber taking all of it under one lock of its connection: a channel with more
+/// subscribers than the hub delivers to one event at a time (64), and a stalled one among
+/// them, whose socket has a small receive buffer so that its queue passes the limit soon.
+#[tokio::test]
+async fn a_burst_to_many_subscribers_arrives_whole_and_in_order_and_a_stalled_one_is_closed() {
+    let mut options = namespaces();
+    options.max_queued_bytes = 64 * 1024;
+    let hub = start_with(options, |_| {}).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(hub.addr).await.unwrap();
+    let url = tether::Url::parse(&format!("ws://{}/ws", hub.addr)).unwrap();
+    let config = ClientConfig::default().with_protocol("tether.json");
+    let (ws, _) = tether::client_handshake(stream, &url, &config).await.unwrap();
+    let mut stalled = Client { ws, next: 1, pushes: Default::default() };
+    stalled.ok("connect", json!({"name": "stalled"})).await;
+    stalled.ok("subscribe", json!({"channel": "chat:many"})).await;
+    let mut clients = Vec::new();
+    for i in 0..65 {
+        let mut c = Client::connect(hub.addr, &format!("c{i}")).await;
+        c.ok("subscribe", json!({"channel": "chat:many"})).await;
+        clients.push(c);
+    }
+    let slow = || hub.hub.metrics.slow_disconnects.load(std::sync::atomic::Ordering::Relaxed);
+    // Bursts of 20 publications of 2 KiB (40 KiB, under the limit), each published without
+    // a pause (the memory broker never waits), so the fan-out takes each burst at once;
+    // the fast ones read each burst before the next, the stalled one never reads.
+    let data = "x".repeat(2048);
+    let mut offset = 0;
+    let mut bursts = 0;
+    while slow() == 0 {
+        assert!(bursts < 500, "the stalled subscriber was never disconnected");
+        let first = offset + 1;
+        for i in 0..20 {
+            let body = Bytes::from(format!("\"{}:{data}\"", bursts * 20 + i));
+            offset = hub.hub.publish("chat:many", body, None).await.unwrap().offset;
+        }
+        for c in &mut clients {
+            let mut want = first;
+            while want <= offset {
+                let p = c.push().await;
+                let Some(publication) = p.get("pub") else { continue }; // joins
+                assert_eq!(publication["offset"], want);
+                let expected = format!("{}:{data}", bursts * 20 + (want - first) as usize);
+                assert_eq!(publication["data"].as_str(), Some(expected.as_str()));
+                want += 1;
+            }
+        }
+        bursts += 1;
+    }
+    assert_eq!(slow(), 1, "only the stalled one is too slow");
     assert_eq!(stalled.closed().await, Some((4008, "slow consumer".to_owned())));
 }
 

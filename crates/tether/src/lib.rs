@@ -57,7 +57,7 @@ pub use server::{
     accept, accept_async, accept_direct, accept_with, Accept, HttpRequest, HttpResponse, Incoming, Listener,
     Reject, ServerConfig,
 };
-pub use shared::{yield_while_fed, Cork, SharedSender, SharedWebSocket};
+pub use shared::{yield_while_fed, Cork, FeedBatch, SharedSender, SharedWebSocket};
 pub use socket::{ReadHalf, Sender, WebSocket, WriteHalf};
 pub use stream::{Transport, TryWrite, WebSocketStream};
 pub use tether_proto;

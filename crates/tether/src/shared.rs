@@ -189,6 +189,45 @@ impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> SharedSender<S> {
         self.feed_with(|ws| ws.core().send_prepared(frame).map_err(Error::from))
     }
 
+    /// Queues the frames `f` gives its [`FeedBatch`], as that many
+    /// [`feed_prepared`](Self::feed_prepared) calls would, under one lock of the
+    /// connection: a fan-out that has several messages for a connection (a burst of
+    /// publications) then takes and releases the lock once for all of them, and tells the
+    /// cork once. Each of those operations is an atomic instruction, which waits for every
+    /// memory access before it, so a lock per message made the fan-out wait for each
+    /// message's first touch of the connection's queue in turn. `f` sees the bytes queued
+    /// as it goes ([`FeedBatch::buffered_amount`]), to stop at a limit. Returns what `f`
+    /// returns.
+    pub fn feed_batch<R>(&self, f: impl FnOnce(&mut FeedBatch<'_, S>) -> R) -> R
+    where
+        S: Send + 'static,
+    {
+        let mut st = self.inner.lock();
+        let st = &mut *st;
+        let mut batch = FeedBatch { ws: &mut st.ws, fed: 0 };
+        let r = f(&mut batch);
+        let fed = batch.fed;
+        if fed > 0 {
+            match &self.inner.cork {
+                Some(cork) => {
+                    cork.inner.fed.fetch_add(fed, Ordering::Relaxed);
+                    if !st.corked {
+                        st.corked = true;
+                        cork.add(self.inner.clone());
+                    }
+                }
+                None => {
+                    // As `send_with`: the reader reports a write that fails.
+                    if !matches!(st.ws.write_now(), Ok(true)) {
+                        st.wake_reader();
+                    }
+                }
+            }
+        }
+        self.inner.buffered.store(st.ws.buffered_amount(), Ordering::Relaxed);
+        r
+    }
+
     /// Queues a message and leaves the write to the connection's [`Cork`], as
     /// [`feed_prepared`](Self::feed_prepared) does; without a cork, the same as
     /// [`start_send`](Self::start_send).
@@ -308,6 +347,37 @@ impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> SharedSender<S> {
     /// Whether the connection is closing or closed (nothing more can be sent).
     pub fn is_closed(&self) -> bool {
         !self.inner.lock().ws.is_open()
+    }
+}
+
+/// Frames being queued on one connection under one lock ([`SharedSender::feed_batch`]).
+pub struct FeedBatch<'a, S> {
+    ws: &'a mut WebSocketStream<S>,
+    fed: u64,
+}
+
+impl<S> std::fmt::Debug for FeedBatch<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedBatch").field("fed", &self.fed).finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> FeedBatch<'_, S> {
+    /// Queues a frame encoded once for many connections, as
+    /// [`SharedSender::feed_prepared`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::Closed`](tether_proto::UsageError::Closed) once the connection is closing or closed.
+    pub fn prepared(&mut self, frame: &PreparedFrame) -> Result<(), Error> {
+        self.ws.core().send_prepared(frame)?;
+        self.fed += 1;
+        Ok(())
+    }
+
+    /// Bytes queued and not yet written, this batch's included.
+    pub fn buffered_amount(&self) -> usize {
+        self.ws.buffered_amount()
     }
 }
 

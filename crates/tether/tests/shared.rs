@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 /// A server whose connections are `SharedWebSocket`s. Its reading task echoes data
 /// messages; `burst N SIZE` makes another task send N numbered binary frames of SIZE bytes
 /// (prepared frames) and then the text `done` (with a cork: feeds them all, `done` too,
-/// without yielding); `close` makes another task close with 4008. When a connection's
+/// without yielding); `batch N SIZE` the same frames in one `feed_batch`; `close` makes another task close with 4008. When a connection's
 /// stream ends, its close status goes to the channel.
 async fn shared_server(
     config: ServerConfig,
@@ -64,6 +64,25 @@ async fn shared_server(
                             } else {
                                 sender.start_send(Message::text("done")).unwrap();
                             }
+                        });
+                    } else if let Some(args) = text.strip_prefix("batch ") {
+                        // The same frames in one `feed_batch`, `done` in a second one; the
+                        // batch sees each frame's bytes join what is queued.
+                        let mut args = args.split(' ').map(|a| a.parse::<usize>().unwrap());
+                        let (n, size) = (args.next().unwrap(), args.next().unwrap());
+                        let sender = sender.clone();
+                        tokio::spawn(async move {
+                            sender.feed_batch(|b| {
+                                for i in 0..n {
+                                    let mut payload = vec![(i % 251) as u8; size];
+                                    payload[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                                    let frame = PreparedFrame::binary(&payload);
+                                    let before = b.buffered_amount();
+                                    b.prepared(&frame).unwrap();
+                                    assert_eq!(b.buffered_amount(), before + frame.wire().len());
+                                }
+                            });
+                            sender.feed_batch(|b| b.prepared(&PreparedFrame::text("done")).unwrap());
                         });
                     } else if text == "close" {
                         let sender = sender.clone();
@@ -176,4 +195,25 @@ async fn fed_frames_go_out_when_the_feeding_task_yields_in_order_with_the_rest()
     ws.send(Message::text("echo")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("echo"));
     ws.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn frames_of_one_batch_go_out_in_order_with_a_cork_and_without() {
+    for corked in [true, false] {
+        let (port, _) = shared_server(ServerConfig::default(), corked).await;
+        let (mut ws, _) =
+            tether::connect_direct(&format!("ws://127.0.0.1:{port}/"), &ClientConfig::default())
+                .await
+                .unwrap();
+        ws.send(Message::text("batch 2000 50")).await.unwrap();
+        read_burst(&mut ws, 2000, 50).await;
+        // More than the socket takes while the client waits: the reading task writes the
+        // rest once the client reads.
+        ws.send(Message::text("batch 128 65536")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        read_burst(&mut ws, 128, 65536).await;
+        ws.send(Message::text("echo")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("echo"));
+        ws.close().await.unwrap();
+    }
 }

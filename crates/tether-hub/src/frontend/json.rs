@@ -34,6 +34,10 @@ impl Outlet for JsonOutlet {
         self.gate.send_event(event, &ENCODING, encode_push)
     }
 
+    fn push_all(&self, events: &[Arc<Event>], wants: &dyn Fn(&Event) -> bool) -> (u64, bool) {
+        self.gate.send_events(events, wants, &ENCODING, encode_push)
+    }
+
     fn disconnect(&self, code: u16, reason: &str) {
         self.gate.disconnect(code, reason);
     }

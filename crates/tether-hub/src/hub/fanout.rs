@@ -255,62 +255,45 @@ fn offer(sub: &Subscriber, event: &Arc<Event>) -> Option<bool> {
     sub.wants(event).then(|| sub.outlet.push(event))
 }
 
-/// [`deliver`] of several events, [`BLOCK`] subscribers at a time: each event goes to the
-/// block's subscribers, then the next event to the same ones. A connection's state is
-/// then used by all the events while it is in the cache, where a pass over every subscriber
-/// per event would fetch it from memory again for each (10,000 connections' state is more
-/// than the cache holds); and an outlet that shares one encoding between consecutive
-/// subscribers still finds it ready. Each subscriber gets the events in order, and none
-/// after one it could not take.
+/// [`deliver`] of several events: each subscriber gets all of them in one go
+/// ([`Outlet::push_all`]), in order, and none after one it could not take. One call per
+/// subscriber, not one per event: a WebSocket outlet then takes the connection's lock once
+/// for the whole batch, and the connection's state is fetched from memory once (10,000
+/// connections' state is more than the cache holds). The events' encodings are made by the
+/// first subscriber and shared by the rest.
 fn deliver_blocks(
     subscribers: &HashMap<ClientId, Subscriber>,
     events: &[Arc<Event>],
     slow: &mut Vec<ClientId>,
 ) -> u64 {
     let mut delivered = 0;
-    let mut block: Vec<(ClientId, &Subscriber, bool)> = Vec::with_capacity(BLOCK.min(subscribers.len()));
-    let mut all = subscribers.iter().peekable();
-    while all.peek().is_some() {
-        block.clear();
-        for (id, sub) in all.by_ref().take(BLOCK) {
-            tether::prefetch::value(&*sub.outlet);
-            block.push((*id, sub, true));
+    // Asked for ahead, as in `deliver_one`.
+    let mut outlets = subscribers.values();
+    let mut connections = subscribers.values();
+    for s in outlets.by_ref().take(OUTLET_AHEAD) {
+        tether::prefetch::value(&*s.outlet);
+    }
+    for s in connections.by_ref().take(CONNECTION_AHEAD) {
+        s.outlet.prefetch();
+    }
+    for (id, sub) in subscribers {
+        if let Some(s) = outlets.next() {
+            tether::prefetch::value(&*s.outlet);
         }
-        for (_, sub, _) in block.iter().take(CONNECTION_AHEAD) {
-            sub.outlet.prefetch();
+        if let Some(s) = connections.next() {
+            s.outlet.prefetch();
         }
-        for (i, event) in events.iter().enumerate() {
-            for j in 0..block.len() {
-                if i == 0 {
-                    // The first event's pass brings the connections in, a few ahead.
-                    if let Some((_, ahead, _)) = block.get(j + CONNECTION_AHEAD) {
-                        ahead.outlet.prefetch();
-                    }
-                }
-                let (id, sub, alive) = &mut block[j];
-                if !*alive {
-                    continue;
-                }
-                match offer(sub, event) {
-                    Some(true) => delivered += 1,
-                    Some(false) => {
-                        *alive = false;
-                        slow.push(*id);
-                    }
-                    None => {}
-                }
-            }
+        let (queued, took_all) = sub.outlet.push_all(events, &|e| sub.wants(e));
+        delivered += queued;
+        if !took_all {
+            slow.push(*id);
         }
     }
     delivered
 }
 
 /// A channel with fewer subscribers than this delivers each event at once, unbatched.
-const BATCH_FROM: usize = BLOCK;
-
-/// How many subscribers [`deliver_blocks`] takes at a time: their state (outlet, connection,
-/// queued frames: a few KiB each while a burst is batched) fits in a core's L2 cache.
-const BLOCK: usize = 64;
+const BATCH_FROM: usize = 64;
 
 /// How far ahead of its push a subscriber's outlet is asked for.
 const OUTLET_AHEAD: usize = 8;
@@ -321,8 +304,20 @@ const CONNECTION_AHEAD: usize = 4;
 /// Runs the hub's [`pump`](Shared::pump) when dropped (see [`Shared::spawn_pump`]).
 struct PumpOnDrop(Weak<Shared>);
 
+thread_local! {
+    /// While this thread is in [`Shared::spawn_pump`]'s `spawn`: whether the task was dropped
+    /// there and then (a runtime that is shutting down drops what is spawned at once).
+    static SPAWNING: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
 impl Drop for PumpOnDrop {
     fn drop(&mut self) {
+        // Dropped inside `spawn_pump`, whose caller holds the state lock that a pump takes:
+        // it settles the batch itself instead.
+        if SPAWNING.with(|s| s.get().is_some()) {
+            SPAWNING.with(|s| s.set(Some(true)));
+            return;
+        }
         if let Some(shared) = self.0.upgrade() {
             shared.pump();
         }
@@ -642,15 +637,20 @@ impl Shared {
     /// false outside a tokio runtime. The pump runs even if the task is dropped first (its
     /// runtime shutting down): nothing batched is left behind, and the next event can start
     /// another.
+    ///
+    /// False too when the runtime is shutting down: it drops the task inside `spawn`, while
+    /// the caller holds the state lock, so the task cannot pump then; the caller settles.
     fn spawn_pump(&self) -> bool {
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return false };
         let pump = PumpOnDrop(self.me.clone());
+        SPAWNING.with(|s| s.set(Some(false)));
         rt.spawn(async move {
             let fed = || pump.0.upgrade().map(|s| s.batched_events.load(Ordering::Relaxed));
             tether::yield_while_fed(fed).await;
             drop(pump);
         });
-        true
+        let dropped = SPAWNING.with(|s| s.take()) == Some(true);
+        !dropped
     }
 
     /// Pushes `channel`'s batch to its subscribers now, ahead of the fan-out task: a client's

@@ -28,6 +28,20 @@ pub(crate) trait Outlet: Send + Sync {
     /// Queues `event` for the connection. Returns `false` when the connection is too far
     /// behind (the outlet has then started disconnecting it) or gone.
     fn push(&self, event: &Arc<Event>) -> bool;
+    /// Queues, in order, each of `events` that `wants` lets through, as [`push`](Self::push)
+    /// would one after the other, stopping at the first the connection does not take.
+    /// Returns how many it queued, and `false` if it stopped (the outlet has then started
+    /// disconnecting the connection, or it is gone).
+    fn push_all(&self, events: &[Arc<Event>], wants: &dyn Fn(&Event) -> bool) -> (u64, bool) {
+        let mut queued = 0;
+        for event in events.iter().filter(|e| wants(e)) {
+            if !self.push(event) {
+                return (queued, false);
+            }
+            queued += 1;
+        }
+        (queued, true)
+    }
     /// Disconnects the connection with a close code and reason.
     fn disconnect(&self, code: u16, reason: &str);
     /// Asks the CPU to bring in what a [`push`](Self::push) will touch, without waiting: a
@@ -593,16 +607,17 @@ mod tests {
         outlets
     }
 
-    /// A burst of publications goes out as one batch (subscribers in blocks, each taking
-    /// every publication in a row): each subscriber gets each one once, in order; one that
-    /// cannot keep up is asked once, gets nothing after, and leaves the channel.
+    /// A burst of publications goes out as one batch (each subscriber taking every
+    /// publication in a row, `Outlet::push_all`): each subscriber gets each one once, in
+    /// order; one that cannot keep up is asked once, gets nothing after, and leaves the
+    /// channel.
     #[test]
     fn a_burst_reaches_every_subscriber_in_order_and_a_slow_one_leaves() {
         let mut options = HubOptions::default();
         options.default_namespace.allow_anonymous = true;
         let hub = Hub::new(options);
-        // More subscribers than a block holds (which block the slow one is in depends on
-        // the map's order).
+        // Enough subscribers for the channel's events to be batched (where the slow one comes
+        // in the fan-out depends on the map's order).
         let outlets = bounded_subscribers(&hub, "burst", 150, Some(70));
         let everyone_done = || outlets.iter().all(|o| o.offsets.lock().unwrap().len() >= 20.min(o.room));
         let burst = async {
@@ -640,6 +655,42 @@ mod tests {
         assert!(outlets.iter().all(|o| *o.offsets.lock().unwrap() == [1]));
         block_on(hub.publish("ends", Bytes::from_static(b"2"), None)).unwrap();
         assert!(outlets.iter().all(|o| *o.offsets.lock().unwrap() == [1, 2]));
+    }
+
+    /// An event that comes while the runtime shuts down (a connection's task, dropped then,
+    /// leaves its channels) is delivered, once: the pump task the event starts is dropped
+    /// inside `spawn` while the hub's state is locked, and the hub settles the batch itself
+    /// (its pump there locked the state again, and the shutdown hung).
+    #[test]
+    fn an_event_while_the_runtime_shuts_down_is_delivered() {
+        let mut options = HubOptions::default();
+        options.default_namespace.allow_anonymous = true;
+        let hub = Arc::new(Hub::new(options));
+        let outlets = bounded_subscribers(&hub, "down", 100, None);
+        /// Publishes when dropped, as a session's end announces a leave.
+        struct PublishOnDrop(Arc<Hub>);
+        impl Drop for PublishOnDrop {
+            fn drop(&mut self) {
+                let publish = self.0.publish("down", Bytes::from_static(b"1"), None);
+                assert!(futures_util::FutureExt::now_or_never(publish)
+                    .expect("the memory broker never waits")
+                    .is_ok());
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let guard = PublishOnDrop(hub.clone());
+        rt.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        rt.block_on(tokio::task::yield_now());
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(rt);
+            let _ = done.send(());
+        });
+        assert!(ended.recv_timeout(std::time::Duration::from_secs(10)).is_ok(), "the shutdown hung");
+        assert!(outlets.iter().all(|o| *o.offsets.lock().unwrap() == [1]));
     }
 
     #[test]

@@ -31,12 +31,18 @@ impl SendGate {
             return false;
         }
         if self.sender.buffered_amount() > self.max_queued {
-            self.closing.store(true, Ordering::Relaxed);
-            tracing::info!(queued = self.sender.buffered_amount(), "slow consumer disconnected");
-            let _ = self.sender.send_close(CloseCode(close::SLOW_CONSUMER), "slow consumer");
+            self.too_slow();
             return false;
         }
         true
+    }
+
+    /// The slow-consumer close, the first time the connection is over its limit.
+    fn too_slow(&self) {
+        if !self.closing.swap(true, Ordering::Relaxed) {
+            tracing::info!(queued = self.sender.buffered_amount(), "slow consumer disconnected");
+            let _ = self.sender.send_close(CloseCode(close::SLOW_CONSUMER), "slow consumer");
+        }
     }
 
     fn sent(&self, ok: bool, bytes: usize) -> bool {
@@ -55,6 +61,69 @@ impl SendGate {
         encode: impl FnOnce(&Event) -> String,
     ) -> bool {
         self.admit() && self.counted(self.sender.send_event(event, encoding, encode))
+    }
+
+    /// Queues, in order, each of `events` that `wants` lets through, as
+    /// [`send_event`](Self::send_event) would one after the other: the same limit is checked
+    /// before each, and the first that finds the connection over it starts the close and
+    /// stops. On a WebSocket written from the publishing path, all under one lock of the
+    /// connection ([`tether::SharedSender::feed_batch`]). Returns how many it queued and
+    /// whether it queued every one `wants` let through.
+    pub(crate) fn send_events(
+        &self,
+        events: &[Arc<Event>],
+        wants: &dyn Fn(&Event) -> bool,
+        encoding: &TextEncoding,
+        encode: fn(&Event) -> String,
+    ) -> (u64, bool) {
+        let Tx::Shared(sender) = &self.sender else {
+            let mut queued = 0;
+            for event in events.iter().filter(|e| wants(e)) {
+                if !self.send_event(event, encoding, encode) {
+                    return (queued, false);
+                }
+                queued += 1;
+            }
+            return (queued, true);
+        };
+        let (queued, bytes, end) = sender.feed_batch(|batch| {
+            let (mut queued, mut bytes) = (0, 0);
+            for event in events.iter().filter(|e| wants(e)) {
+                // `admit`'s checks, with the amount queued read under the lock.
+                if self.closing.load(Ordering::Relaxed) {
+                    return (queued, bytes, Some(false));
+                }
+                if batch.buffered_amount() > self.max_queued {
+                    return (queued, bytes, Some(true));
+                }
+                let r = event.with_frame(
+                    encoding.frame(),
+                    |e| tether::PreparedFrame::text(&encode(e)),
+                    |f| batch.prepared(f).map(|()| f.wire().len()),
+                );
+                match r {
+                    Ok(n) => {
+                        queued += 1;
+                        bytes += n;
+                    }
+                    // Closing or closed: as `send_event`, nothing more for it.
+                    Err(_) => return (queued, bytes, Some(false)),
+                }
+            }
+            (queued, bytes, None)
+        });
+        if bytes > 0 {
+            self.sent(true, bytes);
+        }
+        match end {
+            None => (queued, true),
+            Some(over_limit) => {
+                if over_limit {
+                    self.too_slow();
+                }
+                (queued, false)
+            }
+        }
     }
 
     /// Queues the message `head` + `part`, `part` shared by many connections (`encoded`:
@@ -101,5 +170,127 @@ impl SendGate {
     pub(crate) fn disconnect(&self, code: u16, reason: &str) {
         self.closing.store(true, Ordering::Relaxed);
         let _ = self.sender.send_close(CloseCode(code), reason.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Publication, Push};
+    use crate::session::link::Link;
+    use futures_util::StreamExt;
+    use std::time::Duration;
+    use tether::{Accepted, ClientConfig, Cork, Listener, ServerConfig, Transport, WebSocketStream};
+
+    static TEXT: TextEncoding = TextEncoding::new("gate-test");
+
+    fn encode(e: &Event) -> String {
+        let p = e.publication().expect("a publication");
+        format!("{}:{}", p.offset, String::from_utf8_lossy(&p.data))
+    }
+
+    /// Publications 1, 2, ... with data of these sizes.
+    fn events(sizes: &[usize]) -> Vec<Arc<Event>> {
+        let channel: Arc<str> = "c".into();
+        (1..)
+            .zip(sizes)
+            .map(|(offset, &n)| {
+                let data = Bytes::from("x".repeat(n));
+                Event::new(
+                    channel.clone(),
+                    Push::Publication(Publication { offset, epoch: "e".into(), data, info: None }),
+                )
+            })
+            .collect()
+    }
+
+    /// A gate over a hub-side connection written through `cork` (read by a task of its
+    /// own, as the front-ends do), and the client at the other end.
+    async fn connection(
+        cork: &Cork,
+        max_queued: usize,
+    ) -> (SendGate, Arc<Metrics>, WebSocketStream<Transport>) {
+        let listener = Listener::bind("127.0.0.1:0", ServerConfig::default()).await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let client =
+            tokio::spawn(async move { tether::connect_direct(&url, &ClientConfig::default()).await });
+        let Ok(Accepted::WebSocket(opened, _)) =
+            listener.accept().await.unwrap().upgrade_or_http(|_| Ok(())).await
+        else {
+            panic!("no WebSocket");
+        };
+        let link = Link::from(opened.direct().into_corked(cork));
+        let mut rx = link.rx;
+        tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+        let metrics = Arc::new(Metrics::default());
+        let (ws, _) = client.await.unwrap().unwrap();
+        (SendGate::new(link.tx, max_queued, metrics.clone()), metrics, ws)
+    }
+
+    /// The texts a client reads until a close (its code) or `n` messages and a quiet 200 ms.
+    async fn read_all(ws: &mut WebSocketStream<Transport>) -> (Vec<String>, Option<u16>) {
+        let mut texts = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => texts.push(t.as_str().to_owned()),
+                Ok(Some(Ok(Message::Close(frame)))) => return (texts, frame.map(|f| f.code.0)),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => panic!("{e}"),
+                Ok(None) | Err(_) => return (texts, None),
+            }
+        }
+    }
+
+    /// `send_events` (one lock for the batch) against `send_event` one at a time, on two
+    /// connections with the same limit: the same answer, the same bytes counted, the same
+    /// messages read by the client, the same close.
+    #[tokio::test]
+    async fn a_batch_queues_what_one_event_at_a_time_would_and_stops_at_the_limit() {
+        let all = |_: &Event| true;
+        let odd = |e: &Event| e.publication().is_some_and(|p| p.offset % 2 == 1);
+        /// Sizes, which are wanted, the limit, closing first, and the expected answer:
+        /// how many are queued and whether all went.
+        type Case = (&'static [usize], fn(&Event) -> bool, usize, bool, (u64, bool));
+        let cases: [Case; 5] = [
+            (&[100; 10], all, 1 << 20, false, (10, true)),
+            // Each frame is about 1,006 bytes: over 2,500 after the third, so the fourth is
+            // refused.
+            (&[1000; 10], all, 2500, false, (3, false)),
+            (&[10, 2000, 30, 40, 5000, 60, 70], odd, 1 << 20, false, (4, true)),
+            (&[3000, 10, 3000, 10], odd, 2500, false, (1, false)),
+            (&[100; 4], all, 1 << 20, true, (0, false)),
+        ];
+        for (i, (sizes, wants, limit, closing, expected)) in cases.into_iter().enumerate() {
+            let cork = Cork::new();
+            let (batched, batched_metrics, mut batched_ws) = connection(&cork, limit).await;
+            let (single, single_metrics, mut single_ws) = connection(&cork, limit).await;
+            if closing {
+                batched.disconnect(4000, "bye");
+                single.disconnect(4000, "bye");
+            }
+            let events = events(sizes);
+            let got = batched.send_events(&events, &wants, &TEXT, encode);
+            let mut one_by_one = (0, true);
+            for e in events.iter().filter(|e| wants(e)) {
+                if !single.send_event(e, &TEXT, encode) {
+                    one_by_one.1 = false;
+                    break;
+                }
+                one_by_one.0 += 1;
+            }
+            assert_eq!(got, expected, "case {i}");
+            assert_eq!(one_by_one, expected, "case {i}, one at a time");
+            let counted = |m: &Metrics| m.bytes_out.load(Ordering::Relaxed);
+            assert_eq!(counted(&batched_metrics), counted(&single_metrics), "case {i}");
+            let (texts, code) = read_all(&mut batched_ws).await;
+            assert_eq!((texts.clone(), code), read_all(&mut single_ws).await, "case {i}");
+            assert_eq!(texts.len() as u64, expected.0, "case {i}");
+            let close = match (expected.1, closing) {
+                (true, _) => None,
+                (false, true) => Some(4000),
+                (false, false) => Some(close::SLOW_CONSUMER),
+            };
+            assert_eq!(code, close, "case {i}");
+        }
     }
 }

@@ -111,6 +111,11 @@ impl TextEncoding {
     pub(crate) const fn new(name: &'static str) -> Self {
         Self { frame: FrameEncoding::new(name), outbox: PartEncoding::new(name) }
     }
+
+    /// The WebSocket frame's encoding.
+    pub(crate) fn frame(&self) -> &FrameEncoding {
+        &self.frame
+    }
 }
 
 impl Tx {
