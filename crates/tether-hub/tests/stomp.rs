@@ -284,6 +284,66 @@ async fn subscribers_sharing_a_frame_each_get_their_own_subscription_id() {
     }
 }
 
+/// A burst published while the fan-out has not run goes to each STOMP subscriber as one
+/// batch (under one lock of its connection), each MESSAGE with its own subscription id
+/// (ids alternate, so the frames shared between subscribers are too), in order; a stalled
+/// subscriber (a small receive buffer, never read) among them is closed with 4008.
+#[tokio::test]
+async fn a_burst_to_many_stomp_subscribers_arrives_in_order_and_a_stalled_one_is_closed() {
+    let mut options = namespaces();
+    options.max_queued_bytes = 64 * 1024;
+    let hub = start_with(options, |_| {}).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(hub.addr).await.unwrap();
+    let url = tether::Url::parse(&format!("ws://{}/ws", hub.addr)).unwrap();
+    let (ws, _) = tether::client_handshake(stream, &url, &ClientConfig::default().with_protocol("v12.stomp"))
+        .await
+        .unwrap();
+    let mut stalled = Stomp {
+        ws,
+        decoder: Decoder::new(Version::V1_2, Limits::default()),
+        version: Version::V1_2,
+        frames: VecDeque::new(),
+        beats: 0,
+    };
+    stalled
+        .send(&Frame::new(Command::Connect).header("accept-version", "1.2").header("host", "localhost"))
+        .await;
+    assert_eq!(stalled.recv().await.command, Command::Connected);
+    stalled.sync(subscribe("/topic/chat:many", "x", "auto"), "s").await;
+    let ids = ["x", "y", "a-subscription-id-longer-than-15"];
+    let mut clients = Vec::new();
+    for i in 0..66 {
+        let (mut s, _) = Stomp::connect(hub.addr, &[]).await;
+        s.sync(subscribe("/topic/chat:many", ids[i % 3], "auto"), &format!("r{i}")).await;
+        clients.push(s);
+    }
+    let slow = || hub.hub.metrics.slow_disconnects.load(std::sync::atomic::Ordering::Relaxed);
+    // Bursts of 20 publications of 2 KiB, each published without a pause (the memory
+    // broker never waits); the fast ones read each burst before the next.
+    let pad = "x".repeat(2048);
+    let mut bursts = 0;
+    while slow() == 0 {
+        assert!(bursts < 500, "the stalled subscriber was never disconnected");
+        for i in 0..20 {
+            let data = bytes::Bytes::from(format!("\"{}:{pad}\"", bursts * 20 + i));
+            hub.hub.publish("chat:many", data, None).await.unwrap();
+        }
+        for (i, s) in clients.iter_mut().enumerate() {
+            for n in 0..20 {
+                let m = s.recv().await;
+                // A JSON string arrives as its text.
+                let want = format!("{}:{pad}", bursts * 20 + n);
+                assert_eq!((m.get("subscription"), body(&m)), (Some(ids[i % 3]), want.as_str()));
+            }
+        }
+        bursts += 1;
+    }
+    assert_eq!(slow(), 1, "only the stalled one is too slow");
+    assert_eq!(stalled.close_code().await, 4008);
+}
+
 #[tokio::test]
 async fn queues_share_work_and_redeliver() {
     let hub = start().await;

@@ -197,7 +197,8 @@ impl<S: AsyncRead + AsyncWrite + TryWrite + Unpin> SharedSender<S> {
     /// memory access before it, so a lock per message made the fan-out wait for each
     /// message's first touch of the connection's queue in turn. `f` sees the bytes queued
     /// as it goes ([`FeedBatch::buffered_amount`]), to stop at a limit. Returns what `f`
-    /// returns.
+    /// returns. `f` runs under the connection's lock: it must not send on this connection
+    /// by other means (a close, say), which would wait for that lock forever; do that after.
     pub fn feed_batch<R>(&self, f: impl FnOnce(&mut FeedBatch<'_, S>) -> R) -> R
     where
         S: Send + 'static,

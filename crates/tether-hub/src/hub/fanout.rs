@@ -206,7 +206,7 @@ fn deliver(
     let mut slow = Vec::new();
     let delivered = match events {
         [event] => deliver_one(subscribers, event, &mut slow),
-        _ => deliver_blocks(subscribers, events, &mut slow),
+        _ => deliver_batch(subscribers, events, &mut slow),
     };
     metrics.delivered.fetch_add(delivered, Ordering::Relaxed);
     slow
@@ -261,7 +261,7 @@ fn offer(sub: &Subscriber, event: &Arc<Event>) -> Option<bool> {
 /// for the whole batch, and the connection's state is fetched from memory once (10,000
 /// connections' state is more than the cache holds). The events' encodings are made by the
 /// first subscriber and shared by the rest.
-fn deliver_blocks(
+fn deliver_batch(
     subscribers: &HashMap<ClientId, Subscriber>,
     events: &[Arc<Event>],
     slow: &mut Vec<ClientId>,

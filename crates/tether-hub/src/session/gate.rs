@@ -63,12 +63,32 @@ impl SendGate {
         self.admit() && self.counted(self.sender.send_event(event, encoding, encode))
     }
 
+    /// Runs `f` with a [`GateBatch`] that queues frames on this connection under one lock
+    /// ([`tether::SharedSender::feed_batch`]), each as [`send_frame`](Self::send_frame)
+    /// would: the limit checked before each, the first over it starting the close. Bytes
+    /// are counted once at the end. `None` (and `f` not run) for a connection that is not
+    /// a WebSocket written from the publishing path: the caller queues one at a time.
+    pub(crate) fn batch<R>(&self, f: impl FnOnce(&mut GateBatch<'_, '_, '_>) -> R) -> Option<R> {
+        let Tx::Shared(sender) = &self.sender else { return None };
+        let (r, bytes, over) = sender.feed_batch(|feed| {
+            let mut batch = GateBatch { feed, gate: self, bytes: 0, over: false };
+            let r = f(&mut batch);
+            (r, batch.bytes, batch.over)
+        });
+        if bytes > 0 {
+            self.sent(true, bytes);
+        }
+        // After the connection's lock is let go: the close queues a frame too.
+        if over {
+            self.too_slow();
+        }
+        Some(r)
+    }
+
     /// Queues, in order, each of `events` that `wants` lets through, as
-    /// [`send_event`](Self::send_event) would one after the other: the same limit is checked
-    /// before each, and the first that finds the connection over it starts the close and
-    /// stops. On a WebSocket written from the publishing path, all under one lock of the
-    /// connection ([`tether::SharedSender::feed_batch`]). Returns how many it queued and
-    /// whether it queued every one `wants` let through.
+    /// [`send_event`](Self::send_event) would one after the other (in one [`batch`](Self::batch)
+    /// where it can). Returns how many it queued and whether it queued every one `wants` let
+    /// through.
     pub(crate) fn send_events(
         &self,
         events: &[Arc<Event>],
@@ -76,7 +96,18 @@ impl SendGate {
         encoding: &TextEncoding,
         encode: fn(&Event) -> String,
     ) -> (u64, bool) {
-        let Tx::Shared(sender) = &self.sender else {
+        let batched = self.batch(|batch| {
+            let mut queued = 0;
+            for event in events.iter().filter(|e| wants(e)) {
+                let encode = |e: &Event| tether::PreparedFrame::text(&encode(e));
+                if !event.with_frame(encoding.frame(), encode, |f| batch.send_frame(f)) {
+                    return (queued, false);
+                }
+                queued += 1;
+            }
+            (queued, true)
+        });
+        batched.unwrap_or_else(|| {
             let mut queued = 0;
             for event in events.iter().filter(|e| wants(e)) {
                 if !self.send_event(event, encoding, encode) {
@@ -84,46 +115,8 @@ impl SendGate {
                 }
                 queued += 1;
             }
-            return (queued, true);
-        };
-        let (queued, bytes, end) = sender.feed_batch(|batch| {
-            let (mut queued, mut bytes) = (0, 0);
-            for event in events.iter().filter(|e| wants(e)) {
-                // `admit`'s checks, with the amount queued read under the lock.
-                if self.closing.load(Ordering::Relaxed) {
-                    return (queued, bytes, Some(false));
-                }
-                if batch.buffered_amount() > self.max_queued {
-                    return (queued, bytes, Some(true));
-                }
-                let r = event.with_frame(
-                    encoding.frame(),
-                    |e| tether::PreparedFrame::text(&encode(e)),
-                    |f| batch.prepared(f).map(|()| f.wire().len()),
-                );
-                match r {
-                    Ok(n) => {
-                        queued += 1;
-                        bytes += n;
-                    }
-                    // Closing or closed: as `send_event`, nothing more for it.
-                    Err(_) => return (queued, bytes, Some(false)),
-                }
-            }
-            (queued, bytes, None)
-        });
-        if bytes > 0 {
-            self.sent(true, bytes);
-        }
-        match end {
-            None => (queued, true),
-            Some(over_limit) => {
-                if over_limit {
-                    self.too_slow();
-                }
-                (queued, false)
-            }
-        }
+            (queued, true)
+        })
     }
 
     /// Queues the message `head` + `part`, `part` shared by many connections (`encoded`:
@@ -170,6 +163,37 @@ impl SendGate {
     pub(crate) fn disconnect(&self, code: u16, reason: &str) {
         self.closing.store(true, Ordering::Relaxed);
         let _ = self.sender.send_close(CloseCode(code), reason.to_owned());
+    }
+}
+
+/// Frames being queued on one connection under one lock ([`SendGate::batch`]).
+pub(crate) struct GateBatch<'b, 'f, 'w> {
+    feed: &'b mut tether::FeedBatch<'w, tether::Transport>,
+    gate: &'f SendGate,
+    bytes: usize,
+    /// The limit was passed: the close starts once the lock is let go.
+    over: bool,
+}
+
+impl GateBatch<'_, '_, '_> {
+    /// Queues a frame shared by many connections. `false`, and nothing queued, when the
+    /// connection is closing, gone, or over its limit (then nothing more should be).
+    pub(crate) fn send_frame(&mut self, frame: &tether::PreparedFrame) -> bool {
+        // `admit`'s checks, with the amount queued read under the lock.
+        if self.over || self.gate.closing.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.feed.buffered_amount() > self.gate.max_queued {
+            self.over = true;
+            return false;
+        }
+        match self.feed.prepared(frame) {
+            Ok(()) => {
+                self.bytes += frame.wire().len();
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -227,7 +251,8 @@ mod tests {
         (SendGate::new(link.tx, max_queued, metrics.clone()), metrics, ws)
     }
 
-    /// The texts a client reads until a close (its code) or `n` messages and a quiet 200 ms.
+    /// The texts a client reads until a close (and its code), or until 300 ms pass with
+    /// nothing.
     async fn read_all(ws: &mut WebSocketStream<Transport>) -> (Vec<String>, Option<u16>) {
         let mut texts = Vec::new();
         loop {

@@ -111,12 +111,20 @@ fn encode_topic_part(event: &Event, version: Version) -> Bytes {
 }
 
 thread_local! {
-    /// The last topic MESSAGE made as a WebSocket frame: for which event (a weak reference:
-    /// the event's data is let go, its address is not reused while it is compared), STOMP version and subscription id. A
-    /// fan-out goes through an event's subscribers in one go on one thread, so every
-    /// subscriber after the first with the same id and version queues the same frame.
-    static SHARED_FRAME: std::cell::RefCell<Option<SharedFrame>> = const { std::cell::RefCell::new(None) };
+    /// The last topic MESSAGEs made as WebSocket frames, one per position in a batch of
+    /// events ([`StompOutlet::push_all`]; a single event is position 0): for which event (a
+    /// weak reference: the event's data is let go, its address is not reused while it is
+    /// compared), STOMP version and subscription id. A fan-out goes through a channel's
+    /// subscribers in one go on one thread, each taking the same events in the same
+    /// order, so every subscriber after the first with the same id and version queues the
+    /// same frames. At most [`SHARED_SLOTS`] are kept, and those past the last batch's
+    /// length are let go when a new batch starts.
+    static SHARED_FRAME: std::cell::RefCell<Vec<Option<SharedFrame>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// How many positions of a batch [`SHARED_FRAME`] keeps a frame for; a longer batch's later
+/// events share the positions (modulo), and may miss.
+const SHARED_SLOTS: usize = 128;
 
 /// See [`SHARED_FRAME`].
 type SharedFrame = (std::sync::Weak<Event>, Version, Id, tether::PreparedFrame);
@@ -343,43 +351,7 @@ impl StompOutlet {
     fn send_event(&self, sub: &Id, event: &Arc<Event>) -> bool {
         let v = self.version;
         if self.gate.takes_frames() {
-            let frame = SHARED_FRAME.with(|last| {
-                let mut last = last.borrow_mut();
-                match &*last {
-                    Some((e, ver, id, frame))
-                        if std::ptr::eq(e.as_ptr(), Arc::as_ptr(event)) && *ver == v && id.same(sub) =>
-                    {
-                        frame.clone()
-                    }
-                    _ => {
-                        let frame = event.with_part(
-                            encoding(v),
-                            |e| encode_topic_part(e, v),
-                            |part| {
-                                sub.with_str(|subscription| {
-                                    let mut whole =
-                                        BytesMut::with_capacity(part.len() + subscription.len() + 24);
-                                    whole.extend_from_slice(b"MESSAGE\n");
-                                    write_header(
-                                        &mut whole,
-                                        "subscription",
-                                        subscription,
-                                        (v >= Version::V1_1).then_some(v),
-                                    );
-                                    whole.extend_from_slice(part);
-                                    match std::str::from_utf8(&whole) {
-                                        Ok(text) => tether::PreparedFrame::text(text),
-                                        Err(_) => tether::PreparedFrame::binary(&whole),
-                                    }
-                                })
-                            },
-                        );
-                        *last = Some((Arc::downgrade(event), v, sub.clone(), frame.clone()));
-                        frame
-                    }
-                }
-            });
-            return self.gate.send_frame(&frame);
+            return self.gate.send_frame(&self.shared_frame(0, sub, event));
         }
         event.with_part(
             encoding(v),
@@ -402,6 +374,66 @@ impl StompOutlet {
     }
 }
 
+impl StompOutlet {
+    /// The MESSAGE frame of `event` for subscription `sub`, shared with the subscribers
+    /// before this one that had the same id and version (see [`SHARED_FRAME`]); `slot` is
+    /// the event's position in its batch.
+    fn shared_frame(&self, slot: usize, sub: &Id, event: &Arc<Event>) -> tether::PreparedFrame {
+        let v = self.version;
+        let slot = slot % SHARED_SLOTS;
+        SHARED_FRAME.with(|frames| {
+            let mut frames = frames.borrow_mut();
+            if frames.len() <= slot {
+                frames.resize_with(slot + 1, || None);
+            }
+            if let Some((e, ver, id, frame)) = &frames[slot] {
+                if std::ptr::eq(e.as_ptr(), Arc::as_ptr(event)) && *ver == v && id.same(sub) {
+                    return frame.clone();
+                }
+            }
+            let frame = event.with_part(
+                encoding(v),
+                |e| encode_topic_part(e, v),
+                |part| {
+                    sub.with_str(|subscription| {
+                        let mut whole = BytesMut::with_capacity(part.len() + subscription.len() + 24);
+                        whole.extend_from_slice(b"MESSAGE\n");
+                        write_header(
+                            &mut whole,
+                            "subscription",
+                            subscription,
+                            (v >= Version::V1_1).then_some(v),
+                        );
+                        whole.extend_from_slice(part);
+                        match std::str::from_utf8(&whole) {
+                            Ok(text) => tether::PreparedFrame::text(text),
+                            Err(_) => tether::PreparedFrame::binary(&whole),
+                        }
+                    })
+                },
+            );
+            frames[slot] = Some((Arc::downgrade(event), v, sub.clone(), frame.clone()));
+            frame
+        })
+    }
+
+    /// Forgets the shared frames past a new batch's length (see [`SHARED_FRAME`]).
+    fn new_batch(events: &[Arc<Event>]) {
+        SHARED_FRAME.with(|frames| {
+            let mut frames = frames.borrow_mut();
+            let first_is_new = match frames.first() {
+                Some(Some((e, ..))) => {
+                    events.first().is_some_and(|f| !std::ptr::eq(e.as_ptr(), Arc::as_ptr(f)))
+                }
+                _ => true,
+            };
+            if first_is_new {
+                frames.truncate(events.len().min(SHARED_SLOTS));
+            }
+        });
+    }
+}
+
 impl Outlet for StompOutlet {
     fn push(&self, event: &Arc<Event>) -> bool {
         // Join and leave events are for tether.json; STOMP has no frame for them.
@@ -413,6 +445,42 @@ impl Outlet for StompOutlet {
         // Bound to a name: the iterator borrows from the guard, which must outlive it.
         let sent = subs.iter().all(|id| self.send_event(id, event));
         sent
+    }
+
+    fn push_all(&self, events: &[Arc<Event>], wants: &dyn Fn(&Event) -> bool) -> (u64, bool) {
+        let topics = self.topics();
+        // Over a WebSocket written from the publishing path, the whole batch under one
+        // lock of the connection; elsewhere one event at a time.
+        let batched = self.gate.batch(|batch| {
+            Self::new_batch(events);
+            let mut queued = 0;
+            for (slot, event) in events.iter().enumerate() {
+                if !wants(event) {
+                    continue;
+                }
+                // As `push`: only publications, to each subscription of their channel.
+                if let (Some(_), Some(subs)) = (event.publication(), topics.get(&event.channel)) {
+                    for id in subs.iter() {
+                        if !batch.send_frame(&self.shared_frame(slot, id, event)) {
+                            return (queued, false);
+                        }
+                    }
+                }
+                queued += 1;
+            }
+            (queued, true)
+        });
+        drop(topics);
+        batched.unwrap_or_else(|| {
+            let mut queued = 0;
+            for event in events.iter().filter(|e| wants(e)) {
+                if !self.push(event) {
+                    return (queued, false);
+                }
+                queued += 1;
+            }
+            (queued, true)
+        })
     }
 
     fn disconnect(&self, code: u16, reason: &str) {
