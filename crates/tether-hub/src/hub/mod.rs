@@ -33,20 +33,31 @@ pub(crate) trait Outlet: Send + Sync {
     /// Returns how many it queued, and `false` if it stopped (the outlet has then started
     /// disconnecting the connection, or it is gone).
     fn push_all(&self, events: &[Arc<Event>], wants: &dyn Fn(&Event) -> bool) -> (u64, bool) {
-        let mut queued = 0;
-        for event in events.iter().filter(|e| wants(e)) {
-            if !self.push(event) {
-                return (queued, false);
-            }
-            queued += 1;
-        }
-        (queued, true)
+        push_each(events, wants, |e| self.push(e))
     }
     /// Disconnects the connection with a close code and reason.
     fn disconnect(&self, code: u16, reason: &str);
     /// Asks the CPU to bring in what a [`push`](Self::push) will touch, without waiting: a
     /// fan-out calls it a few subscribers ahead. Only a hint.
     fn prefetch(&self) {}
+}
+
+/// [`Outlet::push_all`] one event at a time: `push` each of `events` that `wants` lets
+/// through, stopping at the first it refuses. Returns how many it pushed, and whether it
+/// pushed every one.
+pub(crate) fn push_each(
+    events: &[Arc<Event>],
+    wants: &dyn Fn(&Event) -> bool,
+    mut push: impl FnMut(&Arc<Event>) -> bool,
+) -> (u64, bool) {
+    let mut pushed = 0;
+    for event in events.iter().filter(|e| wants(e)) {
+        if !push(event) {
+            return (pushed, false);
+        }
+        pushed += 1;
+    }
+    (pushed, true)
 }
 
 /// The hub's answer to a subscribe.

@@ -4,7 +4,7 @@
 
 use super::link::{Outbox, TextEncoding, Tx};
 use crate::codes::close;
-use crate::hub::Event;
+use crate::hub::{push_each, Event};
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,16 +107,7 @@ impl SendGate {
             }
             (queued, true)
         });
-        batched.unwrap_or_else(|| {
-            let mut queued = 0;
-            for event in events.iter().filter(|e| wants(e)) {
-                if !self.send_event(event, encoding, encode) {
-                    return (queued, false);
-                }
-                queued += 1;
-            }
-            (queued, true)
-        })
+        batched.unwrap_or_else(|| push_each(events, wants, |e| self.send_event(e, encoding, encode)))
     }
 
     /// Queues the message `head` + `part`, `part` shared by many connections (`encoded`:

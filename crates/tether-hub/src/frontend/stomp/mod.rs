@@ -12,7 +12,7 @@ use super::{Context, FrontEnd};
 use crate::codes::close;
 use crate::hub::event::PartEncoding;
 use crate::hub::queue::{AckMode, Delivery, QueueError, QueueOutlet};
-use crate::hub::{Event, HubError, Outlet, StreamPosition};
+use crate::hub::{push_each, Event, HubError, Outlet, StreamPosition};
 use crate::session::gate::SendGate;
 use crate::session::link::{binary_or_text as message, Link, Outbox, Tx};
 use crate::session::{next_or_deadline, Deadlines, Session, Woke, EXPIRED};
@@ -471,16 +471,7 @@ impl Outlet for StompOutlet {
             (queued, true)
         });
         drop(topics);
-        batched.unwrap_or_else(|| {
-            let mut queued = 0;
-            for event in events.iter().filter(|e| wants(e)) {
-                if !self.push(event) {
-                    return (queued, false);
-                }
-                queued += 1;
-            }
-            (queued, true)
-        })
+        batched.unwrap_or_else(|| push_each(events, wants, |e| self.push(e)))
     }
 
     fn disconnect(&self, code: u16, reason: &str) {
