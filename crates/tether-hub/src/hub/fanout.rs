@@ -219,9 +219,20 @@ fn deliver_one(
     slow: &mut Vec<ClientId>,
 ) -> u64 {
     let mut delivered = 0;
-    // Each push takes a few cache misses (the outlet, then the connection it points to),
-    // and its locks make them wait one after the other; asked for ahead, they overlap:
-    // the outlet `OUTLET_AHEAD` subscribers ahead, its connection `CONNECTION_AHEAD`.
+    each_prefetched(subscribers, |id, sub| match offer(sub, event) {
+        Some(true) => delivered += 1,
+        Some(false) => slow.push(*id),
+        None => {}
+    });
+    delivered
+}
+
+/// Runs `f` on each subscriber, asking for what the next ones' pushes touch ahead of them.
+/// Each push takes a few cache misses (the outlet, then the connection it points to), and
+/// its locks make them wait one after the other; asked for ahead, they overlap: the outlet
+/// `OUTLET_AHEAD` subscribers ahead, its connection `CONNECTION_AHEAD`.
+#[inline]
+fn each_prefetched(subscribers: &HashMap<ClientId, Subscriber>, mut f: impl FnMut(&ClientId, &Subscriber)) {
     let mut outlets = subscribers.values();
     let mut connections = subscribers.values();
     // The first ones too, before the first push: a channel has often fewer subscribers
@@ -239,13 +250,8 @@ fn deliver_one(
         if let Some(s) = connections.next() {
             s.outlet.prefetch();
         }
-        match offer(sub, event) {
-            Some(true) => delivered += 1,
-            Some(false) => slow.push(*id),
-            None => {}
-        }
+        f(id, sub);
     }
-    delivered
 }
 
 /// Pushes `event` to `sub` if it wants it: `None` if not, else whether it took it (one that
@@ -267,28 +273,13 @@ fn deliver_batch(
     slow: &mut Vec<ClientId>,
 ) -> u64 {
     let mut delivered = 0;
-    // Asked for ahead, as in `deliver_one`.
-    let mut outlets = subscribers.values();
-    let mut connections = subscribers.values();
-    for s in outlets.by_ref().take(OUTLET_AHEAD) {
-        tether::prefetch::value(&*s.outlet);
-    }
-    for s in connections.by_ref().take(CONNECTION_AHEAD) {
-        s.outlet.prefetch();
-    }
-    for (id, sub) in subscribers {
-        if let Some(s) = outlets.next() {
-            tether::prefetch::value(&*s.outlet);
-        }
-        if let Some(s) = connections.next() {
-            s.outlet.prefetch();
-        }
+    each_prefetched(subscribers, |id, sub| {
         let (queued, took_all) = sub.outlet.push_all(events, &|e| sub.wants(e));
         delivered += queued;
         if !took_all {
             slow.push(*id);
         }
-    }
+    });
     delivered
 }
 
